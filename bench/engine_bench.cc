@@ -1,0 +1,144 @@
+// Prefill and decode throughput of the CPU engine at several batch sizes. Prints one JSON
+// object (machine-readable) with a row per batch size:
+//
+//   arbor_bench_engine --model models/test-moe --batches 1,16,64
+//
+// Prefill: `batch` sequences of --prompt_tokens random tokens each, fed in steps of up to
+// --max_batch_tokens tokens. Decode: --decode_steps steps of one token for each sequence.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "arbor/engine/local_model.h"
+#include "nlohmann/json.hpp"
+
+ABSL_FLAG(std::string, model, "models/test-moe", "model folder");
+ABSL_FLAG(std::vector<std::string>, batches, std::vector<std::string>({"1", "16", "64"}),
+          "batch sizes (sequences per step)");
+ABSL_FLAG(int, prompt_tokens, 128, "prompt tokens per sequence");
+ABSL_FLAG(int, decode_steps, 32, "decode steps measured per batch size");
+ABSL_FLAG(int, max_batch_tokens, 512, "tokens per prefill step");
+ABSL_FLAG(int, threads, 0, "OpenBLAS threads; 0 = OpenBLAS default");
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using arbor::engine::Engine;
+using arbor::engine::StepInput;
+
+double Seconds(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  const int prompt = absl::GetFlag(FLAGS_prompt_tokens);
+  const int steps = absl::GetFlag(FLAGS_decode_steps);
+  std::vector<int> batches;
+  for (const std::string& b : absl::GetFlag(FLAGS_batches)) {
+    int v;
+    if (!absl::SimpleAtoi(b, &v) || v <= 0) {
+      std::fprintf(stderr, "--batches: \"%s\" is not a positive integer\n", b.c_str());
+      return 2;
+    }
+    batches.push_back(v);
+  }
+  const int max_batch = *std::max_element(batches.begin(), batches.end());
+
+  arbor::engine::EngineOptions opts;
+  opts.max_seqs = max_batch;
+  opts.max_batch_tokens = std::max(absl::GetFlag(FLAGS_max_batch_tokens), max_batch);
+  opts.max_seq_tokens = prompt + steps + 8;
+  opts.kv_cache_tokens = max_batch * (prompt + steps + 16);
+  opts.num_threads = absl::GetFlag(FLAGS_threads);
+  const auto t_load = Clock::now();
+  auto loaded = arbor::engine::LocalModel::Load(absl::GetFlag(FLAGS_model), opts);
+  if (!loaded.ok()) {
+    std::fprintf(stderr, "arbor_bench_engine: %s\n", loaded.status().ToString().c_str());
+    return 1;
+  }
+  const double load_s = Seconds(t_load);
+  Engine& engine = *(*loaded)->engine;
+  const auto& cfg = engine.config();
+
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> tok(3, cfg.vocab_size - 1);
+  nlohmann::json rows = nlohmann::json::array();
+  for (int batch : batches) {
+    std::vector<arbor::engine::SeqId> seqs(batch);
+    std::vector<std::vector<int>> prompts(batch, std::vector<int>(prompt));
+    for (auto& p : prompts) std::generate(p.begin(), p.end(), [&] { return tok(rng); });
+    for (auto& s : seqs) s = engine.AddSequence();
+
+    // Prefill: whole prompts packed into steps of at most max_batch_tokens tokens.
+    const auto t0 = Clock::now();
+    std::vector<StepInput> inputs;
+    std::vector<int> fed(batch, 0);
+    for (int done = 0; done < batch;) {
+      inputs.clear();
+      int budget = opts.max_batch_tokens;
+      for (int i = 0; i < batch && budget > 0; ++i) {
+        const int n = std::min(prompt - fed[i], budget);
+        if (n <= 0) continue;
+        inputs.push_back({seqs[i], {prompts[i].data() + fed[i], static_cast<size_t>(n)},
+                          fed[i] + n == prompt});
+        fed[i] += n;
+        budget -= n;
+        done += fed[i] == prompt;
+      }
+      if (auto st = engine.Step(inputs); !st.ok()) {
+        std::fprintf(stderr, "prefill: %s\n", st.ToString().c_str());
+        return 1;
+      }
+    }
+    const double prefill_s = Seconds(t0);
+
+    // Decode: every sequence one token per step.
+    std::vector<int> next(batch);
+    for (auto& t : next) t = tok(rng);
+    inputs.resize(batch);
+    const auto t1 = Clock::now();
+    for (int s = 0; s < steps; ++s) {
+      for (int i = 0; i < batch; ++i) inputs[i] = {seqs[i], {&next[i], 1}, true};
+      if (auto st = engine.Step(inputs); !st.ok()) {
+        std::fprintf(stderr, "decode: %s\n", st.ToString().c_str());
+        return 1;
+      }
+    }
+    const double decode_s = Seconds(t1);
+    for (auto s : seqs) (void)engine.Release(s);
+
+    rows.push_back({{"batch", batch},
+                    {"prefill_tokens", batch * prompt},
+                    {"prefill_seconds", prefill_s},
+                    {"prefill_tokens_per_s", batch * prompt / prefill_s},
+                    {"decode_tokens", batch * steps},
+                    {"decode_seconds", decode_s},
+                    {"decode_tokens_per_s", batch * steps / decode_s}});
+  }
+  nlohmann::json out = {
+      {"bench", "engine"},
+      {"model", absl::GetFlag(FLAGS_model)},
+      {"config",
+       {{"hidden", cfg.hidden_size}, {"intermediate", cfg.intermediate_size},
+        {"layers", cfg.num_hidden_layers}, {"heads", cfg.num_attention_heads},
+        {"kv_heads", cfg.num_key_value_heads}, {"experts", cfg.num_local_experts},
+        {"top_k", cfg.num_experts_per_tok}, {"vocab", cfg.vocab_size}}},
+      {"prompt_tokens", prompt},
+      {"decode_steps", steps},
+      {"threads", opts.num_threads},
+      {"hardware_threads", std::thread::hardware_concurrency()},
+      {"load_seconds", load_s},
+      {"results", rows}};
+  std::printf("%s\n", out.dump(2).c_str());
+  return 0;
+}

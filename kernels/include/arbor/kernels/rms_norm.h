@@ -1,0 +1,22 @@
+// RMSNorm as Mixtral defines it: out = x / sqrt(mean(x^2) + eps) * weight, computed in f32.
+#pragma once
+
+#include "absl/status/status.h"
+
+namespace arbor::kernels {
+
+struct RmsNormParams {
+  const float* x = nullptr;       // [n_rows, dim], rows `x_stride` floats apart; not owned
+  const float* weight = nullptr;  // [dim]; not owned
+  float* out = nullptr;           // [n_rows, dim], dense; may alias x when x_stride == dim
+  int n_rows = 0;
+  int dim = 0;
+  int x_stride = 0;  // 0 means dim
+  float eps = 1e-5f;
+
+  absl::Status Validate() const;
+};
+
+void RmsNormCpu(const RmsNormParams& p);
+
+}  // namespace arbor::kernels

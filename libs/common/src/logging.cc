@@ -1,0 +1,19 @@
+#include "arbor/common/logging.h"
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+
+namespace arbor {
+
+absl::Status InitLogging(absl::string_view level) {
+  const auto parsed = spdlog::level::from_str(std::string(level));
+  if (parsed == spdlog::level::off && level != "off") {
+    return absl::InvalidArgumentError(absl::StrCat("log level \"", level, "\" unknown"));
+  }
+  spdlog::set_level(parsed);
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  return absl::OkStatus();
+}
+
+}  // namespace arbor

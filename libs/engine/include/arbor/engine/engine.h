@@ -1,0 +1,116 @@
+// The CPU forward pass of a Mixtral-architecture model over a paged KV cache, one batched step
+// at a time: a step takes any mix of prefill chunks and decode tokens from many sequences and
+// returns next-token logits for the sequences that ask for them.
+//
+// Per layer: RMSNorm -> one GEMM for q, k, v -> RoPE -> KV written to the cache -> paged GQA
+// attention -> o_proj GEMM -> RMSNorm -> gate GEMM -> top-k gating -> ExpertBackend (tokens
+// grouped by expert). Every buffer is sized at Create from EngineOptions, so a step allocates no
+// heap memory in steady state. Not thread-safe: one step loop drives an engine.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "arbor/engine/expert_backend.h"
+#include "arbor/kernels/rope.h"
+#include "arbor/kvcache/paged_kv_cache.h"
+#include "arbor/model/weights.h"
+
+namespace arbor::engine {
+
+using kvcache::SeqId;
+
+struct EngineOptions {
+  int max_batch_tokens = 512;   // tokens in one step, over all sequences
+  int max_seqs = 64;            // sequences in one step
+  int max_seq_tokens = 4096;    // one sequence's length (capped by max_position_embeddings)
+  int kv_cache_tokens = 32768;  // KV pool size in tokens, over all sequences
+  int kv_block_tokens = 16;
+  int num_threads = 0;          // OpenBLAS threads; 0 keeps OpenBLAS's default
+};
+
+struct StepInput {
+  SeqId seq = 0;
+  std::span<const int> tokens;  // appended at the sequence's current end; at least one
+  bool want_logits = true;      // false for a prefill chunk that is not the last
+};
+
+struct StepCounters {
+  int64_t steps = 0;
+  int64_t prefill_tokens = 0;  // tokens fed in inputs of more than one token
+  int64_t decode_tokens = 0;   // tokens fed in single-token inputs
+};
+
+class Engine {
+ public:
+  // `weights` must hold the non-expert weights; `experts` runs the MoE FFN. Both must outlive
+  // the engine. INVALID_ARGUMENT names the bad option.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(const model::ModelWeights* weights,
+                                                        ExpertBackend* experts,
+                                                        const EngineOptions& options);
+
+  // A new empty sequence.
+  SeqId AddSequence();
+  // Drops a sequence and frees its KV. NOT_FOUND if unknown.
+  absl::Status Release(SeqId seq);
+  // Tokens in the sequence's KV, -1 if unknown.
+  int Length(SeqId seq) const { return kv_->length(seq); }
+
+  // Runs one forward step. On success logits(i) is valid for every input i with want_logits,
+  // until the next Step. Errors change nothing: INVALID_ARGUMENT (empty input, token id out of
+  // vocabulary, a sequence twice, more than max_seqs inputs or max_batch_tokens tokens),
+  // NOT_FOUND (unknown sequence), OUT_OF_RANGE (past max_seq_tokens), RESOURCE_EXHAUSTED (KV
+  // pool full).
+  absl::Status Step(std::span<const StepInput> inputs);
+
+  // [vocab] logits after input i of the last Step; nullptr if it did not want logits.
+  const float* logits(int i) const;
+
+  const model::ModelConfig& config() const { return config_; }
+  const EngineOptions& options() const { return options_; }
+  const StepCounters& counters() const { return counters_; }
+  const kvcache::PagedKvCache& kv_cache() const { return *kv_; }
+
+ private:
+  Engine(const model::ModelWeights* weights, ExpertBackend* experts, const EngineOptions& options,
+         std::unique_ptr<kvcache::PagedKvCache> kv);
+  absl::Status Validate(std::span<const StepInput> inputs);
+  absl::Status RunLayer(int layer, int n_tokens, int n_seqs);
+
+  model::ModelConfig config_;
+  const model::NonExpertWeights* w_;
+  ExpertBackend* experts_;
+  EngineOptions options_;
+  std::unique_ptr<kvcache::PagedKvCache> kv_;
+  kernels::RopeTable rope_;
+  StepCounters counters_;
+
+  // Per-step buffers, sized at Create. N = max_batch_tokens, S = max_seqs.
+  std::vector<float> x_;       // [N, hidden] residual stream
+  std::vector<float> h_;       // [N, hidden] normed
+  std::vector<float> qkv_;     // [N, q_dim + 2 kv_dim]
+  std::vector<float> attn_;    // [N, q_dim]
+  std::vector<float> router_;  // [N, n_experts]
+  std::vector<int> expert_ids_;      // [N, top_k]
+  std::vector<float> expert_w_;      // [N, top_k]
+  std::vector<int> positions_;       // [N]
+  std::vector<int> token_seq_;       // [N] index of the token's input
+  std::vector<int> query_start_;     // [S + 1]
+  std::vector<int> kv_len_;          // [S]
+  std::vector<int> block_start_;     // [S + 1]
+  std::vector<float*> block_ptr_;        // [S * max blocks per seq] block bases
+  std::vector<const float*> block_k_;    // same, at this layer's K
+  std::vector<const float*> block_v_;    // same, at this layer's V
+  std::vector<float> attn_ws_;           // paged attention workspace
+  std::vector<SeqId> step_seqs_;         // [S]
+  std::vector<int> step_lens_;           // [S] lengths after this step
+  std::vector<float> last_;              // [S, hidden] final-normed last rows
+  std::vector<float> logits_;            // [S, vocab]
+  std::vector<int> logits_row_;          // [S] row in logits_ of input i, or -1
+  int n_inputs_ = 0;
+};
+
+}  // namespace arbor::engine

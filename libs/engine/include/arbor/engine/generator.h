@@ -1,0 +1,99 @@
+// Continuous batching over an Engine: requests join and leave between steps; every step feeds
+// one token to each decoding request and prompt chunks (up to `prefill_chunk` tokens each,
+// within the step's token budget) to requests still prefilling. Handles sampling, stop strings,
+// EOS and max_tokens. Not thread-safe: one thread calls Submit/Step.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "arbor/engine/engine.h"
+#include "arbor/engine/sampler.h"
+#include "arbor/model/tokenizer.h"
+
+namespace arbor::engine {
+
+enum class FinishReason { kNone, kLength, kStop, kEos };
+const char* FinishReasonName(FinishReason r);
+
+struct GenerationParams {
+  SamplingParams sampling;
+  int max_tokens = 64;            // in [1, 1 << 20]
+  std::vector<std::string> stop;  // stop strings (need a tokenizer); up to 16, each 1..256 bytes
+  bool ignore_eos = false;
+
+  absl::Status Validate() const;
+};
+
+struct GenerationResult {
+  std::vector<int> prompt_ids;
+  std::vector<int> token_ids;   // generated, including the EOS or the token that hit a stop
+  std::vector<float> logprobs;  // one per generated token
+  std::string text;             // decoded generation, cut before the stop string
+  FinishReason finish = FinishReason::kNone;
+};
+
+struct GeneratorStats {
+  int64_t prefill_tokens = 0;
+  int64_t decode_tokens = 0;
+  double prefill_seconds = 0;  // steps that fed any prompt tokens
+  double decode_seconds = 0;   // steps that fed only decode tokens
+};
+
+class Generator {
+ public:
+  // `engine` (and `tokenizer`, which may be null when no request uses stop strings or text)
+  // must outlive the generator. `prefill_chunk` bounds the prompt tokens one request feeds per
+  // step (0 = up to the step's budget).
+  Generator(Engine* engine, const model::Tokenizer* tokenizer, int prefill_chunk = 0);
+
+  // Queues a request; returns its id. INVALID_ARGUMENT for an empty prompt, a prompt longer
+  // than the engine's max_seq_tokens, bad params, or stop strings without a tokenizer.
+  absl::StatusOr<int> Submit(std::vector<int> prompt_ids, const GenerationParams& params);
+
+  // Runs one engine step over the live requests (admitting queued ones). Returns how many
+  // requests are still unfinished. An engine error is returned and the step has no effect.
+  absl::StatusOr<int> Step();
+
+  // Steps until every submitted request has finished.
+  absl::Status RunToCompletion();
+
+  bool finished(int id) const;
+  // The request's result so far (complete once finished). The id must come from Submit.
+  const GenerationResult& result(int id) const;
+
+  const GeneratorStats& stats() const { return stats_; }
+
+ private:
+  struct Request {
+    GenerationParams params;
+    GenerationResult result;
+    std::mt19937_64 rng;
+    std::unique_ptr<model::StreamDecoder> decoder;
+    SeqId seq = 0;
+    bool admitted = false;
+    int fed = 0;  // prompt tokens fed so far
+  };
+  void Finish(Request& r, FinishReason reason);
+  // Samples, appends and checks stop conditions after a step that produced logits for r.
+  void Advance(Request& r, const float* logits);
+
+  Engine* engine_;
+  const model::Tokenizer* tokenizer_;
+  int prefill_chunk_;
+  Sampler sampler_;
+  int next_id_ = 0;
+  absl::flat_hash_map<int, std::unique_ptr<Request>> requests_;
+  std::vector<int> live_;  // ids of unfinished requests, in submission order
+  std::vector<StepInput> inputs_;
+  std::vector<Request*> input_req_;
+  std::vector<int> decode_token_;  // [max_seqs] backing store of decode inputs
+  GeneratorStats stats_;
+};
+
+}  // namespace arbor::engine

@@ -1,0 +1,30 @@
+// Everything needed to run a model folder in one process: checkpoint, all weights, tokenizer,
+// CPU experts and an engine. What `arbor generate`, the bench and the tests use; the services
+// split the same parts across processes.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "arbor/engine/engine.h"
+#include "arbor/engine/expert_backend.h"
+#include "arbor/model/checkpoint.h"
+#include "arbor/model/tokenizer.h"
+#include "arbor/model/weights.h"
+
+namespace arbor::engine {
+
+struct LocalModel {
+  std::unique_ptr<model::Checkpoint> checkpoint;
+  std::unique_ptr<model::ModelWeights> weights;
+  std::unique_ptr<model::Tokenizer> tokenizer;  // null when the folder has no tokenizer.model
+  std::unique_ptr<CpuExpertBackend> experts;
+  std::unique_ptr<Engine> engine;
+
+  // Loads `dir`. Errors name the file (and tensor) at fault.
+  static absl::StatusOr<std::unique_ptr<LocalModel>> Load(const std::string& dir,
+                                                          const EngineOptions& options);
+};
+
+}  // namespace arbor::engine

@@ -1,0 +1,274 @@
+#include "arbor/engine/engine.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "arbor/common/status_macros.h"
+#include "arbor/kernels/gating.h"
+#include "arbor/kernels/paged_attention.h"
+#include "arbor/kernels/rms_norm.h"
+
+namespace arbor::engine {
+namespace {
+
+absl::Status CheckPositive(const char* name, int v) {
+  if (v <= 0) return absl::InvalidArgumentError(absl::StrCat(name, " ", v, " must be > 0"));
+  return absl::OkStatus();
+}
+
+// y[m, n] (+)= x[m, k] . w[n, k]^T, all row-major and dense.
+void MatMulWT(const float* x, const float* w, float* y, int m, int n, int k, float beta) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, x, k, w, k, beta, y, n);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const model::ModelWeights* weights,
+                                                       ExpertBackend* experts,
+                                                       const EngineOptions& options) {
+  if (weights == nullptr || weights->non_expert() == nullptr) {
+    return absl::InvalidArgumentError("engine: the non-expert weights are not loaded");
+  }
+  if (experts == nullptr) return absl::InvalidArgumentError("engine: no expert backend");
+  ARBOR_RETURN_IF_ERROR(CheckPositive("max_batch_tokens", options.max_batch_tokens));
+  ARBOR_RETURN_IF_ERROR(CheckPositive("max_seqs", options.max_seqs));
+  ARBOR_RETURN_IF_ERROR(CheckPositive("max_seq_tokens", options.max_seq_tokens));
+  ARBOR_RETURN_IF_ERROR(CheckPositive("kv_cache_tokens", options.kv_cache_tokens));
+  ARBOR_RETURN_IF_ERROR(CheckPositive("kv_block_tokens", options.kv_block_tokens));
+  if (options.num_threads < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_threads ", options.num_threads, " must be >= 0"));
+  }
+  const model::ModelConfig& c = weights->config();
+  EngineOptions opts = options;
+  opts.max_seq_tokens = std::min(opts.max_seq_tokens, c.max_position_embeddings);
+  const kvcache::KvLayout layout{c.num_hidden_layers, c.num_key_value_heads, c.head_dim,
+                                 opts.kv_block_tokens};
+  ARBOR_ASSIGN_OR_RETURN(auto kv, kvcache::PagedKvCache::Create(
+                                      layout, layout.BlocksFor(opts.kv_cache_tokens),
+                                      opts.max_seq_tokens));
+  if (opts.num_threads > 0) openblas_set_num_threads(opts.num_threads);
+  return std::unique_ptr<Engine>(new Engine(weights, experts, opts, std::move(kv)));
+}
+
+Engine::Engine(const model::ModelWeights* weights, ExpertBackend* experts,
+               const EngineOptions& options, std::unique_ptr<kvcache::PagedKvCache> kv)
+    : config_(weights->config()),
+      w_(weights->non_expert()),
+      experts_(experts),
+      options_(options),
+      kv_(std::move(kv)),
+      rope_(config_.head_dim, config_.rope_theta, options.max_seq_tokens) {
+  const size_t n = options.max_batch_tokens, s = options.max_seqs, h = config_.hidden_size;
+  const size_t k = config_.num_experts_per_tok;
+  x_.resize(n * h);
+  h_.resize(n * h);
+  qkv_.resize(n * (config_.q_dim() + 2 * config_.kv_dim()));
+  attn_.resize(n * config_.q_dim());
+  router_.resize(n * config_.num_local_experts);
+  expert_ids_.resize(n * k);
+  expert_w_.resize(n * k);
+  positions_.resize(n);
+  token_seq_.resize(n);
+  query_start_.resize(s + 1);
+  kv_len_.resize(s);
+  block_start_.resize(s + 1);
+  const size_t max_blocks = s * kv_->layout().BlocksFor(options.max_seq_tokens);
+  block_ptr_.resize(max_blocks);
+  block_k_.resize(max_blocks);
+  block_v_.resize(max_blocks);
+  attn_ws_.resize(kernels::PagedAttentionParams::WorkspaceFloats(
+      options.max_batch_tokens, config_.num_attention_heads, config_.num_key_value_heads,
+      config_.head_dim, options.kv_block_tokens));
+  step_seqs_.resize(s);
+  step_lens_.resize(s);
+  last_.resize(s * h);
+  logits_.resize(s * config_.vocab_size);
+  logits_row_.resize(s);
+}
+
+SeqId Engine::AddSequence() { return kv_->CreateSequence(); }
+
+absl::Status Engine::Release(SeqId seq) { return kv_->Release(seq); }
+
+const float* Engine::logits(int i) const {
+  if (i < 0 || i >= n_inputs_ || logits_row_[i] < 0) return nullptr;
+  return logits_.data() + static_cast<size_t>(logits_row_[i]) * config_.vocab_size;
+}
+
+absl::Status Engine::Validate(std::span<const StepInput> inputs) {
+  if (inputs.empty()) return absl::InvalidArgumentError("step: no inputs");
+  if (static_cast<int>(inputs.size()) > options_.max_seqs) {
+    return absl::InvalidArgumentError(absl::StrCat("step: ", inputs.size(),
+                                                   " inputs exceed max_seqs ", options_.max_seqs));
+  }
+  int total = 0;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const StepInput& in = inputs[i];
+    if (in.tokens.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("step: input ", i, " has no tokens"));
+    }
+    const int len = kv_->length(in.seq);
+    if (len < 0) return absl::NotFoundError(absl::StrCat("step: sequence ", in.seq, " unknown"));
+    for (size_t j = 0; j < i; ++j) {
+      if (inputs[j].seq == in.seq) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("step: sequence ", in.seq, " appears twice"));
+      }
+    }
+    for (int t : in.tokens) {
+      if (t < 0 || t >= config_.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "step: token id ", t, " outside the vocabulary [0, ", config_.vocab_size, ")"));
+      }
+    }
+    if (len + static_cast<int>(in.tokens.size()) > options_.max_seq_tokens) {
+      return absl::OutOfRangeError(absl::StrCat("step: sequence ", in.seq, " would reach ",
+                                                len + in.tokens.size(), " tokens, past max ",
+                                                options_.max_seq_tokens));
+    }
+    total += static_cast<int>(in.tokens.size());
+  }
+  if (total > options_.max_batch_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "step: ", total, " tokens exceed max_batch_tokens ", options_.max_batch_tokens));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::Step(std::span<const StepInput> inputs) {
+  ARBOR_RETURN_IF_ERROR(Validate(inputs));
+  const int n_seqs = static_cast<int>(inputs.size());
+  for (int s = 0; s < n_seqs; ++s) {
+    step_seqs_[s] = inputs[s].seq;
+    step_lens_[s] = kv_->length(inputs[s].seq) + static_cast<int>(inputs[s].tokens.size());
+  }
+  ARBOR_RETURN_IF_ERROR(kv_->Reserve(step_seqs_.data(), step_lens_.data(), n_seqs));
+
+  // Token rows, positions, and each sequence's query range and block table.
+  const int hidden = config_.hidden_size;
+  int t = 0;
+  query_start_[0] = 0;
+  block_start_[0] = 0;
+  for (int s = 0; s < n_seqs; ++s) {
+    const int start = kv_->length(inputs[s].seq);
+    for (size_t j = 0; j < inputs[s].tokens.size(); ++j, ++t) {
+      const float* e = w_->embed.data() + static_cast<size_t>(inputs[s].tokens[j]) * hidden;
+      std::copy(e, e + hidden, x_.data() + static_cast<size_t>(t) * hidden);
+      positions_[t] = start + static_cast<int>(j);
+      token_seq_[t] = s;
+    }
+    query_start_[s + 1] = t;
+    kv_len_[s] = step_lens_[s];
+    const std::vector<int>& blocks = *kv_->blocks(inputs[s].seq);
+    const int nb = kv_->layout().BlocksFor(step_lens_[s]);
+    for (int b = 0; b < nb; ++b) {
+      block_ptr_[block_start_[s] + b] = kv_->block_data(blocks[b]);
+    }
+    block_start_[s + 1] = block_start_[s] + nb;
+  }
+  const int n_tokens = t;
+
+  for (int l = 0; l < config_.num_hidden_layers; ++l) {
+    ARBOR_RETURN_IF_ERROR(RunLayer(l, n_tokens, n_seqs));
+  }
+
+  // Final norm and LM head for the last token of each input that wants logits.
+  int rows = 0;
+  for (int s = 0; s < n_seqs; ++s) {
+    logits_row_[s] = -1;
+    if (!inputs[s].want_logits) continue;
+    kernels::RmsNormCpu({x_.data() + static_cast<size_t>(query_start_[s + 1] - 1) * hidden,
+                         w_->final_norm.data(), last_.data() + static_cast<size_t>(rows) * hidden,
+                         1, hidden, hidden, config_.rms_norm_eps});
+    logits_row_[s] = rows++;
+  }
+  if (rows > 0) {
+    MatMulWT(last_.data(), w_->lm_head_data(), logits_.data(), rows, config_.vocab_size, hidden,
+             0.0f);
+  }
+  n_inputs_ = n_seqs;
+
+  for (int s = 0; s < n_seqs; ++s) {
+    ARBOR_RETURN_IF_ERROR(kv_->SetLength(step_seqs_[s], step_lens_[s]));
+    if (inputs[s].tokens.size() > 1) {
+      counters_.prefill_tokens += static_cast<int64_t>(inputs[s].tokens.size());
+    } else {
+      counters_.decode_tokens += 1;
+    }
+  }
+  ++counters_.steps;
+  return absl::OkStatus();
+}
+
+absl::Status Engine::RunLayer(int layer, int n_tokens, int n_seqs) {
+  const model::LayerWeights& lw = w_->layers[layer];
+  const int hidden = config_.hidden_size, hd = config_.head_dim;
+  const int q_dim = config_.q_dim(), kv_dim = config_.kv_dim(), qkv_dim = q_dim + 2 * kv_dim;
+  const kvcache::KvLayout& layout = kv_->layout();
+
+  // Attention block.
+  kernels::RmsNormCpu({x_.data(), lw.attn_norm.data(), h_.data(), n_tokens, hidden, hidden,
+                       config_.rms_norm_eps});
+  MatMulWT(h_.data(), lw.wqkv.data(), qkv_.data(), n_tokens, qkv_dim, hidden, 0.0f);
+  kernels::RopeCpu({qkv_.data(), positions_.data(), &rope_, n_tokens,
+                    config_.num_attention_heads, qkv_dim});
+  kernels::RopeCpu({qkv_.data() + q_dim, positions_.data(), &rope_, n_tokens,
+                    config_.num_key_value_heads, qkv_dim});
+
+  // Write this layer's K and V of the new tokens into their blocks.
+  for (int t = 0; t < n_tokens; ++t) {
+    const int s = token_seq_[t], pos = positions_[t];
+    float* block = block_ptr_[block_start_[s] + pos / layout.block_tokens];
+    const size_t in_block = static_cast<size_t>(pos % layout.block_tokens) * hd;
+    const float* k = qkv_.data() + static_cast<size_t>(t) * qkv_dim + q_dim;
+    const float* v = k + kv_dim;
+    for (int g = 0; g < config_.num_key_value_heads; ++g) {
+      std::copy(k + g * hd, k + (g + 1) * hd,
+                block + layout.offset(layer, 0) + g * layout.head_stride() + in_block);
+      std::copy(v + g * hd, v + (g + 1) * hd,
+                block + layout.offset(layer, 1) + g * layout.head_stride() + in_block);
+    }
+  }
+  const int total_blocks = block_start_[n_seqs];
+  for (int b = 0; b < total_blocks; ++b) {
+    block_k_[b] = block_ptr_[b] + layout.offset(layer, 0);
+    block_v_[b] = block_ptr_[b] + layout.offset(layer, 1);
+  }
+  kernels::PagedAttentionParams ap;
+  ap.q = qkv_.data();
+  ap.q_row_stride = qkv_dim;
+  ap.out = attn_.data();
+  ap.n_tokens = n_tokens;
+  ap.n_heads = config_.num_attention_heads;
+  ap.n_kv_heads = config_.num_key_value_heads;
+  ap.head_dim = hd;
+  ap.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  ap.n_seqs = n_seqs;
+  ap.query_start = query_start_.data();
+  ap.kv_len = kv_len_.data();
+  ap.block_start = block_start_.data();
+  ap.block_k = block_k_.data();
+  ap.block_v = block_v_.data();
+  ap.block_tokens = layout.block_tokens;
+  ap.head_stride = layout.head_stride();
+  ap.workspace = attn_ws_.data();
+  kernels::PagedAttentionCpu(ap);
+  MatMulWT(attn_.data(), lw.wo.data(), x_.data(), n_tokens, hidden, q_dim, 1.0f);
+
+  // MoE block: gate, top-k, experts (which add their weighted outputs into x).
+  kernels::RmsNormCpu({x_.data(), lw.ffn_norm.data(), h_.data(), n_tokens, hidden, hidden,
+                       config_.rms_norm_eps});
+  MatMulWT(h_.data(), lw.gate.data(), router_.data(), n_tokens, config_.num_local_experts, hidden,
+           0.0f);
+  kernels::GatingCpu({router_.data(), expert_ids_.data(), expert_w_.data(), n_tokens,
+                      config_.num_local_experts, config_.num_experts_per_tok});
+  return experts_->Run({layer, h_.data(), n_tokens, config_.num_experts_per_tok,
+                        expert_ids_.data(), expert_w_.data()},
+                       x_.data());
+}
+
+}  // namespace arbor::engine

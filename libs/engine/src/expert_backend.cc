@@ -1,0 +1,93 @@
+#include "arbor/engine/expert_backend.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "arbor/kernels/swiglu.h"
+
+namespace arbor::engine {
+
+absl::StatusOr<std::unique_ptr<CpuExpertBackend>> CpuExpertBackend::Create(
+    const model::ModelWeights* weights, int max_tokens) {
+  if (max_tokens <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("max_tokens ", max_tokens, " must be > 0"));
+  }
+  return std::unique_ptr<CpuExpertBackend>(new CpuExpertBackend(weights, max_tokens));
+}
+
+CpuExpertBackend::CpuExpertBackend(const model::ModelWeights* weights, int max_tokens)
+    : weights_(weights),
+      max_tokens_(max_tokens),
+      hidden_(weights->config().hidden_size),
+      inter_(weights->config().intermediate_size),
+      n_experts_(weights->config().num_local_experts) {
+  const size_t max_rows = static_cast<size_t>(max_tokens) * weights->config().num_experts_per_tok;
+  offsets_.resize(n_experts_ + 1);
+  fill_.resize(n_experts_);
+  row_token_.resize(max_rows);
+  row_weight_.resize(max_rows);
+  gathered_.resize(max_rows * hidden_);
+  gate_up_.resize(max_rows * 2 * inter_);
+  act_.resize(max_rows * inter_);
+  down_.resize(max_rows * hidden_);
+  counts_total_.assign(weights->config().num_hidden_layers, std::vector<int64_t>(n_experts_, 0));
+}
+
+absl::Status CpuExpertBackend::Run(const RoutedTokens& in, float* out) {
+  const int n_rows = in.n_tokens * in.top_k;
+  if (in.n_tokens > max_tokens_ || static_cast<size_t>(n_rows) > row_token_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("expert backend: ", in.n_tokens, " tokens x top-",
+                                                   in.top_k, " exceed the ", max_tokens_,
+                                                   "-token buffers"));
+  }
+  // Counting sort of (token, slot) rows by expert.
+  std::fill(offsets_.begin(), offsets_.end(), 0);
+  for (int i = 0; i < n_rows; ++i) {
+    const int e = in.expert_ids[i];
+    if (e < 0 || e >= n_experts_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("expert backend: layer ", in.layer, " routes to expert ", e));
+    }
+    ++offsets_[e + 1];
+  }
+  for (int e = 0; e < n_experts_; ++e) offsets_[e + 1] += offsets_[e];
+  std::copy(offsets_.begin(), offsets_.end() - 1, fill_.begin());
+  for (int i = 0; i < n_rows; ++i) {
+    const int row = fill_[in.expert_ids[i]]++;
+    row_token_[row] = i / in.top_k;
+    row_weight_[row] = in.weights[i];
+  }
+
+  for (int e = 0; e < n_experts_; ++e) {
+    const int begin = offsets_[e], n = offsets_[e + 1] - begin;
+    if (n == 0) continue;
+    const model::ExpertWeights* w = weights_->expert(in.layer, e);
+    if (w == nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("expert (layer ", in.layer, ", expert ", e, ") is not loaded here"));
+    }
+    counts_total_[in.layer][e] += n;
+    float* x = gathered_.data() + static_cast<size_t>(begin) * hidden_;  // [n, hidden]
+    for (int r = 0; r < n; ++r) {
+      const float* src = in.x + static_cast<size_t>(row_token_[begin + r]) * hidden_;
+      std::copy(src, src + hidden_, x + static_cast<size_t>(r) * hidden_);
+    }
+    float* gu = gate_up_.data() + static_cast<size_t>(begin) * 2 * inter_;  // [n, 2 * inter]
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, 2 * inter_, hidden_, 1.0f, x, hidden_,
+                w->w13.data(), hidden_, 0.0f, gu, 2 * inter_);
+    float* act = act_.data() + static_cast<size_t>(begin) * inter_;  // [n, inter]
+    kernels::SwiGluCpu({gu, act, n, inter_});
+    float* down = down_.data() + static_cast<size_t>(begin) * hidden_;  // [n, hidden]
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, hidden_, inter_, 1.0f, act, inter_,
+                w->w2.data(), inter_, 0.0f, down, hidden_);
+    for (int r = 0; r < n; ++r) {
+      cblas_saxpy(hidden_, row_weight_[begin + r], down + static_cast<size_t>(r) * hidden_, 1,
+                  out + static_cast<size_t>(row_token_[begin + r]) * hidden_, 1);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace arbor::engine

@@ -1,0 +1,198 @@
+#include "arbor/engine/generator.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "arbor/common/status_macros.h"
+
+namespace arbor::engine {
+
+const char* FinishReasonName(FinishReason r) {
+  switch (r) {
+    case FinishReason::kNone:
+      return "none";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kEos:
+      return "eos";
+  }
+  return "?";
+}
+
+absl::Status GenerationParams::Validate() const {
+  ARBOR_RETURN_IF_ERROR(sampling.Validate());
+  if (max_tokens < 1 || max_tokens > (1 << 20)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_tokens ", max_tokens, " out of range [1, 1048576]"));
+  }
+  if (stop.size() > 16) {
+    return absl::InvalidArgumentError(absl::StrCat("stop has ", stop.size(), " strings, max 16"));
+  }
+  for (const std::string& s : stop) {
+    if (s.empty() || s.size() > 256) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("stop string of ", s.size(), " bytes out of range [1, 256]"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+Generator::Generator(Engine* engine, const model::Tokenizer* tokenizer, int prefill_chunk)
+    : engine_(engine),
+      tokenizer_(tokenizer),
+      prefill_chunk_(prefill_chunk),
+      sampler_(engine->config().vocab_size) {
+  const int s = engine->options().max_seqs;
+  inputs_.reserve(s);
+  input_req_.reserve(s);
+  decode_token_.resize(s);
+}
+
+absl::StatusOr<int> Generator::Submit(std::vector<int> prompt_ids, const GenerationParams& params) {
+  ARBOR_RETURN_IF_ERROR(params.Validate());
+  if (prompt_ids.empty()) return absl::InvalidArgumentError("prompt has no tokens");
+  if (static_cast<int>(prompt_ids.size()) >= engine_->options().max_seq_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt of ", prompt_ids.size(),
+                                                   " tokens leaves no room under max_seq_tokens ",
+                                                   engine_->options().max_seq_tokens));
+  }
+  for (int t : prompt_ids) {
+    if (t < 0 || t >= engine_->config().vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt token id ", t, " outside [0, ",
+                                                     engine_->config().vocab_size, ")"));
+    }
+  }
+  if (!params.stop.empty() && tokenizer_ == nullptr) {
+    return absl::InvalidArgumentError("stop strings need a tokenizer");
+  }
+  auto r = std::make_unique<Request>();
+  r->params = params;
+  r->result.prompt_ids = std::move(prompt_ids);
+  r->result.token_ids.reserve(params.max_tokens);
+  r->result.logprobs.reserve(params.max_tokens);
+  r->rng.seed(params.sampling.seed);
+  if (tokenizer_ != nullptr) r->decoder = std::make_unique<model::StreamDecoder>(tokenizer_);
+  const int id = next_id_++;
+  requests_.emplace(id, std::move(r));
+  live_.push_back(id);
+  return id;
+}
+
+void Generator::Finish(Request& r, FinishReason reason) {
+  r.result.finish = reason;
+  if (r.decoder) r.result.text += r.decoder->Flush();
+  if (r.admitted) engine_->Release(r.seq).IgnoreError();  // known: admitted and not released
+}
+
+void Generator::Advance(Request& r, const float* logits) {
+  const SampledToken tok = sampler_.Sample(logits, r.params.sampling, r.rng);
+  r.result.token_ids.push_back(tok.id);
+  r.result.logprobs.push_back(tok.logprob);
+  if (!r.params.ignore_eos && tok.id == engine_->config().eos_token_id.value_or(-1)) {
+    Finish(r, FinishReason::kEos);
+    return;
+  }
+  if (r.decoder) {
+    const size_t before = r.result.text.size();
+    r.result.text += r.decoder->Push(tok.id);
+    for (const std::string& stop : r.params.stop) {
+      const size_t from = before >= stop.size() ? before - stop.size() + 1 : 0;
+      const size_t at = r.result.text.find(stop, from);
+      if (at != std::string::npos) {
+        r.result.text.resize(at);
+        r.decoder->Flush();
+        r.decoder.reset();  // nothing more is appended
+        Finish(r, FinishReason::kStop);
+        return;
+      }
+    }
+  }
+  if (static_cast<int>(r.result.token_ids.size()) >= r.params.max_tokens ||
+      engine_->Length(r.seq) + 1 > engine_->options().max_seq_tokens) {
+    Finish(r, FinishReason::kLength);
+  }
+}
+
+absl::StatusOr<int> Generator::Step() {
+  // Admit queued requests while there are sequence slots.
+  int admitted = 0;
+  for (int id : live_) admitted += requests_[id]->admitted;
+  for (int id : live_) {
+    Request& r = *requests_[id];
+    if (!r.admitted && admitted < engine_->options().max_seqs) {
+      r.seq = engine_->AddSequence();
+      r.admitted = true;
+      ++admitted;
+    }
+  }
+
+  // Decode tokens first (one each), then prompt chunks within the remaining budget.
+  inputs_.clear();
+  input_req_.clear();
+  int budget = engine_->options().max_batch_tokens;
+  int prefill = 0, decode = 0;
+  for (int id : live_) {
+    Request& r = *requests_[id];
+    if (!r.admitted || r.fed < static_cast<int>(r.result.prompt_ids.size()) || budget == 0) {
+      continue;
+    }
+    decode_token_[inputs_.size()] = r.result.token_ids.back();
+    inputs_.push_back({r.seq, std::span<const int>(&decode_token_[inputs_.size()], 1), true});
+    input_req_.push_back(&r);
+    --budget;
+    ++decode;
+  }
+  for (int id : live_) {
+    Request& r = *requests_[id];
+    const int left = static_cast<int>(r.result.prompt_ids.size()) - r.fed;
+    if (!r.admitted || left == 0 || budget == 0) continue;
+    int n = std::min(left, budget);
+    if (prefill_chunk_ > 0) n = std::min(n, prefill_chunk_);
+    inputs_.push_back({r.seq, std::span<const int>(r.result.prompt_ids.data() + r.fed, n),
+                       n == left});
+    input_req_.push_back(&r);
+    budget -= n;
+    prefill += n;
+  }
+  if (inputs_.empty()) return static_cast<int>(live_.size());
+
+  const auto t0 = std::chrono::steady_clock::now();
+  ARBOR_RETURN_IF_ERROR(engine_->Step(inputs_));
+  for (size_t i = 0; i < inputs_.size(); ++i) {
+    Request& r = *input_req_[i];
+    if (r.fed < static_cast<int>(r.result.prompt_ids.size())) {
+      r.fed += static_cast<int>(inputs_[i].tokens.size());
+    }
+    if (const float* logits = engine_->logits(static_cast<int>(i))) Advance(r, logits);
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  stats_.prefill_tokens += prefill;
+  stats_.decode_tokens += decode;
+  (prefill > 0 ? stats_.prefill_seconds : stats_.decode_seconds) += secs;
+
+  live_.erase(std::remove_if(live_.begin(), live_.end(),
+                             [this](int id) {
+                               return requests_[id]->result.finish != FinishReason::kNone;
+                             }),
+              live_.end());
+  return static_cast<int>(live_.size());
+}
+
+absl::Status Generator::RunToCompletion() {
+  while (!live_.empty()) {
+    ARBOR_ASSIGN_OR_RETURN(int live, Step());
+    (void)live;
+  }
+  return absl::OkStatus();
+}
+
+bool Generator::finished(int id) const {
+  return requests_.at(id)->result.finish != FinishReason::kNone;
+}
+
+const GenerationResult& Generator::result(int id) const { return requests_.at(id)->result; }
+
+}  // namespace arbor::engine

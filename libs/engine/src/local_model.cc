@@ -1,0 +1,24 @@
+#include <filesystem>
+
+#include "arbor/common/status_macros.h"
+#include "arbor/engine/local_model.h"
+
+namespace arbor::engine {
+
+absl::StatusOr<std::unique_ptr<LocalModel>> LocalModel::Load(const std::string& dir,
+                                                             const EngineOptions& options) {
+  auto m = std::make_unique<LocalModel>();
+  ARBOR_ASSIGN_OR_RETURN(m->checkpoint, model::Checkpoint::Open(dir));
+  ARBOR_ASSIGN_OR_RETURN(m->weights, model::ModelWeights::Load(*m->checkpoint, {}));
+  const model::ModelConfig& c = m->checkpoint->config();
+  if (std::filesystem::exists(dir + "/tokenizer.model")) {
+    ARBOR_ASSIGN_OR_RETURN(m->tokenizer,
+                           model::Tokenizer::Load(dir, c.bos_token_id, c.eos_token_id));
+  }
+  ARBOR_ASSIGN_OR_RETURN(m->experts,
+                         CpuExpertBackend::Create(m->weights.get(), options.max_batch_tokens));
+  ARBOR_ASSIGN_OR_RETURN(m->engine, Engine::Create(m->weights.get(), m->experts.get(), options));
+  return m;
+}
+
+}  // namespace arbor::engine

@@ -1,0 +1,82 @@
+#include "arbor/engine/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+
+namespace arbor::engine {
+
+absl::Status SamplingParams::Validate() const {
+  if (!(temperature >= 0.0f && temperature <= 100.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("temperature ", temperature, " out of range [0, 100]"));
+  }
+  if (top_k < 0) return absl::InvalidArgumentError(absl::StrCat("top_k ", top_k, " must be >= 0"));
+  if (!(top_p > 0.0f && top_p <= 1.0f)) {
+    return absl::InvalidArgumentError(absl::StrCat("top_p ", top_p, " out of range (0, 1]"));
+  }
+  return absl::OkStatus();
+}
+
+Sampler::Sampler(int vocab_size) : vocab_(vocab_size), order_(vocab_size), probs_(vocab_size) {}
+
+SampledToken Sampler::Sample(const float* logits, const SamplingParams& params,
+                             std::mt19937_64& rng) {
+  // log-sum-exp of the raw logits, for the reported log-prob.
+  const float mx = *std::max_element(logits, logits + vocab_);
+  double z = 0;
+  for (int i = 0; i < vocab_; ++i) z += std::exp(static_cast<double>(logits[i]) - mx);
+  const float lse = mx + static_cast<float>(std::log(z));
+
+  int chosen;
+  if (params.temperature == 0.0f) {
+    chosen = static_cast<int>(std::max_element(logits, logits + vocab_) - logits);
+  } else {
+    std::iota(order_.begin(), order_.end(), 0);
+    int n = vocab_;
+    auto by_logit = [logits](int a, int b) {
+      return logits[a] != logits[b] ? logits[a] > logits[b] : a < b;
+    };
+    if (params.top_k > 0 && params.top_k < n) {
+      std::nth_element(order_.begin(), order_.begin() + params.top_k, order_.end(), by_logit);
+      n = params.top_k;
+    }
+    std::sort(order_.begin(), order_.begin() + n, by_logit);
+    // Softmax of logits / T over the candidates (the first is the largest).
+    const float top = logits[order_[0]];
+    double sum = 0;
+    for (int i = 0; i < n; ++i) {
+      probs_[i] = std::exp((logits[order_[i]] - top) / params.temperature);
+      sum += probs_[i];
+    }
+    if (params.top_p < 1.0f) {
+      double cum = 0;
+      int keep = n;
+      for (int i = 0; i < n; ++i) {
+        cum += probs_[i] / sum;
+        if (cum >= params.top_p) {
+          keep = i + 1;
+          break;
+        }
+      }
+      n = keep;
+      sum = 0;
+      for (int i = 0; i < n; ++i) sum += probs_[i];
+    }
+    const double u = std::uniform_real_distribution<double>(0.0, sum)(rng);
+    double cum = 0;
+    chosen = order_[n - 1];
+    for (int i = 0; i < n; ++i) {
+      cum += probs_[i];
+      if (u < cum) {
+        chosen = order_[i];
+        break;
+      }
+    }
+  }
+  return SampledToken{chosen, logits[chosen] - lse};
+}
+
+}  // namespace arbor::engine

@@ -1,0 +1,36 @@
+// `arbor`: the command-line entry point. Subcommands:
+//   arbor generate --model DIR --prompt "..."   generate text with the CPU engine
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "generate.h"
+
+namespace {
+
+constexpr char kUsage[] =
+    "usage: arbor <command> [flags]\n"
+    "commands:\n"
+    "  generate   generate text from a prompt with the CPU engine (--model, --prompt, ...)\n"
+    "run `arbor <command> --help` for a command's flags";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(kUsage);
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "help") == 0) {
+    std::puts(kUsage);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string command = argv[1];
+  // Parse the command's flags as if it were the program.
+  std::vector<char*> args = {argv[0]};
+  for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
+  absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  if (command == "generate") return arbor::cli::Generate();
+  std::fprintf(stderr, "arbor: unknown command \"%s\"\n%s\n", command.c_str(), kUsage);
+  return 2;
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs every Debian package Arbor needs to build, test and run. Idempotent: packages that are
+# already present are skipped, and `apt-get update` runs only when something is missing.
+set -euo pipefail
+
+packages=(
+  # toolchain
+  build-essential cmake ninja-build ccache pkg-config clang-format
+  # RPC, protos, abseil
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libabsl-dev
+  # state store
+  libhiredis-dev redis-server
+  # metrics
+  prometheus-cpp-dev
+  # math, tokenizer, json, logging
+  libopenblas-dev libsentencepiece-dev sentencepiece nlohmann-json3-dev libspdlog-dev libfmt-dev
+  # tests and benchmarks
+  libgtest-dev libgmock-dev googletest libbenchmark-dev
+  # tools (Debian's /usr/bin/python3)
+  python3 python3-torch python3-numpy python3-sentencepiece python3-grpcio python3-protobuf
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "setup: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+echo "setup: installing ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
