@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_format.h"
 #include "arbor/engine/generator.h"
 #include "arbor/engine/local_model.h"
@@ -63,7 +64,7 @@ int Generate() {
   if (absl::GetFlag(FLAGS_logprobs)) {
     for (size_t i = 0; i < r.token_ids.size(); ++i) {
       std::printf("  token %6d  %-16s  logprob %.4f\n", r.token_ids[i],
-                  absl::StrFormat("\"%s\"", m.tokenizer->PieceBytes(r.token_ids[i])).c_str(),
+                  absl::StrFormat("\"%s\"", absl::CHexEscape(m.tokenizer->PieceBytes(r.token_ids[i]))).c_str(),
                   r.logprobs[i]);
     }
   }

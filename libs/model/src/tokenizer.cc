@@ -11,19 +11,54 @@
 namespace arbor::model {
 namespace {
 
-// Length of the longest prefix of `s` made of complete UTF-8 sequences; bytes that can never
-// start or continue a valid sequence count as complete (they are passed through).
-size_t CompleteUtf8Prefix(absl::string_view s) {
-  size_t i = s.size();
-  // Look back at most 3 bytes for the start of a multi-byte sequence.
-  for (size_t back = 1; back <= 3 && back <= s.size(); ++back) {
-    const unsigned char c = static_cast<unsigned char>(s[s.size() - back]);
-    if ((c & 0xC0) == 0x80) continue;  // continuation byte
-    size_t need = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
-    if (need > back) i = s.size() - back;
-    break;
+constexpr char kReplacement[] = "\xEF\xBF\xBD";  // U+FFFD
+
+// Length of the UTF-8 sequence that lead byte `c` starts (RFC 3629), 0 if it cannot start one.
+int SequenceLength(unsigned char c) {
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF) return 2;
+  if (c >= 0xE0 && c <= 0xEF) return 3;
+  if (c >= 0xF0 && c <= 0xF4) return 4;
+  return 0;
+}
+
+// Whether byte `i` (1-based) of a sequence led by `lead` may be `c`: excludes overlong forms,
+// surrogates and code points past U+10FFFF.
+bool ValidContinuation(unsigned char lead, int i, unsigned char c) {
+  if (i == 1) {
+    if (lead == 0xE0) return c >= 0xA0 && c <= 0xBF;
+    if (lead == 0xED) return c >= 0x80 && c <= 0x9F;
+    if (lead == 0xF0) return c >= 0x90 && c <= 0xBF;
+    if (lead == 0xF4) return c >= 0x80 && c <= 0x8F;
   }
-  return i;
+  return (c & 0xC0) == 0x80;
+}
+
+// Moves the valid UTF-8 prefix of `pending` to the result, replacing each invalid byte by
+// U+FFFD; keeps back a trailing sequence that may still complete (unless `final`).
+std::string TakeValidUtf8(std::string& pending, bool final) {
+  std::string out;
+  size_t i = 0;
+  while (i < pending.size()) {
+    const auto lead = static_cast<unsigned char>(pending[i]);
+    const int need = SequenceLength(lead);
+    int ok = need > 0 ? 1 : 0;  // bytes of the sequence seen valid so far
+    while (ok > 0 && ok < need && i + ok < pending.size() &&
+           ValidContinuation(lead, ok, static_cast<unsigned char>(pending[i + ok]))) {
+      ++ok;
+    }
+    if (ok == need && need > 0) {
+      out.append(pending, i, need);
+      i += need;
+    } else if (i + ok == pending.size() && ok > 0 && !final) {
+      break;  // a sequence that the next token may complete
+    } else {
+      out += kReplacement;
+      i += 1;
+    }
+  }
+  pending.erase(0, i);
+  return out;
 }
 
 absl::StatusOr<bool> ReadBool(const nlohmann::json& j, const char* field, bool fallback,
@@ -115,16 +150,11 @@ int Tokenizer::vocab_size() const { return sp_->size(); }
 
 std::string StreamDecoder::Push(int id) {
   pending_ += tokenizer_->PieceBytes(id);
-  const size_t n = CompleteUtf8Prefix(pending_);
-  std::string out = pending_.substr(0, n);
-  pending_.erase(0, n);
-  return out;
+  return TakeValidUtf8(pending_, /*final=*/false);
 }
 
 std::string StreamDecoder::Flush() {
-  std::string out;
-  out.swap(pending_);
-  return out;
+  return TakeValidUtf8(pending_, /*final=*/true);
 }
 
 }  // namespace arbor::model

@@ -52,8 +52,9 @@ class Tokenizer {
   bool add_eos_ = false;
 };
 
-// Turns a stream of token ids into text pieces that are always whole UTF-8 characters: bytes of
-// a character split across tokens are held back until it is complete. Not thread-safe.
+// Turns a stream of token ids into text that is always valid UTF-8: bytes of a character split
+// across tokens are held back until it is complete, and bytes that cannot form a character
+// become U+FFFD (as SentencePiece's own decoder does). Not thread-safe.
 class StreamDecoder {
  public:
   explicit StreamDecoder(const Tokenizer* tokenizer) : tokenizer_(tokenizer) {}
@@ -61,7 +62,7 @@ class StreamDecoder {
   // Returns the text that became complete with `id` (possibly empty).
   std::string Push(int id);
 
-  // Returns and clears whatever is held back (an incomplete character at the end of a stream).
+  // Returns what is held back at the end of a stream (an incomplete character, as U+FFFD).
   std::string Flush();
 
  private:

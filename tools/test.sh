@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The README's test command: installs what is missing, builds with -Werror, runs every test
+# through CTest, then rebuilds the tests with AddressSanitizer + UndefinedBehaviorSanitizer
+# (CPU only) and runs them again, the checkpoint loader's bad-input tests among them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/setup.sh
+
+echo "== build (warnings are errors) =="
+ARBOR_BUILD_DIR=build bash tools/build.sh -DARBOR_WERROR=ON
+echo "== tests =="
+ctest --test-dir build --output-on-failure --timeout 600
+
+echo "== tests under ASan + UBSan =="
+ARBOR_BUILD_DIR=build-asan bash tools/build.sh -DARBOR_WERROR=ON -DARBOR_SANITIZE=ON \
+  -DARBOR_ENABLE_CUDA=OFF -DARBOR_BUILD_BENCHMARKS=OFF -DCMAKE_BUILD_TYPE=Debug
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --test-dir build-asan --output-on-failure --timeout 900
