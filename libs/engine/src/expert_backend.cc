@@ -33,6 +33,7 @@ CpuExpertBackend::CpuExpertBackend(const model::ModelWeights* weights, int max_t
   act_.resize(max_rows * inter_);
   down_.resize(max_rows * hidden_);
   counts_total_.assign(weights->config().num_hidden_layers, std::vector<int64_t>(n_experts_, 0));
+  groups_run_.assign(weights->config().num_hidden_layers, 0);
 }
 
 absl::Status CpuExpertBackend::Run(const RoutedTokens& in, float* out) {
@@ -69,6 +70,7 @@ absl::Status CpuExpertBackend::Run(const RoutedTokens& in, float* out) {
           absl::StrCat("expert (layer ", in.layer, ", expert ", e, ") is not loaded here"));
     }
     counts_total_[in.layer][e] += n;
+    ++groups_run_[in.layer];
     float* x = gathered_.data() + static_cast<size_t>(begin) * hidden_;  // [n, hidden]
     for (int r = 0; r < n; ++r) {
       const float* src = in.x + static_cast<size_t>(row_token_[begin + r]) * hidden_;

@@ -1,1 +1,139 @@
+#include "arbor/engine/generator.h"
+
+#include "../../model/src/test_util.h"
+#include "arbor/engine/local_model.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace arbor::engine {
+namespace {
+
+const std::string kModel = std::string(ARBOR_SOURCE_DIR) + "/models/test-moe";
+
+EngineOptions Options(int max_seqs = 4) {
+  EngineOptions o;
+  o.max_batch_tokens = 32;
+  o.max_seqs = max_seqs;
+  o.max_seq_tokens = 256;
+  o.kv_cache_tokens = 2048;
+  o.kv_block_tokens = 8;
+  return o;
+}
+
+GenerationResult GenerateOne(LocalModel& m, const std::string& prompt, GenerationParams p) {
+  Generator gen(m.engine.get(), m.tokenizer.get());
+  auto id = gen.Submit(m.tokenizer->Encode(prompt), p);
+  EXPECT_TRUE(id.ok()) << id.status();
+  EXPECT_TRUE(gen.RunToCompletion().ok());
+  return gen.result(*id);
+}
+
+class GeneratorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto m = LocalModel::Load(kModel, Options());
+    ASSERT_TRUE(m.ok()) << m.status();
+    m_ = std::move(*m);
+  }
+  std::unique_ptr<LocalModel> m_;
+};
+
+TEST_F(GeneratorTest, MaxTokensEndsWithLength) {
+  GenerationParams p;
+  p.max_tokens = 7;
+  p.ignore_eos = true;
+  const GenerationResult r = GenerateOne(*m_, "4 9 10 13", p);
+  EXPECT_EQ(r.token_ids.size(), 7u);
+  EXPECT_EQ(r.logprobs.size(), 7u);
+  EXPECT_EQ(r.finish, FinishReason::kLength);
+  EXPECT_EQ(m_->engine->kv_cache().pool().used(), 0);  // finished requests free their KV
+}
+
+TEST_F(GeneratorTest, StopStringCutsTheTextBeforeIt) {
+  GenerationParams p;
+  p.max_tokens = 40;
+  p.ignore_eos = true;
+  const GenerationResult full = GenerateOne(*m_, "The tree", p);
+  ASSERT_GE(full.text.size(), 12u);
+  // Stop on a piece of the greedy text: generation must end as soon as it appears.
+  const std::string stop = full.text.substr(6, 3);
+  const size_t at = full.text.find(stop);
+  p.stop = {"never-appears", stop};
+  const GenerationResult cut = GenerateOne(*m_, "The tree", p);
+  EXPECT_EQ(cut.finish, FinishReason::kStop);
+  EXPECT_EQ(cut.text, full.text.substr(0, at));
+  EXPECT_LT(cut.token_ids.size(), full.token_ids.size());
+  EXPECT_TRUE(std::equal(cut.token_ids.begin(), cut.token_ids.end(), full.token_ids.begin()));
+}
+
+TEST_F(GeneratorTest, EosEndsGenerationUnlessIgnored) {
+  GenerationParams p;
+  p.max_tokens = 5;
+  p.ignore_eos = true;
+  const GenerationResult free_run = GenerateOne(*m_, "4 9", p);
+  // A copy of the model whose EOS is the token it generates first.
+  auto dir = model::testing::CopyModel(kModel, "eos");
+  std::ifstream in(dir / "config.json");
+  auto cfg = nlohmann::json::parse(in);
+  cfg["eos_token_id"] = free_run.token_ids[0];
+  model::testing::WriteFile(dir / "config.json", cfg.dump());
+  auto m = *LocalModel::Load(dir.string(), Options());
+  p.ignore_eos = false;
+  const GenerationResult r = GenerateOne(*m, "4 9", p);
+  EXPECT_EQ(r.finish, FinishReason::kEos);
+  EXPECT_EQ(r.token_ids, std::vector<int>{free_run.token_ids[0]});
+  EXPECT_EQ(r.text, "");
+}
+
+TEST_F(GeneratorTest, MoreRequestsThanSlotsQueueAndMatchRunningAlone) {
+  auto m = *LocalModel::Load(kModel, Options(/*max_seqs=*/2));
+  const std::vector<std::string> prompts = {"4 9 10 13", "branch", "1 1 4 6", "Arbor forks",
+                                            "value sure"};
+  GenerationParams p;
+  p.max_tokens = 9;
+  p.ignore_eos = true;
+  Generator gen(m->engine.get(), m->tokenizer.get(), /*prefill_chunk=*/3);
+  std::vector<int> ids;
+  for (const auto& s : prompts) ids.push_back(*gen.Submit(m->tokenizer->Encode(s), p));
+  ASSERT_TRUE(gen.RunToCompletion().ok());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_TRUE(gen.finished(ids[i]));
+    EXPECT_EQ(gen.result(ids[i]).token_ids, GenerateOne(*m_, prompts[i], p).token_ids) << i;
+  }
+  EXPECT_EQ(m->engine->kv_cache().pool().used(), 0);
+  EXPECT_EQ(gen.stats().decode_tokens + static_cast<int64_t>(prompts.size()),
+            static_cast<int64_t>(prompts.size()) * 9);  // first token of each comes from prefill
+}
+
+TEST_F(GeneratorTest, SeededSamplingIsReproducible) {
+  GenerationParams p;
+  p.max_tokens = 12;
+  p.ignore_eos = true;
+  p.sampling = {0.9f, 50, 0.95f, 1234};
+  const auto a = GenerateOne(*m_, "4 9 10 13", p);
+  const auto b = GenerateOne(*m_, "4 9 10 13", p);
+  EXPECT_EQ(a.token_ids, b.token_ids);
+  p.sampling.seed = 99;
+  EXPECT_NE(GenerateOne(*m_, "4 9 10 13", p).token_ids, a.token_ids);
+}
+
+TEST_F(GeneratorTest, SubmitRejectsBadRequests) {
+  Generator gen(m_->engine.get(), m_->tokenizer.get());
+  GenerationParams p;
+  EXPECT_NE(gen.Submit({}, p).status().message().find("no tokens"), absl::string_view::npos);
+  EXPECT_NE(gen.Submit({1, 5000}, p).status().message().find("5000"), absl::string_view::npos);
+  EXPECT_NE(gen.Submit(std::vector<int>(256, 5), p).status().message().find("max_seq_tokens"),
+            absl::string_view::npos);
+  p.max_tokens = 0;
+  EXPECT_NE(gen.Submit({1}, p).status().message().find("max_tokens"), absl::string_view::npos);
+  p.max_tokens = 4;
+  p.stop = {""};
+  EXPECT_NE(gen.Submit({1}, p).status().message().find("stop string"), absl::string_view::npos);
+  Generator no_tokenizer(m_->engine.get(), nullptr);
+  p.stop = {"x"};
+  EXPECT_NE(no_tokenizer.Submit({1}, p).status().message().find("tokenizer"),
+            absl::string_view::npos);
+}
+
+}  // namespace
+}  // namespace arbor::engine

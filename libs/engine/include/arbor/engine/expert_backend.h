@@ -46,6 +46,8 @@ class CpuExpertBackend : public ExpertBackend {
 
   // Rows each expert has received so far: [layer][expert].
   const std::vector<std::vector<int64_t>>& tokens_per_expert() const { return counts_total_; }
+  // Expert groups run so far (one [w1; w3] GEMM and one w2 GEMM each): [layer].
+  const std::vector<int64_t>& groups_run() const { return groups_run_; }
 
  private:
   CpuExpertBackend(const model::ModelWeights* weights, int max_tokens);
@@ -62,6 +64,7 @@ class CpuExpertBackend : public ExpertBackend {
   std::vector<float> act_;         // [max_rows, inter]
   std::vector<float> down_;        // [max_rows, hidden]
   std::vector<std::vector<int64_t>> counts_total_;
+  std::vector<int64_t> groups_run_;
 };
 
 }  // namespace arbor::engine
