@@ -89,8 +89,8 @@ int main(int argc, char** argv) {
       for (int i = 0; i < batch && budget > 0; ++i) {
         const int n = std::min(prompt - fed[i], budget);
         if (n <= 0) continue;
-        inputs.push_back({seqs[i], {prompts[i].data() + fed[i], static_cast<size_t>(n)},
-                          fed[i] + n == prompt});
+        inputs.push_back(
+            {seqs[i], {prompts[i].data() + fed[i], static_cast<size_t>(n)}, fed[i] + n == prompt});
         fed[i] += n;
         budget -= n;
         done += fed[i] == prompt;
@@ -125,20 +125,23 @@ int main(int argc, char** argv) {
                     {"decode_seconds", decode_s},
                     {"decode_tokens_per_s", batch * steps / decode_s}});
   }
-  nlohmann::json out = {
-      {"bench", "engine"},
-      {"model", absl::GetFlag(FLAGS_model)},
-      {"config",
-       {{"hidden", cfg.hidden_size}, {"intermediate", cfg.intermediate_size},
-        {"layers", cfg.num_hidden_layers}, {"heads", cfg.num_attention_heads},
-        {"kv_heads", cfg.num_key_value_heads}, {"experts", cfg.num_local_experts},
-        {"top_k", cfg.num_experts_per_tok}, {"vocab", cfg.vocab_size}}},
-      {"prompt_tokens", prompt},
-      {"decode_steps", steps},
-      {"threads", opts.num_threads},
-      {"hardware_threads", std::thread::hardware_concurrency()},
-      {"load_seconds", load_s},
-      {"results", rows}};
+  nlohmann::json out = {{"bench", "engine"},
+                        {"model", absl::GetFlag(FLAGS_model)},
+                        {"config",
+                         {{"hidden", cfg.hidden_size},
+                          {"intermediate", cfg.intermediate_size},
+                          {"layers", cfg.num_hidden_layers},
+                          {"heads", cfg.num_attention_heads},
+                          {"kv_heads", cfg.num_key_value_heads},
+                          {"experts", cfg.num_local_experts},
+                          {"top_k", cfg.num_experts_per_tok},
+                          {"vocab", cfg.vocab_size}}},
+                        {"prompt_tokens", prompt},
+                        {"decode_steps", steps},
+                        {"threads", opts.num_threads},
+                        {"hardware_threads", std::thread::hardware_concurrency()},
+                        {"load_seconds", load_s},
+                        {"results", rows}};
   std::printf("%s\n", out.dump(2).c_str());
   return 0;
 }

@@ -24,9 +24,9 @@ absl::Status PagedAttentionParams::Validate() const {
   if (n_heads <= 0 || n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || head_dim <= 0 ||
       block_tokens <= 0 || q_row_stride < n_heads * head_dim ||
       head_stride < static_cast<size_t>(block_tokens) * head_dim) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "paged_attention: bad shape heads=", n_heads, " kv_heads=", n_kv_heads,
-        " head_dim=", head_dim, " block_tokens=", block_tokens));
+    return absl::InvalidArgumentError(absl::StrCat("paged_attention: bad shape heads=", n_heads,
+                                                   " kv_heads=", n_kv_heads, " head_dim=", head_dim,
+                                                   " block_tokens=", block_tokens));
   }
   if (query_start[0] != 0 || query_start[n_seqs] != n_tokens) {
     return absl::InvalidArgumentError("paged_attention: query_start must span [0, n_tokens]");
@@ -34,12 +34,11 @@ absl::Status PagedAttentionParams::Validate() const {
   for (int s = 0; s < n_seqs; ++s) {
     const int m = query_start[s + 1] - query_start[s];
     const int blocks = block_start[s + 1] - block_start[s];
-    if (m < 0 || kv_len[s] < m ||
-        static_cast<int64_t>(blocks) * block_tokens < kv_len[s] ||
+    if (m < 0 || kv_len[s] < m || static_cast<int64_t>(blocks) * block_tokens < kv_len[s] ||
         (kv_len[s] > 0 && static_cast<int64_t>(blocks - 1) * block_tokens >= kv_len[s])) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "paged_attention: sequence ", s, " has ", m, " queries, kv_len ", kv_len[s], " and ",
-          blocks, " blocks of ", block_tokens));
+      return absl::InvalidArgumentError(absl::StrCat("paged_attention: sequence ", s, " has ", m,
+                                                     " queries, kv_len ", kv_len[s], " and ",
+                                                     blocks, " blocks of ", block_tokens));
     }
   }
   return absl::OkStatus();
@@ -51,9 +50,9 @@ void PagedAttentionCpu(const PagedAttentionParams& p) {
   for (int s = 0; s < p.n_seqs; ++s) {
     const int q0 = p.query_start[s], n_q = p.query_start[s + 1] - q0;
     if (n_q == 0) continue;
-    const int first_pos = p.kv_len[s] - n_q;  // position of this sequence's first query
-    const int m = n_q * r;                    // query rows per kv head: (token, head-in-group)
-    float* qg = p.workspace;                  // [m, hd]
+    const int first_pos = p.kv_len[s] - n_q;       // position of this sequence's first query
+    const int m = n_q * r;                         // query rows per kv head: (token, head-in-group)
+    float* qg = p.workspace;                       // [m, hd]
     float* og = qg + static_cast<size_t>(m) * hd;  // [m, hd]
     float* sc = og + static_cast<size_t>(m) * hd;  // [m, bt]
     float* mx = sc + static_cast<size_t>(m) * bt;  // [m] running max
@@ -61,8 +60,8 @@ void PagedAttentionCpu(const PagedAttentionParams& p) {
 
     for (int g = 0; g < p.n_kv_heads; ++g) {
       for (int t = 0; t < n_q; ++t) {
-        const float* src = p.q + static_cast<size_t>(q0 + t) * p.q_row_stride +
-                           static_cast<size_t>(g) * r * hd;
+        const float* src =
+            p.q + static_cast<size_t>(q0 + t) * p.q_row_stride + static_cast<size_t>(g) * r * hd;
         float* dst = qg + static_cast<size_t>(t) * r * hd;
         for (int i = 0; i < r * hd; ++i) dst[i] = src[i] * p.scale;
       }
@@ -103,8 +102,8 @@ void PagedAttentionCpu(const PagedAttentionParams& p) {
           }
         }
         // og[m, hd] += sc[m, valid] . vb[valid, hd]
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, valid, 1.0f, sc, bt, vb,
-                    hd, 1.0f, og, hd);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, valid, 1.0f, sc, bt, vb, hd,
+                    1.0f, og, hd);
       }
       for (int t = 0; t < n_q; ++t) {
         for (int j = 0; j < r; ++j) {

@@ -84,7 +84,8 @@ void RunCase(const Case& c, uint32_t seed) {
     dense_v.push_back(std::move(dv));
   }
   std::vector<const float*> kp, vp;
-  for (size_t b = 0; b < blocks_k.size(); ++b) kp.push_back(blocks_k[b].data()), vp.push_back(blocks_v[b].data());
+  for (size_t b = 0; b < blocks_k.size(); ++b)
+    kp.push_back(blocks_k[b].data()), vp.push_back(blocks_v[b].data());
 
   std::vector<float> out(static_cast<size_t>(n_tokens) * nh * hd), expected(out.size());
   std::vector<float> ws(PagedAttentionParams::WorkspaceFloats(max_q, nh, nkv, hd, bt));
@@ -109,8 +110,8 @@ void RunCase(const Case& c, uint32_t seed) {
   ASSERT_TRUE(p.Validate().ok()) << p.Validate();
   PagedAttentionCpu(p);
   for (size_t s = 0; s < c.seqs.size(); ++s) {
-    NaiveAttention(q, q_stride, dense_k[s], dense_v[s], kv_len[s], c.seqs[s].first,
-                   query_start[s], nh, nkv, hd, expected);
+    NaiveAttention(q, q_stride, dense_k[s], dense_v[s], kv_len[s], c.seqs[s].first, query_start[s],
+                   nh, nkv, hd, expected);
   }
   for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], expected[i], 1e-5) << i;
 }

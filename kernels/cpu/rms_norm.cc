@@ -1,7 +1,8 @@
+#include "arbor/kernels/rms_norm.h"
+
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
-#include "arbor/kernels/rms_norm.h"
 
 namespace arbor::kernels {
 
@@ -21,7 +22,8 @@ void RmsNormCpu(const RmsNormParams& p) {
   for (int r = 0; r < p.n_rows; ++r) {
     const float* x = p.x + static_cast<size_t>(r) * stride;
     float* out = p.out + static_cast<size_t>(r) * p.dim;
-    double ss = 0;  // accumulated in double: the result stays within f32 rounding of the exact value
+    double ss =
+        0;  // accumulated in double: the result stays within f32 rounding of the exact value
     for (int i = 0; i < p.dim; ++i) ss += static_cast<double>(x[i]) * x[i];
     const float inv = static_cast<float>(1.0 / std::sqrt(ss / p.dim + p.eps));
     for (int i = 0; i < p.dim; ++i) out[i] = x[i] * inv * p.weight[i];

@@ -25,14 +25,13 @@ absl::Status RopeParams::Validate() const {
     return absl::InvalidArgumentError("rope: x, positions and table must be set");
   }
   if (n_tokens < 0 || n_heads <= 0 || row_stride < n_heads * table->head_dim()) {
-    return absl::InvalidArgumentError(absl::StrCat("rope: bad shape n_tokens=", n_tokens,
-                                                   " n_heads=", n_heads, " row_stride=",
-                                                   row_stride));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rope: bad shape n_tokens=", n_tokens, " n_heads=", n_heads, " row_stride=", row_stride));
   }
   for (int t = 0; t < n_tokens; ++t) {
     if (positions[t] < 0 || positions[t] >= table->max_positions()) {
-      return absl::OutOfRangeError(absl::StrCat("rope: position ", positions[t],
-                                                " outside [0, ", table->max_positions(), ")"));
+      return absl::OutOfRangeError(absl::StrCat("rope: position ", positions[t], " outside [0, ",
+                                                table->max_positions(), ")"));
     }
   }
   return absl::OkStatus();

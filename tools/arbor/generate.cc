@@ -63,9 +63,11 @@ int Generate() {
   std::printf("%s%s\n", prompt.c_str(), r.text.c_str());
   if (absl::GetFlag(FLAGS_logprobs)) {
     for (size_t i = 0; i < r.token_ids.size(); ++i) {
-      std::printf("  token %6d  %-16s  logprob %.4f\n", r.token_ids[i],
-                  absl::StrFormat("\"%s\"", absl::CHexEscape(m.tokenizer->PieceBytes(r.token_ids[i]))).c_str(),
-                  r.logprobs[i]);
+      std::printf(
+          "  token %6d  %-16s  logprob %.4f\n", r.token_ids[i],
+          absl::StrFormat("\"%s\"", absl::CHexEscape(m.tokenizer->PieceBytes(r.token_ids[i])))
+              .c_str(),
+          r.logprobs[i]);
     }
   }
   const engine::GeneratorStats& s = gen.stats();

@@ -41,8 +41,8 @@ absl::StatusOr<DType> ParseTorchDType(absl::string_view name) {
   if (name == "float32") return DType::kF32;
   if (name == "float16") return DType::kF16;
   if (name == "bfloat16") return DType::kBF16;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unsupported torch_dtype \"", name, "\" (expected float32, float16 or bfloat16)"));
+  return absl::InvalidArgumentError(absl::StrCat("unsupported torch_dtype \"", name,
+                                                 "\" (expected float32, float16 or bfloat16)"));
 }
 
 uint16_t F32ToBF16(float value) {

@@ -47,9 +47,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const model::ModelWeights
   opts.max_seq_tokens = std::min(opts.max_seq_tokens, c.max_position_embeddings);
   const kvcache::KvLayout layout{c.num_hidden_layers, c.num_key_value_heads, c.head_dim,
                                  opts.kv_block_tokens};
-  ARBOR_ASSIGN_OR_RETURN(auto kv, kvcache::PagedKvCache::Create(
-                                      layout, layout.BlocksFor(opts.kv_cache_tokens),
-                                      opts.max_seq_tokens));
+  ARBOR_ASSIGN_OR_RETURN(
+      auto kv, kvcache::PagedKvCache::Create(layout, layout.BlocksFor(opts.kv_cache_tokens),
+                                             opts.max_seq_tokens));
   if (opts.num_threads > 0) openblas_set_num_threads(opts.num_threads);
   return std::unique_ptr<Engine>(new Engine(weights, experts, opts, std::move(kv)));
 }
@@ -102,8 +102,8 @@ const float* Engine::logits(int i) const {
 absl::Status Engine::Validate(std::span<const StepInput> inputs) {
   if (inputs.empty()) return absl::InvalidArgumentError("step: no inputs");
   if (static_cast<int>(inputs.size()) > options_.max_seqs) {
-    return absl::InvalidArgumentError(absl::StrCat("step: ", inputs.size(),
-                                                   " inputs exceed max_seqs ", options_.max_seqs));
+    return absl::InvalidArgumentError(
+        absl::StrCat("step: ", inputs.size(), " inputs exceed max_seqs ", options_.max_seqs));
   }
   int total = 0;
   for (size_t i = 0; i < inputs.size(); ++i) {
@@ -211,11 +211,11 @@ absl::Status Engine::RunLayer(int layer, int n_tokens, int n_seqs) {
   const kvcache::KvLayout& layout = kv_->layout();
 
   // Attention block.
-  kernels::RmsNormCpu({x_.data(), lw.attn_norm.data(), h_.data(), n_tokens, hidden, hidden,
-                       config_.rms_norm_eps});
+  kernels::RmsNormCpu(
+      {x_.data(), lw.attn_norm.data(), h_.data(), n_tokens, hidden, hidden, config_.rms_norm_eps});
   MatMulWT(h_.data(), lw.wqkv.data(), qkv_.data(), n_tokens, qkv_dim, hidden, 0.0f);
-  kernels::RopeCpu({qkv_.data(), positions_.data(), &rope_, n_tokens,
-                    config_.num_attention_heads, qkv_dim});
+  kernels::RopeCpu(
+      {qkv_.data(), positions_.data(), &rope_, n_tokens, config_.num_attention_heads, qkv_dim});
   kernels::RopeCpu({qkv_.data() + q_dim, positions_.data(), &rope_, n_tokens,
                     config_.num_key_value_heads, qkv_dim});
 
@@ -260,14 +260,14 @@ absl::Status Engine::RunLayer(int layer, int n_tokens, int n_seqs) {
   MatMulWT(attn_.data(), lw.wo.data(), x_.data(), n_tokens, hidden, q_dim, 1.0f);
 
   // MoE block: gate, top-k, experts (which add their weighted outputs into x).
-  kernels::RmsNormCpu({x_.data(), lw.ffn_norm.data(), h_.data(), n_tokens, hidden, hidden,
-                       config_.rms_norm_eps});
+  kernels::RmsNormCpu(
+      {x_.data(), lw.ffn_norm.data(), h_.data(), n_tokens, hidden, hidden, config_.rms_norm_eps});
   MatMulWT(h_.data(), lw.gate.data(), router_.data(), n_tokens, config_.num_local_experts, hidden,
            0.0f);
   kernels::GatingCpu({router_.data(), expert_ids_.data(), expert_w_.data(), n_tokens,
                       config_.num_local_experts, config_.num_experts_per_tok});
-  return experts_->Run({layer, h_.data(), n_tokens, config_.num_experts_per_tok,
-                        expert_ids_.data(), expert_w_.data()},
+  return experts_->Run({layer, h_.data(), n_tokens, config_.num_experts_per_tok, expert_ids_.data(),
+                        expert_w_.data()},
                        x_.data());
 }
 

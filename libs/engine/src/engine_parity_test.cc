@@ -48,8 +48,8 @@ void ExpectLogitsClose(const float* got, const float* want, int vocab, const std
     max_ref = std::max(max_ref, std::abs(static_cast<double>(want[i])));
     max_diff = std::max(max_diff, std::abs(static_cast<double>(got[i]) - want[i]));
   }
-  EXPECT_LE(max_diff, kRelTol * max_ref) << what << ": max diff " << max_diff << " vs max |ref| "
-                                         << max_ref;
+  EXPECT_LE(max_diff, kRelTol * max_ref)
+      << what << ": max diff " << max_diff << " vs max |ref| " << max_ref;
 }
 
 int Argmax(const float* x, int n) { return static_cast<int>(std::max_element(x, x + n) - x); }
@@ -125,7 +125,8 @@ TEST_P(EngineParityTest, MixedBatchOfDifferentLengthsWithChunkedPrefill) {
       if (l.produced == r.greedy_ids.size()) continue;
       if (l.fed < r.prompt_ids.size()) {
         const size_t n = std::min<size_t>(3, r.prompt_ids.size() - l.fed);
-        inputs.push_back({l.seq, {r.prompt_ids.data() + l.fed, n}, l.fed + n == r.prompt_ids.size()});
+        inputs.push_back(
+            {l.seq, {r.prompt_ids.data() + l.fed, n}, l.fed + n == r.prompt_ids.size()});
         l.fed += n;
       } else {
         inputs.push_back({l.seq, {&r.greedy_ids[l.produced - 1], 1}, true});

@@ -39,9 +39,9 @@ CpuExpertBackend::CpuExpertBackend(const model::ModelWeights* weights, int max_t
 absl::Status CpuExpertBackend::Run(const RoutedTokens& in, float* out) {
   const int n_rows = in.n_tokens * in.top_k;
   if (in.n_tokens > max_tokens_ || static_cast<size_t>(n_rows) > row_token_.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("expert backend: ", in.n_tokens, " tokens x top-",
-                                                   in.top_k, " exceed the ", max_tokens_,
-                                                   "-token buffers"));
+    return absl::InvalidArgumentError(absl::StrCat("expert backend: ", in.n_tokens,
+                                                   " tokens x top-", in.top_k, " exceed the ",
+                                                   max_tokens_, "-token buffers"));
   }
   // Counting sort of (token, slot) rows by expert.
   std::fill(offsets_.begin(), offsets_.end(), 0);

@@ -61,8 +61,8 @@ absl::StatusOr<int> Generator::Submit(std::vector<int> prompt_ids, const Generat
   }
   for (int t : prompt_ids) {
     if (t < 0 || t >= engine_->config().vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("prompt token id ", t, " outside [0, ",
-                                                     engine_->config().vocab_size, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("prompt token id ", t, " outside [0, ", engine_->config().vocab_size, ")"));
     }
   }
   if (!params.stop.empty() && tokenizer_ == nullptr) {
@@ -151,8 +151,8 @@ absl::StatusOr<int> Generator::Step() {
     if (!r.admitted || left == 0 || budget == 0) continue;
     int n = std::min(left, budget);
     if (prefill_chunk_ > 0) n = std::min(n, prefill_chunk_);
-    inputs_.push_back({r.seq, std::span<const int>(r.result.prompt_ids.data() + r.fed, n),
-                       n == left});
+    inputs_.push_back(
+        {r.seq, std::span<const int>(r.result.prompt_ids.data() + r.fed, n), n == left});
     input_req_.push_back(&r);
     budget -= n;
     prefill += n;
@@ -173,10 +173,9 @@ absl::StatusOr<int> Generator::Step() {
   stats_.decode_tokens += decode;
   (prefill > 0 ? stats_.prefill_seconds : stats_.decode_seconds) += secs;
 
-  live_.erase(std::remove_if(live_.begin(), live_.end(),
-                             [this](int id) {
-                               return requests_[id]->result.finish != FinishReason::kNone;
-                             }),
+  live_.erase(std::remove_if(
+                  live_.begin(), live_.end(),
+                  [this](int id) { return requests_[id]->result.finish != FinishReason::kNone; }),
               live_.end());
   return static_cast<int>(live_.size());
 }

@@ -1,7 +1,8 @@
+#include "arbor/engine/local_model.h"
+
 #include <filesystem>
 
 #include "arbor/common/status_macros.h"
-#include "arbor/engine/local_model.h"
 
 namespace arbor::engine {
 

@@ -76,10 +76,13 @@ TEST(SamplerTest, SameSeedSameTokensAndLogprobsAreTheModelsOwn) {
 }
 
 TEST(SamplerTest, ValidateNamesTheField) {
-  EXPECT_NE(SamplingParams{-1.0f}.Validate().message().find("temperature"), absl::string_view::npos);
+  EXPECT_NE(SamplingParams{-1.0f}.Validate().message().find("temperature"),
+            absl::string_view::npos);
   EXPECT_NE((SamplingParams{1.0f, -2}).Validate().message().find("top_k"), absl::string_view::npos);
-  EXPECT_NE((SamplingParams{1.0f, 0, 0.0f}).Validate().message().find("top_p"), absl::string_view::npos);
-  EXPECT_NE((SamplingParams{1.0f, 0, 1.5f}).Validate().message().find("top_p"), absl::string_view::npos);
+  EXPECT_NE((SamplingParams{1.0f, 0, 0.0f}).Validate().message().find("top_p"),
+            absl::string_view::npos);
+  EXPECT_NE((SamplingParams{1.0f, 0, 1.5f}).Validate().message().find("top_p"),
+            absl::string_view::npos);
   EXPECT_TRUE((SamplingParams{0.7f, 40, 0.9f}).Validate().ok());
 }
 

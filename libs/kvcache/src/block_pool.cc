@@ -4,8 +4,7 @@
 
 namespace arbor::kvcache {
 
-absl::StatusOr<std::unique_ptr<BlockPool>> BlockPool::Create(const KvLayout& layout,
-                                                             int capacity) {
+absl::StatusOr<std::unique_ptr<BlockPool>> BlockPool::Create(const KvLayout& layout, int capacity) {
   if (layout.num_layers <= 0 || layout.num_kv_heads <= 0 || layout.head_dim <= 0 ||
       layout.block_tokens <= 0) {
     return absl::InvalidArgumentError("kv block layout has a non-positive dimension");

@@ -27,17 +27,19 @@ absl::Status PagedKvCache::Reserve(const SeqId* seqs, const int* tokens, int n) 
   int needed = 0;
   for (int i = 0; i < n; ++i) {
     auto it = seqs_.find(seqs[i]);
-    if (it == seqs_.end()) return absl::NotFoundError(absl::StrCat("sequence ", seqs[i], " unknown"));
+    if (it == seqs_.end())
+      return absl::NotFoundError(absl::StrCat("sequence ", seqs[i], " unknown"));
     if (tokens[i] > max_seq_tokens_) {
       return absl::OutOfRangeError(absl::StrCat("sequence ", seqs[i], " would hold ", tokens[i],
                                                 " tokens, more than the limit of ",
                                                 max_seq_tokens_));
     }
-    needed += std::max(0, layout().BlocksFor(tokens[i]) - static_cast<int>(it->second.blocks.size()));
+    needed +=
+        std::max(0, layout().BlocksFor(tokens[i]) - static_cast<int>(it->second.blocks.size()));
   }
   if (needed > pool_->free_blocks()) {
-    return absl::ResourceExhaustedError(absl::StrCat("kv cache needs ", needed, " more blocks, ",
-                                                     pool_->free_blocks(), " free"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("kv cache needs ", needed, " more blocks, ", pool_->free_blocks(), " free"));
   }
   for (int i = 0; i < n; ++i) {
     Sequence& s = seqs_.find(seqs[i])->second;

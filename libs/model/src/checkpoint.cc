@@ -33,8 +33,9 @@ absl::StatusOr<std::map<std::string, std::string>> ReadIndex(const std::string& 
     }
     const std::string file = e.value().get<std::string>();
     if (file.empty() || file.find('/') != std::string::npos || file == "..") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": weight_map entry \"", e.key(), "\" names \"", file, "\", not a file in the dir"));
+      return absl::InvalidArgumentError(absl::StrCat(path, ": weight_map entry \"", e.key(),
+                                                     "\" names \"", file,
+                                                     "\", not a file in the dir"));
     }
     map.emplace(e.key(), file);
   }
@@ -61,9 +62,8 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
       }
       const TensorInfo* info = it->second->Find(name);
       if (info == nullptr) {
-        return absl::InvalidArgumentError(absl::StrCat(index_path, ": tensor \"", name,
-                                                       "\" is mapped to ", file,
-                                                       ", which does not hold it"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            index_path, ": tensor \"", name, "\" is mapped to ", file, ", which does not hold it"));
       }
       ckpt->tensors_.emplace(name, Location{it->second, info});
     }
@@ -82,8 +82,7 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
 absl::StatusOr<const TensorInfo*> Checkpoint::Find(absl::string_view name) const {
   auto it = tensors_.find(name);
   if (it == tensors_.end()) {
-    return absl::NotFoundError(
-        absl::StrCat(index_source_, ": tensor \"", name, "\" is missing"));
+    return absl::NotFoundError(absl::StrCat(index_source_, ": tensor \"", name, "\" is missing"));
   }
   return it->second.info;
 }
@@ -92,8 +91,7 @@ absl::Status Checkpoint::ReadF32(absl::string_view name, const std::vector<int64
                                  float* dst) const {
   auto it = tensors_.find(name);
   if (it == tensors_.end()) {
-    return absl::NotFoundError(
-        absl::StrCat(index_source_, ": tensor \"", name, "\" is missing"));
+    return absl::NotFoundError(absl::StrCat(index_source_, ": tensor \"", name, "\" is missing"));
   }
   const auto& [file, info] = it->second;
   if (info->shape != shape) {

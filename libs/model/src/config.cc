@@ -87,8 +87,8 @@ absl::StatusOr<ModelConfig> ModelConfig::Parse(absl::string_view json_text,
                       absl::StrCat(c.hidden_size, " is not a multiple of num_attention_heads ",
                                    c.num_attention_heads, " and head_dim is not given"));
   }
-  ARBOR_ASSIGN_OR_RETURN(c.head_dim, GetInt(j, source, "head_dim",
-                                            c.hidden_size / c.num_attention_heads, 1, 1024));
+  ARBOR_ASSIGN_OR_RETURN(
+      c.head_dim, GetInt(j, source, "head_dim", c.hidden_size / c.num_attention_heads, 1, 1024));
   if (c.head_dim % 2 != 0) {
     return FieldError(source, "head_dim", absl::StrCat(c.head_dim, " must be even for RoPE"));
   }
@@ -98,9 +98,9 @@ absl::StatusOr<ModelConfig> ModelConfig::Parse(absl::string_view json_text,
                                    c.num_attention_heads));
   }
   if (c.num_experts_per_tok > c.num_local_experts) {
-    return FieldError(source, "num_experts_per_tok",
-                      absl::StrCat(c.num_experts_per_tok, " exceeds num_local_experts ",
-                                   c.num_local_experts));
+    return FieldError(
+        source, "num_experts_per_tok",
+        absl::StrCat(c.num_experts_per_tok, " exceeds num_local_experts ", c.num_local_experts));
   }
   if (auto it = j.find("sliding_window"); it != j.end() && !it->is_null()) {
     ARBOR_ASSIGN_OR_RETURN(int window, GetInt(j, source, "sliding_window"));
@@ -113,7 +113,8 @@ absl::StatusOr<ModelConfig> ModelConfig::Parse(absl::string_view json_text,
   if (auto it = j.find("torch_dtype"); it != j.end() && !it->is_null()) {
     if (!it->is_string()) return FieldError(source, "torch_dtype", "is not a string");
     auto dtype = ParseTorchDType(it->get<std::string>());
-    if (!dtype.ok()) return absl::InvalidArgumentError(absl::StrCat(source, ": ", dtype.status().message()));
+    if (!dtype.ok())
+      return absl::InvalidArgumentError(absl::StrCat(source, ": ", dtype.status().message()));
     c.torch_dtype = *dtype;
   }
   return c;

@@ -21,7 +21,8 @@ absl::Status Invalid(absl::string_view source, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(source, ": ", what));
 }
 
-absl::Status TensorError(absl::string_view source, absl::string_view tensor, absl::string_view what) {
+absl::Status TensorError(absl::string_view source, absl::string_view tensor,
+                         absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(source, ": tensor \"", tensor, "\" ", what));
 }
 
@@ -65,8 +66,8 @@ absl::StatusOr<TensorInfo> ParseEntry(const std::string& name, const json& entry
   const uint64_t begin = (*off_it)[0].get<uint64_t>();
   const uint64_t end = (*off_it)[1].get<uint64_t>();
   if (begin > end) {
-    return TensorError(source, name, absl::StrCat("data_offsets [", begin, ", ", end,
-                                                  "] end before they begin"));
+    return TensorError(source, name,
+                       absl::StrCat("data_offsets [", begin, ", ", end, "] end before they begin"));
   }
   if (end > data_size) {
     return TensorError(source, name,
@@ -77,8 +78,10 @@ absl::StatusOr<TensorInfo> ParseEntry(const std::string& name, const json& entry
   if (end - begin != expected) {
     return TensorError(source, name,
                        absl::StrCat("has shape [", absl::StrJoin(info.shape, ", "), "] of ",
-                                    DTypeName(info.dtype), " (", expected, " bytes) but its data "
-                                    "range holds ", end - begin, " bytes"));
+                                    DTypeName(info.dtype), " (", expected,
+                                    " bytes) but its data "
+                                    "range holds ",
+                                    end - begin, " bytes"));
   }
   info.offset = data_start + begin;
   info.nbytes = end - begin;
@@ -104,9 +107,9 @@ absl::StatusOr<std::vector<TensorInfo>> ParseSafetensors(absl::string_view bytes
     header_len = (header_len << 8) | static_cast<unsigned char>(bytes[i]);
   }
   if (header_len > bytes.size() - 8 || header_len > kMaxHeaderBytes) {
-    return Invalid(source, absl::StrCat("header length ", header_len,
-                                        " runs past the end of the file (", bytes.size(),
-                                        " bytes)"));
+    return Invalid(source,
+                   absl::StrCat("header length ", header_len, " runs past the end of the file (",
+                                bytes.size(), " bytes)"));
   }
   const json header = json::parse(bytes.substr(8, header_len), nullptr, /*allow_exceptions=*/false);
   if (header.is_discarded()) return Invalid(source, "header is not valid JSON");

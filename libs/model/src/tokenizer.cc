@@ -153,8 +153,6 @@ std::string StreamDecoder::Push(int id) {
   return TakeValidUtf8(pending_, /*final=*/false);
 }
 
-std::string StreamDecoder::Flush() {
-  return TakeValidUtf8(pending_, /*final=*/true);
-}
+std::string StreamDecoder::Flush() { return TakeValidUtf8(pending_, /*final=*/true); }
 
 }  // namespace arbor::model

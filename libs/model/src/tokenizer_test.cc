@@ -16,7 +16,8 @@ class TokenizerTest : public ::testing::Test {
     tok_ = std::move(*t);
     for (int id = 0; id < tok_->vocab_size(); ++id) {
       const std::string b = tok_->PieceBytes(id);
-      if (b.size() == 1 && static_cast<unsigned char>(b[0]) >= 0x80) byte_id_[(unsigned char)b[0]] = id;
+      if (b.size() == 1 && static_cast<unsigned char>(b[0]) >= 0x80)
+        byte_id_[(unsigned char)b[0]] = id;
     }
   }
   int Byte(unsigned char b) { return byte_id_[b]; }
@@ -54,11 +55,11 @@ TEST_F(TokenizerTest, StreamDecoderHoldsSplitCharactersAndKeepsSpaces) {
 
 TEST_F(TokenizerTest, StreamDecoderReplacesInvalidBytesSoOutputIsValidUtf8) {
   StreamDecoder dec(tok_.get());
-  EXPECT_EQ(dec.Push(Byte(0x93)), "\xEF\xBF\xBD");        // lone continuation byte
-  EXPECT_EQ(dec.Push(Byte(0xE2)), "");                    // may still complete...
-  EXPECT_EQ(dec.Push(Byte(0xC3)), "\xEF\xBF\xBD");        // ...but does not; C3 is held
-  EXPECT_EQ(dec.Flush(), "\xEF\xBF\xBD");                 // C3 never completes
-  EXPECT_EQ(dec.Push(Byte(0xC0)), "\xEF\xBF\xBD");        // never valid (overlong lead)
+  EXPECT_EQ(dec.Push(Byte(0x93)), "\xEF\xBF\xBD");  // lone continuation byte
+  EXPECT_EQ(dec.Push(Byte(0xE2)), "");              // may still complete...
+  EXPECT_EQ(dec.Push(Byte(0xC3)), "\xEF\xBF\xBD");  // ...but does not; C3 is held
+  EXPECT_EQ(dec.Flush(), "\xEF\xBF\xBD");           // C3 never completes
+  EXPECT_EQ(dec.Push(Byte(0xC0)), "\xEF\xBF\xBD");  // never valid (overlong lead)
 }
 
 TEST(TokenizerLoadTest, MissingOrCorruptModelNamesTheFile) {

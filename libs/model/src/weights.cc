@@ -48,7 +48,7 @@ absl::Status LoadExpert(const Checkpoint& ckpt, ExpertKey key, ExpertWeights& w)
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(const Checkpoint& ckpt,
-                                                                const LoadOptions& options) {
+                                                                 const LoadOptions& options) {
   const ModelConfig& c = ckpt.config();
   std::unique_ptr<ModelWeights> weights(new ModelWeights(c));
 

@@ -40,8 +40,8 @@ struct PagedAttentionParams {
   float* workspace = nullptr;  // WorkspaceFloats(max queries of one sequence, ...) floats
 
   // Floats of workspace needed when no sequence has more than `max_queries_per_seq` queries.
-  static size_t WorkspaceFloats(int max_queries_per_seq, int n_heads, int n_kv_heads,
-                                int head_dim, int block_tokens);
+  static size_t WorkspaceFloats(int max_queries_per_seq, int n_heads, int n_kv_heads, int head_dim,
+                                int block_tokens);
 
   // Checks pointers, shapes and that every sequence's blocks cover its kv_len.
   absl::Status Validate() const;

@@ -25,7 +25,7 @@ class RopeTable {
 };
 
 struct RopeParams {
-  float* x = nullptr;             // [n_tokens, row_stride]; heads at [n_heads, head_dim] from col 0
+  float* x = nullptr;  // [n_tokens, row_stride]; heads at [n_heads, head_dim] from col 0
   const int* positions = nullptr;  // [n_tokens], each < table->max_positions()
   const RopeTable* table = nullptr;
   int n_tokens = 0;

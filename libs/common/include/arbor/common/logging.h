@@ -1,9 +1,8 @@
 // Structured logging for every Arbor binary: spdlog, one line per event, key=value fields.
 #pragma once
 
-#include "absl/strings/string_view.h"
-
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "spdlog/spdlog.h"
 
 namespace arbor {

@@ -29,7 +29,7 @@ struct EngineOptions {
   int max_seq_tokens = 4096;    // one sequence's length (capped by max_position_embeddings)
   int kv_cache_tokens = 32768;  // KV pool size in tokens, over all sequences
   int kv_block_tokens = 16;
-  int num_threads = 0;          // OpenBLAS threads; 0 keeps OpenBLAS's default
+  int num_threads = 0;  // OpenBLAS threads; 0 keeps OpenBLAS's default
 };
 
 struct StepInput {
@@ -89,27 +89,27 @@ class Engine {
   StepCounters counters_;
 
   // Per-step buffers, sized at Create. N = max_batch_tokens, S = max_seqs.
-  std::vector<float> x_;       // [N, hidden] residual stream
-  std::vector<float> h_;       // [N, hidden] normed
-  std::vector<float> qkv_;     // [N, q_dim + 2 kv_dim]
-  std::vector<float> attn_;    // [N, q_dim]
-  std::vector<float> router_;  // [N, n_experts]
-  std::vector<int> expert_ids_;      // [N, top_k]
-  std::vector<float> expert_w_;      // [N, top_k]
-  std::vector<int> positions_;       // [N]
-  std::vector<int> token_seq_;       // [N] index of the token's input
-  std::vector<int> query_start_;     // [S + 1]
-  std::vector<int> kv_len_;          // [S]
-  std::vector<int> block_start_;     // [S + 1]
-  std::vector<float*> block_ptr_;        // [S * max blocks per seq] block bases
-  std::vector<const float*> block_k_;    // same, at this layer's K
-  std::vector<const float*> block_v_;    // same, at this layer's V
-  std::vector<float> attn_ws_;           // paged attention workspace
-  std::vector<SeqId> step_seqs_;         // [S]
-  std::vector<int> step_lens_;           // [S] lengths after this step
-  std::vector<float> last_;              // [S, hidden] final-normed last rows
-  std::vector<float> logits_;            // [S, vocab]
-  std::vector<int> logits_row_;          // [S] row in logits_ of input i, or -1
+  std::vector<float> x_;               // [N, hidden] residual stream
+  std::vector<float> h_;               // [N, hidden] normed
+  std::vector<float> qkv_;             // [N, q_dim + 2 kv_dim]
+  std::vector<float> attn_;            // [N, q_dim]
+  std::vector<float> router_;          // [N, n_experts]
+  std::vector<int> expert_ids_;        // [N, top_k]
+  std::vector<float> expert_w_;        // [N, top_k]
+  std::vector<int> positions_;         // [N]
+  std::vector<int> token_seq_;         // [N] index of the token's input
+  std::vector<int> query_start_;       // [S + 1]
+  std::vector<int> kv_len_;            // [S]
+  std::vector<int> block_start_;       // [S + 1]
+  std::vector<float*> block_ptr_;      // [S * max blocks per seq] block bases
+  std::vector<const float*> block_k_;  // same, at this layer's K
+  std::vector<const float*> block_v_;  // same, at this layer's V
+  std::vector<float> attn_ws_;         // paged attention workspace
+  std::vector<SeqId> step_seqs_;       // [S]
+  std::vector<int> step_lens_;         // [S] lengths after this step
+  std::vector<float> last_;            // [S, hidden] final-normed last rows
+  std::vector<float> logits_;          // [S, vocab]
+  std::vector<int> logits_row_;        // [S] row in logits_ of input i, or -1
   int n_inputs_ = 0;
 };
 

@@ -55,9 +55,9 @@ class CpuExpertBackend : public ExpertBackend {
   const model::ModelWeights* weights_;
   int max_tokens_;
   int hidden_, inter_, n_experts_;
-  std::vector<int> offsets_;   // [n_experts + 1] start of each expert's rows in the grouping
-  std::vector<int> fill_;      // [n_experts]
-  std::vector<int> row_token_;   // [max_rows] token index of each grouped row
+  std::vector<int> offsets_;       // [n_experts + 1] start of each expert's rows in the grouping
+  std::vector<int> fill_;          // [n_experts]
+  std::vector<int> row_token_;     // [max_rows] token index of each grouped row
   std::vector<float> row_weight_;  // [max_rows]
   std::vector<float> gathered_;    // [max_rows, hidden]
   std::vector<float> gate_up_;     // [max_rows, 2 * inter]

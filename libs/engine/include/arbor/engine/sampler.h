@@ -34,8 +34,8 @@ class Sampler {
 
  private:
   int vocab_;
-  std::vector<int> order_;     // [vocab] candidate token ids
-  std::vector<float> probs_;   // [vocab]
+  std::vector<int> order_;    // [vocab] candidate token ids
+  std::vector<float> probs_;  // [vocab]
 };
 
 }  // namespace arbor::engine

@@ -3,9 +3,9 @@
 
 #include <optional>
 #include <string>
-#include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "arbor/common/dtype.h"
 
 namespace arbor::model {

@@ -39,7 +39,7 @@ struct ExpertWeights {
 };
 
 struct NonExpertWeights {
-  std::vector<float> embed;       // [vocab, hidden]
+  std::vector<float> embed;  // [vocab, hidden]
   std::vector<LayerWeights> layers;
   std::vector<float> final_norm;  // [hidden]
   std::vector<float> lm_head;     // [vocab, hidden]; empty when tied to embed
@@ -57,7 +57,7 @@ class ModelWeights {
   // Reads what `options` asks for. Errors name the file and tensor (missing, wrong shape) or
   // the bad (layer, expert) pair (out of range).
   static absl::StatusOr<std::unique_ptr<ModelWeights>> Load(const Checkpoint& ckpt,
-                                                           const LoadOptions& options);
+                                                            const LoadOptions& options);
 
   const ModelConfig& config() const { return config_; }
 
