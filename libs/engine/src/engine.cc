@@ -45,6 +45,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const model::ModelWeights
   const model::ModelConfig& c = weights->config();
   EngineOptions opts = options;
   opts.max_seq_tokens = std::min(opts.max_seq_tokens, c.max_position_embeddings);
+  // Sliding-window attention is not implemented; within the window it equals full attention,
+  // so sequences are capped there rather than computed differently from the model.
+  if (c.sliding_window) opts.max_seq_tokens = std::min(opts.max_seq_tokens, *c.sliding_window);
   const kvcache::KvLayout layout{c.num_hidden_layers, c.num_key_value_heads, c.head_dim,
                                  opts.kv_block_tokens};
   ARBOR_ASSIGN_OR_RETURN(

@@ -2,10 +2,13 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <new>
 
 #include "arbor/engine/local_model.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 
 // Counts every C++ heap allocation in this test binary. GCC cannot see that these replacements
 // pair malloc with free, hence the pragma.
@@ -169,6 +172,23 @@ TEST(EngineTest, CreateRejectsBadOptionsAndRouterOnlyWeights) {
   auto experts_only = *model::ModelWeights::Load(*ckpt, {.non_expert = false});
   auto backend = *CpuExpertBackend::Create(experts_only.get(), 8);
   EXPECT_FALSE(Engine::Create(experts_only.get(), backend.get(), SmallOptions()).ok());
+}
+
+TEST(EngineTest, SlidingWindowCapsSequenceLength) {
+  auto dir = std::filesystem::temp_directory_path() / "arbor_engine_window";
+  std::filesystem::remove_all(dir);
+  std::filesystem::copy(kModel, dir);
+  std::ifstream in(dir / "config.json");
+  auto cfg = nlohmann::json::parse(in);
+  cfg["sliding_window"] = 40;
+  std::ofstream(dir / "config.json", std::ios::trunc) << cfg.dump();
+  auto m = LocalModel::Load(dir.string(), SmallOptions());
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ((*m)->engine->options().max_seq_tokens, 40);
+  const SeqId a = (*m)->engine->AddSequence();
+  const std::vector<int> p(41, 5);
+  StepInput in_a{a, p, true};
+  EXPECT_EQ((*m)->engine->Step({&in_a, 1}).code(), absl::StatusCode::kOutOfRange);
 }
 
 TEST(EngineTest, MissingExpertIsFailedPreconditionNamingIt) {

@@ -26,7 +26,8 @@ using kvcache::SeqId;
 struct EngineOptions {
   int max_batch_tokens = 512;   // tokens in one step, over all sequences
   int max_seqs = 64;            // sequences in one step
-  int max_seq_tokens = 4096;    // one sequence's length (capped by max_position_embeddings)
+  int max_seq_tokens = 4096;    // one sequence's length; capped by max_position_embeddings
+                                // and by sliding_window when the config sets one
   int kv_cache_tokens = 32768;  // KV pool size in tokens, over all sequences
   int kv_block_tokens = 16;
   int num_threads = 0;  // OpenBLAS threads; 0 keeps OpenBLAS's default
