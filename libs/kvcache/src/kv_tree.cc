@@ -96,7 +96,8 @@ KvTree::Segment* KvTree::NewSegment(Segment* parent, int parent_len) {
     s->start_hash = kHashSeed;
   } else if (parent->hashable && parent_len % bt == 0) {
     s->hashable = true;
-    s->start_hash = parent_len == 0 ? parent->start_hash : parent->block_hashes[parent_len / bt - 1];
+    s->start_hash =
+        parent_len == 0 ? parent->start_hash : parent->block_hashes[parent_len / bt - 1];
   } else {
     s->hashable = false;
   }
@@ -168,9 +169,8 @@ KvTree::Segment* KvTree::Leaf(SeqId seq) const {
 
 absl::StatusOr<KvTree::Created> KvTree::CreateSequence(absl::Span<const int> prompt) {
   if (static_cast<int>(prompt.size()) > options_.max_seq_tokens) {
-    return absl::OutOfRangeError(absl::StrCat("prompt of ", prompt.size(),
-                                              " tokens exceeds max_seq_tokens ",
-                                              options_.max_seq_tokens));
+    return absl::OutOfRangeError(absl::StrCat(
+        "prompt of ", prompt.size(), " tokens exceeds max_seq_tokens ", options_.max_seq_tokens));
   }
   absl::MutexLock lock(&mu_);
   Segment* match = nullptr;
@@ -276,13 +276,13 @@ absl::Status KvTree::Reserve(absl::Span<const SeqId> seqs, absl::Span<const int>
                                                 " tokens, past max_seq_tokens ",
                                                 options_.max_seq_tokens));
     }
-    needed += std::max(0, layout_.BlocksFor(leaf->length() + n_new[i]) -
-                              static_cast<int>(leaf->blocks.size()));
+    needed += std::max(
+        0, layout_.BlocksFor(leaf->length() + n_new[i]) - static_cast<int>(leaf->blocks.size()));
   }
   if (!EvictFor(needed)) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "kv pool: ", needed, " more blocks needed, ", pool_->free_blocks(), " free and ",
-        lru_blocks_, " evictable of ", pool_->capacity()));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("kv pool: ", needed, " more blocks needed, ", pool_->free_blocks(),
+                     " free and ", lru_blocks_, " evictable of ", pool_->capacity()));
   }
   for (size_t i = 0; i < seqs.size(); ++i) {
     Segment* leaf = Leaf(seqs[i]);
@@ -309,9 +309,8 @@ absl::Status KvTree::Commit(SeqId seq, absl::Span<const int> tokens) {
   if (leaf == nullptr) return UnknownSeq(seq);
   const int room = static_cast<int>(leaf->blocks.size()) * layout_.block_tokens - leaf->length();
   if (static_cast<int>(tokens.size()) > room) {
-    return absl::FailedPreconditionError(absl::StrCat("commit: sequence ", seq, " has ", room,
-                                                      " reserved slots for ", tokens.size(),
-                                                      " tokens"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "commit: sequence ", seq, " has ", room, " reserved slots for ", tokens.size(), " tokens"));
   }
   leaf->tokens.insert(leaf->tokens.end(), tokens.begin(), tokens.end());
   IndexNewFullBlocks(leaf);

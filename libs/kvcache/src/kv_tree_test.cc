@@ -26,7 +26,8 @@ std::vector<float> KvFor(const std::vector<int>& tokens, size_t from) {
   for (size_t p = 0; p < tokens.size(); ++p) {
     h = Mix(h, tokens[p]);
     if (p < from) continue;
-    for (int i = 0; i < kRow; ++i) kv.push_back(static_cast<float>(Mix(h, i) & 0xffffff) / 16777216.0f);
+    for (int i = 0; i < kRow; ++i)
+      kv.push_back(static_cast<float>(Mix(h, i) & 0xffffff) / 16777216.0f);
   }
   return kv;
 }
@@ -36,7 +37,8 @@ struct Naive {
   std::vector<float> kv;
 };
 
-void ExpectMatches(const KvTree& tree, const std::map<SeqId, Naive>& naive, const std::string& ctx) {
+void ExpectMatches(const KvTree& tree, const std::map<SeqId, Naive>& naive,
+                   const std::string& ctx) {
   for (const auto& [seq, n] : naive) {
     ASSERT_EQ(tree.Length(seq), static_cast<int>(n.tokens.size())) << ctx;
     ASSERT_EQ(*tree.Tokens(seq), n.tokens) << ctx << " seq " << seq;
@@ -55,8 +57,8 @@ TEST(KvTreeTest, RandomOperationsMatchANaiveCopyOfEverySequence) {
     return it->first;
   };
   // A few shared prompt stems so the prefix index gets hits.
-  const std::vector<std::vector<int>> stems = {{5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17},
-                                               {1, 2, 3, 4, 5, 6, 7, 8, 9}, {42}};
+  const std::vector<std::vector<int>> stems = {
+      {5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17}, {1, 2, 3, 4, 5, 6, 7, 8, 9}, {42}};
   int exhausted = 0, hits = 0;
   for (int op = 0; op < 4000; ++op) {
     const int kind = naive.empty() ? 0 : static_cast<int>(rng() % 10);
@@ -73,8 +75,8 @@ TEST(KvTreeTest, RandomOperationsMatchANaiveCopyOfEverySequence) {
       ASSERT_LT(r, static_cast<int>(prompt.size()));
       ASSERT_EQ(*tree->Tokens(created->seq), std::vector<int>(prompt.begin(), prompt.begin() + r));
       const auto kv = KvFor(prompt, r);
-      const absl::Status st = tree->Append(
-          created->seq, absl::MakeConstSpan(prompt).subspan(r), kv.data());
+      const absl::Status st =
+          tree->Append(created->seq, absl::MakeConstSpan(prompt).subspan(r), kv.data());
       if (!st.ok()) {  // pool full: the new sequence holds only the reused prefix
         ASSERT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
         ++exhausted;
@@ -118,8 +120,8 @@ TEST(KvTreeTest, RandomOperationsMatchANaiveCopyOfEverySequence) {
     ExpectMatches(*tree, naive, ctx);
     if (HasFatalFailure()) return;
   }
-  EXPECT_GT(hits, 100);       // the prefix index was exercised
-  EXPECT_GT(exhausted, 0);    // and so was a full pool
+  EXPECT_GT(hits, 100);     // the prefix index was exercised
+  EXPECT_GT(exhausted, 0);  // and so was a full pool
   EXPECT_GT(tree->stats().evicted_segments, 0);
   for (const auto& [seq, n] : naive) ASSERT_TRUE(tree->Release(seq).ok());
   tree->DropCache();
@@ -194,9 +196,8 @@ TEST(KvTreeTest, PrefixIndexReusesWholeBlocksEvenAfterRelease) {
   auto b = tree->CreateSequence(prompt);
   ASSERT_TRUE(b.ok());
   EXPECT_EQ(b->reused_tokens, 16);  // 4 whole blocks; the last 2 tokens must be computed
-  ASSERT_TRUE(tree->Append(b->seq, absl::MakeConstSpan(prompt).subspan(16),
-                           KvFor(prompt, 16).data())
-                  .ok());
+  ASSERT_TRUE(
+      tree->Append(b->seq, absl::MakeConstSpan(prompt).subspan(16), KvFor(prompt, 16).data()).ok());
   EXPECT_EQ(*tree->ReadKv(b->seq), *tree->ReadKv(a));
   // A prompt that diverges inside block 2 reuses blocks 0 and 1 only.
   std::vector<int> other = prompt;
@@ -217,7 +218,7 @@ TEST(KvTreeTest, FullPoolEvictsCachedPrefixesThenFailsWithoutChangingAnything) {
   std::vector<int> p(16, 9);
   const SeqId a = SeqOf(*tree, p);  // 4 blocks
   ASSERT_TRUE(tree->Release(a).ok());
-  EXPECT_EQ(tree->stats().blocks_in_use, 4);  // cached
+  EXPECT_EQ(tree->stats().blocks_in_use, 4);              // cached
   const SeqId b = SeqOf(*tree, std::vector<int>(20, 1));  // needs 5: evicts the cache
   EXPECT_EQ(tree->stats().evicted_segments, 1);
   const KvTreeStats before = tree->stats();
@@ -273,7 +274,7 @@ TEST(KvTreeTest, ForkingAnEmptyLeafHangsChildrenBesideIt) {
   const SeqId a = SeqOf(*tree, {1, 2, 3, 4, 5, 6});
   SeqId kids[2], grandkids[3];
   ASSERT_TRUE(tree->Fork(a, 2, kids).ok());
-  const int segments = tree->stats().segments;  // a's frozen leaf + 3 empty leaves
+  const int segments = tree->stats().segments;          // a's frozen leaf + 3 empty leaves
   ASSERT_TRUE(tree->Fork(kids[0], 3, grandkids).ok());  // kids[0] is empty: no new level
   EXPECT_EQ(tree->stats().segments, segments + 3);
   std::vector<PathEntry> path;

@@ -42,17 +42,17 @@ using SeqId = uint64_t;
 using SegmentId = uint64_t;
 
 struct KvTreeOptions {
-  int max_fork = 64;               // n in Fork(seq, n) is in [1, max_fork]
-  int max_seq_tokens = 1 << 20;    // one sequence's length, path included
-  bool prefix_index = true;        // index full prompt blocks and reuse them
+  int max_fork = 64;             // n in Fork(seq, n) is in [1, max_fork]
+  int max_seq_tokens = 1 << 20;  // one sequence's length, path included
+  bool prefix_index = true;      // index full prompt blocks and reuse them
 };
 
 // One segment of a sequence's path: tokens [start, start + length) of the sequence live in
 // `blocks` (block i holds tokens start + i * block_tokens ...; the last may be partly used).
 struct PathEntry {
   SegmentId segment = 0;
-  int start = 0;   // absolute position of the segment's first token
-  int length = 0;  // tokens of this segment on the path
+  int start = 0;                // absolute position of the segment's first token
+  int length = 0;               // tokens of this segment on the path
   const int* blocks = nullptr;  // valid until the tree next changes
 };
 
@@ -72,8 +72,7 @@ struct KvTreeStats {
 class KvTree {
  public:
   // INVALID_ARGUMENT for a bad layout, capacity or option.
-  static absl::StatusOr<std::unique_ptr<KvTree>> Create(const KvLayout& layout,
-                                                        int capacity_blocks,
+  static absl::StatusOr<std::unique_ptr<KvTree>> Create(const KvLayout& layout, int capacity_blocks,
                                                         const KvTreeOptions& options);
   ~KvTree();
 

@@ -1,0 +1,143 @@
+#include "arbor/kernels/tree_attention.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+
+namespace arbor::kernels {
+
+size_t TreeAttentionParams::WorkspaceFloats(int n_tokens, int max_queries_per_chunk, int n_heads,
+                                            int n_kv_heads, int head_dim, int block_tokens) {
+  const size_t acc = static_cast<size_t>(n_tokens) * n_heads * (head_dim + 2);
+  const size_t m = static_cast<size_t>(max_queries_per_chunk) * (n_heads / n_kv_heads);
+  return acc + m * (2 * static_cast<size_t>(head_dim) + block_tokens + 2);
+}
+
+absl::Status TreeAttentionParams::Validate() const {
+  if (q == nullptr || out == nullptr || q_pos == nullptr || workspace == nullptr ||
+      (n_chunks > 0 && (chunk_start == nullptr || chunk_len == nullptr ||
+                        chunk_block_start == nullptr || chunk_query_start == nullptr))) {
+    return absl::InvalidArgumentError("tree_attention: a required pointer is null");
+  }
+  if (n_heads <= 0 || n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || head_dim <= 0 ||
+      block_tokens <= 0 || q_row_stride < n_heads * head_dim ||
+      head_stride < static_cast<size_t>(block_tokens) * head_dim) {
+    return absl::InvalidArgumentError(absl::StrCat("tree_attention: bad shape heads=", n_heads,
+                                                   " kv_heads=", n_kv_heads,
+                                                   " head_dim=", head_dim));
+  }
+  for (int c = 0; c < n_chunks; ++c) {
+    const int blocks = chunk_block_start[c + 1] - chunk_block_start[c];
+    if (chunk_len[c] < 0 || chunk_start[c] < 0 ||
+        static_cast<int64_t>(blocks) * block_tokens < chunk_len[c] ||
+        (chunk_len[c] > 0 && static_cast<int64_t>(blocks - 1) * block_tokens >= chunk_len[c])) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tree_attention: chunk ", c, " of ", chunk_len[c], " tokens has ", blocks, " blocks"));
+    }
+    for (int i = chunk_query_start[c]; i < chunk_query_start[c + 1]; ++i) {
+      if (chunk_queries[i] < 0 || chunk_queries[i] >= n_tokens) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("tree_attention: chunk ", c, " lists query ", chunk_queries[i]));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+void TreeAttentionCpu(const TreeAttentionParams& p) {
+  const int r = p.n_heads / p.n_kv_heads, hd = p.head_dim, bt = p.block_tokens;
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  // Per (query, head) softmax state, carried across chunks.
+  const size_t n_acc = static_cast<size_t>(p.n_tokens) * p.n_heads;
+  float* acc_o = p.workspace;         // [n_tokens * n_heads, hd]
+  float* acc_m = acc_o + n_acc * hd;  // [n_tokens * n_heads]
+  float* acc_l = acc_m + n_acc;       // [n_tokens * n_heads]
+  float* chunk_ws = acc_l + n_acc;
+  std::fill(acc_o, acc_o + n_acc * hd, 0.0f);
+  std::fill(acc_m, acc_m + n_acc, kNegInf);
+  std::fill(acc_l, acc_l + n_acc, 0.0f);
+
+  for (int c = 0; c < p.n_chunks; ++c) {
+    const int* queries = p.chunk_queries + p.chunk_query_start[c];
+    const int n_q = p.chunk_query_start[c + 1] - p.chunk_query_start[c];
+    if (n_q == 0 || p.chunk_len[c] == 0) continue;
+    const int m = n_q * r;                         // rows: (query, head in group)
+    float* qg = chunk_ws;                          // [m, hd]
+    float* og = qg + static_cast<size_t>(m) * hd;  // [m, hd]
+    float* sc = og + static_cast<size_t>(m) * hd;  // [m, bt]
+    float* mx = sc + static_cast<size_t>(m) * bt;  // [m]
+    float* den = mx + m;                           // [m]
+    const int n_blocks = p.chunk_block_start[c + 1] - p.chunk_block_start[c];
+
+    for (int g = 0; g < p.n_kv_heads; ++g) {
+      // Gather the group's query heads and their running state.
+      for (int i = 0; i < n_q; ++i) {
+        const int t = queries[i];
+        const float* src =
+            p.q + static_cast<size_t>(t) * p.q_row_stride + static_cast<size_t>(g) * r * hd;
+        for (int j = 0; j < r; ++j) {
+          const int row = i * r + j;
+          const size_t a = static_cast<size_t>(t) * p.n_heads + g * r + j;
+          for (int d = 0; d < hd; ++d)
+            qg[static_cast<size_t>(row) * hd + d] = src[j * hd + d] * p.scale;
+          std::copy(acc_o + a * hd, acc_o + (a + 1) * hd, og + static_cast<size_t>(row) * hd);
+          mx[row] = acc_m[a];
+          den[row] = acc_l[a];
+        }
+      }
+      for (int b = 0; b < n_blocks; ++b) {
+        const int base = p.chunk_start[c] + b * bt;  // absolute position of the block's slot 0
+        const int valid = std::min(bt, p.chunk_len[c] - b * bt);
+        const float* kb = p.block_k[p.chunk_block_start[c] + b] + g * p.head_stride;
+        const float* vb = p.block_v[p.chunk_block_start[c] + b] + g * p.head_stride;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, valid, hd, 1.0f, qg, hd, kb, hd,
+                    0.0f, sc, bt);
+        for (int row = 0; row < m; ++row) {
+          const int visible = std::clamp(p.q_pos[queries[row / r]] - base + 1, 0, valid);
+          float* srow = sc + static_cast<size_t>(row) * bt;
+          float* orow = og + static_cast<size_t>(row) * hd;
+          if (visible == 0) {
+            std::fill(srow, srow + valid, 0.0f);
+            continue;
+          }
+          float block_max = srow[0];
+          for (int j = 1; j < visible; ++j) block_max = std::max(block_max, srow[j]);
+          const float new_max = std::max(mx[row], block_max);
+          const float correction = std::exp(mx[row] - new_max);
+          float sum = 0;
+          for (int j = 0; j < visible; ++j) sum += srow[j] = std::exp(srow[j] - new_max);
+          std::fill(srow + visible, srow + valid, 0.0f);
+          den[row] = den[row] * correction + sum;
+          mx[row] = new_max;
+          if (correction != 1.0f) {
+            for (int d = 0; d < hd; ++d) orow[d] *= correction;
+          }
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, valid, 1.0f, sc, bt, vb, hd,
+                    1.0f, og, hd);
+      }
+      // Scatter the state back.
+      for (int i = 0; i < n_q; ++i) {
+        for (int j = 0; j < r; ++j) {
+          const int row = i * r + j;
+          const size_t a = static_cast<size_t>(queries[i]) * p.n_heads + g * r + j;
+          std::copy(og + static_cast<size_t>(row) * hd, og + static_cast<size_t>(row + 1) * hd,
+                    acc_o + a * hd);
+          acc_m[a] = mx[row];
+          acc_l[a] = den[row];
+        }
+      }
+    }
+  }
+  for (size_t a = 0; a < n_acc; ++a) {
+    const float inv = acc_l[a] > 0 ? 1.0f / acc_l[a] : 0.0f;
+    float* dst = p.out + a * hd;  // out is [n_tokens, n_heads, hd] = [n_acc, hd]
+    for (int d = 0; d < hd; ++d) dst[d] = acc_o[a * hd + d] * inv;
+  }
+}
+
+}  // namespace arbor::kernels
