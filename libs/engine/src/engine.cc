@@ -8,8 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "arbor/common/status_macros.h"
 #include "arbor/kernels/gating.h"
-#include "arbor/kernels/paged_attention.h"
 #include "arbor/kernels/rms_norm.h"
+#include "arbor/kernels/tree_attention.h"
 
 namespace arbor::engine {
 namespace {
@@ -48,17 +48,20 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const model::ModelWeights
   // Sliding-window attention is not implemented; within the window it equals full attention,
   // so sequences are capped there rather than computed differently from the model.
   if (c.sliding_window) opts.max_seq_tokens = std::min(opts.max_seq_tokens, *c.sliding_window);
+  ARBOR_RETURN_IF_ERROR(CheckPositive("max_fork", opts.max_fork));
   const kvcache::KvLayout layout{c.num_hidden_layers, c.num_key_value_heads, c.head_dim,
                                  opts.kv_block_tokens};
-  ARBOR_ASSIGN_OR_RETURN(
-      auto kv, kvcache::PagedKvCache::Create(layout, layout.BlocksFor(opts.kv_cache_tokens),
-                                             opts.max_seq_tokens));
+  ARBOR_ASSIGN_OR_RETURN(auto kv,
+                         kvcache::KvTree::Create(layout, layout.BlocksFor(opts.kv_cache_tokens),
+                                                 {.max_fork = opts.max_fork,
+                                                  .max_seq_tokens = opts.max_seq_tokens,
+                                                  .prefix_index = opts.prefix_cache}));
   if (opts.num_threads > 0) openblas_set_num_threads(opts.num_threads);
   return std::unique_ptr<Engine>(new Engine(weights, experts, opts, std::move(kv)));
 }
 
 Engine::Engine(const model::ModelWeights* weights, ExpertBackend* experts,
-               const EngineOptions& options, std::unique_ptr<kvcache::PagedKvCache> kv)
+               const EngineOptions& options, std::unique_ptr<kvcache::KvTree> kv)
     : config_(weights->config()),
       w_(weights->non_expert()),
       experts_(experts),
@@ -75,27 +78,42 @@ Engine::Engine(const model::ModelWeights* weights, ExpertBackend* experts,
   expert_ids_.resize(n * k);
   expert_w_.resize(n * k);
   positions_.resize(n);
-  token_seq_.resize(n);
+  token_block_.resize(n);
+  token_slot_.resize(n);
   query_start_.resize(s + 1);
-  kv_len_.resize(s);
-  block_start_.resize(s + 1);
-  const size_t max_blocks = s * kv_->layout().BlocksFor(options.max_seq_tokens);
-  block_ptr_.resize(max_blocks);
-  block_k_.resize(max_blocks);
-  block_v_.resize(max_blocks);
-  attn_ws_.resize(kernels::PagedAttentionParams::WorkspaceFloats(
-      options.max_batch_tokens, config_.num_attention_heads, config_.num_key_value_heads,
-      config_.head_dim, options.kv_block_tokens));
   step_seqs_.resize(s);
-  step_lens_.resize(s);
+  step_new_.resize(s);
+  attn_ws_.resize(kernels::TreeAttentionParams::WorkspaceFloats(
+      options.max_batch_tokens, options.max_batch_tokens, config_.num_attention_heads,
+      config_.num_key_value_heads, config_.head_dim, options.kv_block_tokens));
   last_.resize(s * h);
   logits_.resize(s * config_.vocab_size);
   logits_row_.resize(s);
+  // Chunk bookkeeping grows only for paths deeper than this.
+  constexpr size_t kDepth = 64;
+  path_.reserve(kDepth);
+  refs_.reserve(s * kDepth);
+  for (auto* v : {&chunk_start_, &chunk_len_, &chunk_block_start_, &chunk_query_start_}) {
+    v->reserve(s * kDepth + 1);
+  }
+  chunk_queries_.reserve(n * kDepth);
+  const size_t blocks = s * (kv_->layout().BlocksFor(options.max_seq_tokens) + kDepth);
+  chunk_blocks_.reserve(blocks);
+  block_k_.reserve(blocks);
+  block_v_.reserve(blocks);
 }
 
-SeqId Engine::AddSequence() { return kv_->CreateSequence(); }
+SeqId Engine::AddSequence() { return kv_->CreateSequence({})->seq; }
 
-absl::Status Engine::Release(SeqId seq) { return kv_->Release(seq); }
+absl::StatusOr<kvcache::KvTree::Created> Engine::AddSequence(absl::Span<const int> prompt) {
+  for (int t : prompt) {
+    if (t < 0 || t >= config_.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "prompt token id ", t, " outside the vocabulary [0, ", config_.vocab_size, ")"));
+    }
+  }
+  return kv_->CreateSequence(prompt);
+}
 
 const float* Engine::logits(int i) const {
   if (i < 0 || i >= n_inputs_ || logits_row_[i] < 0) return nullptr;
@@ -114,7 +132,7 @@ absl::Status Engine::Validate(std::span<const StepInput> inputs) {
     if (in.tokens.empty()) {
       return absl::InvalidArgumentError(absl::StrCat("step: input ", i, " has no tokens"));
     }
-    const int len = kv_->length(in.seq);
+    const int len = kv_->Length(in.seq);
     if (len < 0) return absl::NotFoundError(absl::StrCat("step: sequence ", in.seq, " unknown"));
     for (size_t j = 0; j < i; ++j) {
       if (inputs[j].seq == in.seq) {
@@ -142,41 +160,87 @@ absl::Status Engine::Validate(std::span<const StepInput> inputs) {
   return absl::OkStatus();
 }
 
+absl::Status Engine::BuildChunks(std::span<const StepInput> inputs) {
+  refs_.clear();
+  for (size_t s = 0; s < inputs.size(); ++s) {
+    ARBOR_RETURN_IF_ERROR(kv_->Path(inputs[s].seq, &path_, step_new_[s]));
+    for (const kvcache::PathEntry& e : path_) {
+      refs_.push_back({e.segment, e.length, e.start, static_cast<int>(s), e.blocks});
+    }
+  }
+  // Sequences sharing a segment prefix of the same length share one chunk.
+  std::sort(refs_.begin(), refs_.end(), [](const PathRef& a, const PathRef& b) {
+    return a.segment != b.segment ? a.segment < b.segment
+           : a.length != b.length ? a.length < b.length
+                                  : a.input < b.input;
+  });
+  chunk_start_.clear();
+  chunk_len_.clear();
+  chunk_block_start_.assign(1, 0);
+  chunk_query_start_.assign(1, 0);
+  chunk_queries_.clear();
+  chunk_blocks_.clear();
+  max_chunk_queries_ = 0;
+  const int bt = kv_->layout().block_tokens;
+  for (size_t i = 0; i < refs_.size(); ++i) {
+    const PathRef& r = refs_[i];
+    if (i == 0 || r.segment != refs_[i - 1].segment || r.length != refs_[i - 1].length) {
+      if (i > 0) chunk_query_start_.push_back(static_cast<int>(chunk_queries_.size()));
+      chunk_start_.push_back(r.start);
+      chunk_len_.push_back(r.length);
+      for (int b = 0; b < (r.length + bt - 1) / bt; ++b) {
+        chunk_blocks_.push_back(kv_->block_data(r.blocks[b]));
+      }
+      chunk_block_start_.push_back(static_cast<int>(chunk_blocks_.size()));
+    }
+    for (int t = query_start_[r.input]; t < query_start_[r.input + 1]; ++t) {
+      chunk_queries_.push_back(t);
+    }
+  }
+  if (!refs_.empty()) chunk_query_start_.push_back(static_cast<int>(chunk_queries_.size()));
+  n_chunks_ = static_cast<int>(chunk_start_.size());
+  for (int c = 0; c < n_chunks_; ++c) {
+    max_chunk_queries_ =
+        std::max(max_chunk_queries_, chunk_query_start_[c + 1] - chunk_query_start_[c]);
+  }
+  block_k_.resize(chunk_blocks_.size());
+  block_v_.resize(chunk_blocks_.size());
+  counters_.attention_chunks += n_chunks_;
+  counters_.attention_chunk_refs += static_cast<int64_t>(refs_.size());
+  return absl::OkStatus();
+}
+
 absl::Status Engine::Step(std::span<const StepInput> inputs) {
   ARBOR_RETURN_IF_ERROR(Validate(inputs));
   const int n_seqs = static_cast<int>(inputs.size());
   for (int s = 0; s < n_seqs; ++s) {
     step_seqs_[s] = inputs[s].seq;
-    step_lens_[s] = kv_->length(inputs[s].seq) + static_cast<int>(inputs[s].tokens.size());
+    step_new_[s] = static_cast<int>(inputs[s].tokens.size());
   }
-  ARBOR_RETURN_IF_ERROR(kv_->Reserve(step_seqs_.data(), step_lens_.data(), n_seqs));
+  ARBOR_RETURN_IF_ERROR(kv_->Reserve(absl::MakeConstSpan(step_seqs_.data(), n_seqs),
+                                     absl::MakeConstSpan(step_new_.data(), n_seqs)));
 
-  // Token rows, positions, and each sequence's query range and block table.
+  // Token rows: embeddings, positions and the KV slot each new token writes.
   const int hidden = config_.hidden_size;
   int t = 0;
   query_start_[0] = 0;
-  block_start_[0] = 0;
   for (int s = 0; s < n_seqs; ++s) {
-    const int start = kv_->length(inputs[s].seq);
+    const int start = kv_->Length(inputs[s].seq);
     for (size_t j = 0; j < inputs[s].tokens.size(); ++j, ++t) {
       const float* e = w_->embed.data() + static_cast<size_t>(inputs[s].tokens[j]) * hidden;
       std::copy(e, e + hidden, x_.data() + static_cast<size_t>(t) * hidden);
       positions_[t] = start + static_cast<int>(j);
-      token_seq_[t] = s;
+      const kvcache::KvTree::Slot slot = kv_->SlotOf(inputs[s].seq, positions_[t]);
+      token_block_[t] = kv_->block_data(slot.block);
+      token_slot_[t] = slot.slot;
     }
     query_start_[s + 1] = t;
-    kv_len_[s] = step_lens_[s];
-    const std::vector<int>& blocks = *kv_->blocks(inputs[s].seq);
-    const int nb = kv_->layout().BlocksFor(step_lens_[s]);
-    for (int b = 0; b < nb; ++b) {
-      block_ptr_[block_start_[s] + b] = kv_->block_data(blocks[b]);
-    }
-    block_start_[s + 1] = block_start_[s] + nb;
   }
   const int n_tokens = t;
+  ARBOR_RETURN_IF_ERROR(BuildChunks(inputs));
 
   for (int l = 0; l < config_.num_hidden_layers; ++l) {
-    ARBOR_RETURN_IF_ERROR(RunLayer(l, n_tokens, n_seqs));
+    ARBOR_RETURN_IF_ERROR(RunLayer(l, n_tokens));
   }
 
   // Final norm and LM head for the last token of each input that wants logits.
@@ -196,7 +260,7 @@ absl::Status Engine::Step(std::span<const StepInput> inputs) {
   n_inputs_ = n_seqs;
 
   for (int s = 0; s < n_seqs; ++s) {
-    ARBOR_RETURN_IF_ERROR(kv_->SetLength(step_seqs_[s], step_lens_[s]));
+    ARBOR_RETURN_IF_ERROR(kv_->Commit(step_seqs_[s], inputs[s].tokens));
     if (inputs[s].tokens.size() > 1) {
       counters_.prefill_tokens += static_cast<int64_t>(inputs[s].tokens.size());
     } else {
@@ -207,7 +271,7 @@ absl::Status Engine::Step(std::span<const StepInput> inputs) {
   return absl::OkStatus();
 }
 
-absl::Status Engine::RunLayer(int layer, int n_tokens, int n_seqs) {
+absl::Status Engine::RunLayer(int layer, int n_tokens) {
   const model::LayerWeights& lw = w_->layers[layer];
   const int hidden = config_.hidden_size, hd = config_.head_dim;
   const int q_dim = config_.q_dim(), kv_dim = config_.kv_dim(), qkv_dim = q_dim + 2 * kv_dim;
@@ -222,11 +286,10 @@ absl::Status Engine::RunLayer(int layer, int n_tokens, int n_seqs) {
   kernels::RopeCpu({qkv_.data() + q_dim, positions_.data(), &rope_, n_tokens,
                     config_.num_key_value_heads, qkv_dim});
 
-  // Write this layer's K and V of the new tokens into their blocks.
+  // Write this layer's K and V of the new tokens into their leaves' blocks.
   for (int t = 0; t < n_tokens; ++t) {
-    const int s = token_seq_[t], pos = positions_[t];
-    float* block = block_ptr_[block_start_[s] + pos / layout.block_tokens];
-    const size_t in_block = static_cast<size_t>(pos % layout.block_tokens) * hd;
+    float* block = token_block_[t];
+    const size_t in_block = static_cast<size_t>(token_slot_[t]) * hd;
     const float* k = qkv_.data() + static_cast<size_t>(t) * qkv_dim + q_dim;
     const float* v = k + kv_dim;
     for (int g = 0; g < config_.num_key_value_heads; ++g) {
@@ -236,30 +299,32 @@ absl::Status Engine::RunLayer(int layer, int n_tokens, int n_seqs) {
                 block + layout.offset(layer, 1) + g * layout.head_stride() + in_block);
     }
   }
-  const int total_blocks = block_start_[n_seqs];
-  for (int b = 0; b < total_blocks; ++b) {
-    block_k_[b] = block_ptr_[b] + layout.offset(layer, 0);
-    block_v_[b] = block_ptr_[b] + layout.offset(layer, 1);
+  for (size_t b = 0; b < chunk_blocks_.size(); ++b) {
+    block_k_[b] = chunk_blocks_[b] + layout.offset(layer, 0);
+    block_v_[b] = chunk_blocks_[b] + layout.offset(layer, 1);
   }
-  kernels::PagedAttentionParams ap;
+  kernels::TreeAttentionParams ap;
   ap.q = qkv_.data();
   ap.q_row_stride = qkv_dim;
   ap.out = attn_.data();
+  ap.q_pos = positions_.data();
   ap.n_tokens = n_tokens;
   ap.n_heads = config_.num_attention_heads;
   ap.n_kv_heads = config_.num_key_value_heads;
   ap.head_dim = hd;
   ap.scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  ap.n_seqs = n_seqs;
-  ap.query_start = query_start_.data();
-  ap.kv_len = kv_len_.data();
-  ap.block_start = block_start_.data();
+  ap.n_chunks = n_chunks_;
+  ap.chunk_start = chunk_start_.data();
+  ap.chunk_len = chunk_len_.data();
+  ap.chunk_block_start = chunk_block_start_.data();
   ap.block_k = block_k_.data();
   ap.block_v = block_v_.data();
   ap.block_tokens = layout.block_tokens;
   ap.head_stride = layout.head_stride();
+  ap.chunk_query_start = chunk_query_start_.data();
+  ap.chunk_queries = chunk_queries_.data();
   ap.workspace = attn_ws_.data();
-  kernels::PagedAttentionCpu(ap);
+  kernels::TreeAttentionCpu(ap);
   MatMulWT(attn_.data(), lw.wo.data(), x_.data(), n_tokens, hidden, q_dim, 1.0f);
 
   // MoE block: gate, top-k, experts (which add their weighted outputs into x).

@@ -103,7 +103,8 @@ TEST_P(EngineParityTest, PrefillAndSixteenDecodeStepsAtBatchOne) {
     EXPECT_EQ(engine.Length(seq), static_cast<int>(r.prompt_ids.size() + r.greedy_ids.size() - 1));
     ASSERT_TRUE(engine.Release(seq).ok());
   }
-  EXPECT_EQ(engine.kv_cache().pool().used(), 0);
+  EXPECT_EQ(engine.kv_tree().stats().live_sequences, 0);
+  EXPECT_EQ(engine.kv_tree().stats().blocks_in_use, engine.kv_tree().stats().cached_blocks);
 }
 
 TEST_P(EngineParityTest, MixedBatchOfDifferentLengthsWithChunkedPrefill) {

@@ -102,7 +102,7 @@ TEST(EngineTest, BadStepsFailWithClearErrorsAndChangeNothing) {
   StepInput ok{a, prompt, true};
   ASSERT_TRUE(e.Step({&ok, 1}).ok());
   std::vector<float> expected;
-  const int used = e.kv_cache().pool().used();
+  const int used = e.kv_tree().stats().blocks_in_use;
 
   const std::vector<int> bad_token = {384}, empty = {}, one = {7};
   const std::vector<int> too_many(40, 5), too_long(126, 5);
@@ -125,7 +125,7 @@ TEST(EngineTest, BadStepsFailWithClearErrorsAndChangeNothing) {
     EXPECT_EQ(st.code(), c.code) << st;
     EXPECT_NE(st.message().find(c.needle), absl::string_view::npos) << st;
     EXPECT_EQ(e.Length(a), 3);
-    EXPECT_EQ(e.kv_cache().pool().used(), used);
+    EXPECT_EQ(e.kv_tree().stats().blocks_in_use, used);
   }
   // The sequence still continues exactly as on a fresh engine.
   StepInput next{a, one, true};
@@ -140,7 +140,7 @@ TEST(EngineTest, BadStepsFailWithClearErrorsAndChangeNothing) {
   }
 }
 
-TEST(EngineTest, FullKvPoolIsResourceExhaustedAndReleaseFreesBlocks) {
+TEST(EngineTest, FullKvPoolIsResourceExhaustedUntilReleaseOrEviction) {
   EngineOptions o = SmallOptions();
   o.kv_cache_tokens = 16;  // 4 blocks of 4
   auto m = Load(o);
@@ -149,15 +149,18 @@ TEST(EngineTest, FullKvPoolIsResourceExhaustedAndReleaseFreesBlocks) {
   const std::vector<int> twelve(12, 9), eight(8, 9);
   StepInput ia{a, twelve, true};
   ASSERT_TRUE(e.Step({&ia, 1}).ok());
-  EXPECT_EQ(e.kv_cache().pool().used(), 3);
+  EXPECT_EQ(e.kv_tree().stats().blocks_in_use, 3);
   StepInput ib{b, eight, true};
   const absl::Status st = e.Step({&ib, 1});
   EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
   EXPECT_EQ(e.Length(b), 0);
-  EXPECT_EQ(e.kv_cache().pool().used(), 3);
+  EXPECT_EQ(e.kv_tree().stats().blocks_in_use, 3);
+  // Released, a's full blocks stay as a cached prefix until the pool needs them.
   ASSERT_TRUE(e.Release(a).ok());
-  EXPECT_EQ(e.kv_cache().pool().used(), 0);
+  EXPECT_EQ(e.kv_tree().stats().cached_blocks, 3);
   ASSERT_TRUE(e.Step({&ib, 1}).ok());
+  EXPECT_EQ(e.kv_tree().stats().evicted_segments, 1);
+  EXPECT_EQ(e.kv_tree().stats().blocks_in_use, 2);
   EXPECT_EQ(e.Release(a).code(), absl::StatusCode::kNotFound);
 }
 
@@ -172,6 +175,83 @@ TEST(EngineTest, CreateRejectsBadOptionsAndRouterOnlyWeights) {
   auto experts_only = *model::ModelWeights::Load(*ckpt, {.non_expert = false});
   auto backend = *CpuExpertBackend::Create(experts_only.get(), 8);
   EXPECT_FALSE(Engine::Create(experts_only.get(), backend.get(), SmallOptions()).ok());
+}
+
+// Greedy continuation of `seq` for `steps` tokens starting by feeding `first`; returns every
+// logits vector.
+std::vector<std::vector<float>> Continue(Engine& e, SeqId seq, int first, int steps) {
+  std::vector<std::vector<float>> out;
+  int next = first;
+  for (int i = 0; i < steps; ++i) {
+    StepInput in{seq, {&next, 1}, true};
+    EXPECT_TRUE(e.Step({&in, 1}).ok());
+    const int v = e.config().vocab_size;
+    out.emplace_back(e.logits(0), e.logits(0) + v);
+    next = static_cast<int>(std::max_element(e.logits(0), e.logits(0) + v) - e.logits(0));
+  }
+  return out;
+}
+
+TEST(EngineTest, ForkedBranchesEqualIndependentSequencesAndShareAttentionChunks) {
+  auto m = Load(SmallOptions());
+  Engine& e = *m->engine;
+  const std::vector<int> prompt = {1, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49};  // partial block
+  const SeqId root = e.AddSequence();
+  StepInput in{root, prompt, true};
+  ASSERT_TRUE(e.Step({&in, 1}).ok());
+  SeqId kids[3];
+  const int blocks = e.kv_tree().stats().blocks_in_use;
+  ASSERT_TRUE(e.Fork(root, 3, kids).ok());
+  EXPECT_EQ(e.kv_tree().stats().blocks_in_use, blocks);
+  EXPECT_EQ(e.kv_tree().stats().kv_bytes_copied, 0);
+
+  // All three branches decode together: the prompt's segment is one chunk for all of them.
+  std::vector<int> next = {7, 8, 9};
+  std::vector<std::vector<std::vector<float>>> got(3);
+  const StepCounters before = e.counters();
+  for (int step = 0; step < 6; ++step) {
+    std::vector<StepInput> ins;
+    for (int k = 0; k < 3; ++k) ins.push_back({kids[k], {&next[k], 1}, true});
+    ASSERT_TRUE(e.Step(ins).ok());
+    for (int k = 0; k < 3; ++k) {
+      got[k].emplace_back(e.logits(k), e.logits(k) + 384);
+      next[k] = static_cast<int>(std::max_element(e.logits(k), e.logits(k) + 384) - e.logits(k));
+    }
+  }
+  const StepCounters after = e.counters();
+  // Per step: one shared prompt chunk + one leaf chunk per branch, for 6 path references.
+  EXPECT_EQ(after.attention_chunks - before.attention_chunks, 6 * 4);
+  EXPECT_EQ(after.attention_chunk_refs - before.attention_chunk_refs, 6 * 6);
+
+  for (int k = 0; k < 3; ++k) {
+    auto fresh = Load(SmallOptions());
+    const SeqId s = fresh->engine->AddSequence();
+    StepInput p{s, prompt, true};
+    ASSERT_TRUE(fresh->engine->Step({&p, 1}).ok());
+    const auto want = Continue(*fresh->engine, s, 7 + k, 6);
+    for (int i = 0; i < 6; ++i) {
+      for (int v = 0; v < 384; ++v) ASSERT_NEAR(got[k][i][v], want[i][v], 1e-4) << k << " " << i;
+    }
+  }
+}
+
+TEST(EngineTest, PromptPrefixIsReusedFromTheCacheWithIdenticalResults) {
+  auto m = Load(SmallOptions());
+  Engine& e = *m->engine;
+  std::vector<int> prompt(14);
+  for (int i = 0; i < 14; ++i) prompt[i] = 30 + i;
+  const SeqId a = e.AddSequence();
+  StepInput in{a, prompt, true};
+  ASSERT_TRUE(e.Step({&in, 1}).ok());
+  const std::vector<float> want(e.logits(0), e.logits(0) + 384);
+  ASSERT_TRUE(e.Release(a).ok());
+
+  auto created = e.AddSequence(prompt);
+  ASSERT_TRUE(created.ok());
+  EXPECT_EQ(created->reused_tokens, 12);  // three whole 4-token blocks
+  StepInput rest{created->seq, absl::MakeConstSpan(prompt).subspan(12), true};
+  ASSERT_TRUE(e.Step({&rest, 1}).ok());
+  for (int v = 0; v < 384; ++v) ASSERT_NEAR(e.logits(0)[v], want[v], 1e-4);
 }
 
 TEST(EngineTest, SlidingWindowCapsSequenceLength) {

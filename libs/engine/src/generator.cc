@@ -123,7 +123,12 @@ absl::StatusOr<int> Generator::Step() {
   for (int id : live_) {
     Request& r = *requests_[id];
     if (!r.admitted && admitted < engine_->options().max_seqs) {
-      r.seq = engine_->AddSequence();
+      // Reuses the longest cached prefix of the prompt: those tokens need no prefill.
+      ARBOR_ASSIGN_OR_RETURN(kvcache::KvTree::Created created,
+                             engine_->AddSequence(r.result.prompt_ids));
+      r.seq = created.seq;
+      r.fed = created.reused_tokens;
+      stats_.reused_tokens += created.reused_tokens;
       r.admitted = true;
       ++admitted;
     }

@@ -46,7 +46,9 @@ TEST_F(GeneratorTest, MaxTokensEndsWithLength) {
   EXPECT_EQ(r.token_ids.size(), 7u);
   EXPECT_EQ(r.logprobs.size(), 7u);
   EXPECT_EQ(r.finish, FinishReason::kLength);
-  EXPECT_EQ(m_->engine->kv_cache().pool().used(), 0);  // finished requests free their KV
+  EXPECT_EQ(m_->engine->kv_tree().stats().live_sequences, 0);
+  EXPECT_EQ(m_->engine->kv_tree().stats().blocks_in_use,
+            m_->engine->kv_tree().stats().cached_blocks);  // finished requests free their KV
 }
 
 TEST_F(GeneratorTest, StopStringCutsTheTextBeforeIt) {
@@ -100,9 +102,25 @@ TEST_F(GeneratorTest, MoreRequestsThanSlotsQueueAndMatchRunningAlone) {
     EXPECT_TRUE(gen.finished(ids[i]));
     EXPECT_EQ(gen.result(ids[i]).token_ids, GenerateOne(*m_, prompts[i], p).token_ids) << i;
   }
-  EXPECT_EQ(m->engine->kv_cache().pool().used(), 0);
+  EXPECT_EQ(m->engine->kv_tree().stats().live_sequences, 0);
+  EXPECT_EQ(m->engine->kv_tree().stats().blocks_in_use, m->engine->kv_tree().stats().cached_blocks);
   EXPECT_EQ(gen.stats().decode_tokens + static_cast<int64_t>(prompts.size()),
             static_cast<int64_t>(prompts.size()) * 9);  // first token of each comes from prefill
+}
+
+TEST_F(GeneratorTest, RepeatedPromptReusesCachedPrefixAndGeneratesTheSame) {
+  GenerationParams p;
+  p.max_tokens = 8;
+  p.ignore_eos = true;
+  const std::string prompt = "The tree of thoughts grows branch leaf root search beam depth";
+  Generator gen(m_->engine.get(), m_->tokenizer.get());
+  const int first = *gen.Submit(m_->tokenizer->Encode(prompt), p);
+  ASSERT_TRUE(gen.RunToCompletion().ok());
+  EXPECT_EQ(gen.stats().reused_tokens, 0);
+  const int second = *gen.Submit(m_->tokenizer->Encode(prompt), p);
+  ASSERT_TRUE(gen.RunToCompletion().ok());
+  EXPECT_GT(gen.stats().reused_tokens, 0);
+  EXPECT_EQ(gen.result(second).token_ids, gen.result(first).token_ids);
 }
 
 TEST_F(GeneratorTest, SeededSamplingIsReproducible) {

@@ -69,7 +69,10 @@ KvTree::KvTree(std::unique_ptr<BlockPool> pool, const KvTreeOptions& options)
       layout_(pool->layout()),
       base_(pool->data(0)),
       floats_per_block_(pool->layout().floats_per_block()),
-      pool_(std::move(pool)) {}
+      pool_(std::move(pool)) {
+  // Every indexed block is a distinct pool block, so the index never outgrows this.
+  if (options_.prefix_index) index_.reserve(pool_->capacity());
+}
 
 KvTree::~KvTree() = default;
 
@@ -287,6 +290,13 @@ absl::Status KvTree::Reserve(absl::Span<const SeqId> seqs, absl::Span<const int>
   for (size_t i = 0; i < seqs.size(); ++i) {
     Segment* leaf = Leaf(seqs[i]);
     const int want = layout_.BlocksFor(leaf->length() + n_new[i]);
+    if (want > static_cast<int>(leaf->blocks.capacity())) {  // grow geometrically
+      const size_t cap =
+          std::max<size_t>({static_cast<size_t>(want), 2 * leaf->blocks.capacity(), 16});
+      leaf->blocks.reserve(cap);
+      leaf->block_hashes.reserve(cap);
+      leaf->tokens.reserve(cap * layout_.block_tokens);
+    }
     while (static_cast<int>(leaf->blocks.size()) < want) {
       leaf->blocks.push_back(*pool_->Allocate());  // cannot fail: room was made above
     }
@@ -346,11 +356,15 @@ absl::Status KvTree::Append(SeqId seq, absl::Span<const int> tokens, const float
   return Commit(seq, tokens);
 }
 
-absl::Status KvTree::PathLocked(SeqId seq, std::vector<PathEntry>* out) const {
+absl::Status KvTree::PathLocked(SeqId seq, std::vector<PathEntry>* out, int pending) const {
   out->clear();
   Segment* s = Leaf(seq);
   if (s == nullptr) return UnknownSeq(seq);
-  int len = s->length();
+  int len = s->length() + pending;
+  if (pending < 0 || len > static_cast<int>(s->blocks.size()) * layout_.block_tokens) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("path: sequence ", seq, " has fewer than ", pending, " reserved slots"));
+  }
   while (s != nullptr) {
     if (len > 0) out->push_back({s->id, s->start, len, s->blocks.data()});
     len = s->parent_len;
@@ -360,9 +374,9 @@ absl::Status KvTree::PathLocked(SeqId seq, std::vector<PathEntry>* out) const {
   return absl::OkStatus();
 }
 
-absl::Status KvTree::Path(SeqId seq, std::vector<PathEntry>* out) const {
+absl::Status KvTree::Path(SeqId seq, std::vector<PathEntry>* out, int pending) const {
   absl::MutexLock lock(&mu_);
-  return PathLocked(seq, out);
+  return PathLocked(seq, out, pending);
 }
 
 int KvTree::Length(SeqId seq) const {
@@ -385,7 +399,7 @@ absl::StatusOr<std::vector<int>> KvTree::Tokens(SeqId seq) const {
 absl::StatusOr<std::vector<float>> KvTree::ReadKv(SeqId seq) const {
   absl::MutexLock lock(&mu_);
   std::vector<PathEntry> path;
-  ARBOR_RETURN_IF_ERROR(PathLocked(seq, &path));
+  ARBOR_RETURN_IF_ERROR(PathLocked(seq, &path, 0));
   const KvLayout& l = layout_;
   std::vector<float> kv;
   for (const PathEntry& e : path) {
@@ -418,6 +432,7 @@ KvTreeStats KvTree::stats() const {
   s.live_sequences = static_cast<int>(live_.size());
   s.segments = num_segments_;
   s.cached_segments = static_cast<int>(lru_.size());
+  s.cached_blocks = lru_blocks_;
   return s;
 }
 

@@ -1,11 +1,13 @@
-// The CPU forward pass of a Mixtral-architecture model over a paged KV cache, one batched step
-// at a time: a step takes any mix of prefill chunks and decode tokens from many sequences and
-// returns next-token logits for the sequences that ask for them.
+// The CPU forward pass of a Mixtral-architecture model over the KV tree, one batched step at a
+// time: a step takes any mix of prefill chunks and decode tokens from many sequences and returns
+// next-token logits for the sequences that ask for them. Sequences fork in O(1) and new prompts
+// reuse cached prefixes (kvcache::KvTree).
 //
-// Per layer: RMSNorm -> one GEMM for q, k, v -> RoPE -> KV written to the cache -> paged GQA
-// attention -> o_proj GEMM -> RMSNorm -> gate GEMM -> top-k gating -> ExpertBackend (tokens
-// grouped by expert). Every buffer is sized at Create from EngineOptions, so a step allocates no
-// heap memory in steady state. Not thread-safe: one step loop drives an engine.
+// Per layer: RMSNorm -> one GEMM for q, k, v -> RoPE -> K/V written to each sequence's leaf ->
+// tree attention (a segment shared by several sequences of the step is read once for all of
+// them) -> o_proj GEMM -> RMSNorm -> gate GEMM -> top-k gating -> ExpertBackend (tokens grouped
+// by expert). Buffers are sized at Create from EngineOptions, so a step allocates no heap memory
+// in steady state. Not thread-safe: one step loop drives an engine.
 #pragma once
 
 #include <cstdint>
@@ -16,7 +18,7 @@
 #include "absl/status/statusor.h"
 #include "arbor/engine/expert_backend.h"
 #include "arbor/kernels/rope.h"
-#include "arbor/kvcache/paged_kv_cache.h"
+#include "arbor/kvcache/kv_tree.h"
 #include "arbor/model/weights.h"
 
 namespace arbor::engine {
@@ -30,7 +32,9 @@ struct EngineOptions {
                                 // and by sliding_window when the config sets one
   int kv_cache_tokens = 32768;  // KV pool size in tokens, over all sequences
   int kv_block_tokens = 16;
-  int num_threads = 0;  // OpenBLAS threads; 0 keeps OpenBLAS's default
+  int max_fork = 64;         // children per Fork
+  bool prefix_cache = true;  // AddSequence(prompt) reuses cached prompt prefixes
+  int num_threads = 0;       // OpenBLAS threads; 0 keeps OpenBLAS's default
 };
 
 struct StepInput {
@@ -41,8 +45,10 @@ struct StepInput {
 
 struct StepCounters {
   int64_t steps = 0;
-  int64_t prefill_tokens = 0;  // tokens fed in inputs of more than one token
-  int64_t decode_tokens = 0;   // tokens fed in single-token inputs
+  int64_t prefill_tokens = 0;        // tokens fed in inputs of more than one token
+  int64_t decode_tokens = 0;         // tokens fed in single-token inputs
+  int64_t attention_chunks = 0;      // chunks attention read, over all steps
+  int64_t attention_chunk_refs = 0;  // (sequence, path segment) pairs they served
 };
 
 class Engine {
@@ -55,16 +61,24 @@ class Engine {
 
   // A new empty sequence.
   SeqId AddSequence();
-  // Drops a sequence and frees its KV. NOT_FOUND if unknown.
-  absl::Status Release(SeqId seq);
+  // A new sequence that already holds the longest cached prefix of `prompt` (whole KV blocks,
+  // never the last token); the caller feeds prompt[reused_tokens:]. OUT_OF_RANGE past
+  // max_seq_tokens.
+  absl::StatusOr<kvcache::KvTree::Created> AddSequence(absl::Span<const int> prompt);
+  // n new sequences sharing all of `seq`'s KV, in O(n) whatever its length; `seq` stays valid.
+  // Errors as KvTree::Fork.
+  absl::Status Fork(SeqId seq, int n, SeqId* out) { return kv_->Fork(seq, n, out); }
+  // Drops a sequence; KV that no other sequence shares is freed or kept as a cached prefix.
+  // NOT_FOUND if unknown.
+  absl::Status Release(SeqId seq) { return kv_->Release(seq); }
   // Tokens in the sequence's KV, -1 if unknown.
-  int Length(SeqId seq) const { return kv_->length(seq); }
+  int Length(SeqId seq) const { return kv_->Length(seq); }
 
   // Runs one forward step. On success logits(i) is valid for every input i with want_logits,
-  // until the next Step. Errors change nothing: INVALID_ARGUMENT (empty input, token id out of
-  // vocabulary, a sequence twice, more than max_seqs inputs or max_batch_tokens tokens),
+  // until the next Step. Errors change no sequence: INVALID_ARGUMENT (empty input, token id out
+  // of vocabulary, a sequence twice, more than max_seqs inputs or max_batch_tokens tokens),
   // NOT_FOUND (unknown sequence), OUT_OF_RANGE (past max_seq_tokens), RESOURCE_EXHAUSTED (KV
-  // pool full).
+  // pool full even after evicting cached prefixes).
   absl::Status Step(std::span<const StepInput> inputs);
 
   // [vocab] logits after input i of the last Step; nullptr if it did not want logits.
@@ -73,45 +87,59 @@ class Engine {
   const model::ModelConfig& config() const { return config_; }
   const EngineOptions& options() const { return options_; }
   const StepCounters& counters() const { return counters_; }
-  const kvcache::PagedKvCache& kv_cache() const { return *kv_; }
+  const kvcache::KvTree& kv_tree() const { return *kv_; }
 
  private:
   Engine(const model::ModelWeights* weights, ExpertBackend* experts, const EngineOptions& options,
-         std::unique_ptr<kvcache::PagedKvCache> kv);
+         std::unique_ptr<kvcache::KvTree> kv);
   absl::Status Validate(std::span<const StepInput> inputs);
-  absl::Status RunLayer(int layer, int n_tokens, int n_seqs);
+  // Groups the paths of the step's sequences into attention chunks.
+  absl::Status BuildChunks(std::span<const StepInput> inputs);
+  absl::Status RunLayer(int layer, int n_tokens);
 
   model::ModelConfig config_;
   const model::NonExpertWeights* w_;
   ExpertBackend* experts_;
   EngineOptions options_;
-  std::unique_ptr<kvcache::PagedKvCache> kv_;
+  std::unique_ptr<kvcache::KvTree> kv_;
   kernels::RopeTable rope_;
   StepCounters counters_;
 
   // Per-step buffers, sized at Create. N = max_batch_tokens, S = max_seqs.
-  std::vector<float> x_;               // [N, hidden] residual stream
-  std::vector<float> h_;               // [N, hidden] normed
-  std::vector<float> qkv_;             // [N, q_dim + 2 kv_dim]
-  std::vector<float> attn_;            // [N, q_dim]
-  std::vector<float> router_;          // [N, n_experts]
-  std::vector<int> expert_ids_;        // [N, top_k]
-  std::vector<float> expert_w_;        // [N, top_k]
-  std::vector<int> positions_;         // [N]
-  std::vector<int> token_seq_;         // [N] index of the token's input
-  std::vector<int> query_start_;       // [S + 1]
-  std::vector<int> kv_len_;            // [S]
-  std::vector<int> block_start_;       // [S + 1]
-  std::vector<float*> block_ptr_;      // [S * max blocks per seq] block bases
-  std::vector<const float*> block_k_;  // same, at this layer's K
-  std::vector<const float*> block_v_;  // same, at this layer's V
-  std::vector<float> attn_ws_;         // paged attention workspace
-  std::vector<SeqId> step_seqs_;       // [S]
-  std::vector<int> step_lens_;         // [S] lengths after this step
-  std::vector<float> last_;            // [S, hidden] final-normed last rows
-  std::vector<float> logits_;          // [S, vocab]
-  std::vector<int> logits_row_;        // [S] row in logits_ of input i, or -1
+  std::vector<float> x_;             // [N, hidden] residual stream
+  std::vector<float> h_;             // [N, hidden] normed
+  std::vector<float> qkv_;           // [N, q_dim + 2 kv_dim]
+  std::vector<float> attn_;          // [N, q_dim]
+  std::vector<float> router_;        // [N, n_experts]
+  std::vector<int> expert_ids_;      // [N, top_k]
+  std::vector<float> expert_w_;      // [N, top_k]
+  std::vector<int> positions_;       // [N]
+  std::vector<float*> token_block_;  // [N] block holding each new token's KV
+  std::vector<int> token_slot_;      // [N] the token's slot in that block
+  std::vector<int> query_start_;     // [S + 1] token rows of each input
+  std::vector<SeqId> step_seqs_;     // [S]
+  std::vector<int> step_new_;        // [S] tokens each input adds
+  std::vector<float> attn_ws_;       // tree attention workspace
+  std::vector<float> last_;          // [S, hidden] final-normed last rows
+  std::vector<float> logits_;        // [S, vocab]
+  std::vector<int> logits_row_;      // [S] row in logits_ of input i, or -1
   int n_inputs_ = 0;
+
+  // Attention chunks: one per distinct (segment, length) on the step's paths, sorted by segment.
+  struct PathRef {
+    kvcache::SegmentId segment;
+    int length, start, input;
+    const int* blocks;
+  };
+  std::vector<kvcache::PathEntry> path_;
+  std::vector<PathRef> refs_;
+  std::vector<int> chunk_start_, chunk_len_, chunk_block_start_, chunk_query_start_;
+  std::vector<int> chunk_queries_;     // token rows attending to each chunk
+  std::vector<float*> chunk_blocks_;   // block bases of every chunk, in chunk order
+  std::vector<const float*> block_k_;  // chunk_blocks_ at this layer's K
+  std::vector<const float*> block_v_;  // chunk_blocks_ at this layer's V
+  int n_chunks_ = 0;
+  int max_chunk_queries_ = 0;
 };
 
 }  // namespace arbor::engine

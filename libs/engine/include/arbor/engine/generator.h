@@ -41,6 +41,7 @@ struct GenerationResult {
 struct GeneratorStats {
   int64_t prefill_tokens = 0;
   int64_t decode_tokens = 0;
+  int64_t reused_tokens = 0;   // prompt tokens found in the prefix cache, not prefilled
   double prefill_seconds = 0;  // steps that fed any prompt tokens
   double decode_seconds = 0;   // steps that fed only decode tokens
 };

@@ -19,6 +19,9 @@
 // Memory: B branches of a P-token prefix cost P + sum(suffixes) tokens of KV plus at most one
 // partial block per fork point.
 //
+// A leaf's block table and token list grow geometrically (reserved 16 blocks at a time, then
+// doubling), so appending to a sequence allocates heap memory only at those thresholds.
+//
 // Thread-safe: every method takes one mutex. KV data lives in the BlockPool; the owner of a live
 // sequence may write the slots it reserved (SlotOf) without the lock, since no one else reads a
 // leaf's unreserved tail or writes anything frozen.
@@ -62,6 +65,7 @@ struct KvTreeStats {
   int live_sequences = 0;
   int segments = 0;         // live or cached
   int cached_segments = 0;  // refcount 0, kept for the prefix index (evictable)
+  int cached_blocks = 0;    // blocks held by cached segments
   int64_t forks = 0;
   int64_t kv_bytes_copied = 0;  // KV bytes written into blocks by Append; forks add nothing
   int64_t prefix_hits = 0;
@@ -115,8 +119,10 @@ class KvTree {
   // Reserve + copy `kv` ([n, layers, 2, kv_heads, head_dim] floats) + Commit.
   absl::Status Append(SeqId seq, absl::Span<const int> tokens, const float* kv);
 
-  // Segments root to leaf into `out` (cleared first). NOT_FOUND if unknown.
-  absl::Status Path(SeqId seq, std::vector<PathEntry>* out) const;
+  // Segments root to leaf into `out` (cleared first), counting `pending` reserved but not yet
+  // committed tokens as part of the leaf (for a step that is writing them). NOT_FOUND if
+  // unknown, FAILED_PRECONDITION if fewer than `pending` slots are reserved.
+  absl::Status Path(SeqId seq, std::vector<PathEntry>* out, int pending = 0) const;
   // Tokens of the sequence, path included; -1 if unknown.
   int Length(SeqId seq) const;
   absl::StatusOr<std::vector<int>> Tokens(SeqId seq) const;
@@ -145,7 +151,7 @@ class KvTree {
   bool EvictFor(int blocks) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void IndexNewFullBlocks(Segment* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Segment* Leaf(SeqId seq) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  absl::Status PathLocked(SeqId seq, std::vector<PathEntry>* out) const
+  absl::Status PathLocked(SeqId seq, std::vector<PathEntry>* out, int pending) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   const KvTreeOptions options_;
