@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "fast_exp.h"
 
 namespace arbor::kernels {
 
@@ -92,8 +93,7 @@ void PagedAttentionCpu(const PagedAttentionParams& p) {
           for (int j = 1; j < visible; ++j) block_max = std::max(block_max, srow[j]);
           const float new_max = std::max(mx[row], block_max);
           const float correction = std::exp(mx[row] - new_max);  // 0 on the first block
-          float sum = 0;
-          for (int j = 0; j < visible; ++j) sum += srow[j] = std::exp(srow[j] - new_max);
+          const float sum = internal::ExpShiftSum(srow, visible, new_max);
           std::fill(srow + visible, srow + valid, 0.0f);
           den[row] = den[row] * correction + sum;
           mx[row] = new_max;

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "arbor/kernels/swiglu.h"
+#include "fast_exp.h"
 #include "gtest/gtest.h"
 
 namespace arbor::kernels {
@@ -43,6 +44,23 @@ TEST(SwiGluTest, IsSiluOfFirstHalfTimesSecondHalf) {
     const double a = in[i], b = in[3 + i];
     EXPECT_NEAR(out[i], a / (1 + std::exp(-a)) * b, 1e-6);
   }
+}
+
+}  // namespace
+}  // namespace arbor::kernels
+
+namespace arbor::kernels {
+namespace {
+
+TEST(FastExpTest, RelativeErrorBelow3e7OverTheSoftmaxRange) {
+  double worst = 0;
+  for (float x = -87.0f; x <= 88.0f; x += 0.001953125f) {
+    const double want = std::exp(static_cast<double>(x));
+    worst = std::max(worst, std::abs(internal::FastExp(x) - want) / want);
+  }
+  EXPECT_LT(worst, 3e-7);
+  EXPECT_LT(internal::FastExp(-1000.0f), 1e-37f);
+  EXPECT_EQ(internal::FastExp(0.0f), 1.0f);
 }
 
 }  // namespace
