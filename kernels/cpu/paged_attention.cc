@@ -1,13 +1,11 @@
 #include "arbor/kernels/paged_attention.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
-#include "fast_exp.h"
+#include "attend_block.h"
 
 namespace arbor::kernels {
 
@@ -77,33 +75,8 @@ void PagedAttentionCpu(const PagedAttentionParams& p) {
         if (valid <= 0) break;
         const float* kb = p.block_k[p.block_start[s] + b] + g * p.head_stride;  // [valid, hd]
         const float* vb = p.block_v[p.block_start[s] + b] + g * p.head_stride;  // [valid, hd]
-        // sc[m, valid] = qg[m, hd] . kb[valid, hd]^T
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, valid, hd, 1.0f, qg, hd, kb, hd,
-                    0.0f, sc, bt);
-        for (int row = 0; row < m; ++row) {
-          const int pos = first_pos + row / r;
-          const int visible = std::clamp(pos - base + 1, 0, valid);  // causal mask
-          float* srow = sc + static_cast<size_t>(row) * bt;
-          float* orow = og + static_cast<size_t>(row) * hd;
-          if (visible == 0) {
-            std::fill(srow, srow + valid, 0.0f);
-            continue;
-          }
-          float block_max = srow[0];
-          for (int j = 1; j < visible; ++j) block_max = std::max(block_max, srow[j]);
-          const float new_max = std::max(mx[row], block_max);
-          const float correction = std::exp(mx[row] - new_max);  // 0 on the first block
-          const float sum = internal::ExpShiftSum(srow, visible, new_max);
-          std::fill(srow + visible, srow + valid, 0.0f);
-          den[row] = den[row] * correction + sum;
-          mx[row] = new_max;
-          if (correction != 1.0f) {
-            for (int i = 0; i < hd; ++i) orow[i] *= correction;
-          }
-        }
-        // og[m, hd] += sc[m, valid] . vb[valid, hd]
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, valid, 1.0f, sc, bt, vb, hd,
-                    1.0f, og, hd);
+        internal::AttendBlock(qg, m, hd, kb, vb, valid, sc, bt, og, mx, den,
+                              [&](int row) { return first_pos + row / r - base + 1; });
       }
       for (int t = 0; t < n_q; ++t) {
         for (int j = 0; j < r; ++j) {

@@ -1,13 +1,11 @@
 #include "arbor/kernels/tree_attention.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
-#include "fast_exp.h"
+#include "attend_block.h"
 
 namespace arbor::kernels {
 
@@ -95,30 +93,8 @@ void TreeAttentionCpu(const TreeAttentionParams& p) {
         const int valid = std::min(bt, p.chunk_len[c] - b * bt);
         const float* kb = p.block_k[p.chunk_block_start[c] + b] + g * p.head_stride;
         const float* vb = p.block_v[p.chunk_block_start[c] + b] + g * p.head_stride;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, valid, hd, 1.0f, qg, hd, kb, hd,
-                    0.0f, sc, bt);
-        for (int row = 0; row < m; ++row) {
-          const int visible = std::clamp(p.q_pos[queries[row / r]] - base + 1, 0, valid);
-          float* srow = sc + static_cast<size_t>(row) * bt;
-          float* orow = og + static_cast<size_t>(row) * hd;
-          if (visible == 0) {
-            std::fill(srow, srow + valid, 0.0f);
-            continue;
-          }
-          float block_max = srow[0];
-          for (int j = 1; j < visible; ++j) block_max = std::max(block_max, srow[j]);
-          const float new_max = std::max(mx[row], block_max);
-          const float correction = std::exp(mx[row] - new_max);
-          const float sum = internal::ExpShiftSum(srow, visible, new_max);
-          std::fill(srow + visible, srow + valid, 0.0f);
-          den[row] = den[row] * correction + sum;
-          mx[row] = new_max;
-          if (correction != 1.0f) {
-            for (int d = 0; d < hd; ++d) orow[d] *= correction;
-          }
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, valid, 1.0f, sc, bt, vb, hd,
-                    1.0f, og, hd);
+        internal::AttendBlock(qg, m, hd, kb, vb, valid, sc, bt, og, mx, den,
+                              [&](int row) { return p.q_pos[queries[row / r]] - base + 1; });
       }
       // Scatter the state back.
       for (int i = 0; i < n_q; ++i) {

@@ -1,0 +1,48 @@
+// One step of blocked attention with an online softmax, shared by the paged and tree attention
+// kernels (internal to kernels/cpu): rows of packed queries attend to one KV block, and their
+// running (max, denominator, output) state is updated in place.
+#pragma once
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "fast_exp.h"
+
+namespace arbor::kernels::internal {
+
+// qg [m, hd] holds scaled queries; kb, vb [valid, hd] are one block's K and V; sc [m, ld] is
+// scratch. visible(row) is how many leading tokens of the block the row may see (causal mask).
+// og [m, hd], mx [m] and den [m] carry each row's state from block to block.
+template <typename Visible>
+void AttendBlock(const float* qg, int m, int hd, const float* kb, const float* vb, int valid,
+                 float* sc, int ld, float* og, float* mx, float* den, Visible visible) {
+  // sc[m, valid] = qg . kb^T
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, valid, hd, 1.0f, qg, hd, kb, hd, 0.0f, sc,
+              ld);
+  for (int row = 0; row < m; ++row) {
+    const int vis = std::clamp(visible(row), 0, valid);
+    float* srow = sc + static_cast<size_t>(row) * ld;
+    float* orow = og + static_cast<size_t>(row) * hd;
+    if (vis == 0) {
+      std::fill(srow, srow + valid, 0.0f);
+      continue;
+    }
+    const float block_max = *std::max_element(srow, srow + vis);
+    const float new_max = std::max(mx[row], block_max);
+    const float correction = std::exp(mx[row] - new_max);  // 0 on a row's first block
+    const float sum = ExpShiftSum(srow, vis, new_max);
+    std::fill(srow + vis, srow + valid, 0.0f);
+    den[row] = den[row] * correction + sum;
+    mx[row] = new_max;
+    if (correction != 1.0f) {
+      for (int d = 0; d < hd; ++d) orow[d] *= correction;
+    }
+  }
+  // og[m, hd] += sc[m, valid] . vb
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, valid, 1.0f, sc, ld, vb, hd, 1.0f,
+              og, hd);
+}
+
+}  // namespace arbor::kernels::internal
