@@ -12,3 +12,6 @@ endif()
 if(ARBOR_BUILD_BENCHMARKS)
   find_package(benchmark CONFIG REQUIRED)
 endif()
+find_package(Protobuf REQUIRED)  # CMake's FindProtobuf: protobuf::libprotobuf, protobuf_generate
+find_package(gRPC CONFIG REQUIRED)
+find_program(ARBOR_GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
