@@ -1,0 +1,92 @@
+#include "arbor/rpc/server_host.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+
+#include <exception>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "spdlog/spdlog.h"
+
+namespace arbor::rpc {
+
+absl::StatusOr<std::unique_ptr<ServerHost>> ServerHost::Start(
+    const ServerHostOptions& options, const std::vector<grpc::Service*>& services,
+    std::shared_ptr<prometheus::Registry> registry) {
+  std::unique_ptr<ServerHost> host(new ServerHost());
+  host->options_ = options;
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.address, grpc::InsecureServerCredentials(), &host->port_);
+  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.SetMaxSendMessageSize(options.max_message_bytes);
+  for (grpc::Service* s : services) builder.RegisterService(s);
+  host->server_ = builder.BuildAndStart();
+  if (host->server_ == nullptr || host->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot serve on ", options.address));
+  }
+  host->server_->GetHealthCheckService()->SetServingStatus(true);
+
+  if (!options.metrics_address.empty()) {
+    try {  // prometheus-cpp reports bind failures by throwing
+      host->exposer_ = std::make_unique<prometheus::Exposer>(options.metrics_address);
+    } catch (const std::exception& e) {
+      host->Shutdown();
+      return absl::UnavailableError(
+          absl::StrCat("cannot serve metrics on ", options.metrics_address, ": ", e.what()));
+    }
+    if (registry != nullptr) host->exposer_->RegisterCollectable(registry);
+  }
+  spdlog::info("serving address={} metrics_port={}", host->address(), host->metrics_port());
+  return host;
+}
+
+ServerHost::~ServerHost() { Shutdown(); }
+
+std::string ServerHost::address() const {
+  const std::vector<absl::string_view> parts = absl::StrSplit(options_.address, ':');
+  const std::string host_part =
+      options_.address.substr(0, options_.address.size() - parts.back().size() - 1);
+  return absl::StrCat(host_part, ":", port_);
+}
+
+int ServerHost::metrics_port() const {
+  if (exposer_ == nullptr) return -1;
+  const std::vector<int> ports = exposer_->GetListeningPorts();
+  return ports.empty() ? -1 : ports[0];
+}
+
+void ServerHost::Shutdown() {
+  if (shut_down_ || server_ == nullptr) return;
+  shut_down_ = true;
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  spdlog::info("shutting down address={}: NOT_SERVING, draining", address());
+  if (options_.shutdown_grace > absl::ZeroDuration()) absl::SleepFor(options_.shutdown_grace);
+  server_->Shutdown(std::chrono::system_clock::now() +
+                    absl::ToChronoMilliseconds(options_.drain_timeout));
+  server_->Wait();
+  exposer_.reset();
+}
+
+void BlockShutdownSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+int WaitForShutdownSignal() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  int sig = 0;
+  sigwait(&set, &sig);
+  return sig;
+}
+
+}  // namespace arbor::rpc
