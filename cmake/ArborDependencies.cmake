@@ -14,4 +14,5 @@ if(ARBOR_BUILD_BENCHMARKS)
 endif()
 find_package(Protobuf REQUIRED)  # CMake's FindProtobuf: protobuf::libprotobuf, protobuf_generate
 find_package(gRPC CONFIG REQUIRED)
+find_package(prometheus-cpp CONFIG REQUIRED)
 find_program(ARBOR_GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)

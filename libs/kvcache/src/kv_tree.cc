@@ -105,6 +105,7 @@ KvTree::Segment* KvTree::NewSegment(Segment* parent, int parent_len) {
     s->hashable = false;
   }
   ++num_segments_;
+  by_id_.emplace(s->id, s);
   return s;
 }
 
@@ -147,6 +148,7 @@ void KvTree::FreeSegment(Segment* s) {
   s->tokens.clear();
   s->block_hashes.clear();
   s->parent = nullptr;
+  by_id_.erase(s->id);
   --num_segments_;
   free_segments_.push_back(s);
 }
@@ -366,7 +368,7 @@ absl::Status KvTree::PathLocked(SeqId seq, std::vector<PathEntry>* out, int pend
         absl::StrCat("path: sequence ", seq, " has fewer than ", pending, " reserved slots"));
   }
   while (s != nullptr) {
-    if (len > 0) out->push_back({s->id, s->start, len, s->blocks.data()});
+    if (len > 0) out->push_back({s->id, s->start, len, s->blocks.data(), s->frozen});
     len = s->parent_len;
     s = s->parent;
   }
@@ -396,27 +398,50 @@ absl::StatusOr<std::vector<int>> KvTree::Tokens(SeqId seq) const {
   return tokens;
 }
 
-absl::StatusOr<std::vector<float>> KvTree::ReadKv(SeqId seq) const {
-  absl::MutexLock lock(&mu_);
-  std::vector<PathEntry> path;
-  ARBOR_RETURN_IF_ERROR(PathLocked(seq, &path, 0));
+void KvTree::CopyTokenKv(const Segment& s, int t, float* dst) const {
   const KvLayout& l = layout_;
-  std::vector<float> kv;
-  for (const PathEntry& e : path) {
-    for (int t = 0; t < e.length; ++t) {
-      const float* block = block_data(e.blocks[t / l.block_tokens]);
-      const size_t slot = static_cast<size_t>(t % l.block_tokens) * l.head_dim;
-      for (int layer = 0; layer < l.num_layers; ++layer) {
-        for (int kvi = 0; kvi < 2; ++kvi) {
-          for (int g = 0; g < l.num_kv_heads; ++g) {
-            const float* src = block + l.offset(layer, kvi) + g * l.head_stride() + slot;
-            kv.insert(kv.end(), src, src + l.head_dim);
-          }
-        }
+  const float* block = block_data(s.blocks[t / l.block_tokens]);
+  const size_t slot = static_cast<size_t>(t % l.block_tokens) * l.head_dim;
+  for (int layer = 0; layer < l.num_layers; ++layer) {
+    for (int kvi = 0; kvi < 2; ++kvi) {
+      for (int g = 0; g < l.num_kv_heads; ++g) {
+        const float* src = block + l.offset(layer, kvi) + g * l.head_stride() + slot;
+        std::copy(src, src + l.head_dim, dst);
+        dst += l.head_dim;
       }
     }
   }
+}
+
+absl::StatusOr<std::vector<float>> KvTree::ReadKv(SeqId seq) const {
+  absl::MutexLock lock(&mu_);
+  const Segment* s = Leaf(seq);
+  if (s == nullptr) return UnknownSeq(seq);
+  const size_t row =
+      static_cast<size_t>(layout_.num_layers) * 2 * layout_.num_kv_heads * layout_.head_dim;
+  std::vector<float> kv((s->start + s->length()) * row);
+  for (int len = s->length(); s != nullptr; len = s->parent_len, s = s->parent) {
+    for (int t = 0; t < len; ++t) CopyTokenKv(*s, t, kv.data() + (s->start + t) * row);
+  }
   return kv;
+}
+
+absl::Status KvTree::ReadSegment(SegmentId segment, int first, int count, float* out) const {
+  absl::MutexLock lock(&mu_);
+  auto it = by_id_.find(segment);
+  if (it == by_id_.end()) {
+    return absl::NotFoundError(absl::StrCat("segment ", segment, " unknown or freed"));
+  }
+  const Segment& s = *it->second;
+  if (first < 0 || count < 0 || first + count > s.length()) {
+    return absl::OutOfRangeError(absl::StrCat("segment ", segment, " holds ", s.length(),
+                                              " tokens; asked for [", first, ", ", first + count,
+                                              ")"));
+  }
+  const size_t row =
+      static_cast<size_t>(layout_.num_layers) * 2 * layout_.num_kv_heads * layout_.head_dim;
+  for (int t = 0; t < count; ++t) CopyTokenKv(s, first + t, out + t * row);
+  return absl::OkStatus();
 }
 
 void KvTree::DropCache() {

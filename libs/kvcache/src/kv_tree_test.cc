@@ -269,6 +269,25 @@ TEST(KvTreeTest, BadUseIsAClearErrorAndChangesNothing) {
   EXPECT_EQ(too_long.status().code(), absl::StatusCode::kOutOfRange);
 }
 
+TEST(KvTreeTest, ReadSegmentReturnsCommittedKvOfAnySegmentOnAPath) {
+  auto tree = TreeWith(50);
+  const std::vector<int> tokens = {1, 2, 3, 4, 5, 6};
+  const SeqId a = SeqOf(*tree, tokens);
+  SeqId kid;
+  ASSERT_TRUE(tree->Fork(a, 1, &kid).ok());
+  std::vector<PathEntry> path;
+  ASSERT_TRUE(tree->Path(kid, &path).ok());
+  ASSERT_EQ(path.size(), 1u);
+  EXPECT_TRUE(path[0].frozen);
+  std::vector<float> got(3 * kRow);
+  ASSERT_TRUE(tree->ReadSegment(path[0].segment, 2, 3, got.data()).ok());
+  const auto all = KvFor(tokens, 0);
+  EXPECT_EQ(got, std::vector<float>(all.begin() + 2 * kRow, all.begin() + 5 * kRow));
+  EXPECT_EQ(tree->ReadSegment(path[0].segment, 4, 3, got.data()).code(),
+            absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(tree->ReadSegment(9999, 0, 1, got.data()).code(), absl::StatusCode::kNotFound);
+}
+
 TEST(KvTreeTest, ForkingAnEmptyLeafHangsChildrenBesideIt) {
   auto tree = TreeWith(50);
   const SeqId a = SeqOf(*tree, {1, 2, 3, 4, 5, 6});

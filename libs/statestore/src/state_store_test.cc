@@ -4,8 +4,8 @@
 
 #include <thread>
 
+#include "arbor/statestore/redis_server_for_test.h"
 #include "gtest/gtest.h"
-#include "redis_server_for_test.h"
 
 namespace arbor::statestore {
 namespace {

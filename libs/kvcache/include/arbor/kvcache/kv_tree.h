@@ -57,6 +57,7 @@ struct PathEntry {
   int start = 0;                // absolute position of the segment's first token
   int length = 0;               // tokens of this segment on the path
   const int* blocks = nullptr;  // valid until the tree next changes
+  bool frozen = false;          // frozen segments never change (cacheable by id)
 };
 
 struct KvTreeStats {
@@ -128,6 +129,11 @@ class KvTree {
   absl::StatusOr<std::vector<int>> Tokens(SeqId seq) const;
   // The sequence's KV as [length, layers, 2, kv_heads, head_dim] (for tests and readers).
   absl::StatusOr<std::vector<float>> ReadKv(SeqId seq) const;
+  // Tokens [first, first + count) of a segment's committed KV into `out` as
+  // [count, layers, 2, kv_heads, head_dim]. NOT_FOUND for an unknown (or freed) segment,
+  // OUT_OF_RANGE past its committed length. Committed tokens never change, so this is
+  // consistent even on a growing leaf.
+  absl::Status ReadSegment(SegmentId segment, int first, int count, float* out) const;
 
   // Block memory never moves, so these need no lock.
   float* block_data(int block) { return base_ + static_cast<size_t>(block) * floats_per_block_; }
@@ -148,6 +154,7 @@ class KvTree {
   Segment* NewSegment(Segment* parent, int parent_len) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Unref(Segment* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FreeSegment(Segment* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CopyTokenKv(const Segment& s, int t, float* dst) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   bool EvictFor(int blocks) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void IndexNewFullBlocks(Segment* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Segment* Leaf(SeqId seq) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
@@ -163,6 +170,7 @@ class KvTree {
   SeqId next_seq_ ABSL_GUARDED_BY(mu_) = 1;
   SegmentId next_segment_ ABSL_GUARDED_BY(mu_) = 1;
   absl::flat_hash_map<SeqId, Segment*> live_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<SegmentId, Segment*> by_id_ ABSL_GUARDED_BY(mu_);  // live and cached
   int num_segments_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::unique_ptr<Segment>> all_segments_ ABSL_GUARDED_BY(mu_);  // owns every one
   std::vector<Segment*> free_segments_ ABSL_GUARDED_BY(mu_);  // recycled, capacity kept

@@ -1,0 +1,388 @@
+#include "kvstore_service.h"
+
+#include <chrono>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "arbor/common/status_macros.h"
+#include "arbor/rpc/status.h"
+#include "spdlog/spdlog.h"
+
+namespace arbor::kvstore {
+KvStoreService::KvStoreService(kvcache::KvTree* tree, statestore::StateStore* state,
+                               const KvStoreLimits& limits, prometheus::Registry& registry)
+    : tree_(tree),
+      state_(state),
+      limits_(limits),
+      requests_(prometheus::BuildCounter()
+                    .Name("arbor_kvstore_requests_total")
+                    .Help("kv-store RPCs by method and status code")
+                    .Register(registry)),
+      latency_(prometheus::BuildHistogram()
+                   .Name("arbor_kvstore_request_duration_seconds")
+                   .Help("kv-store RPC handling time")
+                   .Register(registry)),
+      kv_usage_(prometheus::BuildGauge()
+                    .Name("arbor_kvstore_kv_usage")
+                    .Help("fraction of KV blocks in use, 0-1")
+                    .Register(registry)
+                    .Add({})),
+      live_sequences_(prometheus::BuildGauge()
+                          .Name("arbor_kvstore_live_sequences")
+                          .Help("sequences not yet released")
+                          .Register(registry)
+                          .Add({})),
+      forks_(prometheus::BuildCounter()
+                 .Name("arbor_kvstore_forks_total")
+                 .Help("Fork calls that succeeded")
+                 .Register(registry)
+                 .Add({})),
+      reused_tokens_(prometheus::BuildCounter()
+                         .Name("arbor_kvstore_prefix_reused_tokens_total")
+                         .Help("prompt tokens served from the prefix index")
+                         .Register(registry)
+                         .Add({})),
+      committed_tokens_(prometheus::BuildCounter()
+                            .Name("arbor_kvstore_committed_tokens_total")
+                            .Help("tokens appended by Commit")
+                            .Register(registry)
+                            .Add({})),
+      pool_(limits.threads) {}
+
+KvStoreService::~KvStoreService() = default;
+
+void KvStoreService::Record(const char* method, const absl::Status& status, double seconds) {
+  requests_.Add({{"method", method}, {"code", absl::StatusCodeToString(status.code())}})
+      .Increment();
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {
+      1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1, 3};
+  latency_.Add({{"method", method}}, kBuckets).Observe(seconds);
+  if (!status.ok() && status.code() != absl::StatusCode::kNotFound) {
+    spdlog::debug("kvstore method={} code={} error=\"{}\"", method,
+                  absl::StatusCodeToString(status.code()), std::string(status.message()));
+  }
+}
+
+void KvStoreService::UpdateGauges() {
+  const kvcache::KvTreeStats s = tree_->stats();
+  kv_usage_.Set(s.blocks_capacity > 0 ? static_cast<double>(s.blocks_in_use) / s.blocks_capacity
+                                      : 0.0);
+  live_sequences_.Set(s.live_sequences);
+}
+
+template <typename Fn>
+grpc::ServerUnaryReactor* KvStoreService::Run(grpc::CallbackServerContext* ctx, const char* method,
+                                              Fn fn) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  pool_.Schedule([this, ctx, reactor, method, fn = std::move(fn)]() mutable {
+    const auto t0 = std::chrono::steady_clock::now();
+    absl::Status status =
+        ctx->IsCancelled() ? absl::CancelledError(absl::StrCat(method, ": cancelled")) : fn();
+    Record(method, status,
+           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    reactor->Finish(rpc::ToGrpcStatus(status));
+  });
+  return reactor;
+}
+
+absl::Status KvStoreService::CheckTokens(const google::protobuf::RepeatedField<int32_t>& ids,
+                                         const char* field) const {
+  for (int i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= limits_.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, "[", i, "] = ", ids[i], " outside the vocabulary [0, ", limits_.vocab_size, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* KvStoreService::CreateSequence(grpc::CallbackServerContext* ctx,
+                                                         const v1::CreateSequenceRequest* req,
+                                                         v1::CreateSequenceResponse* resp) {
+  return Run(ctx, "CreateSequence", [this, req, resp]() -> absl::Status {
+    ARBOR_RETURN_IF_ERROR(CheckTokens(req->prompt_token_ids(), "prompt_token_ids"));
+    ARBOR_ASSIGN_OR_RETURN(kvcache::KvTree::Created created,
+                           tree_->CreateSequence(absl::MakeConstSpan(
+                               req->prompt_token_ids().data(), req->prompt_token_ids().size())));
+    {
+      absl::MutexLock lock(&mu_);
+      versions_[created.seq] = 1;
+    }
+    resp->set_sequence_id(created.seq);
+    resp->set_reused_tokens(created.reused_tokens);
+    resp->set_version(1);
+    reused_tokens_.Increment(created.reused_tokens);
+    UpdateGauges();
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* KvStoreService::Fork(grpc::CallbackServerContext* ctx,
+                                               const v1::ForkRequest* req, v1::ForkResponse* resp) {
+  return Run(ctx, "Fork", [this, req, resp]() -> absl::Status {
+    if (req->n() < 1 || req->n() > tree_->options().max_fork) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("n ", req->n(), " out of range [1, ", tree_->options().max_fork, "]"));
+    }
+    std::vector<kvcache::SeqId> kids(req->n());
+    ARBOR_RETURN_IF_ERROR(tree_->Fork(req->sequence_id(), req->n(), kids.data()));
+    {
+      absl::MutexLock lock(&mu_);
+      for (kvcache::SeqId k : kids) versions_[k] = 1;
+    }
+    for (kvcache::SeqId k : kids) resp->add_sequence_ids(k);
+    forks_.Increment();
+    UpdateGauges();
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* KvStoreService::Release(grpc::CallbackServerContext* ctx,
+                                                  const v1::ReleaseRequest* req,
+                                                  v1::ReleaseResponse* resp) {
+  return Run(ctx, "Release", [this, req, resp]() -> absl::Status {
+    if (req->sequence_ids_size() < 1 || req->sequence_ids_size() > limits_.max_release_ids) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence_ids holds ",
+                                                     req->sequence_ids_size(), " ids, allowed [1, ",
+                                                     limits_.max_release_ids, "]"));
+    }
+    for (kvcache::SeqId id : req->sequence_ids()) {
+      if (!tree_->Release(id).ok()) {
+        resp->add_unknown_ids(id);
+        continue;
+      }
+      absl::MutexLock lock(&mu_);
+      versions_.erase(id);
+    }
+    UpdateGauges();
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* KvStoreService::GetPath(grpc::CallbackServerContext* ctx,
+                                                  const v1::GetPathRequest* req,
+                                                  v1::GetPathResponse* resp) {
+  return Run(ctx, "GetPath", [this, req, resp]() -> absl::Status {
+    std::vector<kvcache::PathEntry> path;
+    ARBOR_RETURN_IF_ERROR(tree_->Path(req->sequence_id(), &path));
+    for (const kvcache::PathEntry& e : path) {
+      v1::PathSegment* s = resp->add_segments();
+      s->set_segment_id(e.segment);
+      s->set_start(e.start);
+      s->set_length(e.length);
+      s->set_frozen(e.frozen);
+    }
+    resp->set_length(tree_->Length(req->sequence_id()));
+    if (req->include_token_ids()) {
+      ARBOR_ASSIGN_OR_RETURN(std::vector<int> tokens, tree_->Tokens(req->sequence_id()));
+      resp->mutable_token_ids()->Add(tokens.begin(), tokens.end());
+    }
+    absl::MutexLock lock(&mu_);
+    auto it = versions_.find(req->sequence_id());
+    resp->set_version(it == versions_.end() ? 0 : it->second);
+    return absl::OkStatus();
+  });
+}
+
+// Streams the requested segment ranges in chunks of at most read_chunk_tokens tokens.
+class KvStoreService::SegmentReader : public grpc::ServerWriteReactor<v1::SegmentChunk> {
+ public:
+  SegmentReader(KvStoreService* service, const v1::ReadSegmentsRequest* req)
+      : service_(service), req_(req), t0_(std::chrono::steady_clock::now()) {
+    const kvcache::KvLayout& l = service->tree_->layout();
+    row_floats_ = static_cast<size_t>(l.num_layers) * 2 * l.num_kv_heads * l.head_dim;
+    if (req->segments_size() < 1 || req->segments_size() > service->limits_.max_read_ranges) {
+      Done(absl::InvalidArgumentError(absl::StrCat("segments holds ", req->segments_size(),
+                                                   " ranges, allowed [1, ",
+                                                   service->limits_.max_read_ranges, "]")));
+      return;
+    }
+    Next();
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Done(absl::CancelledError("ReadSegments: the client went away"));
+      return;
+    }
+    Next();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void Next() {
+    while (range_ < req_->segments_size() &&
+           offset_ >= req_->segments(range_).length()) {  // next range
+      ++range_;
+      offset_ = 0;
+    }
+    if (range_ == req_->segments_size()) {
+      Done(absl::OkStatus());
+      return;
+    }
+    const auto& r = req_->segments(range_);
+    const int count = std::min(service_->limits_.read_chunk_tokens, r.length() - offset_);
+    const kvcache::KvLayout& l = service_->tree_->layout();
+    chunk_.Clear();
+    chunk_.set_segment_id(r.segment_id());
+    chunk_.set_first_token(offset_);
+    v1::Tensor* kv = chunk_.mutable_kv();
+    kv->set_dtype(v1::DTYPE_F32);
+    for (int64_t d : {static_cast<int64_t>(count), static_cast<int64_t>(l.num_layers), int64_t{2},
+                      static_cast<int64_t>(l.num_kv_heads), static_cast<int64_t>(l.head_dim)}) {
+      kv->add_shape(d);
+    }
+    std::string* data = kv->mutable_data();
+    data->resize(count * row_floats_ * sizeof(float));
+    const absl::Status st = service_->tree_->ReadSegment(r.segment_id(), offset_, count,
+                                                         reinterpret_cast<float*>(data->data()));
+    if (!st.ok()) {
+      Done(absl::Status(st.code(), absl::StrCat("segments[", range_, "]: ", st.message())));
+      return;
+    }
+    offset_ += count;
+    StartWrite(&chunk_);
+  }
+  void Done(const absl::Status& status) {
+    service_->Record("ReadSegments", status,
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count());
+    Finish(rpc::ToGrpcStatus(status));
+  }
+
+  KvStoreService* service_;
+  const v1::ReadSegmentsRequest* req_;
+  std::chrono::steady_clock::time_point t0_;
+  size_t row_floats_ = 0;
+  int range_ = 0, offset_ = 0;
+  v1::SegmentChunk chunk_;
+};
+
+grpc::ServerWriteReactor<v1::SegmentChunk>* KvStoreService::ReadSegments(
+    grpc::CallbackServerContext* ctx, const v1::ReadSegmentsRequest* req) {
+  return new SegmentReader(this, req);
+}
+
+absl::Status KvStoreService::DoCommit(const v1::CommitRequest& req, v1::CommitResponse* resp) {
+  const kvcache::KvLayout& l = tree_->layout();
+  const int n = req.token_ids_size();
+  if (n < 1) return absl::InvalidArgumentError("token_ids is empty");
+  ARBOR_RETURN_IF_ERROR(CheckTokens(req.token_ids(), "token_ids"));
+  if (req.kv().dtype() != v1::DTYPE_F32) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kv.dtype ", v1::DType_Name(req.kv().dtype()), " is not DTYPE_F32"));
+  }
+  const std::vector<int64_t> want = {n, l.num_layers, 2, l.num_kv_heads, l.head_dim};
+  const std::vector<int64_t> got(req.kv().shape().begin(), req.kv().shape().end());
+  if (got != want) {
+    return absl::InvalidArgumentError(absl::StrCat("kv.shape [", absl::StrJoin(got, ", "),
+                                                   "] is not [", absl::StrJoin(want, ", "), "]"));
+  }
+  const size_t bytes =
+      static_cast<size_t>(n) * l.num_layers * 2 * l.num_kv_heads * l.head_dim * sizeof(float);
+  if (req.kv().data().size() != bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kv.data holds ", req.kv().data().size(), " bytes; kv.shape needs ", bytes));
+  }
+  absl::MutexLock lock(&mu_);
+  auto it = versions_.find(req.sequence_id());
+  if (it == versions_.end()) {
+    return absl::NotFoundError(absl::StrCat("sequence ", req.sequence_id(), " unknown"));
+  }
+  if (it->second != req.expected_version()) {
+    return absl::AbortedError(absl::StrCat("sequence ", req.sequence_id(), " is at version ",
+                                           it->second, ", not the expected ",
+                                           req.expected_version()));
+  }
+  // All or nothing: Append reserves room first and fails before writing anything.
+  std::vector<int> tokens(req.token_ids().begin(), req.token_ids().end());
+  std::vector<float> kv(bytes / sizeof(float));
+  std::memcpy(kv.data(), req.kv().data().data(), bytes);  // the bytes may be unaligned
+  ARBOR_RETURN_IF_ERROR(tree_->Append(req.sequence_id(), tokens, kv.data()));
+  resp->set_version(++it->second);
+  resp->set_length(tree_->Length(req.sequence_id()));
+  committed_tokens_.Increment(n);
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* KvStoreService::Commit(grpc::CallbackServerContext* ctx,
+                                                 const v1::CommitRequest* req,
+                                                 v1::CommitResponse* resp) {
+  return Run(ctx, "Commit", [this, req, resp]() -> absl::Status {
+    const absl::Status st = DoCommit(*req, resp);
+    UpdateGauges();
+    return st;
+  });
+}
+
+grpc::ServerUnaryReactor* KvStoreService::Stats(grpc::CallbackServerContext* ctx,
+                                                const v1::StatsRequest*, v1::StatsResponse* resp) {
+  return Run(ctx, "Stats", [this, resp]() -> absl::Status {
+    const kvcache::KvTreeStats s = tree_->stats();
+    resp->set_blocks_in_use(s.blocks_in_use);
+    resp->set_blocks_capacity(s.blocks_capacity);
+    resp->set_kv_usage(
+        s.blocks_capacity > 0 ? static_cast<double>(s.blocks_in_use) / s.blocks_capacity : 0.0);
+    resp->set_live_sequences(s.live_sequences);
+    resp->set_segments(s.segments);
+    resp->set_cached_segments(s.cached_segments);
+    resp->set_forks(s.forks);
+    resp->set_prefix_hits(s.prefix_hits);
+    resp->set_reused_tokens(s.reused_tokens);
+    resp->set_evicted_segments(s.evicted_segments);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* KvStoreService::PutState(grpc::CallbackServerContext* ctx,
+                                                   const v1::PutStateRequest* req,
+                                                   v1::PutStateResponse* resp) {
+  return Run(ctx, "PutState", [this, req, resp]() -> absl::Status {
+    ARBOR_ASSIGN_OR_RETURN(int64_t version, state_->Put(req->key(), req->value()));
+    resp->set_version(version);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* KvStoreService::GetState(grpc::CallbackServerContext* ctx,
+                                                   const v1::GetStateRequest* req,
+                                                   v1::GetStateResponse* resp) {
+  return Run(ctx, "GetState", [this, req, resp]() -> absl::Status {
+    ARBOR_ASSIGN_OR_RETURN(statestore::VersionedValue v, state_->Get(req->key()));
+    resp->set_value(std::move(v.value));
+    resp->set_version(v.version);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* KvStoreService::DeleteState(grpc::CallbackServerContext* ctx,
+                                                      const v1::DeleteStateRequest* req,
+                                                      v1::DeleteStateResponse*) {
+  return Run(ctx, "DeleteState", [this, req]() { return state_->Delete(req->key()); });
+}
+
+grpc::ServerUnaryReactor* KvStoreService::CompareAndSetState(
+    grpc::CallbackServerContext* ctx, const v1::CompareAndSetStateRequest* req,
+    v1::CompareAndSetStateResponse* resp) {
+  return Run(ctx, "CompareAndSetState", [this, req, resp]() -> absl::Status {
+    ARBOR_ASSIGN_OR_RETURN(
+        int64_t version, state_->CompareAndSet(req->key(), req->expected_version(), req->value()));
+    resp->set_version(version);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* KvStoreService::ListState(grpc::CallbackServerContext* ctx,
+                                                    const v1::ListStateRequest* req,
+                                                    v1::ListStateResponse* resp) {
+  return Run(ctx, "ListState", [this, req, resp]() -> absl::Status {
+    if (req->limit() < 1 || req->limit() > limits_.max_list_keys) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("limit ", req->limit(), " out of range [1, ", limits_.max_list_keys, "]"));
+    }
+    ARBOR_ASSIGN_OR_RETURN(auto keys, state_->ListKeys(req->prefix(), req->limit()));
+    for (auto& k : keys) resp->add_keys(std::move(k));
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace arbor::kvstore

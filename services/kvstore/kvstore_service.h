@@ -1,0 +1,103 @@
+// The kv-store service: the KV tree (create with prefix reuse, O(1) fork, release, paths,
+// streamed reads of segment KV, atomic versioned commits) and the planner's state store, over
+// gRPC. A thin shell: validation and status mapping here, the work in libs/kvcache and
+// libs/statestore. Handlers run on an owned thread pool, never on gRPC's callback threads.
+#pragma once
+
+#include <memory>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "arbor/common/thread_pool.h"
+#include "arbor/kvcache/kv_tree.h"
+#include "arbor/statestore/state_store.h"
+#include "arbor/v1/kvstore.grpc.pb.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace arbor::kvstore {
+
+struct KvStoreLimits {
+  int vocab_size = 32000;       // token ids must lie in [0, vocab_size)
+  int max_release_ids = 1024;   // ids in one Release
+  int max_read_ranges = 1024;   // ranges in one ReadSegments
+  int read_chunk_tokens = 256;  // tokens per streamed SegmentChunk
+  int max_list_keys = 10000;    // ListState limit
+  int threads = 4;              // handler pool
+};
+
+class KvStoreService final : public arbor::v1::KvStore::CallbackService {
+ public:
+  // `tree` and `state` must outlive the service; metrics go to `registry`.
+  KvStoreService(kvcache::KvTree* tree, statestore::StateStore* state, const KvStoreLimits& limits,
+                 prometheus::Registry& registry);
+  ~KvStoreService() override;
+
+  grpc::ServerUnaryReactor* CreateSequence(grpc::CallbackServerContext* ctx,
+                                           const v1::CreateSequenceRequest* req,
+                                           v1::CreateSequenceResponse* resp) override;
+  grpc::ServerUnaryReactor* Fork(grpc::CallbackServerContext* ctx, const v1::ForkRequest* req,
+                                 v1::ForkResponse* resp) override;
+  grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx, const v1::ReleaseRequest* req,
+                                    v1::ReleaseResponse* resp) override;
+  grpc::ServerUnaryReactor* GetPath(grpc::CallbackServerContext* ctx, const v1::GetPathRequest* req,
+                                    v1::GetPathResponse* resp) override;
+  grpc::ServerWriteReactor<v1::SegmentChunk>* ReadSegments(
+      grpc::CallbackServerContext* ctx, const v1::ReadSegmentsRequest* req) override;
+  grpc::ServerUnaryReactor* Commit(grpc::CallbackServerContext* ctx, const v1::CommitRequest* req,
+                                   v1::CommitResponse* resp) override;
+  grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* ctx, const v1::StatsRequest* req,
+                                  v1::StatsResponse* resp) override;
+  grpc::ServerUnaryReactor* PutState(grpc::CallbackServerContext* ctx,
+                                     const v1::PutStateRequest* req,
+                                     v1::PutStateResponse* resp) override;
+  grpc::ServerUnaryReactor* GetState(grpc::CallbackServerContext* ctx,
+                                     const v1::GetStateRequest* req,
+                                     v1::GetStateResponse* resp) override;
+  grpc::ServerUnaryReactor* DeleteState(grpc::CallbackServerContext* ctx,
+                                        const v1::DeleteStateRequest* req,
+                                        v1::DeleteStateResponse* resp) override;
+  grpc::ServerUnaryReactor* CompareAndSetState(grpc::CallbackServerContext* ctx,
+                                               const v1::CompareAndSetStateRequest* req,
+                                               v1::CompareAndSetStateResponse* resp) override;
+  grpc::ServerUnaryReactor* ListState(grpc::CallbackServerContext* ctx,
+                                      const v1::ListStateRequest* req,
+                                      v1::ListStateResponse* resp) override;
+
+ private:
+  class SegmentReader;
+  // Runs `fn` (returning absl::Status) on the pool, then finishes the call with its status and
+  // records the request's metrics.
+  template <typename Fn>
+  grpc::ServerUnaryReactor* Run(grpc::CallbackServerContext* ctx, const char* method, Fn fn);
+  void Record(const char* method, const absl::Status& status, double seconds);
+  void UpdateGauges();
+
+  absl::Status DoCommit(const v1::CommitRequest& req, v1::CommitResponse* resp);
+  absl::Status CheckTokens(const google::protobuf::RepeatedField<int32_t>& ids,
+                           const char* field) const;
+
+  kvcache::KvTree* tree_;
+  statestore::StateStore* state_;
+  const KvStoreLimits limits_;
+
+  // Per-sequence versions: 1 when created, +1 per commit. Commits hold mu_ from the version
+  // check to the new version, so they are atomic per sequence.
+  absl::Mutex mu_;
+  absl::flat_hash_map<kvcache::SeqId, uint64_t> versions_ ABSL_GUARDED_BY(mu_);
+
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Histogram>& latency_;
+  prometheus::Gauge& kv_usage_;
+  prometheus::Gauge& live_sequences_;
+  prometheus::Counter& forks_;
+  prometheus::Counter& reused_tokens_;
+  prometheus::Counter& committed_tokens_;
+
+  ThreadPool pool_;  // last: destroyed (drained) first
+};
+
+}  // namespace arbor::kvstore

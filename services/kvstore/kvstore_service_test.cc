@@ -1,0 +1,306 @@
+// The kv-store over real gRPC on loopback: the KV tree's operations, atomic versioned commits,
+// streamed segment reads, bad input that names the field while the service keeps serving, the
+// state store on both backends, and the metrics endpoint.
+#include "kvstore_service.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "arbor/rpc/server_host.h"
+#include "arbor/statestore/redis_server_for_test.h"
+#include "gtest/gtest.h"
+
+namespace arbor::kvstore {
+namespace {
+
+// 2 layers x K/V x 2 kv heads x head_dim 4 = 32 floats per token; 4-token blocks.
+const kvcache::KvLayout kLayout{2, 2, 4, 4};
+constexpr int kRow = 32;
+
+class KvStoreServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Start(statestore::NewInMemoryStateStore()); }
+
+  void Start(std::unique_ptr<statestore::StateStore> state) {
+    state_ = std::move(state);
+    tree_ = *kvcache::KvTree::Create(kLayout, 64, {.max_fork = 8, .max_seq_tokens = 200});
+    registry_ = std::make_shared<prometheus::Registry>();
+    service_ = std::make_unique<KvStoreService>(
+        tree_.get(), state_.get(), KvStoreLimits{.vocab_size = 100, .read_chunk_tokens = 5},
+        *registry_);
+    host_ =
+        *rpc::ServerHost::Start({.metrics_address = "127.0.0.1:0", .max_message_bytes = 1 << 20},
+                                {service_.get()}, registry_);
+    stub_ = v1::KvStore::NewStub(
+        grpc::CreateChannel(host_->address(), grpc::InsecureChannelCredentials()));
+  }
+
+  void TearDown() override { host_->Shutdown(); }
+
+  template <typename Req, typename Resp, typename Method>
+  grpc::Status Call(Method method, const Req& req, Resp* resp) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    return ((*stub_).*method)(&ctx, req, resp);
+  }
+
+  uint64_t NewSequence() {
+    v1::CreateSequenceRequest req;
+    v1::CreateSequenceResponse resp;
+    EXPECT_TRUE(Call(&v1::KvStore::Stub::CreateSequence, req, &resp).ok());
+    return resp.sequence_id();
+  }
+
+  static v1::CommitRequest CommitOf(uint64_t seq, uint64_t version, std::vector<int> tokens,
+                                    float base) {
+    v1::CommitRequest req;
+    req.set_sequence_id(seq);
+    req.set_expected_version(version);
+    for (int t : tokens) req.add_token_ids(t);
+    v1::Tensor* kv = req.mutable_kv();
+    kv->set_dtype(v1::DTYPE_F32);
+    for (int64_t d :
+         {static_cast<int64_t>(tokens.size()), int64_t{2}, int64_t{2}, int64_t{2}, int64_t{4}}) {
+      kv->add_shape(d);
+    }
+    std::vector<float> data(tokens.size() * kRow);
+    for (size_t i = 0; i < data.size(); ++i) data[i] = base + static_cast<float>(i);
+    kv->set_data(std::string(reinterpret_cast<const char*>(data.data()), data.size() * 4));
+    return req;
+  }
+
+  std::vector<float> ReadAll(uint64_t seq) {
+    v1::GetPathRequest preq;
+    preq.set_sequence_id(seq);
+    v1::GetPathResponse path;
+    EXPECT_TRUE(Call(&v1::KvStore::Stub::GetPath, preq, &path).ok());
+    v1::ReadSegmentsRequest req;
+    for (const auto& s : path.segments()) {
+      auto* r = req.add_segments();
+      r->set_segment_id(s.segment_id());
+      r->set_length(s.length());
+    }
+    grpc::ClientContext ctx;
+    auto reader = stub_->ReadSegments(&ctx, req);
+    std::vector<float> kv;
+    v1::SegmentChunk chunk;
+    while (reader->Read(&chunk)) {
+      EXPECT_LE(chunk.kv().shape(0), 5);  // read_chunk_tokens
+      const float* f = reinterpret_cast<const float*>(chunk.kv().data().data());
+      kv.insert(kv.end(), f, f + chunk.kv().data().size() / 4);
+    }
+    EXPECT_TRUE(reader->Finish().ok());
+    return kv;
+  }
+
+  std::unique_ptr<statestore::StateStore> state_;
+  std::unique_ptr<kvcache::KvTree> tree_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<KvStoreService> service_;
+  std::unique_ptr<rpc::ServerHost> host_;
+  std::unique_ptr<v1::KvStore::Stub> stub_;
+};
+
+TEST_F(KvStoreServiceTest, CommitForkReadAndRelease) {
+  const uint64_t seq = NewSequence();
+  v1::CommitResponse c;
+  ASSERT_TRUE(
+      Call(&v1::KvStore::Stub::Commit, CommitOf(seq, 1, {5, 6, 7, 8, 9, 10, 11}, 0), &c).ok());
+  EXPECT_EQ(c.version(), 2u);
+  EXPECT_EQ(c.length(), 7);
+
+  v1::ForkRequest freq;
+  freq.set_sequence_id(seq);
+  freq.set_n(4);
+  v1::ForkResponse kids;
+  ASSERT_TRUE(Call(&v1::KvStore::Stub::Fork, freq, &kids).ok());
+  ASSERT_EQ(kids.sequence_ids_size(), 4);
+  // Every child reads back the parent's KV, streamed in chunks, without any copy on fork.
+  std::vector<float> want(7 * kRow);
+  for (size_t i = 0; i < want.size(); ++i) want[i] = static_cast<float>(i);
+  for (uint64_t k : kids.sequence_ids()) EXPECT_EQ(ReadAll(k), want);
+  EXPECT_EQ(tree_->stats().kv_bytes_copied, 7 * kRow * 4);  // the one commit
+
+  // A child extends on its own; its path is the frozen parent plus its leaf.
+  ASSERT_TRUE(
+      Call(&v1::KvStore::Stub::Commit, CommitOf(kids.sequence_ids(0), 1, {12, 13}, 1000), &c).ok());
+  v1::GetPathRequest preq;
+  preq.set_sequence_id(kids.sequence_ids(0));
+  preq.set_include_token_ids(true);
+  v1::GetPathResponse path;
+  ASSERT_TRUE(Call(&v1::KvStore::Stub::GetPath, preq, &path).ok());
+  ASSERT_EQ(path.segments_size(), 2);
+  EXPECT_TRUE(path.segments(0).frozen());
+  EXPECT_EQ(path.length(), 9);
+  EXPECT_EQ(std::vector<int>(path.token_ids().begin(), path.token_ids().end()),
+            (std::vector<int>{5, 6, 7, 8, 9, 10, 11, 12, 13}));
+  EXPECT_EQ(path.version(), 2u);
+
+  v1::ReleaseRequest rreq;
+  rreq.add_sequence_ids(seq);
+  for (uint64_t k : kids.sequence_ids()) rreq.add_sequence_ids(k);
+  rreq.add_sequence_ids(424242);
+  v1::ReleaseResponse rresp;
+  ASSERT_TRUE(Call(&v1::KvStore::Stub::Release, rreq, &rresp).ok());
+  ASSERT_EQ(rresp.unknown_ids_size(), 1);
+  EXPECT_EQ(rresp.unknown_ids(0), 424242u);
+  EXPECT_EQ(tree_->stats().live_sequences, 0);
+}
+
+TEST_F(KvStoreServiceTest, StaleCommitIsAbortedAndChangesNothing) {
+  const uint64_t seq = NewSequence();
+  v1::CommitResponse c;
+  ASSERT_TRUE(Call(&v1::KvStore::Stub::Commit, CommitOf(seq, 1, {1, 2}, 0), &c).ok());
+  const grpc::Status stale = Call(&v1::KvStore::Stub::Commit, CommitOf(seq, 1, {3}, 0), &c);
+  EXPECT_EQ(stale.error_code(), grpc::StatusCode::ABORTED);
+  EXPECT_NE(stale.error_message().find("version 2, not the expected 1"), std::string::npos);
+  EXPECT_EQ(tree_->Length(seq), 2);
+}
+
+TEST_F(KvStoreServiceTest, BadInputNamesTheFieldAndTheServiceKeepsServing) {
+  const uint64_t seq = NewSequence();
+  v1::CommitResponse c;
+  struct Case {
+    v1::CommitRequest req;
+    grpc::StatusCode code;
+    std::string needle;
+  };
+  std::vector<Case> cases;
+  cases.push_back({CommitOf(999, 1, {1}, 0), grpc::StatusCode::NOT_FOUND, "sequence 999"});
+  cases.push_back({CommitOf(seq, 1, {}, 0), grpc::StatusCode::INVALID_ARGUMENT, "token_ids"});
+  cases.push_back(
+      {CommitOf(seq, 1, {1, 100}, 0), grpc::StatusCode::INVALID_ARGUMENT, "token_ids[1] = 100"});
+  auto bad_shape = CommitOf(seq, 1, {1, 2}, 0);
+  bad_shape.mutable_kv()->set_shape(4, 8);
+  cases.push_back({bad_shape, grpc::StatusCode::INVALID_ARGUMENT, "kv.shape [2, 2, 2, 2, 8]"});
+  auto bad_data = CommitOf(seq, 1, {1, 2}, 0);
+  bad_data.mutable_kv()->mutable_data()->resize(10);
+  cases.push_back({bad_data, grpc::StatusCode::INVALID_ARGUMENT, "kv.data holds 10 bytes"});
+  auto bad_dtype = CommitOf(seq, 1, {1}, 0);
+  bad_dtype.mutable_kv()->set_dtype(v1::DTYPE_BF16);
+  cases.push_back({bad_dtype, grpc::StatusCode::INVALID_ARGUMENT, "kv.dtype DTYPE_BF16"});
+  cases.push_back({CommitOf(seq, 1, std::vector<int>(300, 1), 0), grpc::StatusCode::OUT_OF_RANGE,
+                   "past max_seq_tokens 200"});
+  auto huge = CommitOf(seq, 1, {1}, 0);
+  huge.mutable_kv()->mutable_data()->resize(2 << 20);  // over the 1 MiB message limit
+  cases.push_back({huge, grpc::StatusCode::RESOURCE_EXHAUSTED, ""});
+  for (const Case& k : cases) {
+    const grpc::Status st = Call(&v1::KvStore::Stub::Commit, k.req, &c);
+    EXPECT_EQ(st.error_code(), k.code) << st.error_message();
+    EXPECT_NE(st.error_message().find(k.needle), std::string::npos) << st.error_message();
+  }
+  v1::ForkRequest f;
+  f.set_sequence_id(seq);
+  f.set_n(9);
+  v1::ForkResponse fr;
+  const grpc::Status fork = Call(&v1::KvStore::Stub::Fork, f, &fr);
+  EXPECT_EQ(fork.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(fork.error_message().find("n 9 out of range [1, 8]"), std::string::npos);
+  f.set_sequence_id(12345);
+  f.set_n(1);
+  EXPECT_EQ(Call(&v1::KvStore::Stub::Fork, f, &fr).error_code(), grpc::StatusCode::NOT_FOUND);
+  v1::ReadSegmentsRequest r;
+  r.add_segments()->set_segment_id(777);
+  r.mutable_segments(0)->set_length(1);
+  grpc::ClientContext ctx;
+  auto reader = stub_->ReadSegments(&ctx, r);
+  v1::SegmentChunk chunk;
+  EXPECT_FALSE(reader->Read(&chunk));
+  const grpc::Status rs = reader->Finish();
+  EXPECT_EQ(rs.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_NE(rs.error_message().find("segments[0]"), std::string::npos);
+
+  // Nothing was stored by the failures, and the service still works.
+  EXPECT_EQ(tree_->Length(seq), 0);
+  ASSERT_TRUE(Call(&v1::KvStore::Stub::Commit, CommitOf(seq, 1, {1, 2, 3}, 0), &c).ok());
+  EXPECT_EQ(c.version(), 2u);
+}
+
+class KvStoreStateTest : public KvStoreServiceTest, public ::testing::WithParamInterface<bool> {
+ protected:
+  void SetUp() override {
+    if (!GetParam()) {
+      Start(statestore::NewInMemoryStateStore());
+      return;
+    }
+    redis_ = *statestore::testing::RedisServerForTest::Start();
+    Start(*statestore::NewRedisStateStore({.url = redis_->url()}));
+  }
+  std::unique_ptr<statestore::testing::RedisServerForTest> redis_;
+};
+
+TEST_P(KvStoreStateTest, StateRpcsStoreVersionedValues) {
+  v1::CompareAndSetStateRequest cas;
+  cas.set_key("task/t1");
+  cas.set_expected_version(0);
+  cas.set_value("checkpoint-1");
+  v1::CompareAndSetStateResponse casr;
+  ASSERT_TRUE(Call(&v1::KvStore::Stub::CompareAndSetState, cas, &casr).ok());
+  EXPECT_EQ(casr.version(), 1);
+  const grpc::Status lost = Call(&v1::KvStore::Stub::CompareAndSetState, cas, &casr);
+  EXPECT_EQ(lost.error_code(), grpc::StatusCode::ABORTED);
+  v1::GetStateRequest g;
+  g.set_key("task/t1");
+  v1::GetStateResponse gr;
+  ASSERT_TRUE(Call(&v1::KvStore::Stub::GetState, g, &gr).ok());
+  EXPECT_EQ(gr.value(), "checkpoint-1");
+  v1::ListStateRequest l;
+  l.set_prefix("task/");
+  l.set_limit(10);
+  v1::ListStateResponse lr;
+  ASSERT_TRUE(Call(&v1::KvStore::Stub::ListState, l, &lr).ok());
+  ASSERT_EQ(lr.keys_size(), 1);
+  l.set_limit(0);
+  EXPECT_EQ(Call(&v1::KvStore::Stub::ListState, l, &lr).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  v1::DeleteStateRequest d;
+  d.set_key("task/t1");
+  v1::DeleteStateResponse dr;
+  ASSERT_TRUE(Call(&v1::KvStore::Stub::DeleteState, d, &dr).ok());
+  EXPECT_EQ(Call(&v1::KvStore::Stub::GetState, g, &gr).error_code(), grpc::StatusCode::NOT_FOUND);
+  v1::PutStateRequest p;
+  v1::PutStateResponse pr;
+  const grpc::Status empty_key = Call(&v1::KvStore::Stub::PutState, p, &pr);
+  EXPECT_EQ(empty_key.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(empty_key.error_message().find("key of 0 bytes"), std::string::npos);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, KvStoreStateTest, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "Redis" : "InMemory"; });
+
+std::string Scrape(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return "";
+  const std::string req = "GET /metrics HTTP/1.0\r\nConnection: close\r\n\r\n";
+  (void)::write(fd, req.data(), req.size());
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof(buf))) > 0;) out.append(buf, n);
+  ::close(fd);
+  return out;
+}
+
+TEST_F(KvStoreServiceTest, MetricsCountRequestsAndReportKvUsage) {
+  const uint64_t seq = NewSequence();
+  v1::CommitResponse c;
+  ASSERT_TRUE(Call(&v1::KvStore::Stub::Commit, CommitOf(seq, 1, {1, 2, 3, 4, 5}, 0), &c).ok());
+  (void)Call(&v1::KvStore::Stub::Commit, CommitOf(seq, 1, {1}, 0), &c);  // stale
+  const std::string body = Scrape(host_->metrics_port());
+  EXPECT_NE(body.find("arbor_kvstore_requests_total{code=\"OK\",method=\"Commit\"} 1"),
+            std::string::npos)
+      << body;
+  EXPECT_NE(body.find("arbor_kvstore_requests_total{code=\"ABORTED\",method=\"Commit\"} 1"),
+            std::string::npos);
+  EXPECT_NE(body.find("arbor_kvstore_kv_usage 0.03125"), std::string::npos);  // 2 of 64 blocks
+  EXPECT_NE(body.find("arbor_kvstore_request_duration_seconds_bucket"), std::string::npos);
+  EXPECT_NE(body.find("arbor_kvstore_committed_tokens_total 5"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace arbor::kvstore

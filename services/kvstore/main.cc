@@ -1,0 +1,90 @@
+// arbor-kvstore: the KV tree and the state store over gRPC. Flags parse, the server starts,
+// and SIGTERM/SIGINT shut it down (NOT_SERVING, grace, drain). Every flag can also be set from
+// the environment as ARBOR_<FLAG_NAME>.
+#include <cstdio>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "arbor/common/logging.h"
+#include "arbor/model/config.h"
+#include "arbor/rpc/flags_env.h"
+#include "arbor/rpc/server_host.h"
+#include "kvstore_service.h"
+#include "spdlog/spdlog.h"
+
+ABSL_FLAG(std::string, address, "127.0.0.1:50051", "gRPC listen address (host:port)");
+ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9091", "Prometheus /metrics listen address");
+ABSL_FLAG(std::string, model, "models/test-moe",
+          "model folder; its config.json gives the KV layout and the vocabulary");
+ABSL_FLAG(int, kv_cache_tokens, 262144, "KV pool size in tokens");
+ABSL_FLAG(int, kv_block_tokens, 16, "tokens per KV block");
+ABSL_FLAG(int, max_fork, 64, "largest n for Fork");
+ABSL_FLAG(int, max_seq_tokens, 32768, "longest sequence, in tokens");
+ABSL_FLAG(bool, prefix_cache, true, "reuse cached prompt prefixes");
+ABSL_FLAG(std::string, redis_url, "",
+          "state store: redis://host:port[/db]; empty keeps state in memory");
+ABSL_FLAG(int, threads, 4, "handler threads");
+ABSL_FLAG(int, shutdown_grace_ms, 0, "NOT_SERVING time before draining on SIGTERM");
+ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error or off");
+
+int main(int argc, char** argv) {
+  arbor::rpc::BlockShutdownSignals();
+  absl::SetProgramUsageMessage("arbor-kvstore: the KV tree and state store service");
+  if (auto st = arbor::rpc::ApplyFlagEnvOverrides(); !st.ok()) {
+    std::fprintf(stderr, "arbor-kvstore: %s\n", st.ToString().c_str());
+    return 2;
+  }
+  absl::ParseCommandLine(argc, argv);
+  if (auto st = arbor::InitLogging(absl::GetFlag(FLAGS_log_level)); !st.ok()) {
+    std::fprintf(stderr, "arbor-kvstore: %s\n", st.ToString().c_str());
+    return 2;
+  }
+  auto config = arbor::model::ModelConfig::Load(absl::GetFlag(FLAGS_model));
+  if (!config.ok()) {
+    spdlog::error("{}", config.status().ToString());
+    return 1;
+  }
+  const arbor::kvcache::KvLayout layout{config->num_hidden_layers, config->num_key_value_heads,
+                                        config->head_dim, absl::GetFlag(FLAGS_kv_block_tokens)};
+  auto tree =
+      arbor::kvcache::KvTree::Create(layout, layout.BlocksFor(absl::GetFlag(FLAGS_kv_cache_tokens)),
+                                     {.max_fork = absl::GetFlag(FLAGS_max_fork),
+                                      .max_seq_tokens = absl::GetFlag(FLAGS_max_seq_tokens),
+                                      .prefix_index = absl::GetFlag(FLAGS_prefix_cache)});
+  if (!tree.ok()) {
+    spdlog::error("{}", tree.status().ToString());
+    return 1;
+  }
+  std::unique_ptr<arbor::statestore::StateStore> state;
+  if (absl::GetFlag(FLAGS_redis_url).empty()) {
+    state = arbor::statestore::NewInMemoryStateStore();
+  } else {
+    auto redis = arbor::statestore::NewRedisStateStore({.url = absl::GetFlag(FLAGS_redis_url)});
+    if (!redis.ok()) {
+      spdlog::error("{}", redis.status().ToString());
+      return 1;
+    }
+    state = std::move(*redis);
+  }
+  auto registry = std::make_shared<prometheus::Registry>();
+  arbor::kvstore::KvStoreService service(
+      tree->get(), state.get(),
+      {.vocab_size = config->vocab_size, .threads = absl::GetFlag(FLAGS_threads)}, *registry);
+  auto host = arbor::rpc::ServerHost::Start(
+      {.address = absl::GetFlag(FLAGS_address),
+       .metrics_address = absl::GetFlag(FLAGS_metrics_address),
+       .shutdown_grace = absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms))},
+      {&service}, registry);
+  if (!host.ok()) {
+    spdlog::error("{}", host.status().ToString());
+    return 1;
+  }
+  spdlog::info("arbor-kvstore ready address={} metrics_port={} state={}", (*host)->address(),
+               (*host)->metrics_port(),
+               absl::GetFlag(FLAGS_redis_url).empty() ? "memory" : absl::GetFlag(FLAGS_redis_url));
+  const int sig = arbor::rpc::WaitForShutdownSignal();
+  spdlog::info("signal {}: shutting down", sig);
+  (*host)->Shutdown();
+  return 0;
+}
