@@ -33,6 +33,7 @@ CpuExpertBackend::CpuExpertBackend(const model::ModelWeights* weights, int max_t
   act_.resize(max_rows * inter_);
   down_.resize(max_rows * hidden_);
   counts_total_.assign(weights->config().num_hidden_layers, std::vector<int64_t>(n_experts_, 0));
+  groups_.reserve(n_experts_);
   groups_run_.assign(weights->config().num_hidden_layers, 0);
 }
 
@@ -61,32 +62,63 @@ absl::Status CpuExpertBackend::Run(const RoutedTokens& in, float* out) {
     row_weight_[row] = in.weights[i];
   }
 
+  groups_.clear();
   for (int e = 0; e < n_experts_; ++e) {
     const int begin = offsets_[e], n = offsets_[e + 1] - begin;
-    if (n == 0) continue;
-    const model::ExpertWeights* w = weights_->expert(in.layer, e);
-    if (w == nullptr) {
+    if (n > 0) groups_.push_back({e, row_token_.data() + begin, row_weight_.data() + begin, n});
+  }
+  return RunGroups(in.layer, in.x, in.n_tokens, groups_, out);
+}
+
+absl::Status CpuExpertBackend::RunGroups(int layer, const float* x, int n_x,
+                                         absl::Span<const ExpertGroup> groups, float* out) {
+  if (layer < 0 || layer >= static_cast<int>(counts_total_.size())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer ", layer, " out of range [0, ", counts_total_.size(), ")"));
+  }
+  for (size_t g = 0; g < groups.size(); ++g) {  // validate everything before computing
+    const ExpertGroup& grp = groups[g];
+    if (grp.expert < 0 || grp.expert >= n_experts_) {
+      return absl::InvalidArgumentError(absl::StrCat("group ", g, ": expert ", grp.expert,
+                                                     " out of range [0, ", n_experts_, ")"));
+    }
+    if (weights_->expert(layer, grp.expert) == nullptr) {
       return absl::FailedPreconditionError(
-          absl::StrCat("expert (layer ", in.layer, ", expert ", e, ") is not loaded here"));
+          absl::StrCat("expert (layer ", layer, ", expert ", grp.expert, ") is not loaded here"));
     }
-    counts_total_[in.layer][e] += n;
-    ++groups_run_[in.layer];
-    float* x = gathered_.data() + static_cast<size_t>(begin) * hidden_;  // [n, hidden]
+    if (grp.n < 0 || static_cast<size_t>(grp.n) > row_weight_.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "group ", g, ": ", grp.n, " rows exceed the buffers of ", row_weight_.size()));
+    }
+    for (int r = 0; r < grp.n; ++r) {
+      if (grp.rows[r] < 0 || grp.rows[r] >= n_x) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("group ", g, ": row ", grp.rows[r], " out of range [0, ", n_x, ")"));
+      }
+    }
+  }
+  for (const ExpertGroup& grp : groups) {
+    const int n = grp.n;
+    if (n == 0) continue;
+    const model::ExpertWeights* w = weights_->expert(layer, grp.expert);
+    counts_total_[layer][grp.expert] += n;
+    ++groups_run_[layer];
+    float* xg = gathered_.data();  // [n, hidden]
     for (int r = 0; r < n; ++r) {
-      const float* src = in.x + static_cast<size_t>(row_token_[begin + r]) * hidden_;
-      std::copy(src, src + hidden_, x + static_cast<size_t>(r) * hidden_);
+      const float* src = x + static_cast<size_t>(grp.rows[r]) * hidden_;
+      std::copy(src, src + hidden_, xg + static_cast<size_t>(r) * hidden_);
     }
-    float* gu = gate_up_.data() + static_cast<size_t>(begin) * 2 * inter_;  // [n, 2 * inter]
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, 2 * inter_, hidden_, 1.0f, x, hidden_,
+    float* gu = gate_up_.data();  // [n, 2 * inter]
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, 2 * inter_, hidden_, 1.0f, xg, hidden_,
                 w->w13.data(), hidden_, 0.0f, gu, 2 * inter_);
-    float* act = act_.data() + static_cast<size_t>(begin) * inter_;  // [n, inter]
+    float* act = act_.data();  // [n, inter]
     kernels::SwiGluCpu({gu, act, n, inter_});
-    float* down = down_.data() + static_cast<size_t>(begin) * hidden_;  // [n, hidden]
+    float* down = down_.data();  // [n, hidden]
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, hidden_, inter_, 1.0f, act, inter_,
                 w->w2.data(), inter_, 0.0f, down, hidden_);
     for (int r = 0; r < n; ++r) {
-      cblas_saxpy(hidden_, row_weight_[begin + r], down + static_cast<size_t>(r) * hidden_, 1,
-                  out + static_cast<size_t>(row_token_[begin + r]) * hidden_, 1);
+      cblas_saxpy(hidden_, grp.weights[r], down + static_cast<size_t>(r) * hidden_, 1,
+                  out + static_cast<size_t>(grp.rows[r]) * hidden_, 1);
     }
   }
   return absl::OkStatus();

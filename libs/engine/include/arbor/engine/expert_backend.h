@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "arbor/model/weights.h"
 
 namespace arbor::engine {
@@ -44,6 +45,19 @@ class CpuExpertBackend : public ExpertBackend {
   // INVALID_ARGUMENT for more tokens than max_tokens or an expert id out of range.
   absl::Status Run(const RoutedTokens& tokens, float* out) override;
 
+  // Rows of x already grouped by expert (what an expert worker receives): adds
+  // weights[r] * FFN_expert(x[rows[r]]) into out[rows[r]]. x and out are [n_x, hidden]. Every
+  // group is validated before anything is computed: INVALID_ARGUMENT (layer, expert or row out
+  // of range, a group larger than the buffers), FAILED_PRECONDITION (expert not loaded).
+  struct ExpertGroup {
+    int expert = 0;
+    const int* rows = nullptr;
+    const float* weights = nullptr;
+    int n = 0;
+  };
+  absl::Status RunGroups(int layer, const float* x, int n_x, absl::Span<const ExpertGroup> groups,
+                         float* out);
+
   // Rows each expert has received so far: [layer][expert].
   const std::vector<std::vector<int64_t>>& tokens_per_expert() const { return counts_total_; }
   // Expert groups run so far (one [w1; w3] GEMM and one w2 GEMM each): [layer].
@@ -55,14 +69,15 @@ class CpuExpertBackend : public ExpertBackend {
   const model::ModelWeights* weights_;
   int max_tokens_;
   int hidden_, inter_, n_experts_;
-  std::vector<int> offsets_;       // [n_experts + 1] start of each expert's rows in the grouping
-  std::vector<int> fill_;          // [n_experts]
-  std::vector<int> row_token_;     // [max_rows] token index of each grouped row
-  std::vector<float> row_weight_;  // [max_rows]
-  std::vector<float> gathered_;    // [max_rows, hidden]
-  std::vector<float> gate_up_;     // [max_rows, 2 * inter]
-  std::vector<float> act_;         // [max_rows, inter]
-  std::vector<float> down_;        // [max_rows, hidden]
+  std::vector<int> offsets_;         // [n_experts + 1] start of each expert's rows in the grouping
+  std::vector<int> fill_;            // [n_experts]
+  std::vector<int> row_token_;       // [max_rows] token index of each grouped row
+  std::vector<float> row_weight_;    // [max_rows]
+  std::vector<float> gathered_;      // [max_rows, hidden]
+  std::vector<float> gate_up_;       // [max_rows, 2 * inter]
+  std::vector<float> act_;           // [max_rows, inter]
+  std::vector<float> down_;          // [max_rows, hidden]
+  std::vector<ExpertGroup> groups_;  // [n_experts] Run's grouping
   std::vector<std::vector<int64_t>> counts_total_;
   std::vector<int64_t> groups_run_;
 };
