@@ -1,5 +1,7 @@
 #include "arbor/model/weights.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "arbor/common/status_macros.h"
 
@@ -93,6 +95,16 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(const Checkpoin
 const ExpertWeights* ModelWeights::expert(int layer, int expert) const {
   auto it = experts_.find(ExpertKey{layer, expert});
   return it == experts_.end() ? nullptr : it->second.get();
+}
+
+std::vector<ExpertKey> ModelWeights::experts_loaded() const {
+  std::vector<ExpertKey> keys;
+  keys.reserve(experts_.size());
+  for (const auto& [key, w] : experts_) keys.push_back(key);
+  std::sort(keys.begin(), keys.end(), [](const ExpertKey& a, const ExpertKey& b) {
+    return a.layer != b.layer ? a.layer < b.layer : a.expert < b.expert;
+  });
+  return keys;
 }
 
 }  // namespace arbor::model

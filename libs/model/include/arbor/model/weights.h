@@ -68,6 +68,8 @@ class ModelWeights {
   const ExpertWeights* expert(int layer, int expert) const;
 
   size_t num_experts_loaded() const { return experts_.size(); }
+  // The loaded (layer, expert) pairs, sorted.
+  std::vector<ExpertKey> experts_loaded() const;
 
  private:
   explicit ModelWeights(const ModelConfig& config) : config_(config) {}

@@ -1,0 +1,63 @@
+// The expert-worker service: hosts a shard of (layer, expert) FFN weights and runs them on the
+// rows a router sends, returning one weighted partial sum per row. A thin shell over
+// engine::CpuExpertBackend::RunGroups; handlers run on an owned pool and the compute is
+// serialised (the GEMMs themselves use OpenBLAS threads).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "arbor/common/thread_pool.h"
+#include "arbor/engine/expert_backend.h"
+#include "arbor/model/weights.h"
+#include "arbor/v1/expert.grpc.pb.h"
+#include "prometheus/counter.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace arbor::expert_worker {
+
+struct ExpertWorkerLimits {
+  int max_rows = 2048;  // rows in one RunExperts, and the most one expert gets
+  int threads = 2;      // handler pool
+};
+
+class ExpertWorkerService final : public arbor::v1::ExpertWorker::CallbackService {
+ public:
+  // `weights` (holding this worker's experts) must outlive the service. INVALID_ARGUMENT if
+  // max_rows <= 0.
+  static absl::StatusOr<std::unique_ptr<ExpertWorkerService>> Create(
+      const model::ModelWeights* weights, std::string model_name, const ExpertWorkerLimits& limits,
+      prometheus::Registry& registry);
+  ~ExpertWorkerService() override;
+
+  grpc::ServerUnaryReactor* RunExperts(grpc::CallbackServerContext* ctx,
+                                       const v1::RunExpertsRequest* req,
+                                       v1::RunExpertsResponse* resp) override;
+  grpc::ServerUnaryReactor* Describe(grpc::CallbackServerContext* ctx,
+                                     const v1::DescribeRequest* req,
+                                     v1::DescribeResponse* resp) override;
+
+ private:
+  ExpertWorkerService(const model::ModelWeights* weights, std::string model_name,
+                      const ExpertWorkerLimits& limits, prometheus::Registry& registry,
+                      std::unique_ptr<engine::CpuExpertBackend> backend);
+  absl::Status DoRun(const v1::RunExpertsRequest& req, v1::RunExpertsResponse* resp);
+  void Record(const char* method, const absl::Status& status, double seconds);
+
+  const model::ModelWeights* weights_;
+  const std::string model_name_;
+  const ExpertWorkerLimits limits_;
+  absl::Mutex compute_mu_;
+  std::unique_ptr<engine::CpuExpertBackend> backend_ ABSL_GUARDED_BY(compute_mu_);
+
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Histogram>& latency_;
+  prometheus::Family<prometheus::Counter>& expert_tokens_;
+
+  ThreadPool pool_;  // last: drained first
+};
+
+}  // namespace arbor::expert_worker

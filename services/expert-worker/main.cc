@@ -1,0 +1,96 @@
+// arbor-expert: an expert worker hosting a shard of a model's (layer, expert) FFN weights.
+// Loads only its shard (the checkpoint is mmapped; other tensors are never read). SIGTERM or
+// SIGINT: NOT_SERVING, grace, drain. Every flag can also be set as ARBOR_<FLAG_NAME>.
+#include <cblas.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "arbor/common/logging.h"
+#include "arbor/model/checkpoint.h"
+#include "arbor/model/expert_spec.h"
+#include "arbor/rpc/flags_env.h"
+#include "arbor/rpc/server_host.h"
+#include "expert_worker_service.h"
+#include "spdlog/spdlog.h"
+
+ABSL_FLAG(std::string, address, "127.0.0.1:50061", "gRPC listen address (host:port)");
+ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9101", "Prometheus /metrics listen address");
+ABSL_FLAG(std::string, model, "models/test-moe", "model folder (Hugging Face Mixtral layout)");
+ABSL_FLAG(std::string, experts, "all",
+          "hosted (layer, expert) pairs: all, or LAYERS:EXPERTS items, e.g. 0:0-3,1:*");
+ABSL_FLAG(std::string, backend, "cpu", "compute backend: cpu (cuda comes with the GPU kernels)");
+ABSL_FLAG(int, max_rows, 2048, "rows in one RunExperts");
+ABSL_FLAG(int, threads, 2, "handler threads");
+ABSL_FLAG(int, blas_threads, 0, "OpenBLAS threads; 0 keeps OpenBLAS's default");
+ABSL_FLAG(int, shutdown_grace_ms, 0, "NOT_SERVING time before draining on SIGTERM");
+ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error or off");
+
+int main(int argc, char** argv) {
+  arbor::rpc::BlockShutdownSignals();
+  absl::SetProgramUsageMessage("arbor-expert: runs a shard of a MoE model's experts");
+  if (auto st = arbor::rpc::ApplyFlagEnvOverrides(); !st.ok()) {
+    std::fprintf(stderr, "arbor-expert: %s\n", st.ToString().c_str());
+    return 2;
+  }
+  absl::ParseCommandLine(argc, argv);
+  if (auto st = arbor::InitLogging(absl::GetFlag(FLAGS_log_level)); !st.ok()) {
+    std::fprintf(stderr, "arbor-expert: %s\n", st.ToString().c_str());
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_backend) != "cpu") {
+    spdlog::error("--backend={} is not available in this build (cpu only)",
+                  absl::GetFlag(FLAGS_backend));
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_blas_threads) > 0) {
+    openblas_set_num_threads(absl::GetFlag(FLAGS_blas_threads));
+  }
+  const std::string dir = absl::GetFlag(FLAGS_model);
+  auto ckpt = arbor::model::Checkpoint::Open(dir);
+  if (!ckpt.ok()) {
+    spdlog::error("{}", ckpt.status().ToString());
+    return 1;
+  }
+  const auto& cfg = (*ckpt)->config();
+  auto experts = arbor::model::ParseExpertSpec(absl::GetFlag(FLAGS_experts), cfg.num_hidden_layers,
+                                               cfg.num_local_experts);
+  if (!experts.ok()) {
+    spdlog::error("--experts: {}", experts.status().ToString());
+    return 2;
+  }
+  auto weights =
+      arbor::model::ModelWeights::Load(**ckpt, {.non_expert = false, .experts = *experts});
+  if (!weights.ok()) {
+    spdlog::error("{}", weights.status().ToString());
+    return 1;
+  }
+  auto registry = std::make_shared<prometheus::Registry>();
+  auto service = arbor::expert_worker::ExpertWorkerService::Create(
+      weights->get(), std::filesystem::path(dir).filename().string(),
+      {.max_rows = absl::GetFlag(FLAGS_max_rows), .threads = absl::GetFlag(FLAGS_threads)},
+      *registry);
+  if (!service.ok()) {
+    spdlog::error("{}", service.status().ToString());
+    return 2;
+  }
+  auto host = arbor::rpc::ServerHost::Start(
+      {.address = absl::GetFlag(FLAGS_address),
+       .metrics_address = absl::GetFlag(FLAGS_metrics_address),
+       .shutdown_grace = absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms))},
+      {service->get()}, registry);
+  if (!host.ok()) {
+    spdlog::error("{}", host.status().ToString());
+    return 1;
+  }
+  spdlog::info("arbor-expert ready address={} metrics_port={} experts={} bytes_read={}",
+               (*host)->address(), (*host)->metrics_port(),
+               arbor::model::FormatExpertSpec(*experts), (*ckpt)->bytes_read());
+  const int sig = arbor::rpc::WaitForShutdownSignal();
+  spdlog::info("signal {}: shutting down", sig);
+  (*host)->Shutdown();
+  return 0;
+}
