@@ -1,0 +1,208 @@
+#include "remote_expert_backend.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/blocking_counter.h"
+#include "arbor/rpc/status.h"
+#include "spdlog/spdlog.h"
+
+namespace arbor::router {
+
+using Clock = std::chrono::steady_clock;
+
+struct RemoteExpertBackend::Worker {
+  std::string address;
+  std::unique_ptr<v1::ExpertWorker::Stub> stub;
+  Clock::time_point unhealthy_until{};
+};
+
+namespace {
+
+// One worker's share of a layer in one attempt.
+struct Batch {
+  std::vector<int> tokens;                   // distinct tokens, in first-seen order
+  absl::flat_hash_map<int, int> local;       // token -> row in `tokens`
+  absl::flat_hash_map<int, int> assignment;  // expert -> index into request assignments
+  std::vector<int> items;                    // (token, slot) indices this batch covers
+  v1::RunExpertsRequest request;
+  v1::RunExpertsResponse response;
+  grpc::ClientContext context;
+  grpc::Status status;
+};
+
+bool Retryable(grpc::StatusCode code) {
+  return code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::DEADLINE_EXCEEDED;
+}
+
+}  // namespace
+
+RemoteExpertBackend::RemoteExpertBackend(const model::ModelConfig& config,
+                                         const RemoteExpertOptions& options)
+    : config_(config), options_(options) {}
+
+RemoteExpertBackend::~RemoteExpertBackend() = default;
+
+absl::StatusOr<std::unique_ptr<RemoteExpertBackend>> RemoteExpertBackend::Create(
+    const std::vector<std::string>& worker_addresses, const model::ModelConfig& config,
+    const RemoteExpertOptions& options) {
+  if (worker_addresses.empty()) return absl::InvalidArgumentError("no expert workers given");
+  std::unique_ptr<RemoteExpertBackend> b(new RemoteExpertBackend(config, options));
+  b->replicas_.assign(config.num_hidden_layers,
+                      std::vector<std::vector<int>>(config.num_local_experts));
+  for (const std::string& address : worker_addresses) {
+    auto w = std::make_unique<Worker>();
+    w->address = address;
+    w->stub =
+        v1::ExpertWorker::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + options.describe_timeout);
+    ctx.set_wait_for_ready(true);  // a worker still starting is waited for, up to the deadline
+    v1::DescribeResponse d;
+    const grpc::Status st = w->stub->Describe(&ctx, v1::DescribeRequest(), &d);
+    if (!st.ok()) {
+      return absl::UnavailableError(absl::StrCat("expert worker ", address,
+                                                 " did not describe itself: ", st.error_message()));
+    }
+    if (d.hidden_size() != config.hidden_size ||
+        d.num_hidden_layers() != config.num_hidden_layers ||
+        d.num_local_experts() != config.num_local_experts) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "expert worker ", address, " serves a model of hidden ", d.hidden_size(), ", ",
+          d.num_hidden_layers(), " layers, ", d.num_local_experts(), " experts; the router's has ",
+          config.hidden_size, ", ", config.num_hidden_layers, ", ", config.num_local_experts));
+    }
+    const int index = static_cast<int>(b->workers_.size());
+    for (const v1::ExpertKey& k : d.experts()) {
+      b->replicas_[k.layer()][k.expert()].push_back(index);
+    }
+    b->workers_.push_back(std::move(w));
+  }
+  for (int l = 0; l < config.num_hidden_layers; ++l) {
+    for (int e = 0; e < config.num_local_experts; ++e) {
+      if (b->replicas_[l][e].empty()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("no expert worker hosts (layer ", l, ", expert ", e, ")"));
+      }
+    }
+  }
+  b->counters_.rows_per_worker.assign(b->workers_.size(), 0);
+  return b;
+}
+
+int RemoteExpertBackend::PickReplica(int layer, int expert, const std::vector<int>& load) const {
+  const Clock::time_point now = Clock::now();
+  int best = -1;
+  for (int w : replicas_[layer][expert]) {
+    if (workers_[w]->unhealthy_until > now) continue;
+    if (best < 0 || load[w] < load[best]) best = w;
+  }
+  return best;
+}
+
+absl::Status RemoteExpertBackend::Run(const engine::RoutedTokens& in, float* out) {
+  if (in.layer < 0 || in.layer >= config_.num_hidden_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("layer ", in.layer, " out of range"));
+  }
+  const int hidden = config_.hidden_size;
+  std::vector<int> pending(static_cast<size_t>(in.n_tokens) * in.top_k);
+  for (size_t i = 0; i < pending.size(); ++i) pending[i] = static_cast<int>(i);
+  std::string last_error = "no attempt made";
+
+  for (int attempt = 0; attempt < options_.max_attempts && !pending.empty(); ++attempt) {
+    // Route every pending (token, slot) to a replica of its expert, spreading the load.
+    std::vector<int> load(workers_.size(), 0);
+    std::vector<std::unique_ptr<Batch>> batches(workers_.size());
+    for (int i : pending) {
+      const int token = i / in.top_k, expert = in.expert_ids[i];
+      if (expert < 0 || expert >= config_.num_local_experts) {
+        return absl::InvalidArgumentError(absl::StrCat("expert id ", expert, " out of range"));
+      }
+      const int w = PickReplica(in.layer, expert, load);
+      if (w < 0) {
+        return absl::UnavailableError(absl::StrCat("no healthy expert worker for (layer ", in.layer,
+                                                   ", expert ", expert,
+                                                   "): last error: ", last_error));
+      }
+      if (!batches[w]) batches[w] = std::make_unique<Batch>();
+      Batch& b = *batches[w];
+      auto [it, fresh] = b.local.try_emplace(token, static_cast<int>(b.tokens.size()));
+      if (fresh) b.tokens.push_back(token);
+      auto [a, new_expert] = b.assignment.try_emplace(expert, b.request.assignments_size());
+      if (new_expert) b.request.add_assignments()->set_expert(expert);
+      auto* assignment = b.request.mutable_assignments(a->second);
+      assignment->add_row_ids(it->second);
+      assignment->add_weights(in.weights[i]);
+      b.items.push_back(i);
+      ++load[w];
+    }
+    // Send every worker its rows, all in parallel.
+    int n_calls = 0;
+    for (const auto& b : batches) n_calls += b != nullptr;
+    absl::BlockingCounter done(n_calls);
+    for (size_t w = 0; w < batches.size(); ++w) {
+      if (!batches[w]) continue;
+      Batch& b = *batches[w];
+      b.request.set_layer(in.layer);
+      v1::Tensor* rows = b.request.mutable_rows();
+      rows->set_dtype(v1::DTYPE_F32);
+      rows->add_shape(static_cast<int64_t>(b.tokens.size()));
+      rows->add_shape(hidden);
+      std::string* data = rows->mutable_data();
+      data->resize(b.tokens.size() * hidden * sizeof(float));
+      for (size_t r = 0; r < b.tokens.size(); ++r) {
+        std::memcpy(data->data() + r * hidden * sizeof(float),
+                    in.x + static_cast<size_t>(b.tokens[r]) * hidden, hidden * sizeof(float));
+      }
+      b.context.set_deadline(std::chrono::system_clock::now() + options_.call_timeout);
+      ++counters_.calls;
+      counters_.rows_per_worker[w] += static_cast<int64_t>(b.tokens.size());
+      workers_[w]->stub->async()->RunExperts(&b.context, &b.request, &b.response,
+                                             [&b, &done](grpc::Status s) {
+                                               b.status = std::move(s);
+                                               done.DecrementCount();
+                                             });
+    }
+    done.Wait();
+    // Add the partial sums that came back; re-route what failed.
+    std::vector<int> failed;
+    for (size_t w = 0; w < batches.size(); ++w) {
+      if (!batches[w]) continue;
+      Batch& b = *batches[w];
+      if (!b.status.ok()) {
+        const std::string where = absl::StrCat("expert worker ", workers_[w]->address, ": ");
+        if (!Retryable(b.status.error_code())) {
+          const absl::Status st = rpc::FromGrpcStatus(b.status);
+          return absl::Status(st.code(), where + std::string(st.message()));
+        }
+        last_error = where + b.status.error_message();
+        spdlog::warn("{}; retrying its rows on another replica", last_error);
+        workers_[w]->unhealthy_until = Clock::now() + options_.unhealthy_for;
+        failed.insert(failed.end(), b.items.begin(), b.items.end());
+        ++counters_.retries;
+        continue;
+      }
+      const std::string& data = b.response.output().data();
+      if (data.size() != b.tokens.size() * hidden * sizeof(float)) {
+        return absl::InternalError(absl::StrCat("expert worker ", workers_[w]->address,
+                                                " returned ", data.size(), " bytes for ",
+                                                b.tokens.size(), " rows"));
+      }
+      for (size_t r = 0; r < b.tokens.size(); ++r) {
+        const float* src = reinterpret_cast<const float*>(data.data()) + r * hidden;
+        float* dst = out + static_cast<size_t>(b.tokens[r]) * hidden;
+        for (int d = 0; d < hidden; ++d) dst[d] += src[d];
+      }
+    }
+    pending = std::move(failed);
+  }
+  if (!pending.empty()) {
+    return absl::UnavailableError(absl::StrCat(
+        "(layer ", in.layer, ", expert ", in.expert_ids[pending[0]],
+        ") failed on every replica after ", options_.max_attempts, " attempts: ", last_error));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace arbor::router
