@@ -1,45 +1,44 @@
+// SentencePiece behind the SentencePieceShim interface: the code of libarbor_spm.so.
 #include "sentencepiece_shim.h"
 
 #include "sentencepiece_processor.h"
 
 namespace arbor::model::internal {
+namespace {
 
-struct SentencePieceShim::Impl {
+class SentencePieceImpl final : public SentencePieceShim {
+ public:
   sentencepiece::SentencePieceProcessor sp;
+
+  int size() const override { return sp.GetPieceSize(); }
+  int bos_id() const override { return sp.bos_id(); }
+  int eos_id() const override { return sp.eos_id(); }
+  bool IsControl(int id) const override { return sp.IsControl(id); }
+  bool IsUnknown(int id) const override { return sp.IsUnknown(id); }
+  bool IsByte(int id) const override { return sp.IsByte(id); }
+  std::string IdToPiece(int id) const override { return sp.IdToPiece(id); }
+  std::vector<int> Encode(const std::string& text) const override {
+    std::vector<int> ids;
+    sp.Encode(text, &ids).IgnoreError();  // fails only on an unloaded model
+    return ids;
+  }
+  std::string Decode(const std::vector<int>& ids) const override {
+    std::string text;
+    sp.Decode(ids, &text).IgnoreError();
+    return text;
+  }
 };
 
-SentencePieceShim::SentencePieceShim(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-SentencePieceShim::~SentencePieceShim() = default;
+}  // namespace
+}  // namespace arbor::model::internal
 
-std::unique_ptr<SentencePieceShim> SentencePieceShim::Load(const std::string& proto,
-                                                           std::string* error) {
-  auto impl = std::make_unique<Impl>();
-  const auto st = impl->sp.LoadFromSerializedProto(proto);
+extern "C" __attribute__((visibility("default"))) arbor::model::internal::SentencePieceShim*
+ArborSentencePieceLoad(const std::string* proto, std::string* error) {
+  auto impl = std::make_unique<arbor::model::internal::SentencePieceImpl>();
+  const auto st = impl->sp.LoadFromSerializedProto(*proto);
   if (!st.ok()) {
     *error = st.ToString();
     return nullptr;
   }
-  return std::unique_ptr<SentencePieceShim>(new SentencePieceShim(std::move(impl)));
+  return impl.release();
 }
-
-int SentencePieceShim::size() const { return impl_->sp.GetPieceSize(); }
-int SentencePieceShim::bos_id() const { return impl_->sp.bos_id(); }
-int SentencePieceShim::eos_id() const { return impl_->sp.eos_id(); }
-bool SentencePieceShim::IsControl(int id) const { return impl_->sp.IsControl(id); }
-bool SentencePieceShim::IsUnknown(int id) const { return impl_->sp.IsUnknown(id); }
-bool SentencePieceShim::IsByte(int id) const { return impl_->sp.IsByte(id); }
-const std::string& SentencePieceShim::IdToPiece(int id) const { return impl_->sp.IdToPiece(id); }
-
-std::vector<int> SentencePieceShim::Encode(const std::string& text) const {
-  std::vector<int> ids;
-  impl_->sp.Encode(text, &ids).IgnoreError();  // fails only on an unloaded model
-  return ids;
-}
-
-std::string SentencePieceShim::Decode(const std::vector<int>& ids) const {
-  std::string text;
-  impl_->sp.Decode(ids, &text).IgnoreError();
-  return text;
-}
-
-}  // namespace arbor::model::internal

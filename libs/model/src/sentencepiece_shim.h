@@ -1,6 +1,12 @@
-// A thin wrapper over sentencepiece::SentencePieceProcessor. SentencePiece's header declares its
-// own `absl::string_view`, which clashes with Abseil's, so it is included only by
-// sentencepiece_shim.cc, and this header includes no Abseil either.
+// The tokenizer's view of SentencePiece, as an interface with a C factory.
+//
+// Debian's libsentencepiece carries its own copy of protobuf (3.14) and exports its symbols; in
+// a process that also loads libprotobuf (3.21, every gRPC binary) the two bind to each other and
+// the program aborts at start. So SentencePiece lives in a module, libarbor_spm.so, which
+// tokenizer.cc loads with dlopen(RTLD_LOCAL | RTLD_DEEPBIND): the module resolves its own
+// symbols first and lends none to the process. Sanitizer builds (where ASan forbids
+// RTLD_DEEPBIND) link the module's code directly instead, and must not also load gRPC.
+// This header includes no Abseil: SentencePiece's headers declare their own absl::string_view.
 #pragma once
 
 #include <memory>
@@ -11,24 +17,21 @@ namespace arbor::model::internal {
 
 class SentencePieceShim {
  public:
-  // nullptr with *error set when `proto` is not a serialized SentencePiece model.
-  static std::unique_ptr<SentencePieceShim> Load(const std::string& proto, std::string* error);
-  ~SentencePieceShim();
-
-  int size() const;
-  int bos_id() const;
-  int eos_id() const;
-  bool IsControl(int id) const;
-  bool IsUnknown(int id) const;
-  bool IsByte(int id) const;
-  const std::string& IdToPiece(int id) const;
-  std::vector<int> Encode(const std::string& text) const;
-  std::string Decode(const std::vector<int>& ids) const;
-
- private:
-  struct Impl;
-  explicit SentencePieceShim(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
+  virtual ~SentencePieceShim() = default;
+  virtual int size() const = 0;
+  virtual int bos_id() const = 0;
+  virtual int eos_id() const = 0;
+  virtual bool IsControl(int id) const = 0;
+  virtual bool IsUnknown(int id) const = 0;
+  virtual bool IsByte(int id) const = 0;
+  virtual std::string IdToPiece(int id) const = 0;
+  virtual std::vector<int> Encode(const std::string& text) const = 0;
+  virtual std::string Decode(const std::vector<int>& ids) const = 0;
 };
 
 }  // namespace arbor::model::internal
+
+// The factory the module exports: a loaded model, or nullptr with *error set.
+extern "C" arbor::model::internal::SentencePieceShim* ArborSentencePieceLoad(
+    const std::string* proto, std::string* error);
+using ArborSentencePieceLoadFn = decltype(&ArborSentencePieceLoad);

@@ -1,5 +1,8 @@
 #include "arbor/model/tokenizer.h"
 
+#include <dlfcn.h>
+
+#include <cstdlib>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -71,6 +74,38 @@ absl::StatusOr<bool> ReadBool(const nlohmann::json& j, const char* field, bool f
   return it->get<bool>();
 }
 
+// The module's factory: linked in (sanitizer builds) or loaded once with its own symbol scope.
+absl::StatusOr<ArborSentencePieceLoadFn> SentencePieceFactory() {
+#ifdef ARBOR_SPM_LINKED
+  return &ArborSentencePieceLoad;
+#else
+  static const absl::StatusOr<ArborSentencePieceLoadFn> factory =
+      []() -> absl::StatusOr<ArborSentencePieceLoadFn> {
+    std::vector<std::string> candidates;
+    if (const char* env = std::getenv("ARBOR_SPM_MODULE")) candidates.push_back(env);
+    std::error_code ec;
+    const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (!ec) candidates.push_back((exe.parent_path() / "../lib/libarbor_spm.so").string());
+    candidates.push_back(ARBOR_SPM_MODULE_PATH);
+    std::string errors;
+    for (const std::string& path : candidates) {
+      void* handle = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+      if (handle == nullptr) {
+        absl::StrAppend(&errors, errors.empty() ? "" : "; ", ::dlerror());
+        continue;
+      }
+      if (void* fn = ::dlsym(handle, "ArborSentencePieceLoad")) {
+        return reinterpret_cast<ArborSentencePieceLoadFn>(fn);
+      }
+      absl::StrAppend(&errors, errors.empty() ? "" : "; ", path, ": no ArborSentencePieceLoad");
+    }
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot load the SentencePiece module libarbor_spm.so: ", errors));
+  }();
+  return factory;
+#endif
+}
+
 }  // namespace
 
 Tokenizer::~Tokenizer() = default;
@@ -81,8 +116,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& di
   std::unique_ptr<Tokenizer> t(new Tokenizer());
   const std::string path = dir + "/tokenizer.model";
   ARBOR_ASSIGN_OR_RETURN(std::string proto, ReadFileToString(path));
+  ARBOR_ASSIGN_OR_RETURN(ArborSentencePieceLoadFn load, SentencePieceFactory());
   std::string error;
-  t->sp_ = internal::SentencePieceShim::Load(proto, &error);
+  t->sp_.reset(load(&proto, &error));
   if (t->sp_ == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": not a SentencePiece model: ", error));
   }
@@ -129,7 +165,7 @@ std::string Tokenizer::Decode(const std::vector<int>& ids) const {
 std::string Tokenizer::PieceBytes(int id) const {
   if (id < 0 || id >= vocab_size() || sp_->IsControl(id)) return "";
   if (sp_->IsUnknown(id)) return " \xE2\x81\x87 ";  // " ⁇ ", as SentencePiece decodes <unk>
-  const std::string& piece = sp_->IdToPiece(id);
+  const std::string piece = sp_->IdToPiece(id);
   if (sp_->IsByte(id) && piece.size() == 6) {  // "<0xAB>"
     return std::string(1, static_cast<char>(std::stoi(piece.substr(3, 2), nullptr, 16)));
   }
