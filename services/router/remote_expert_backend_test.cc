@@ -106,7 +106,10 @@ TEST_F(RemoteExpertBackendTest, RemoteExpertsMatchLocalAndSurviveALostReplica) {
   engine::StepInput in{rs, {&next, 1}, true};
   const absl::Status st = remote->Step({&in, 1});
   EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable) << st;
-  EXPECT_NE(st.message().find("expert 2"), absl::string_view::npos) << st;
+  // Experts 2 and 3 both lost their last replica; whichever is routed first is named.
+  EXPECT_TRUE(st.message().find("expert 2)") != absl::string_view::npos ||
+              st.message().find("expert 3)") != absl::string_view::npos)
+      << st;
   EXPECT_EQ(remote->Length(rs), before);  // nothing half-committed
 }
 
