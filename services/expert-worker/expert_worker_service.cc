@@ -43,14 +43,7 @@ ExpertWorkerService::ExpertWorkerService(const model::ModelWeights* weights, std
       model_name_(std::move(model_name)),
       limits_(limits),
       backend_(std::move(backend)),
-      requests_(prometheus::BuildCounter()
-                    .Name("arbor_expert_requests_total")
-                    .Help("expert-worker RPCs by method and status code")
-                    .Register(registry)),
-      latency_(prometheus::BuildHistogram()
-                   .Name("arbor_expert_request_duration_seconds")
-                   .Help("expert-worker RPC handling time")
-                   .Register(registry)),
+      rpc_metrics_("expert", registry),
       expert_tokens_(prometheus::BuildCounter()
                          .Name("arbor_expert_tokens_total")
                          .Help("rows run through each hosted expert")
@@ -58,14 +51,6 @@ ExpertWorkerService::ExpertWorkerService(const model::ModelWeights* weights, std
       pool_(limits.threads) {}
 
 ExpertWorkerService::~ExpertWorkerService() = default;
-
-void ExpertWorkerService::Record(const char* method, const absl::Status& status, double seconds) {
-  requests_.Add({{"method", method}, {"code", absl::StatusCodeToString(status.code())}})
-      .Increment();
-  static const prometheus::Histogram::BucketBoundaries kBuckets = {
-      1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1, 3, 10};
-  latency_.Add({{"method", method}}, kBuckets).Observe(seconds);
-}
 
 absl::Status ExpertWorkerService::DoRun(const v1::RunExpertsRequest& req,
                                         v1::RunExpertsResponse* resp) {
@@ -142,8 +127,9 @@ grpc::ServerUnaryReactor* ExpertWorkerService::RunExperts(grpc::CallbackServerCo
     const auto t0 = std::chrono::steady_clock::now();
     const absl::Status st =
         ctx->IsCancelled() ? absl::CancelledError("RunExperts: cancelled") : DoRun(*req, resp);
-    Record("RunExperts", st,
-           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    rpc_metrics_.Record(
+        "RunExperts", st,
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     reactor->Finish(rpc::ToGrpcStatus(st));
   });
   return reactor;
@@ -164,7 +150,7 @@ grpc::ServerUnaryReactor* ExpertWorkerService::Describe(grpc::CallbackServerCont
   resp->set_hidden_size(c.hidden_size);
   resp->set_num_hidden_layers(c.num_hidden_layers);
   resp->set_num_local_experts(c.num_local_experts);
-  Record("Describe", absl::OkStatus(), 0);
+  rpc_metrics_.Record("Describe", absl::OkStatus(), 0);
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;

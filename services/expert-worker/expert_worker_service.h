@@ -12,9 +12,9 @@
 #include "arbor/common/thread_pool.h"
 #include "arbor/engine/expert_backend.h"
 #include "arbor/model/weights.h"
+#include "arbor/rpc/rpc_metrics.h"
 #include "arbor/v1/expert.grpc.pb.h"
 #include "prometheus/counter.h"
-#include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 
 namespace arbor::expert_worker {
@@ -45,7 +45,6 @@ class ExpertWorkerService final : public arbor::v1::ExpertWorker::CallbackServic
                       const ExpertWorkerLimits& limits, prometheus::Registry& registry,
                       std::unique_ptr<engine::CpuExpertBackend> backend);
   absl::Status DoRun(const v1::RunExpertsRequest& req, v1::RunExpertsResponse* resp);
-  void Record(const char* method, const absl::Status& status, double seconds);
 
   const model::ModelWeights* weights_;
   const std::string model_name_;
@@ -53,8 +52,7 @@ class ExpertWorkerService final : public arbor::v1::ExpertWorker::CallbackServic
   absl::Mutex compute_mu_;
   std::unique_ptr<engine::CpuExpertBackend> backend_ ABSL_GUARDED_BY(compute_mu_);
 
-  prometheus::Family<prometheus::Counter>& requests_;
-  prometheus::Family<prometheus::Histogram>& latency_;
+  rpc::RpcMetrics rpc_metrics_;
   prometheus::Family<prometheus::Counter>& expert_tokens_;
 
   ThreadPool pool_;  // last: drained first

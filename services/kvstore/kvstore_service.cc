@@ -15,14 +15,7 @@ KvStoreService::KvStoreService(kvcache::KvTree* tree, statestore::StateStore* st
     : tree_(tree),
       state_(state),
       limits_(limits),
-      requests_(prometheus::BuildCounter()
-                    .Name("arbor_kvstore_requests_total")
-                    .Help("kv-store RPCs by method and status code")
-                    .Register(registry)),
-      latency_(prometheus::BuildHistogram()
-                   .Name("arbor_kvstore_request_duration_seconds")
-                   .Help("kv-store RPC handling time")
-                   .Register(registry)),
+      rpc_metrics_("kvstore", registry),
       kv_usage_(prometheus::BuildGauge()
                     .Name("arbor_kvstore_kv_usage")
                     .Help("fraction of KV blocks in use, 0-1")
@@ -53,11 +46,7 @@ KvStoreService::KvStoreService(kvcache::KvTree* tree, statestore::StateStore* st
 KvStoreService::~KvStoreService() = default;
 
 void KvStoreService::Record(const char* method, const absl::Status& status, double seconds) {
-  requests_.Add({{"method", method}, {"code", absl::StatusCodeToString(status.code())}})
-      .Increment();
-  static const prometheus::Histogram::BucketBoundaries kBuckets = {
-      1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1, 3};
-  latency_.Add({{"method", method}}, kBuckets).Observe(seconds);
+  rpc_metrics_.Record(method, status, seconds);
   if (!status.ok() && status.code() != absl::StatusCode::kNotFound) {
     spdlog::debug("kvstore method={} code={} error=\"{}\"", method,
                   absl::StatusCodeToString(status.code()), std::string(status.message()));

@@ -11,11 +11,11 @@
 #include "absl/synchronization/mutex.h"
 #include "arbor/common/thread_pool.h"
 #include "arbor/kvcache/kv_tree.h"
+#include "arbor/rpc/rpc_metrics.h"
 #include "arbor/statestore/state_store.h"
 #include "arbor/v1/kvstore.grpc.pb.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
-#include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 
 namespace arbor::kvstore {
@@ -89,8 +89,7 @@ class KvStoreService final : public arbor::v1::KvStore::CallbackService {
   absl::Mutex mu_;
   absl::flat_hash_map<kvcache::SeqId, uint64_t> versions_ ABSL_GUARDED_BY(mu_);
 
-  prometheus::Family<prometheus::Counter>& requests_;
-  prometheus::Family<prometheus::Histogram>& latency_;
+  rpc::RpcMetrics rpc_metrics_;
   prometheus::Gauge& kv_usage_;
   prometheus::Gauge& live_sequences_;
   prometheus::Counter& forks_;

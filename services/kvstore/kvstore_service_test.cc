@@ -3,11 +3,7 @@
 // state store on both backends, and the metrics endpoint.
 #include "kvstore_service.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
+#include "arbor/rpc/http_get_for_test.h"
 #include "arbor/rpc/server_host.h"
 #include "arbor/statestore/redis_server_for_test.h"
 #include "gtest/gtest.h"
@@ -270,28 +266,12 @@ TEST_P(KvStoreStateTest, StateRpcsStoreVersionedValues) {
 INSTANTIATE_TEST_SUITE_P(Backends, KvStoreStateTest, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "Redis" : "InMemory"; });
 
-std::string Scrape(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(port);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return "";
-  const std::string req = "GET /metrics HTTP/1.0\r\nConnection: close\r\n\r\n";
-  (void)::write(fd, req.data(), req.size());
-  std::string out;
-  char buf[4096];
-  for (ssize_t n; (n = ::read(fd, buf, sizeof(buf))) > 0;) out.append(buf, n);
-  ::close(fd);
-  return out;
-}
-
 TEST_F(KvStoreServiceTest, MetricsCountRequestsAndReportKvUsage) {
   const uint64_t seq = NewSequence();
   v1::CommitResponse c;
   ASSERT_TRUE(Call(&v1::KvStore::Stub::Commit, CommitOf(seq, 1, {1, 2, 3, 4, 5}, 0), &c).ok());
   (void)Call(&v1::KvStore::Stub::Commit, CommitOf(seq, 1, {1}, 0), &c);  // stale
-  const std::string body = Scrape(host_->metrics_port());
+  const std::string body = rpc::testing::HttpGet(host_->metrics_port(), "/metrics");
   EXPECT_NE(body.find("arbor_kvstore_requests_total{code=\"OK\",method=\"Commit\"} 1"),
             std::string::npos)
       << body;

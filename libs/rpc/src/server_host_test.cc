@@ -1,15 +1,11 @@
 #include "arbor/rpc/server_host.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <cstdlib>
 #include <thread>
 
 #include "absl/flags/flag.h"
 #include "arbor/rpc/flags_env.h"
+#include "arbor/rpc/http_get_for_test.h"
 #include "arbor/rpc/status.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
@@ -65,26 +61,6 @@ TEST(ServerHostTest, HealthServesThenReportsNotServingBeforeDraining) {
   EXPECT_EQ(Check(address).status().code(), absl::StatusCode::kUnavailable);
 }
 
-std::string HttpGet(int port, const std::string& path) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(port);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return "";
-  }
-  const std::string req =
-      "GET " + path + " HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-  (void)::write(fd, req.data(), req.size());
-  std::string resp;
-  char buf[4096];
-  for (ssize_t n; (n = ::read(fd, buf, sizeof(buf))) > 0;) resp.append(buf, n);
-  ::close(fd);
-  return resp;
-}
-
 TEST(ServerHostTest, MetricsEndpointServesTheRegistry) {
   auto registry = std::make_shared<prometheus::Registry>();
   auto& family = prometheus::BuildCounter()
@@ -97,7 +73,7 @@ TEST(ServerHostTest, MetricsEndpointServesTheRegistry) {
   auto host = ServerHost::Start(opts, {}, registry);
   ASSERT_TRUE(host.ok()) << host.status();
   ASSERT_GT((*host)->metrics_port(), 0);
-  const std::string body = HttpGet((*host)->metrics_port(), "/metrics");
+  const std::string body = testing::HttpGet((*host)->metrics_port(), "/metrics");
   EXPECT_NE(body.find("200 OK"), std::string::npos) << body;
   EXPECT_NE(body.find("arbor_test_requests_total{method=\"Check\"} 3"), std::string::npos) << body;
 }

@@ -1,0 +1,28 @@
+// The two metrics every Arbor service reports for its RPCs, named per ARCHITECTURE.md §7:
+//   arbor_<service>_requests_total{method, code}      counter
+//   arbor_<service>_request_duration_seconds{method}  histogram
+// Thread-safe (prometheus-cpp families are).
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "prometheus/counter.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace arbor::rpc {
+
+class RpcMetrics {
+ public:
+  // `service` as in the metric names, e.g. "kvstore".
+  RpcMetrics(const std::string& service, prometheus::Registry& registry);
+
+  void Record(const char* method, const absl::Status& status, double seconds);
+
+ private:
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Histogram>& latency_;
+};
+
+}  // namespace arbor::rpc

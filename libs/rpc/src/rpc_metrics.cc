@@ -1,0 +1,23 @@
+#include "arbor/rpc/rpc_metrics.h"
+
+namespace arbor::rpc {
+
+RpcMetrics::RpcMetrics(const std::string& service, prometheus::Registry& registry)
+    : requests_(prometheus::BuildCounter()
+                    .Name("arbor_" + service + "_requests_total")
+                    .Help(service + " RPCs by method and status code")
+                    .Register(registry)),
+      latency_(prometheus::BuildHistogram()
+                   .Name("arbor_" + service + "_request_duration_seconds")
+                   .Help(service + " RPC handling time")
+                   .Register(registry)) {}
+
+void RpcMetrics::Record(const char* method, const absl::Status& status, double seconds) {
+  requests_.Add({{"method", method}, {"code", absl::StatusCodeToString(status.code())}})
+      .Increment();
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {
+      1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1, 3, 10};
+  latency_.Add({{"method", method}}, kBuckets).Observe(seconds);
+}
+
+}  // namespace arbor::rpc
