@@ -282,11 +282,10 @@ absl::Status KvStoreService::DoCommit(const v1::CommitRequest& req, v1::CommitRe
                                            it->second, ", not the expected ",
                                            req.expected_version()));
   }
-  // All or nothing: Append reserves room first and fails before writing anything.
-  std::vector<int> tokens(req.token_ids().begin(), req.token_ids().end());
-  std::vector<float> kv(bytes / sizeof(float));
-  std::memcpy(kv.data(), req.kv().data().data(), bytes);  // the bytes may be unaligned
-  ARBOR_RETURN_IF_ERROR(tree_->Append(req.sequence_id(), tokens, kv.data()));
+  // All or nothing: Append reserves room first and fails before writing anything. It copies
+  // straight from the request's bytes (any alignment).
+  ARBOR_RETURN_IF_ERROR(tree_->Append(
+      req.sequence_id(), absl::MakeConstSpan(req.token_ids().data(), n), req.kv().data().data()));
   resp->set_version(++it->second);
   resp->set_length(tree_->Length(req.sequence_id()));
   committed_tokens_.Increment(n);

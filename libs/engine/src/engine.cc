@@ -78,8 +78,7 @@ Engine::Engine(const model::ModelWeights* weights, ExpertBackend* experts,
   expert_ids_.resize(n * k);
   expert_w_.resize(n * k);
   positions_.resize(n);
-  token_block_.resize(n);
-  token_slot_.resize(n);
+  slots_.resize(n);
   query_start_.resize(s + 1);
   step_seqs_.resize(s);
   step_new_.resize(s);
@@ -180,7 +179,6 @@ absl::Status Engine::BuildChunks(std::span<const StepInput> inputs) {
   chunk_query_start_.assign(1, 0);
   chunk_queries_.clear();
   chunk_blocks_.clear();
-  max_chunk_queries_ = 0;
   const int bt = kv_->layout().block_tokens;
   for (size_t i = 0; i < refs_.size(); ++i) {
     const PathRef& r = refs_[i];
@@ -199,10 +197,6 @@ absl::Status Engine::BuildChunks(std::span<const StepInput> inputs) {
   }
   if (!refs_.empty()) chunk_query_start_.push_back(static_cast<int>(chunk_queries_.size()));
   n_chunks_ = static_cast<int>(chunk_start_.size());
-  for (int c = 0; c < n_chunks_; ++c) {
-    max_chunk_queries_ =
-        std::max(max_chunk_queries_, chunk_query_start_[c + 1] - chunk_query_start_[c]);
-  }
   block_k_.resize(chunk_blocks_.size());
   block_v_.resize(chunk_blocks_.size());
   counters_.attention_chunks += n_chunks_;
@@ -226,13 +220,12 @@ absl::Status Engine::Step(std::span<const StepInput> inputs) {
   query_start_[0] = 0;
   for (int s = 0; s < n_seqs; ++s) {
     const int start = kv_->Length(inputs[s].seq);
+    ARBOR_RETURN_IF_ERROR(
+        kv_->LeafSlots(inputs[s].seq, start, step_new_[s], slots_.data() + t));  // reserved above
     for (size_t j = 0; j < inputs[s].tokens.size(); ++j, ++t) {
       const float* e = w_->embed.data() + static_cast<size_t>(inputs[s].tokens[j]) * hidden;
       std::copy(e, e + hidden, x_.data() + static_cast<size_t>(t) * hidden);
       positions_[t] = start + static_cast<int>(j);
-      const kvcache::KvTree::Slot slot = kv_->SlotOf(inputs[s].seq, positions_[t]);
-      token_block_[t] = kv_->block_data(slot.block);
-      token_slot_[t] = slot.slot;
     }
     query_start_[s + 1] = t;
   }
@@ -288,8 +281,8 @@ absl::Status Engine::RunLayer(int layer, int n_tokens) {
 
   // Write this layer's K and V of the new tokens into their leaves' blocks.
   for (int t = 0; t < n_tokens; ++t) {
-    float* block = token_block_[t];
-    const size_t in_block = static_cast<size_t>(token_slot_[t]) * hd;
+    float* block = kv_->block_data(slots_[t].block);
+    const size_t in_block = static_cast<size_t>(slots_[t].slot) * hd;
     const float* k = qkv_.data() + static_cast<size_t>(t) * qkv_dim + q_dim;
     const float* v = k + kv_dim;
     for (int g = 0; g < config_.num_key_value_heads; ++g) {

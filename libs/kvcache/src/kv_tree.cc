@@ -306,13 +306,18 @@ absl::Status KvTree::Reserve(absl::Span<const SeqId> seqs, absl::Span<const int>
   return absl::OkStatus();
 }
 
-KvTree::Slot KvTree::SlotOf(SeqId seq, int pos) const {
+absl::Status KvTree::LeafSlots(SeqId seq, int first_pos, int n, Slot* out) const {
   absl::MutexLock lock(&mu_);
-  Segment* leaf = Leaf(seq);
-  if (leaf == nullptr) return {};
-  const int i = pos - leaf->start;
-  if (i < 0 || i >= static_cast<int>(leaf->blocks.size()) * layout_.block_tokens) return {};
-  return {leaf->blocks[i / layout_.block_tokens], i % layout_.block_tokens};
+  const Segment* leaf = Leaf(seq);
+  if (leaf == nullptr) return UnknownSeq(seq);
+  const int bt = layout_.block_tokens;
+  const int first = first_pos - leaf->start;
+  if (first < 0 || n < 0 || first + n > static_cast<int>(leaf->blocks.size()) * bt) {
+    return absl::OutOfRangeError(absl::StrCat("sequence ", seq, ": positions [", first_pos, ", ",
+                                              first_pos + n, ") are not in its leaf's room"));
+  }
+  for (int i = 0; i < n; ++i) out[i] = {leaf->blocks[(first + i) / bt], (first + i) % bt};
+  return absl::OkStatus();
 }
 
 absl::Status KvTree::Commit(SeqId seq, absl::Span<const int> tokens) {
@@ -329,31 +334,22 @@ absl::Status KvTree::Commit(SeqId seq, absl::Span<const int> tokens) {
   return absl::OkStatus();
 }
 
-absl::Status KvTree::Append(SeqId seq, absl::Span<const int> tokens, const float* kv) {
-  const SeqId one[1] = {seq};
-  const int n[1] = {static_cast<int>(tokens.size())};
-  ARBOR_RETURN_IF_ERROR(Reserve(one, n));
-  const int len = Length(seq);
-  const KvLayout& l = layout_;
-  const size_t row = static_cast<size_t>(l.num_layers) * 2 * l.num_kv_heads * l.head_dim;
-  for (size_t t = 0; t < tokens.size(); ++t) {
-    const Slot slot = SlotOf(seq, len + static_cast<int>(t));
-    float* block = block_data(slot.block);
-    const float* src = kv + t * row;
-    for (int layer = 0; layer < l.num_layers; ++layer) {
-      for (int kvi = 0; kvi < 2; ++kvi) {
-        for (int g = 0; g < l.num_kv_heads; ++g) {
-          std::memcpy(block + l.offset(layer, kvi) + g * l.head_stride() +
-                          static_cast<size_t>(slot.slot) * l.head_dim,
-                      src, l.head_dim * sizeof(float));
-          src += l.head_dim;
-        }
-      }
-    }
+absl::Status KvTree::Append(SeqId seq, absl::Span<const int> tokens, const void* kv) {
+  const int n = static_cast<int>(tokens.size());
+  ARBOR_RETURN_IF_ERROR(Reserve({seq}, {n}));
+  std::vector<Slot> slots(n);
+  ARBOR_RETURN_IF_ERROR(LeafSlots(seq, Length(seq), n, slots.data()));
+  const size_t head_bytes = layout_.head_dim * sizeof(float);
+  const auto* src = static_cast<const unsigned char*>(kv);
+  for (const Slot& slot : slots) {  // reserved slots are the caller's: no lock needed
+    ForEachHeadRow(slot.block, slot.slot, [&](float* row) {
+      std::memcpy(row, src, head_bytes);
+      src += head_bytes;
+    });
   }
   {
     absl::MutexLock lock(&mu_);
-    counters_.kv_bytes_copied += static_cast<int64_t>(tokens.size() * row * sizeof(float));
+    counters_.kv_bytes_copied += static_cast<int64_t>(src - static_cast<const unsigned char*>(kv));
   }
   return Commit(seq, tokens);
 }
@@ -398,19 +394,24 @@ absl::StatusOr<std::vector<int>> KvTree::Tokens(SeqId seq) const {
   return tokens;
 }
 
-void KvTree::CopyTokenKv(const Segment& s, int t, float* dst) const {
+template <typename Fn>
+void KvTree::ForEachHeadRow(int block, int slot, Fn fn) const {
   const KvLayout& l = layout_;
-  const float* block = block_data(s.blocks[t / l.block_tokens]);
-  const size_t slot = static_cast<size_t>(t % l.block_tokens) * l.head_dim;
+  // Block memory is the caller's to read or, for reserved slots, to write.
+  float* base = base_ + static_cast<size_t>(block) * floats_per_block_ +
+                static_cast<size_t>(slot) * l.head_dim;
   for (int layer = 0; layer < l.num_layers; ++layer) {
     for (int kvi = 0; kvi < 2; ++kvi) {
-      for (int g = 0; g < l.num_kv_heads; ++g) {
-        const float* src = block + l.offset(layer, kvi) + g * l.head_stride() + slot;
-        std::copy(src, src + l.head_dim, dst);
-        dst += l.head_dim;
-      }
+      for (int g = 0; g < l.num_kv_heads; ++g)
+        fn(base + l.offset(layer, kvi) + g * l.head_stride());
     }
   }
+}
+
+void KvTree::CopyTokenKv(const Segment& s, int t, float* dst) const {
+  const int bt = layout_.block_tokens;
+  ForEachHeadRow(s.blocks[t / bt], t % bt,
+                 [&](const float* row) { dst = std::copy(row, row + layout_.head_dim, dst); });
 }
 
 absl::StatusOr<std::vector<float>> KvTree::ReadKv(SeqId seq) const {

@@ -106,23 +106,22 @@ class Engine {
   StepCounters counters_;
 
   // Per-step buffers, sized at Create. N = max_batch_tokens, S = max_seqs.
-  std::vector<float> x_;             // [N, hidden] residual stream
-  std::vector<float> h_;             // [N, hidden] normed
-  std::vector<float> qkv_;           // [N, q_dim + 2 kv_dim]
-  std::vector<float> attn_;          // [N, q_dim]
-  std::vector<float> router_;        // [N, n_experts]
-  std::vector<int> expert_ids_;      // [N, top_k]
-  std::vector<float> expert_w_;      // [N, top_k]
-  std::vector<int> positions_;       // [N]
-  std::vector<float*> token_block_;  // [N] block holding each new token's KV
-  std::vector<int> token_slot_;      // [N] the token's slot in that block
-  std::vector<int> query_start_;     // [S + 1] token rows of each input
-  std::vector<SeqId> step_seqs_;     // [S]
-  std::vector<int> step_new_;        // [S] tokens each input adds
-  std::vector<float> attn_ws_;       // tree attention workspace
-  std::vector<float> last_;          // [S, hidden] final-normed last rows
-  std::vector<float> logits_;        // [S, vocab]
-  std::vector<int> logits_row_;      // [S] row in logits_ of input i, or -1
+  std::vector<float> x_;                      // [N, hidden] residual stream
+  std::vector<float> h_;                      // [N, hidden] normed
+  std::vector<float> qkv_;                    // [N, q_dim + 2 kv_dim]
+  std::vector<float> attn_;                   // [N, q_dim]
+  std::vector<float> router_;                 // [N, n_experts]
+  std::vector<int> expert_ids_;               // [N, top_k]
+  std::vector<float> expert_w_;               // [N, top_k]
+  std::vector<int> positions_;                // [N]
+  std::vector<kvcache::KvTree::Slot> slots_;  // [N] where each new token's KV goes
+  std::vector<int> query_start_;              // [S + 1] token rows of each input
+  std::vector<SeqId> step_seqs_;              // [S]
+  std::vector<int> step_new_;                 // [S] tokens each input adds
+  std::vector<float> attn_ws_;                // tree attention workspace
+  std::vector<float> last_;                   // [S, hidden] final-normed last rows
+  std::vector<float> logits_;                 // [S, vocab]
+  std::vector<int> logits_row_;               // [S] row in logits_ of input i, or -1
   int n_inputs_ = 0;
 
   // Attention chunks: one per distinct (segment, length) on the step's paths, sorted by segment.
@@ -139,7 +138,6 @@ class Engine {
   std::vector<const float*> block_k_;  // chunk_blocks_ at this layer's K
   std::vector<const float*> block_v_;  // chunk_blocks_ at this layer's V
   int n_chunks_ = 0;
-  int max_chunk_queries_ = 0;
 };
 
 }  // namespace arbor::engine

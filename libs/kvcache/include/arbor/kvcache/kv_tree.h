@@ -23,7 +23,7 @@
 // doubling), so appending to a sequence allocates heap memory only at those thresholds.
 //
 // Thread-safe: every method takes one mutex. KV data lives in the BlockPool; the owner of a live
-// sequence may write the slots it reserved (SlotOf) without the lock, since no one else reads a
+// sequence may write the slots it reserved (LeafSlots) without the lock, since no one else reads a
 // leaf's unreserved tail or writes anything frozen.
 #pragma once
 
@@ -105,20 +105,21 @@ class KvTree {
   // changes (cached prefixes evicted on the way stay evicted).
   absl::Status Reserve(absl::Span<const SeqId> seqs, absl::Span<const int> n_new);
 
-  // Block id and slot of the sequence's token at absolute position `pos`, which must lie in its
-  // leaf (committed or reserved). -1 block if not.
+  // Block id and slot of each of the sequence's tokens at absolute positions
+  // [first_pos, first_pos + n), which must lie in its leaf's committed or reserved room:
+  // out[i] for position first_pos + i. NOT_FOUND if unknown, OUT_OF_RANGE otherwise.
   struct Slot {
     int block = -1;
     int slot = 0;
   };
-  Slot SlotOf(SeqId seq, int pos) const;
+  absl::Status LeafSlots(SeqId seq, int first_pos, int n, Slot* out) const;
 
   // Appends `tokens` whose KV the caller has written into the reserved slots. FAILED_PRECONDITION
   // if fewer slots are reserved; NOT_FOUND if unknown.
   absl::Status Commit(SeqId seq, absl::Span<const int> tokens);
 
-  // Reserve + copy `kv` ([n, layers, 2, kv_heads, head_dim] floats) + Commit.
-  absl::Status Append(SeqId seq, absl::Span<const int> tokens, const float* kv);
+  // Reserve + copy `kv` ([n, layers, 2, kv_heads, head_dim] f32, any alignment) + Commit.
+  absl::Status Append(SeqId seq, absl::Span<const int> tokens, const void* kv);
 
   // Segments root to leaf into `out` (cleared first), counting `pending` reserved but not yet
   // committed tokens as part of the leaf (for a step that is writing them). NOT_FOUND if
@@ -155,6 +156,10 @@ class KvTree {
   void Unref(Segment* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FreeSegment(Segment* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CopyTokenKv(const Segment& s, int t, float* dst) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Calls fn(head_row) for the token in `slot` of `block`, for every (layer, K/V, kv head) in
+  // the order of a [layers, 2, kv_heads, head_dim] row: the one walk both copy directions use.
+  template <typename Fn>
+  void ForEachHeadRow(int block, int slot, Fn fn) const;
   bool EvictFor(int blocks) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void IndexNewFullBlocks(Segment* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Segment* Leaf(SeqId seq) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
