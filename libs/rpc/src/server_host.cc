@@ -7,7 +7,6 @@
 #include <exception>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "spdlog/spdlog.h"
 
 namespace arbor::rpc {
@@ -47,10 +46,8 @@ absl::StatusOr<std::unique_ptr<ServerHost>> ServerHost::Start(
 ServerHost::~ServerHost() { Shutdown(); }
 
 std::string ServerHost::address() const {
-  const std::vector<absl::string_view> parts = absl::StrSplit(options_.address, ':');
-  const std::string host_part =
-      options_.address.substr(0, options_.address.size() - parts.back().size() - 1);
-  return absl::StrCat(host_part, ":", port_);
+  // The configured host with the port actually bound (which differs when it was 0).
+  return absl::StrCat(options_.address.substr(0, options_.address.rfind(':')), ":", port_);
 }
 
 int ServerHost::metrics_port() const {
