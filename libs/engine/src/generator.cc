@@ -24,9 +24,9 @@ const char* FinishReasonName(FinishReason r) {
 
 absl::Status GenerationParams::Validate() const {
   ARBOR_RETURN_IF_ERROR(sampling.Validate());
-  if (max_tokens < 1 || max_tokens > (1 << 20)) {
+  if (max_tokens < 0 || max_tokens > (1 << 20)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("max_tokens ", max_tokens, " out of range [1, 1048576]"));
+        absl::StrCat("max_tokens ", max_tokens, " out of range [0, 1048576]"));
   }
   if (stop.size() > 16) {
     return absl::InvalidArgumentError(absl::StrCat("stop has ", stop.size(), " strings, max 16"));
@@ -51,9 +51,23 @@ Generator::Generator(Engine* engine, const model::Tokenizer* tokenizer, int pref
   decode_token_.resize(s);
 }
 
-absl::StatusOr<int> Generator::Submit(std::vector<int> prompt_ids, const GenerationParams& params) {
+absl::StatusOr<int> Generator::Submit(std::vector<int> prompt_ids, const GenerationParams& params,
+                                      const SubmitOptions& options) {
   ARBOR_RETURN_IF_ERROR(params.Validate());
   if (prompt_ids.empty()) return absl::InvalidArgumentError("prompt has no tokens");
+  if (options.sequence != 0) {
+    if (options.held < 0 || options.held >= static_cast<int>(prompt_ids.size())) {
+      return absl::InvalidArgumentError(absl::StrCat("held ", options.held, " out of range [0, ",
+                                                     prompt_ids.size(), ")"));
+    }
+    if (engine_->Length(options.sequence) != options.held) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", options.sequence, " holds ",
+                                                     engine_->Length(options.sequence),
+                                                     " tokens, not held ", options.held));
+    }
+  } else if (options.held != 0) {
+    return absl::InvalidArgumentError("held needs a sequence");
+  }
   if (static_cast<int>(prompt_ids.size()) >= engine_->options().max_seq_tokens) {
     return absl::InvalidArgumentError(absl::StrCat("prompt of ", prompt_ids.size(),
                                                    " tokens leaves no room under max_seq_tokens ",
@@ -70,6 +84,12 @@ absl::StatusOr<int> Generator::Submit(std::vector<int> prompt_ids, const Generat
   }
   auto r = std::make_unique<Request>();
   r->params = params;
+  r->options = options;
+  for (const std::string& stop : params.stop) r->max_stop = std::max(r->max_stop, stop.size());
+  if (options.sequence != 0) {
+    r->seq = options.sequence;
+    r->fed = options.held;
+  }
   r->result.prompt_ids = std::move(prompt_ids);
   r->result.token_ids.reserve(params.max_tokens);
   r->result.logprobs.reserve(params.max_tokens);
@@ -81,10 +101,35 @@ absl::StatusOr<int> Generator::Submit(std::vector<int> prompt_ids, const Generat
   return id;
 }
 
+void Generator::ReleaseSequence(Request& r) {
+  if (r.seq != 0 && !r.options.keep_sequence) {
+    engine_->Release(r.seq).IgnoreError();  // known: ours and not released
+  }
+}
+
 void Generator::Finish(Request& r, FinishReason reason) {
   r.result.finish = reason;
   if (r.decoder) r.result.text += r.decoder->Flush();
-  if (r.admitted) engine_->Release(r.seq).IgnoreError();  // known: admitted and not released
+  if (r.options.complete_kv && !r.result.token_ids.empty()) {
+    r.tail_kv = true;  // fed once more by the next Step, then released
+    return;
+  }
+  ReleaseSequence(r);
+}
+
+void Generator::Cancel(int id) {
+  auto it = requests_.find(id);
+  if (it == requests_.end() || done(*it->second)) return;
+  Request& r = *it->second;
+  r.cancelled = true;
+  r.tail_kv = false;
+  ReleaseSequence(r);
+  live_.erase(std::remove(live_.begin(), live_.end(), id), live_.end());
+}
+
+void Generator::Erase(int id) {
+  Cancel(id);
+  requests_.erase(id);
 }
 
 void Generator::Advance(Request& r, const float* logits) {
@@ -110,8 +155,10 @@ void Generator::Advance(Request& r, const float* logits) {
       }
     }
   }
+  // Feeding this token needs one more position; complete_kv feeds the last token too.
+  const int room = r.options.complete_kv ? 2 : 1;
   if (static_cast<int>(r.result.token_ids.size()) >= r.params.max_tokens ||
-      engine_->Length(r.seq) + 1 > engine_->options().max_seq_tokens) {
+      engine_->Length(r.seq) + room > engine_->options().max_seq_tokens) {
     Finish(r, FinishReason::kLength);
   }
 }
@@ -123,12 +170,14 @@ absl::StatusOr<int> Generator::Step() {
   for (int id : live_) {
     Request& r = *requests_[id];
     if (!r.admitted && admitted < engine_->options().max_seqs) {
-      // Reuses the longest cached prefix of the prompt: those tokens need no prefill.
-      ARBOR_ASSIGN_OR_RETURN(kvcache::KvTree::Created created,
-                             engine_->AddSequence(r.result.prompt_ids));
-      r.seq = created.seq;
-      r.fed = created.reused_tokens;
-      stats_.reused_tokens += created.reused_tokens;
+      if (r.seq == 0) {
+        // Reuses the longest cached prefix of the prompt: those tokens need no prefill.
+        ARBOR_ASSIGN_OR_RETURN(kvcache::KvTree::Created created,
+                               engine_->AddSequence(r.result.prompt_ids));
+        r.seq = created.seq;
+        r.fed = created.reused_tokens;
+        stats_.reused_tokens += created.reused_tokens;
+      }
       r.admitted = true;
       ++admitted;
     }
@@ -141,11 +190,13 @@ absl::StatusOr<int> Generator::Step() {
   int prefill = 0, decode = 0;
   for (int id : live_) {
     Request& r = *requests_[id];
-    if (!r.admitted || r.fed < static_cast<int>(r.result.prompt_ids.size()) || budget == 0) {
+    if (!r.admitted || r.fed < static_cast<int>(r.result.prompt_ids.size()) || budget == 0 ||
+        (r.result.finish != FinishReason::kNone && !r.tail_kv)) {
       continue;
     }
     decode_token_[inputs_.size()] = r.result.token_ids.back();
-    inputs_.push_back({r.seq, std::span<const int>(&decode_token_[inputs_.size()], 1), true});
+    inputs_.push_back(
+        {r.seq, std::span<const int>(&decode_token_[inputs_.size()], 1), !r.tail_kv});
     input_req_.push_back(&r);
     --budget;
     ++decode;
@@ -156,8 +207,8 @@ absl::StatusOr<int> Generator::Step() {
     if (!r.admitted || left == 0 || budget == 0) continue;
     int n = std::min(left, budget);
     if (prefill_chunk_ > 0) n = std::min(n, prefill_chunk_);
-    inputs_.push_back(
-        {r.seq, std::span<const int>(r.result.prompt_ids.data() + r.fed, n), n == left});
+    inputs_.push_back({r.seq, std::span<const int>(r.result.prompt_ids.data() + r.fed, n),
+                       n == left && r.params.max_tokens > 0});
     input_req_.push_back(&r);
     budget -= n;
     prefill += n;
@@ -168,8 +219,18 @@ absl::StatusOr<int> Generator::Step() {
   ARBOR_RETURN_IF_ERROR(engine_->Step(inputs_));
   for (size_t i = 0; i < inputs_.size(); ++i) {
     Request& r = *input_req_[i];
-    if (r.fed < static_cast<int>(r.result.prompt_ids.size())) {
+    const int prompt = static_cast<int>(r.result.prompt_ids.size());
+    if (r.tail_kv) {
+      r.tail_kv = false;
+      ReleaseSequence(r);
+      continue;
+    }
+    if (r.fed < prompt) {
       r.fed += static_cast<int>(inputs_[i].tokens.size());
+      if (r.fed == prompt && r.params.max_tokens == 0) {
+        Finish(r, FinishReason::kLength);
+        continue;
+      }
     }
     if (const float* logits = engine_->logits(static_cast<int>(i))) Advance(r, logits);
   }
@@ -180,7 +241,7 @@ absl::StatusOr<int> Generator::Step() {
 
   live_.erase(std::remove_if(
                   live_.begin(), live_.end(),
-                  [this](int id) { return requests_[id]->result.finish != FinishReason::kNone; }),
+                  [this](int id) { return done(*requests_[id]); }),
               live_.end());
   return static_cast<int>(live_.size());
 }
@@ -193,8 +254,16 @@ absl::Status Generator::RunToCompletion() {
   return absl::OkStatus();
 }
 
-bool Generator::finished(int id) const {
-  return requests_.at(id)->result.finish != FinishReason::kNone;
+bool Generator::finished(int id) const { return done(*requests_.at(id)); }
+
+SeqId Generator::sequence(int id) const { return requests_.at(id)->seq; }
+
+size_t Generator::stable_text_bytes(int id) const {
+  const Request& r = *requests_.at(id);
+  const size_t n = r.result.text.size();
+  if (r.result.finish != FinishReason::kNone || r.max_stop == 0) return n;
+  // A stop string found later starts after text[n - (max_stop - 1)] at the earliest.
+  return n >= r.max_stop - 1 ? n - (r.max_stop - 1) : 0;
 }
 
 const GenerationResult& Generator::result(int id) const { return requests_.at(id)->result; }

@@ -135,6 +135,83 @@ TEST_F(GeneratorTest, SeededSamplingIsReproducible) {
   EXPECT_NE(GenerateOne(*m_, "4 9 10 13", p).token_ids, a.token_ids);
 }
 
+TEST_F(GeneratorTest, MaxTokensZeroOnlyFeedsThePrompt) {
+  Generator gen(m_->engine.get(), m_->tokenizer.get());
+  GenerationParams p;
+  p.max_tokens = 0;
+  const std::vector<int> prompt = m_->tokenizer->Encode("4 9 10 13");
+  const SeqId seq = m_->engine->AddSequence();
+  auto id = gen.Submit(prompt, p, {.sequence = seq, .keep_sequence = true});
+  ASSERT_TRUE(id.ok()) << id.status();
+  ASSERT_TRUE(gen.RunToCompletion().ok());
+  EXPECT_TRUE(gen.result(*id).token_ids.empty());
+  EXPECT_EQ(gen.result(*id).finish, FinishReason::kLength);
+  EXPECT_EQ(m_->engine->Length(seq), static_cast<int>(prompt.size()));
+}
+
+// complete_kv + keep_sequence + an attached sequence is how the router drives a generation: the
+// kept sequence ends up holding KV for prompt + every generated token, and continuing from it
+// gives the same tokens as one longer generation.
+TEST_F(GeneratorTest, AttachedSequenceWithCompleteKvContinuesExactly) {
+  GenerationParams p;
+  p.max_tokens = 12;
+  p.ignore_eos = true;
+  const std::vector<int> prompt = m_->tokenizer->Encode("4 9 10 13");
+  const GenerationResult whole = GenerateOne(*m_, "4 9 10 13", p);
+
+  Generator gen(m_->engine.get(), m_->tokenizer.get());
+  const SeqId seq = m_->engine->AddSequence();
+  GenerationParams first = p;
+  first.max_tokens = 5;
+  auto a = gen.Submit(prompt, first, {.sequence = seq, .keep_sequence = true, .complete_kv = true});
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(gen.RunToCompletion().ok());
+  ASSERT_TRUE(gen.finished(*a));
+  const std::vector<int> got_a = gen.result(*a).token_ids;
+  ASSERT_EQ(got_a.size(), 5u);
+  EXPECT_EQ(m_->engine->Length(seq), static_cast<int>(prompt.size() + 5));
+
+  // Continue from prompt + 5 tokens in a new request.
+  std::vector<int> context = prompt;
+  context.insert(context.end(), got_a.begin(), got_a.end());
+  ASSERT_TRUE(m_->engine->Release(seq).ok());
+  GenerationParams rest = p;
+  rest.max_tokens = 7;
+  auto b = gen.Submit(context, rest);  // reuses the released sequence's cached blocks
+  ASSERT_TRUE(b.ok());
+  ASSERT_TRUE(gen.RunToCompletion().ok());
+  std::vector<int> joined = got_a;
+  joined.insert(joined.end(), gen.result(*b).token_ids.begin(), gen.result(*b).token_ids.end());
+  EXPECT_EQ(joined, whole.token_ids);
+  gen.Erase(*a);
+  gen.Erase(*b);
+  EXPECT_EQ(m_->engine->kv_tree().stats().live_sequences, 0);
+}
+
+TEST_F(GeneratorTest, CancelReleasesTheSequenceAndStableTextNeverShrinks) {
+  Generator gen(m_->engine.get(), m_->tokenizer.get());
+  GenerationParams p;
+  p.max_tokens = 30;
+  p.ignore_eos = true;
+  p.stop = {"zzzzzz"};  // never generated: the last 5 bytes are held back while running
+  auto id = gen.Submit(m_->tokenizer->Encode("4 9 10 13"), p);
+  ASSERT_TRUE(id.ok());
+  size_t stable = 0;
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(gen.Step().ok());
+    const size_t now = gen.stable_text_bytes(*id);
+    EXPECT_GE(now, stable);
+    EXPECT_LE(now + 5, std::max<size_t>(gen.result(*id).text.size(), 5));
+    stable = now;
+  }
+  EXPECT_EQ(gen.live(), 1);
+  gen.Cancel(*id);
+  EXPECT_TRUE(gen.finished(*id));
+  EXPECT_EQ(gen.live(), 0);
+  EXPECT_EQ(m_->engine->kv_tree().stats().live_sequences, 0);
+  gen.Erase(*id);
+}
+
 TEST_F(GeneratorTest, SubmitRejectsBadRequests) {
   Generator gen(m_->engine.get(), m_->tokenizer.get());
   GenerationParams p;
@@ -142,8 +219,16 @@ TEST_F(GeneratorTest, SubmitRejectsBadRequests) {
   EXPECT_NE(gen.Submit({1, 5000}, p).status().message().find("5000"), absl::string_view::npos);
   EXPECT_NE(gen.Submit(std::vector<int>(256, 5), p).status().message().find("max_seq_tokens"),
             absl::string_view::npos);
-  p.max_tokens = 0;
+  p.max_tokens = -1;
   EXPECT_NE(gen.Submit({1}, p).status().message().find("max_tokens"), absl::string_view::npos);
+  p.max_tokens = 4;
+  EXPECT_NE(gen.Submit({1, 2}, p, {.held = 1}).status().message().find("held needs a sequence"),
+            absl::string_view::npos);
+  const SeqId seq = m_->engine->AddSequence();
+  EXPECT_NE(gen.Submit({1, 2}, p, {.sequence = seq, .held = 1}).status().message().find("holds 0"),
+            absl::string_view::npos);
+  EXPECT_NE(gen.Submit({1, 2}, p, {.sequence = seq, .held = 2}).status().message().find("held 2"),
+            absl::string_view::npos);
   p.max_tokens = 4;
   p.stop = {""};
   EXPECT_NE(gen.Submit({1}, p).status().message().find("stop string"), absl::string_view::npos);

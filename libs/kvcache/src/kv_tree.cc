@@ -427,6 +427,27 @@ absl::StatusOr<std::vector<float>> KvTree::ReadKv(SeqId seq) const {
   return kv;
 }
 
+absl::Status KvTree::ReadKv(SeqId seq, int first, int count, float* out) const {
+  absl::MutexLock lock(&mu_);
+  const Segment* s = Leaf(seq);
+  if (s == nullptr) return UnknownSeq(seq);
+  const int length = s->start + s->length();
+  if (first < 0 || count < 0 || first + count > length) {
+    return absl::OutOfRangeError(absl::StrCat("sequence ", seq, " holds ", length,
+                                              " tokens; asked for [", first, ", ", first + count,
+                                              ")"));
+  }
+  const size_t row =
+      static_cast<size_t>(layout_.num_layers) * 2 * layout_.num_kv_heads * layout_.head_dim;
+  const int end = first + count;
+  for (int len = s->length(); s != nullptr && s->start + len > first;
+       len = s->parent_len, s = s->parent) {
+    const int lo = std::max(first, s->start), hi = std::min(end, s->start + len);
+    for (int p = lo; p < hi; ++p) CopyTokenKv(*s, p - s->start, out + (p - first) * row);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status KvTree::ReadSegment(SegmentId segment, int first, int count, float* out) const {
   absl::MutexLock lock(&mu_);
   auto it = by_id_.find(segment);

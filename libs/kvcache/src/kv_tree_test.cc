@@ -43,6 +43,13 @@ void ExpectMatches(const KvTree& tree, const std::map<SeqId, Naive>& naive,
     ASSERT_EQ(tree.Length(seq), static_cast<int>(n.tokens.size())) << ctx;
     ASSERT_EQ(*tree.Tokens(seq), n.tokens) << ctx << " seq " << seq;
     ASSERT_EQ(*tree.ReadKv(seq), n.kv) << ctx << " seq " << seq;
+    // A range across segment boundaries.
+    const int len = static_cast<int>(n.tokens.size()), first = len / 3, count = len / 2;
+    std::vector<float> part(static_cast<size_t>(count) * kRow);
+    ASSERT_TRUE(tree.ReadKv(seq, first, count, part.data()).ok());
+    ASSERT_TRUE(std::equal(part.begin(), part.end(), n.kv.begin() + first * kRow)) << ctx;
+    ASSERT_EQ(tree.ReadKv(seq, first, len - first + 1, part.data()).code(),
+              absl::StatusCode::kOutOfRange);
   }
   ASSERT_EQ(tree.stats().live_sequences, static_cast<int>(naive.size())) << ctx;
 }

@@ -71,6 +71,11 @@ class Engine {
   // Drops a sequence; KV that no other sequence shares is freed or kept as a cached prefix.
   // NOT_FOUND if unknown.
   absl::Status Release(SeqId seq) { return kv_->Release(seq); }
+  // Appends tokens whose KV was computed elsewhere (a kv-store's segments): `kv` is
+  // [n, layers, 2, kv_heads, head_dim] f32. All or nothing; errors as KvTree::Append.
+  absl::Status Append(SeqId seq, absl::Span<const int> tokens, const void* kv) {
+    return kv_->Append(seq, tokens, kv);
+  }
   // Tokens in the sequence's KV, -1 if unknown.
   int Length(SeqId seq) const { return kv_->Length(seq); }
 

@@ -23,7 +23,7 @@ const char* FinishReasonName(FinishReason r);
 
 struct GenerationParams {
   SamplingParams sampling;
-  int max_tokens = 64;            // in [1, 1 << 20]
+  int max_tokens = 64;            // in [0, 1 << 20]; 0 = only feed the prompt
   std::vector<std::string> stop;  // stop strings (need a tokenizer); up to 16, each 1..256 bytes
   bool ignore_eos = false;
 
@@ -46,6 +46,20 @@ struct GeneratorStats {
   double decode_seconds = 0;   // steps that fed only decode tokens
 };
 
+// How a request's sequence is made and what happens to it at the end.
+struct SubmitOptions {
+  // An existing engine sequence that already holds the KV of prompt_ids[0:held]; 0 makes a new
+  // one at admission (reusing a cached prefix). The generator feeds prompt_ids[held:].
+  SeqId sequence = 0;
+  int held = 0;
+  // Keep the sequence when the request finishes (the caller releases it); by default it is
+  // released, or kept as a cached prefix.
+  bool keep_sequence = false;
+  // Feed the last generated token once more before finishing, so that the sequence's KV covers
+  // every token of prompt + generation (what a KV store commits). Costs one token in one step.
+  bool complete_kv = false;
+};
+
 class Generator {
  public:
   // `engine` (and `tokenizer`, which may be null when no request uses stop strings or text)
@@ -55,7 +69,14 @@ class Generator {
 
   // Queues a request; returns its id. INVALID_ARGUMENT for an empty prompt, a prompt longer
   // than the engine's max_seq_tokens, bad params, or stop strings without a tokenizer.
-  absl::StatusOr<int> Submit(std::vector<int> prompt_ids, const GenerationParams& params);
+  absl::StatusOr<int> Submit(std::vector<int> prompt_ids, const GenerationParams& params,
+                             const SubmitOptions& options = {});
+
+  // Ends an unfinished request now (finish reason kNone stays), releasing its sequence unless
+  // it is kept. No-op for a finished one.
+  void Cancel(int id);
+  // Forgets a finished or cancelled request; its id is no longer valid.
+  void Erase(int id);
 
   // Runs one engine step over the live requests (admitting queued ones). Returns how many
   // requests are still unfinished. An engine error is returned and the step has no effect.
@@ -65,6 +86,12 @@ class Generator {
   absl::Status RunToCompletion();
 
   bool finished(int id) const;
+  // The engine sequence of an admitted request (0 before admission).
+  SeqId sequence(int id) const;
+  // Bytes of result(id).text that no later stop string can cut: safe to stream.
+  size_t stable_text_bytes(int id) const;
+  // Requests not yet finished.
+  int live() const { return static_cast<int>(live_.size()); }
   // The request's result so far (complete once finished). The id must come from Submit.
   const GenerationResult& result(int id) const;
 
@@ -73,13 +100,21 @@ class Generator {
  private:
   struct Request {
     GenerationParams params;
+    SubmitOptions options;
     GenerationResult result;
     std::mt19937_64 rng;
     std::unique_ptr<model::StreamDecoder> decoder;
     SeqId seq = 0;
     bool admitted = false;
-    int fed = 0;  // prompt tokens fed so far
+    int fed = 0;             // prompt tokens fed so far
+    bool tail_kv = false;    // finished; the last token still needs its KV (complete_kv)
+    bool cancelled = false;  // ended by Cancel
+    size_t max_stop = 0;     // longest stop string
   };
+  bool done(const Request& r) const {
+    return r.cancelled || (r.result.finish != FinishReason::kNone && !r.tail_kv);
+  }
+  void ReleaseSequence(Request& r);
   void Finish(Request& r, FinishReason reason);
   // Samples, appends and checks stop conditions after a step that produced logits for r.
   void Advance(Request& r, const float* logits);

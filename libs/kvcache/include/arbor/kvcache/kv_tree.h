@@ -130,6 +130,9 @@ class KvTree {
   absl::StatusOr<std::vector<int>> Tokens(SeqId seq) const;
   // The sequence's KV as [length, layers, 2, kv_heads, head_dim] (for tests and readers).
   absl::StatusOr<std::vector<float>> ReadKv(SeqId seq) const;
+  // Tokens [first, first + count) of the sequence's KV into `out` as
+  // [count, layers, 2, kv_heads, head_dim]. NOT_FOUND if unknown, OUT_OF_RANGE past its length.
+  absl::Status ReadKv(SeqId seq, int first, int count, float* out) const;
   // Tokens [first, first + count) of a segment's committed KV into `out` as
   // [count, layers, 2, kv_heads, head_dim]. NOT_FOUND for an unknown (or freed) segment,
   // OUT_OF_RANGE past its committed length. Committed tokens never change, so this is
