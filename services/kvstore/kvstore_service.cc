@@ -153,6 +153,8 @@ grpc::ServerUnaryReactor* KvStoreService::GetPath(grpc::CallbackServerContext* c
                                                   const v1::GetPathRequest* req,
                                                   v1::GetPathResponse* resp) {
   return Run(ctx, "GetPath", [this, req, resp]() -> absl::Status {
+    // Under the commit lock: path, tokens and version are one snapshot.
+    absl::MutexLock lock(&mu_);
     std::vector<kvcache::PathEntry> path;
     ARBOR_RETURN_IF_ERROR(tree_->Path(req->sequence_id(), &path));
     for (const kvcache::PathEntry& e : path) {
@@ -167,7 +169,6 @@ grpc::ServerUnaryReactor* KvStoreService::GetPath(grpc::CallbackServerContext* c
       ARBOR_ASSIGN_OR_RETURN(std::vector<int> tokens, tree_->Tokens(req->sequence_id()));
       resp->mutable_token_ids()->Add(tokens.begin(), tokens.end());
     }
-    absl::MutexLock lock(&mu_);
     auto it = versions_.find(req->sequence_id());
     resp->set_version(it == versions_.end() ? 0 : it->second);
     return absl::OkStatus();
@@ -186,6 +187,19 @@ class KvStoreService::SegmentReader : public grpc::ServerWriteReactor<v1::Segmen
                                                    " ranges, allowed [1, ",
                                                    service->limits_.max_read_ranges, "]")));
       return;
+    }
+    for (int i = 0; i < req->segments_size(); ++i) {
+      const auto& r = req->segments(i);
+      if (r.first() < 0) {
+        Done(absl::InvalidArgumentError(
+            absl::StrCat("segments[", i, "].first ", r.first(), " is negative")));
+        return;
+      }
+      if (r.length() < 1) {
+        Done(absl::InvalidArgumentError(
+            absl::StrCat("segments[", i, "].length ", r.length(), " is not positive")));
+        return;
+      }
     }
     Next();
   }
@@ -214,7 +228,7 @@ class KvStoreService::SegmentReader : public grpc::ServerWriteReactor<v1::Segmen
     const kvcache::KvLayout& l = service_->tree_->layout();
     chunk_.Clear();
     chunk_.set_segment_id(r.segment_id());
-    chunk_.set_first_token(offset_);
+    chunk_.set_first_token(r.first() + offset_);
     v1::Tensor* kv = chunk_.mutable_kv();
     kv->set_dtype(v1::DTYPE_F32);
     for (int64_t d : {static_cast<int64_t>(count), static_cast<int64_t>(l.num_layers), int64_t{2},
@@ -223,7 +237,7 @@ class KvStoreService::SegmentReader : public grpc::ServerWriteReactor<v1::Segmen
     }
     std::string* data = kv->mutable_data();
     data->resize(count * row_floats_ * sizeof(float));
-    const absl::Status st = service_->tree_->ReadSegment(r.segment_id(), offset_, count,
+    const absl::Status st = service_->tree_->ReadSegment(r.segment_id(), r.first() + offset_, count,
                                                          reinterpret_cast<float*>(data->data()));
     if (!st.ok()) {
       Done(absl::Status(st.code(), absl::StrCat("segments[", range_, "]: ", st.message())));

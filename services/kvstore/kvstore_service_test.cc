@@ -117,6 +117,30 @@ TEST_F(KvStoreServiceTest, CommitForkReadAndRelease) {
   std::vector<float> want(7 * kRow);
   for (size_t i = 0; i < want.size(); ++i) want[i] = static_cast<float>(i);
   for (uint64_t k : kids.sequence_ids()) EXPECT_EQ(ReadAll(k), want);
+  {  // A range starting inside a segment: tokens [2, 6) of the frozen parent.
+    v1::GetPathRequest preq;
+    preq.set_sequence_id(kids.sequence_ids(1));
+    v1::GetPathResponse path;
+    ASSERT_TRUE(Call(&v1::KvStore::Stub::GetPath, preq, &path).ok());
+    v1::ReadSegmentsRequest req;
+    auto* r = req.add_segments();
+    r->set_segment_id(path.segments(0).segment_id());
+    r->set_first(2);
+    r->set_length(4);
+    grpc::ClientContext ctx;
+    auto reader = stub_->ReadSegments(&ctx, req);
+    std::vector<float> got;
+    v1::SegmentChunk chunk;
+    int next_first = 2;
+    while (reader->Read(&chunk)) {
+      EXPECT_EQ(chunk.first_token(), next_first);
+      next_first += static_cast<int>(chunk.kv().shape(0));
+      const float* f = reinterpret_cast<const float*>(chunk.kv().data().data());
+      got.insert(got.end(), f, f + chunk.kv().data().size() / 4);
+    }
+    ASSERT_TRUE(reader->Finish().ok());
+    EXPECT_EQ(got, std::vector<float>(want.begin() + 2 * kRow, want.begin() + 6 * kRow));
+  }
   EXPECT_EQ(tree_->stats().kv_bytes_copied, 7 * kRow * 4);  // the one commit
 
   // A child extends on its own; its path is the frozen parent plus its leaf.
@@ -207,6 +231,17 @@ TEST_F(KvStoreServiceTest, BadInputNamesTheFieldAndTheServiceKeepsServing) {
   const grpc::Status rs = reader->Finish();
   EXPECT_EQ(rs.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_NE(rs.error_message().find("segments[0]"), std::string::npos);
+  for (auto [first, length, needle] : {std::tuple{-1, 1, "segments[0].first -1"},
+                                       std::tuple{0, 0, "segments[0].length 0"}}) {
+    r.mutable_segments(0)->set_first(first);
+    r.mutable_segments(0)->set_length(length);
+    grpc::ClientContext bad_ctx;
+    auto bad = stub_->ReadSegments(&bad_ctx, r);
+    EXPECT_FALSE(bad->Read(&chunk));
+    const grpc::Status bs = bad->Finish();
+    EXPECT_EQ(bs.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(bs.error_message().find(needle), std::string::npos) << bs.error_message();
+  }
 
   // Nothing was stored by the failures, and the service still works.
   EXPECT_EQ(tree_->Length(seq), 0);
