@@ -25,6 +25,8 @@ ABSL_FLAG(bool, prefix_cache, true, "reuse cached prompt prefixes");
 ABSL_FLAG(std::string, redis_url, "",
           "state store: redis://host:port[/db]; empty keeps state in memory");
 ABSL_FLAG(int, threads, 4, "handler threads");
+ABSL_FLAG(int, max_message_mb, 256,
+          "largest gRPC message received or sent, MiB (a Commit carries all its tokens' KV)");
 ABSL_FLAG(int, shutdown_grace_ms, 0, "NOT_SERVING time before draining on SIGTERM");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error or off");
 
@@ -74,6 +76,7 @@ int main(int argc, char** argv) {
   auto host = arbor::rpc::ServerHost::Start(
       {.address = absl::GetFlag(FLAGS_address),
        .metrics_address = absl::GetFlag(FLAGS_metrics_address),
+       .max_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20,
        .shutdown_grace = absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms))},
       {&service}, registry);
   if (!host.ok()) {

@@ -2,10 +2,16 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
+
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/blocking_counter.h"
+#include "arbor/common/mapped_file.h"
+#include "arbor/common/status_macros.h"
+#include "arbor/model/expert_spec.h"
 #include "arbor/rpc/status.h"
+#include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 
 namespace arbor::router {
@@ -44,14 +50,58 @@ RemoteExpertBackend::RemoteExpertBackend(const model::ModelConfig& config,
 
 RemoteExpertBackend::~RemoteExpertBackend() = default;
 
+absl::StatusOr<std::vector<WorkerPlacement>> LoadPlacementFile(const std::string& path,
+                                                               int layers, int experts) {
+  ARBOR_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON"));
+  if (!j.is_object() || !j.contains("workers") || !j["workers"].is_array() ||
+      j["workers"].empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": \"workers\" must be a non-empty array"));
+  }
+  std::vector<WorkerPlacement> out;
+  for (size_t i = 0; i < j["workers"].size(); ++i) {
+    const nlohmann::json& w = j["workers"][i];
+    const std::string where = absl::StrCat(path, ": workers[", i, "]");
+    if (!w.is_object() || !w.contains("address") || !w["address"].is_string() ||
+        w["address"].get<std::string>().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ".address must be a host:port string"));
+    }
+    WorkerPlacement p{.address = w["address"].get<std::string>()};
+    if (w.contains("experts")) {
+      if (!w["experts"].is_string()) {
+        return absl::InvalidArgumentError(absl::StrCat(where, ".experts must be a string"));
+      }
+      auto keys = model::ParseExpertSpec(w["experts"].get<std::string>(), layers, experts);
+      if (!keys.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ".experts: ", keys.status().message()));
+      }
+      p.experts = std::move(*keys);
+    }
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
 absl::StatusOr<std::unique_ptr<RemoteExpertBackend>> RemoteExpertBackend::Create(
     const std::vector<std::string>& worker_addresses, const model::ModelConfig& config,
     const RemoteExpertOptions& options) {
-  if (worker_addresses.empty()) return absl::InvalidArgumentError("no expert workers given");
+  std::vector<WorkerPlacement> placement;
+  for (const std::string& a : worker_addresses) placement.push_back({.address = a});
+  return Create(placement, config, options);
+}
+
+absl::StatusOr<std::unique_ptr<RemoteExpertBackend>> RemoteExpertBackend::Create(
+    const std::vector<WorkerPlacement>& placement, const model::ModelConfig& config,
+    const RemoteExpertOptions& options) {
+  if (placement.empty()) return absl::InvalidArgumentError("no expert workers given");
   std::unique_ptr<RemoteExpertBackend> b(new RemoteExpertBackend(config, options));
   b->replicas_.assign(config.num_hidden_layers,
                       std::vector<std::vector<int>>(config.num_local_experts));
-  for (const std::string& address : worker_addresses) {
+  for (const WorkerPlacement& wp : placement) {
+    const std::string& address = wp.address;
     auto w = std::make_unique<Worker>();
     w->address = address;
     w->stub =
@@ -74,9 +124,28 @@ absl::StatusOr<std::unique_ptr<RemoteExpertBackend>> RemoteExpertBackend::Create
           config.hidden_size, ", ", config.num_hidden_layers, ", ", config.num_local_experts));
     }
     const int index = static_cast<int>(b->workers_.size());
+    std::vector<model::ExpertKey> hosted;
     for (const v1::ExpertKey& k : d.experts()) {
-      b->replicas_[k.layer()][k.expert()].push_back(index);
+      if (k.layer() < 0 || k.layer() >= config.num_hidden_layers || k.expert() < 0 ||
+          k.expert() >= config.num_local_experts) {
+        return absl::FailedPreconditionError(absl::StrCat("expert worker ", address,
+                                                          " describes (layer ", k.layer(),
+                                                          ", expert ", k.expert(),
+                                                          "), outside the model"));
+      }
+      hosted.push_back({k.layer(), k.expert()});
     }
+    if (wp.experts) {
+      for (const model::ExpertKey& k : *wp.experts) {
+        if (std::find(hosted.begin(), hosted.end(), k) == hosted.end()) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("placement gives expert worker ", address, " (layer ", k.layer,
+                           ", expert ", k.expert, "), which it does not host"));
+        }
+      }
+      hosted = *wp.experts;
+    }
+    for (const model::ExpertKey& k : hosted) b->replicas_[k.layer][k.expert].push_back(index);
     b->workers_.push_back(std::move(w));
   }
   for (int l = 0; l < config.num_hidden_layers; ++l) {

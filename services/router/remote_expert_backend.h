@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,12 +34,30 @@ struct RemoteExpertCounters {
   std::vector<int64_t> rows_per_worker;
 };
 
+// One expert worker of the placement: its address and, optionally, the pairs the router should
+// send it (they must be among those it hosts); without them, everything it Describes.
+struct WorkerPlacement {
+  std::string address;
+  std::optional<std::vector<model::ExpertKey>> experts;
+};
+
+// Reads a placement file:
+//   {"workers": [{"address": "host:port", "experts": "0:0-3,1:*"}, {"address": ...}, ...]}
+// ("experts" optional, in the --experts syntax). INVALID_ARGUMENT naming the file and field.
+absl::StatusOr<std::vector<WorkerPlacement>> LoadPlacementFile(const std::string& path,
+                                                               int layers, int experts);
+
 class RemoteExpertBackend : public engine::ExpertBackend {
  public:
   // FAILED_PRECONDITION naming the first (layer, expert) no worker hosts, or a worker whose
   // model shape disagrees with `config`; UNAVAILABLE naming a worker that does not answer.
   static absl::StatusOr<std::unique_ptr<RemoteExpertBackend>> Create(
       const std::vector<std::string>& worker_addresses, const model::ModelConfig& config,
+      const RemoteExpertOptions& options = {});
+  // The same with an explicit placement; also FAILED_PRECONDITION naming a worker that does not
+  // host a pair the placement gives it.
+  static absl::StatusOr<std::unique_ptr<RemoteExpertBackend>> Create(
+      const std::vector<WorkerPlacement>& placement, const model::ModelConfig& config,
       const RemoteExpertOptions& options = {});
   ~RemoteExpertBackend() override;
 

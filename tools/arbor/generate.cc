@@ -1,5 +1,6 @@
 #include "generate.h"
 
+#include <chrono>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -9,6 +10,9 @@
 #include "absl/strings/str_format.h"
 #include "arbor/engine/generator.h"
 #include "arbor/engine/local_model.h"
+#include "arbor/v1/kvstore.grpc.pb.h"
+#include "arbor/v1/router.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
 
 ABSL_FLAG(std::string, model, "models/test-moe", "model folder (Hugging Face Mixtral layout)");
 ABSL_FLAG(std::string, prompt, "", "prompt text");
@@ -21,10 +25,117 @@ ABSL_FLAG(std::vector<std::string>, stop, {}, "comma-separated stop strings");
 ABSL_FLAG(bool, ignore_eos, false, "keep generating past the end-of-sequence token");
 ABSL_FLAG(int, threads, 0, "OpenBLAS threads; 0 = OpenBLAS default");
 ABSL_FLAG(bool, logprobs, false, "print each generated token with its log-probability");
+ABSL_FLAG(std::string, router, "",
+          "generate through a running mesh: the router's address (e.g. 127.0.0.1:50071); "
+          "empty runs the model in this process");
+ABSL_FLAG(std::string, kvstore, "127.0.0.1:50051", "with --router: the kv-store's address");
+ABSL_FLAG(int, timeout_s, 300, "with --router: deadline of the whole generation");
+ABSL_FLAG(bool, keep_sequence, false,
+          "with --router: keep the kv-store sequence (its id is printed) instead of releasing it");
 
 namespace arbor::cli {
+namespace {
+
+// The same generation through a running mesh: a new kv-store sequence, one Extend on the router
+// with the prompt as text, tokens printed as they stream in.
+int GenerateRemote() {
+  const auto deadline =
+      std::chrono::system_clock::now() + std::chrono::seconds(absl::GetFlag(FLAGS_timeout_s));
+  auto kvstore = v1::KvStore::NewStub(
+      grpc::CreateChannel(absl::GetFlag(FLAGS_kvstore), grpc::InsecureChannelCredentials()));
+  auto router = v1::Router::NewStub(
+      grpc::CreateChannel(absl::GetFlag(FLAGS_router), grpc::InsecureChannelCredentials()));
+  v1::CreateSequenceResponse created;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(deadline);
+    const grpc::Status st = kvstore->CreateSequence(&ctx, {}, &created);
+    if (!st.ok()) {
+      std::fprintf(stderr, "arbor generate: kv-store %s: %s\n",
+                   absl::GetFlag(FLAGS_kvstore).c_str(), st.error_message().c_str());
+      return 1;
+    }
+  }
+  v1::ExtendRequest req;
+  req.set_sequence_id(created.sequence_id());
+  const std::string prompt = absl::GetFlag(FLAGS_prompt);
+  req.set_text(prompt);
+  req.set_add_bos(true);
+  v1::GenerationParams* p = req.mutable_params();
+  p->set_max_tokens(absl::GetFlag(FLAGS_max_tokens));
+  p->set_temperature(absl::GetFlag(FLAGS_temperature));
+  p->set_top_k(absl::GetFlag(FLAGS_top_k));
+  p->set_top_p(absl::GetFlag(FLAGS_top_p));
+  p->set_seed(absl::GetFlag(FLAGS_seed));
+  for (const std::string& s : absl::GetFlag(FLAGS_stop)) p->add_stop(s);
+  p->set_ignore_eos(absl::GetFlag(FLAGS_ignore_eos));
+
+  const auto t0 = std::chrono::steady_clock::now();
+  double first_token_s = -1;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(deadline);
+  auto stream = router->Extend(&ctx, req);
+  std::printf("%s", prompt.c_str());
+  std::fflush(stdout);
+  std::vector<v1::GeneratedToken> tokens;
+  v1::ExtendResult result;
+  v1::ExtendEvent event;
+  while (stream->Read(&event)) {
+    if (event.has_token()) {
+      if (first_token_s < 0) {
+        first_token_s =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      }
+      std::printf("%s", event.token().text().c_str());
+      std::fflush(stdout);
+      tokens.push_back(event.token());
+    } else if (event.has_result()) {
+      result = event.result();
+    }
+  }
+  const grpc::Status st = stream->Finish();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("\n");
+  if (!absl::GetFlag(FLAGS_keep_sequence)) {
+    v1::ReleaseRequest rel;
+    rel.add_sequence_ids(created.sequence_id());
+    v1::ReleaseResponse released;
+    grpc::ClientContext rctx;
+    rctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    kvstore->Release(&rctx, rel, &released).ok();  // best effort; the error is not the user's
+  }
+  if (!st.ok()) {
+    std::fprintf(stderr, "arbor generate: router %s: %s: %s\n",
+                 absl::GetFlag(FLAGS_router).c_str(),
+                 absl::StatusCodeToString(static_cast<absl::StatusCode>(st.error_code())).c_str(),
+                 st.error_message().c_str());
+    return 1;
+  }
+  if (absl::GetFlag(FLAGS_logprobs)) {
+    for (const v1::GeneratedToken& t : tokens) {
+      std::printf("  token %6d  %-16s  logprob %.4f\n", t.id(),
+                  absl::StrFormat("\"%s\"", absl::CHexEscape(t.text())).c_str(), t.logprob());
+    }
+  }
+  std::printf("---\nfinish: %s\nsequence: %llu version %llu%s\n",
+              v1::FinishReason_Name(result.finish_reason()).c_str(),
+              static_cast<unsigned long long>(created.sequence_id()),
+              static_cast<unsigned long long>(result.version()),
+              absl::GetFlag(FLAGS_keep_sequence) ? " (kept)" : " (released)");
+  std::printf("tokens: %d input (%d prefilled, %d reused), %d generated\n", result.input_tokens(),
+              result.prefilled_tokens(), result.reused_tokens(), result.generated_tokens());
+  std::printf("time: %.4f s, first token after %.4f s (%.1f tokens/s after it)\n", secs,
+              first_token_s,
+              result.generated_tokens() > 1 && secs > first_token_s
+                  ? (result.generated_tokens() - 1) / (secs - first_token_s)
+                  : 0.0);
+  return 0;
+}
+
+}  // namespace
 
 int Generate() {
+  if (!absl::GetFlag(FLAGS_router).empty()) return GenerateRemote();
   engine::EngineOptions opts;
   opts.num_threads = absl::GetFlag(FLAGS_threads);
   opts.max_seqs = 1;

@@ -1,5 +1,7 @@
 // `arbor`: the command-line entry point. Subcommands:
 //   arbor generate --model DIR --prompt "..."   generate text with the CPU engine
+//   arbor generate --router ADDR --prompt "..."  generate through a running mesh
+//   arbor up [--workers N] [--replicas R]        run the mesh on loopback until Ctrl-C
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -8,13 +10,15 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "generate.h"
+#include "up.h"
 
 namespace {
 
 constexpr char kUsage[] =
     "usage: arbor <command> [flags]\n"
     "commands:\n"
-    "  generate   generate text from a prompt with the CPU engine (--model, --prompt, ...)\n"
+    "  generate   generate text from a prompt, in process or through a mesh (--router)\n"
+    "  up         start kv-store, expert workers and router on loopback until Ctrl-C\n"
     "run `arbor <command> --help` for a command's flags";
 
 }  // namespace
@@ -31,6 +35,7 @@ int main(int argc, char** argv) {
   for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
   absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   if (command == "generate") return arbor::cli::Generate();
+  if (command == "up") return arbor::cli::Up();
   std::fprintf(stderr, "arbor: unknown command \"%s\"\n%s\n", command.c_str(), kUsage);
   return 2;
 }

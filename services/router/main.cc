@@ -1,0 +1,164 @@
+// arbor-router: tokenizer, attention, gates and the continuous-batching step loop; the MoE FFN
+// runs on expert workers and every sequence's KV lives in the kv-store. At start it asks every
+// worker to Describe itself and refuses to serve, naming the gap, if any (layer, expert) has no
+// host. SIGTERM/SIGINT: NOT_SERVING, grace, drain. Every flag can also be set from the
+// environment as ARBOR_<FLAG_NAME>.
+#include <cblas.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "arbor/common/logging.h"
+#include "arbor/model/checkpoint.h"
+#include "arbor/model/tokenizer.h"
+#include "arbor/rpc/flags_env.h"
+#include "arbor/rpc/server_host.h"
+#include "grpcpp/grpcpp.h"
+#include "remote_expert_backend.h"
+#include "router_service.h"
+#include "spdlog/spdlog.h"
+
+ABSL_FLAG(std::string, address, "127.0.0.1:50071", "gRPC listen address (host:port)");
+ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9111", "Prometheus /metrics listen address");
+ABSL_FLAG(std::string, model, "models/test-moe",
+          "model folder (Hugging Face Mixtral layout); only non-expert tensors are read");
+ABSL_FLAG(std::string, kvstore, "127.0.0.1:50051", "kv-store address (host:port)");
+ABSL_FLAG(std::vector<std::string>, workers, {},
+          "expert worker addresses, comma-separated; each serves what it Describes");
+ABSL_FLAG(std::string, placement, "",
+          "placement file instead of --workers: {\"workers\": [{\"address\": \"host:port\", "
+          "\"experts\": \"0:0-3,1:*\"}, ...]}");
+ABSL_FLAG(int, max_batch_tokens, 512, "tokens in one step, over all sequences");
+ABSL_FLAG(int, max_seqs, 64, "sequences generating in one step");
+ABSL_FLAG(int, max_seq_tokens, 32768, "longest sequence, in tokens");
+ABSL_FLAG(int, kv_cache_tokens, 65536, "the router's KV cache, in tokens");
+ABSL_FLAG(int, kv_block_tokens, 16, "tokens per KV block");
+ABSL_FLAG(int, prefill_chunk, 256, "input tokens one Extend feeds per step");
+ABSL_FLAG(int, max_new_tokens, 8192, "largest params.max_tokens");
+ABSL_FLAG(int, max_pending, 1024, "Extend calls in flight before RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, io_threads, 8, "threads for kv-store calls and tokenization");
+ABSL_FLAG(int, blas_threads, 0, "OpenBLAS threads; 0 keeps OpenBLAS's default");
+ABSL_FLAG(int, expert_timeout_ms, 10000, "deadline of every RunExperts call");
+ABSL_FLAG(int, describe_timeout_ms, 30000, "how long to wait for every worker at start");
+ABSL_FLAG(int, kvstore_timeout_ms, 30000, "deadline of every kv-store call");
+ABSL_FLAG(int, max_message_mb, 256, "largest gRPC message sent or received, MiB");
+ABSL_FLAG(int, shutdown_grace_ms, 0, "NOT_SERVING time before draining on SIGTERM");
+ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error or off");
+
+int main(int argc, char** argv) {
+  arbor::rpc::BlockShutdownSignals();
+  absl::SetProgramUsageMessage("arbor-router: attention, gating and batching over expert workers");
+  if (auto st = arbor::rpc::ApplyFlagEnvOverrides(); !st.ok()) {
+    std::fprintf(stderr, "arbor-router: %s\n", st.ToString().c_str());
+    return 2;
+  }
+  absl::ParseCommandLine(argc, argv);
+  if (auto st = arbor::InitLogging(absl::GetFlag(FLAGS_log_level)); !st.ok()) {
+    std::fprintf(stderr, "arbor-router: %s\n", st.ToString().c_str());
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_blas_threads) > 0) {
+    openblas_set_num_threads(absl::GetFlag(FLAGS_blas_threads));
+  }
+  const std::string dir = absl::GetFlag(FLAGS_model);
+  auto ckpt = arbor::model::Checkpoint::Open(dir);
+  if (!ckpt.ok()) {
+    spdlog::error("{}", ckpt.status().ToString());
+    return 1;
+  }
+  const arbor::model::ModelConfig& cfg = (*ckpt)->config();
+  auto weights =
+      arbor::model::ModelWeights::Load(**ckpt, {.experts = std::vector<arbor::model::ExpertKey>{}});
+  if (!weights.ok()) {
+    spdlog::error("{}", weights.status().ToString());
+    return 1;
+  }
+  auto tokenizer = arbor::model::Tokenizer::Load(dir, cfg.bos_token_id, cfg.eos_token_id);
+  if (!tokenizer.ok()) {
+    spdlog::error("{}", tokenizer.status().ToString());
+    return 1;
+  }
+
+  std::vector<arbor::router::WorkerPlacement> placement;
+  if (!absl::GetFlag(FLAGS_placement).empty()) {
+    if (!absl::GetFlag(FLAGS_workers).empty()) {
+      spdlog::error("give --workers or --placement, not both");
+      return 2;
+    }
+    auto loaded = arbor::router::LoadPlacementFile(absl::GetFlag(FLAGS_placement),
+                                                   cfg.num_hidden_layers, cfg.num_local_experts);
+    if (!loaded.ok()) {
+      spdlog::error("--placement: {}", loaded.status().ToString());
+      return 2;
+    }
+    placement = std::move(*loaded);
+  } else {
+    for (const std::string& a : absl::GetFlag(FLAGS_workers)) {
+      if (!a.empty()) placement.push_back({.address = a});
+    }
+  }
+  if (placement.empty()) {
+    spdlog::error("no expert workers: give --workers or --placement");
+    return 2;
+  }
+  auto experts = arbor::router::RemoteExpertBackend::Create(
+      placement, cfg,
+      {.call_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_expert_timeout_ms)),
+       .describe_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_describe_timeout_ms))});
+  if (!experts.ok()) {
+    spdlog::error("refusing to serve: {}", experts.status().ToString());
+    return 1;
+  }
+
+  const int max_message = absl::GetFlag(FLAGS_max_message_mb) << 20;
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(max_message);
+  args.SetMaxSendMessageSize(max_message);
+  auto kvstore = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_kvstore),
+                                           grpc::InsecureChannelCredentials(), args);
+
+  arbor::router::RouterOptions options;
+  options.engine.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  options.engine.max_seqs = absl::GetFlag(FLAGS_max_seqs);
+  options.engine.max_seq_tokens = absl::GetFlag(FLAGS_max_seq_tokens);
+  options.engine.kv_cache_tokens = absl::GetFlag(FLAGS_kv_cache_tokens);
+  options.engine.kv_block_tokens = absl::GetFlag(FLAGS_kv_block_tokens);
+  options.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
+  options.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  options.max_pending = absl::GetFlag(FLAGS_max_pending);
+  options.io_threads = absl::GetFlag(FLAGS_io_threads);
+  options.kvstore_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_kvstore_timeout_ms));
+  auto registry = std::make_shared<prometheus::Registry>();
+  auto service = arbor::router::RouterService::Create(weights->get(), tokenizer->get(),
+                                                      experts->get(), experts->get(), kvstore,
+                                                      options, *registry);
+  if (!service.ok()) {
+    spdlog::error("{}", service.status().ToString());
+    return 2;
+  }
+  auto host = arbor::rpc::ServerHost::Start(
+      {.address = absl::GetFlag(FLAGS_address),
+       .metrics_address = absl::GetFlag(FLAGS_metrics_address),
+       .max_message_bytes = max_message,
+       .shutdown_grace = absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms))},
+      {service->get()}, registry);
+  if (!host.ok()) {
+    spdlog::error("{}", host.status().ToString());
+    return 1;
+  }
+  std::vector<std::string> addresses;
+  for (const auto& p : placement) addresses.push_back(p.address);
+  spdlog::info("arbor-router ready address={} metrics_port={} kvstore={} workers={}",
+               (*host)->address(), (*host)->metrics_port(), absl::GetFlag(FLAGS_kvstore),
+               absl::StrJoin(addresses, ","));
+  const int sig = arbor::rpc::WaitForShutdownSignal();
+  spdlog::info("signal {}: shutting down", sig);
+  (*host)->Shutdown();
+  service->reset();
+  return 0;
+}

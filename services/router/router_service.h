@@ -1,0 +1,158 @@
+// The router service: Extend(seq, input, params) appends to a kv-store sequence, generates, and
+// streams the tokens; the new tokens and their KV are committed to the kv-store when it ends.
+//
+// One step-loop thread owns a local Engine (attention, gates, lm head; the MoE FFN goes to the
+// ExpertBackend, remote expert workers in production) and a Generator, so every live Extend of
+// every client shares each step (continuous batching). The engine's own KV tree is the router's
+// cache: a sequence's KV is keyed by its token prefix there, so the KV of a frozen kv-store
+// segment, once fetched, serves every later Extend below it. Per Extend:
+//   io pool:  tokenize; kv-store GetPath (tokens, segments, version)
+//   loop:     local sequence = longest cached prefix of (path tokens + input)
+//   io pool:  ReadSegments for the path tokens the cache lacks (from the segments that hold them)
+//   loop:     append that KV; the Generator prefills the input and decodes, tokens stream out
+//   loop:     at the end, copy out the new tokens' KV and release the local sequence
+//   io pool:  kv-store Commit(expected_version); the final ExtendResult carries the new version
+// A client that cancels (or whose deadline passes) before the commit starts gets CANCELLED and
+// nothing is committed; a commit against a sequence someone else extended meanwhile is ABORTED.
+// gRPC threads only validate and hand work over; blocking calls run on the io pool.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "arbor/common/thread_pool.h"
+#include "arbor/engine/engine.h"
+#include "arbor/engine/generator.h"
+#include "arbor/model/tokenizer.h"
+#include "arbor/rpc/rpc_metrics.h"
+#include "arbor/v1/kvstore.grpc.pb.h"
+#include "arbor/v1/router.grpc.pb.h"
+#include "grpcpp/channel.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+#include "remote_expert_backend.h"
+
+namespace arbor::router {
+
+struct RouterOptions {
+  engine::EngineOptions engine;  // the local engine: step size, KV cache, sequence length
+  int prefill_chunk = 256;       // input tokens one Extend feeds per step
+  int max_text_bytes = 65536;    // ExtendRequest.text, TokenizeRequest.text
+  int max_new_tokens = 8192;     // GenerationParams.max_tokens
+  int max_pending = 1024;        // Extend calls in flight; beyond: RESOURCE_EXHAUSTED
+  int io_threads = 8;            // kv-store calls and tokenization
+  std::chrono::milliseconds kvstore_timeout{30000};  // per kv-store call, capped by the client's
+};
+
+class RouterService final : public v1::Router::CallbackService {
+ public:
+  // `weights` (non-expert), `tokenizer` and `experts` must outlive the service; `remote` (may be
+  // null) is `experts` when it is remote, for its retry metrics. Starts the step loop.
+  // INVALID_ARGUMENT naming a bad option.
+  static absl::StatusOr<std::unique_ptr<RouterService>> Create(
+      const model::ModelWeights* weights, const model::Tokenizer* tokenizer,
+      engine::ExpertBackend* experts, const RemoteExpertBackend* remote,
+      std::shared_ptr<grpc::Channel> kvstore, const RouterOptions& options,
+      prometheus::Registry& registry);
+  // Ends every Extend still running with UNAVAILABLE, then stops the loop.
+  ~RouterService() override;
+
+  grpc::ServerWriteReactor<v1::ExtendEvent>* Extend(grpc::CallbackServerContext* ctx,
+                                                    const v1::ExtendRequest* req) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx,
+                                     const v1::TokenizeRequest* req,
+                                     v1::TokenizeResponse* resp) override;
+
+  struct Counters {
+    int64_t extends = 0;           // Extend calls finished OK
+    int64_t fetched_tokens = 0;    // KV tokens read from the kv-store
+    int64_t cached_tokens = 0;     // context tokens found in the local cache
+    int64_t prefilled_tokens = 0;  // tokens computed before generating
+    int64_t generated_tokens = 0;
+    int64_t steps = 0;
+  };
+  Counters counters() const;
+
+ private:
+  struct Job;
+  class ExtendStream;
+  RouterService(const model::ModelWeights* weights, const model::Tokenizer* tokenizer,
+                engine::ExpertBackend* experts, const RemoteExpertBackend* remote,
+                std::shared_ptr<grpc::Channel> kvstore, const RouterOptions& options,
+                prometheus::Registry& registry);
+
+  // Runs `fn` on the step-loop thread.
+  void Post(std::function<void()> fn);
+  void Loop();
+  void StepOnce();
+  // io pool stages.
+  void Prepare(std::shared_ptr<Job> job);
+  void Fetch(std::shared_ptr<Job> job);
+  void CommitAndFinish(std::shared_ptr<Job> job);
+  // Loop stages.
+  void Admit(std::shared_ptr<Job> job);
+  void StartGeneration(std::shared_ptr<Job> job);
+  void Emit(Job& job, bool finished);
+  void Complete(std::shared_ptr<Job> job);
+  // Ends a job that is not (or no longer) in the generator: releases its local sequence.
+  void Fail(const std::shared_ptr<Job>& job, const absl::Status& status);
+  void End(Job& job, const absl::Status& status);
+  absl::Status ValidateRequest(const v1::ExtendRequest& req) const;
+  // CANCELLED or, while shutting down, UNAVAILABLE.
+  absl::Status Interrupted(const Job& job) const;
+  std::chrono::system_clock::time_point Deadline(const Job& job) const;
+  void ExportMetrics();
+
+  const model::ModelWeights* weights_;
+  const model::Tokenizer* tokenizer_;
+  const RemoteExpertBackend* remote_;
+  RouterOptions options_;
+  std::unique_ptr<v1::KvStore::Stub> kvstore_;
+
+  // Counts every routed token per (layer, expert) before handing it to the real backend.
+  class CountingBackend;
+  std::unique_ptr<CountingBackend> counting_;
+  std::unique_ptr<engine::Engine> engine_;          // step loop only
+  std::unique_ptr<engine::Generator> generator_;    // step loop only
+  absl::flat_hash_map<int, std::shared_ptr<Job>> running_;  // generator id -> job; loop only
+
+  mutable absl::Mutex mu_;
+  std::deque<std::function<void()>> inbox_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  Counters counters_ ABSL_GUARDED_BY(mu_);
+  std::atomic<int> pending_{0};  // Extend calls accepted and not yet ended
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> next_job_{1};
+
+  rpc::RpcMetrics rpc_metrics_;
+  prometheus::Family<prometheus::Counter>& tokens_family_;
+  prometheus::Counter& prefill_tokens_;
+  prometheus::Counter& decode_tokens_;
+  prometheus::Counter& fetched_tokens_;
+  prometheus::Counter& cached_tokens_;
+  prometheus::Family<prometheus::Counter>& expert_tokens_family_;
+  std::vector<std::vector<prometheus::Counter*>> expert_tokens_;  // [layer][expert]
+  std::vector<std::vector<int64_t>> expert_tokens_seen_;          // exported so far
+  prometheus::Counter& expert_calls_;
+  prometheus::Counter& expert_retries_;
+  int64_t calls_seen_ = 0, retries_seen_ = 0;
+  prometheus::Gauge& kv_usage_;
+  prometheus::Gauge& live_sequences_;
+  prometheus::Histogram& step_seconds_;
+  prometheus::Histogram& step_tokens_;
+
+  ThreadPool io_;
+  std::thread loop_;  // last: started once everything above exists
+};
+
+}  // namespace arbor::router
