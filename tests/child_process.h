@@ -39,8 +39,6 @@ class ChildProcess {
 
   // Waits until the gRPC health service at `address` answers SERVING (bounded by `timeout`).
   absl::Status WaitServing(const std::string& address, std::chrono::seconds timeout) {
-    auto stub = grpc::health::v1::Health::NewStub(
-        grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < deadline) {
       int status;
@@ -48,6 +46,12 @@ class ChildProcess {
         pid_ = -1;
         return absl::UnavailableError(absl::StrCat("process for ", address, " exited"));
       }
+      // A fresh channel with its own subchannel each time: a channel that failed to connect
+      // backs off (1 s, then longer), which would dominate start-up.
+      grpc::ChannelArguments args;
+      args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+      auto stub = grpc::health::v1::Health::NewStub(
+          grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
       grpc::health::v1::HealthCheckResponse resp;

@@ -38,6 +38,16 @@ struct Batch {
   grpc::Status status;
 };
 
+// Workers restart (or start after the router): reconnect within a second, not gRPC's default
+// backoff of up to two minutes.
+grpc::ChannelArguments MeshChannelArguments() {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  return args;
+}
+
 bool Retryable(grpc::StatusCode code) {
   return code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::DEADLINE_EXCEEDED;
 }
@@ -105,7 +115,8 @@ absl::StatusOr<std::unique_ptr<RemoteExpertBackend>> RemoteExpertBackend::Create
     auto w = std::make_unique<Worker>();
     w->address = address;
     w->stub =
-        v1::ExpertWorker::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+        v1::ExpertWorker::NewStub(grpc::CreateCustomChannel(
+            address, grpc::InsecureChannelCredentials(), MeshChannelArguments()));
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + options.describe_timeout);
     ctx.set_wait_for_ready(true);  // a worker still starting is waited for, up to the deadline

@@ -140,8 +140,11 @@ pid_t Spawn(const std::vector<std::string>& argv, const std::string& log_path) {
 }
 
 bool Serving(const std::string& address) {
+  // A fresh channel of its own each time, so that no reconnect backoff carries over.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   auto stub = grpc::health::v1::Health::NewStub(
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
   grpc::health::v1::HealthCheckResponse resp;

@@ -1,0 +1,485 @@
+// The mesh end to end with real processes on loopback: arbor-kvstore, arbor-expert workers and
+// arbor-router, driven over gRPC the way a client (the planner) drives them, and checked against
+// the in-process engine on the same model:
+// - greedy parity: tokens identical, log-probs within 1e-5, for three checkpoints;
+// - continuing a sequence on a second router, whose cache is empty, fetches its KV from the
+//   kv-store and still matches the engine on the full text;
+// - fork parity: a sequence forked into 4 and extended concurrently with different text;
+// - kill -9 of an expert worker during an Extend, with and without a replica;
+// - bad input, a stale commit, cancellation and an oversized message: the right code, a message
+//   naming the field, nothing committed, and the router keeps serving;
+// - `arbor up`: starts everything, serves, and stops every child on SIGTERM or when its parent
+//   dies.
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "arbor/engine/generator.h"
+#include "arbor/engine/local_model.h"
+#include "arbor/model/config.h"
+#include "arbor/model/expert_spec.h"
+#include "arbor/rpc/http_get_for_test.h"
+#include "arbor/statestore/redis_server_for_test.h"
+#include "arbor/v1/kvstore.grpc.pb.h"
+#include "arbor/v1/router.grpc.pb.h"
+#include "child_process.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace arbor {
+namespace {
+
+using statestore::testing::FreeLoopbackPort;
+
+const std::string kSource = ARBOR_SOURCE_DIR;
+
+std::string Loopback() { return absl::StrCat("127.0.0.1:", FreeLoopbackPort()); }
+
+// One mesh: a kv-store, expert workers with the given --experts specs, and `routers` routers.
+class Mesh {
+ public:
+  Mesh(const std::string& model, std::vector<std::string> worker_specs, int routers = 1)
+      : model_(model), log_(::testing::TempDir() + "arbor_mesh_test.log") {
+    kvstore_ = Loopback();
+    Start({ARBOR_KVSTORE_BIN, "--model=" + model, "--address=" + kvstore_,
+           "--metrics_address=" + Loopback(), "--max_seq_tokens=4096",
+           "--kv_cache_tokens=65536"},
+          kvstore_);
+    for (const std::string& spec : worker_specs) {
+      workers_.push_back(Loopback());
+      worker_procs_.push_back(Start({ARBOR_EXPERT_BIN, "--model=" + model, "--experts=" + spec,
+                                     "--address=" + workers_.back(),
+                                     "--metrics_address=" + Loopback()},
+                                    workers_.back()));
+    }
+    for (int r = 0; r < routers; ++r) {
+      routers_.push_back(Loopback());
+      router_metrics_.push_back(FreeLoopbackPort());
+      Start({ARBOR_ROUTER_BIN, "--model=" + model, "--address=" + routers_.back(),
+             absl::StrCat("--metrics_address=127.0.0.1:", router_metrics_.back()),
+             "--kvstore=" + kvstore_, "--workers=" + absl::StrJoin(workers_, ","),
+             "--max_seq_tokens=2048", "--kv_cache_tokens=16384", "--max_message_mb=4",
+             "--expert_timeout_ms=3000", "--io_threads=4"},
+            routers_.back());
+    }
+    kv_ = v1::KvStore::NewStub(grpc::CreateChannel(kvstore_, grpc::InsecureChannelCredentials()));
+    for (const std::string& a : routers_) {
+      router_stubs_.push_back(
+          v1::Router::NewStub(grpc::CreateChannel(a, grpc::InsecureChannelCredentials())));
+    }
+  }
+
+  bool ok() const { return ok_; }
+  const std::string& log() const { return log_; }
+  v1::KvStore::Stub& kv() { return *kv_; }
+  v1::Router::Stub& router(int i = 0) { return *router_stubs_[i]; }
+  int router_metrics_port(int i = 0) const { return router_metrics_[i]; }
+  testing::ChildProcess& worker(int i) { return *worker_procs_[i]; }
+
+  uint64_t NewSequence() {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::CreateSequenceResponse resp;
+    EXPECT_TRUE(kv_->CreateSequence(&ctx, {}, &resp).ok());
+    return resp.sequence_id();
+  }
+  v1::GetPathResponse Path(uint64_t seq) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::GetPathRequest req;
+    req.set_sequence_id(seq);
+    req.set_include_token_ids(true);
+    v1::GetPathResponse resp;
+    EXPECT_TRUE(kv_->GetPath(&ctx, req, &resp).ok());
+    return resp;
+  }
+
+ private:
+  testing::ChildProcess* Start(std::vector<std::string> argv, const std::string& address) {
+    procs_.push_back(std::make_unique<testing::ChildProcess>(std::move(argv), log_));
+    if (!procs_.back()->WaitServing(address, std::chrono::seconds(60)).ok()) ok_ = false;
+    return procs_.back().get();
+  }
+
+  std::string model_, log_, kvstore_;
+  bool ok_ = true;
+  std::vector<std::unique_ptr<testing::ChildProcess>> procs_;
+  std::vector<std::string> workers_, routers_;
+  std::vector<testing::ChildProcess*> worker_procs_;
+  std::vector<int> router_metrics_;
+  std::unique_ptr<v1::KvStore::Stub> kv_;
+  std::vector<std::unique_ptr<v1::Router::Stub>> router_stubs_;
+};
+
+struct Extended {
+  grpc::Status status;
+  std::vector<int> ids;
+  std::vector<float> logprobs;
+  std::string streamed_text;  // the text pieces, concatenated
+  v1::ExtendResult result;
+  int results = 0;
+};
+
+v1::ExtendRequest Request(uint64_t seq, const std::vector<int>& input, int max_tokens) {
+  v1::ExtendRequest req;
+  req.set_sequence_id(seq);
+  for (int t : input) req.mutable_token_ids()->add_ids(t);
+  req.mutable_params()->set_max_tokens(max_tokens);
+  req.mutable_params()->set_ignore_eos(true);
+  return req;
+}
+
+// Runs an Extend to the end. `on_token(i)` is called after token i arrives.
+Extended Extend(v1::Router::Stub& router, const v1::ExtendRequest& req,
+                std::chrono::milliseconds timeout = std::chrono::seconds(60),
+                const std::function<void(int)>& on_token = nullptr) {
+  Extended out;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+  auto stream = router.Extend(&ctx, req);
+  v1::ExtendEvent e;
+  while (stream->Read(&e)) {
+    if (e.has_token()) {
+      out.ids.push_back(e.token().id());
+      out.logprobs.push_back(e.token().logprob());
+      out.streamed_text += e.token().text();
+      if (on_token) on_token(static_cast<int>(out.ids.size()) - 1);
+    } else {
+      out.result = e.result();
+      ++out.results;
+    }
+  }
+  out.status = stream->Finish();
+  return out;
+}
+
+// The in-process engine's greedy generation from `prompt`.
+engine::GenerationResult Reference(const std::string& model, const std::vector<int>& prompt,
+                                   int max_tokens) {
+  engine::EngineOptions o;
+  o.max_seq_tokens = 2048;
+  o.kv_cache_tokens = 8192;
+  auto m = engine::LocalModel::Load(model, o);
+  EXPECT_TRUE(m.ok()) << m.status();
+  engine::Generator gen((*m)->engine.get(), (*m)->tokenizer.get());
+  engine::GenerationParams p;
+  p.max_tokens = max_tokens;
+  p.ignore_eos = true;
+  auto id = gen.Submit(prompt, p);
+  EXPECT_TRUE(id.ok()) << id.status();
+  EXPECT_TRUE(gen.RunToCompletion().ok());
+  return gen.result(*id);
+}
+
+void ExpectSameGeneration(const Extended& got, const engine::GenerationResult& want,
+                          const std::string& what) {
+  ASSERT_TRUE(got.status.ok()) << what << ": " << got.status.error_message();
+  EXPECT_EQ(got.ids, want.token_ids) << what;
+  ASSERT_EQ(got.logprobs.size(), want.logprobs.size()) << what;
+  for (size_t i = 0; i < got.logprobs.size(); ++i) {
+    EXPECT_NEAR(got.logprobs[i], want.logprobs[i], 1e-5) << what << " token " << i;
+  }
+  EXPECT_EQ(got.results, 1) << what;
+  EXPECT_EQ(got.result.generated_tokens(), static_cast<int>(want.token_ids.size())) << what;
+}
+
+std::vector<int> Concat(std::vector<int> a, const std::vector<int>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+class MeshParityTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(MeshParityTest, GreedyThroughTheMeshIsTheInProcessEngine) {
+  const std::string model = kSource + "/" + GetParam();
+  auto config = model::ModelConfig::Load(model);
+  ASSERT_TRUE(config.ok()) << config.status();
+  std::vector<std::string> specs;  // two workers, the experts split evenly
+  for (const auto& shard :
+       model::SplitExpertsEvenly(config->num_hidden_layers, config->num_local_experts, 2)) {
+    specs.push_back(model::FormatExpertSpec(shard));
+  }
+  Mesh mesh(model, specs, /*routers=*/2);
+  ASSERT_TRUE(mesh.ok()) << "see " << mesh.log();
+  const std::vector<int> prompt = {1, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50};
+
+  // A new sequence: the router prefills the input and decodes; everything is committed.
+  const uint64_t seq = mesh.NewSequence();
+  const Extended first = Extend(mesh.router(0), Request(seq, prompt, 20));
+  ExpectSameGeneration(first, Reference(model, prompt, 20), "first extend");
+  EXPECT_EQ(first.result.input_tokens(), static_cast<int>(prompt.size()));
+  EXPECT_EQ(first.result.prefilled_tokens(), static_cast<int>(prompt.size()));
+  EXPECT_EQ(first.result.version(), 2u);
+  const v1::GetPathResponse path = mesh.Path(seq);
+  EXPECT_EQ(path.length(), static_cast<int>(prompt.size() + first.ids.size()));
+  EXPECT_EQ(std::vector<int>(path.token_ids().begin(), path.token_ids().end()),
+            Concat(prompt, first.ids));
+
+  // Continue on the other router: its cache is empty, so it fetches the whole path's KV from
+  // the kv-store and computes only the new input.
+  const std::vector<int> more = {60, 61, 62};
+  const Extended second = Extend(mesh.router(1), Request(seq, more, 12));
+  ExpectSameGeneration(second, Reference(model, Concat(Concat(prompt, first.ids), more), 12),
+                       "continued on a second router");
+  EXPECT_EQ(second.result.fetched_tokens(), path.length());
+  EXPECT_EQ(second.result.prefilled_tokens(), static_cast<int>(more.size()));
+  EXPECT_EQ(second.result.version(), 3u);
+
+  // Continue on the first router with no input at all: the last token is recomputed.
+  const Extended third = Extend(mesh.router(0), Request(seq, {}, 5));
+  const std::vector<int> all = Concat(Concat(Concat(prompt, first.ids), more), second.ids);
+  ExpectSameGeneration(third, Reference(model, all, 5), "continued without input");
+  EXPECT_EQ(third.result.prefilled_tokens(), 1);
+
+  // Metrics, scraped the way Prometheus does.
+  const std::string metrics = rpc::testing::HttpGet(mesh.router_metrics_port(0), "/metrics");
+  for (const char* name :
+       {"arbor_router_requests_total{code=\"OK\",method=\"Extend\"} 2",
+        "arbor_router_tokens_total{kind=\"decode\"}", "arbor_router_expert_tokens_total{",
+        "arbor_router_expert_calls_total", "arbor_router_kv_usage",
+        "arbor_router_step_duration_seconds_bucket"}) {
+    EXPECT_NE(metrics.find(name), std::string::npos) << name << " in\n" << metrics;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, MeshParityTest,
+                         ::testing::Values("models/test-moe", "tests/data/tiny-mha-top1",
+                                           "tests/data/tiny-gqa4-tied"),
+                         [](const auto& info) {
+                           std::string n = info.param.substr(info.param.rfind('/') + 1);
+                           for (char& c : n) {
+                             if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+                           }
+                           return n;
+                         });
+
+const std::string kModel = kSource + "/models/test-moe";
+
+TEST(MeshTest, ForkIntoFourAndExtendEachConcurrently) {
+  Mesh mesh(kModel, {"*:0-1", "*:2-3"});
+  ASSERT_TRUE(mesh.ok()) << "see " << mesh.log();
+  const std::vector<int> prompt = {1, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 83, 84,
+                                   85, 86, 87, 88};
+  const uint64_t root = mesh.NewSequence();
+  const Extended prefill = Extend(mesh.router(), Request(root, prompt, 0));
+  ASSERT_TRUE(prefill.status.ok()) << prefill.status.error_message();
+  EXPECT_TRUE(prefill.ids.empty());
+  EXPECT_EQ(mesh.Path(root).length(), static_cast<int>(prompt.size()));
+
+  v1::ForkRequest freq;
+  freq.set_sequence_id(root);
+  freq.set_n(4);
+  v1::ForkResponse kids;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(mesh.kv().Fork(&ctx, freq, &kids).ok());
+  }
+  ASSERT_EQ(kids.sequence_ids_size(), 4);
+  std::vector<std::future<Extended>> runs;
+  for (int i = 0; i < 4; ++i) {
+    runs.push_back(std::async(std::launch::async, [&, i] {
+      return Extend(mesh.router(), Request(kids.sequence_ids(i), {100 + i, 110 + 2 * i}, 10));
+    }));
+  }
+  for (int i = 0; i < 4; ++i) {
+    const Extended got = runs[i].get();
+    const std::vector<int> text = Concat(prompt, {100 + i, 110 + 2 * i});
+    ExpectSameGeneration(got, Reference(kModel, text, 10), absl::StrCat("child ", i));
+    // The shared prompt's KV is reused (cached by the router or fetched), never recomputed.
+    EXPECT_GE(got.result.reused_tokens(), static_cast<int>(prompt.size()) - 16) << i;
+    EXPECT_EQ(got.result.prefilled_tokens(),
+              static_cast<int>(text.size()) - got.result.reused_tokens());
+  }
+  EXPECT_EQ(mesh.Path(root).length(), static_cast<int>(prompt.size()));  // untouched
+}
+
+TEST(MeshTest, KillNineDuringAnExtendWithAndWithoutAReplica) {
+  Mesh mesh(kModel, {"*:0-1", "*:2-3", "*:2-3"});  // workers 1 and 2 are replicas
+  ASSERT_TRUE(mesh.ok()) << "see " << mesh.log();
+  const std::vector<int> prompt = {1, 40, 41, 42, 43};
+  const int n = 300;
+
+  const uint64_t seq = mesh.NewSequence();
+  const Extended survived = Extend(mesh.router(), Request(seq, prompt, n), std::chrono::seconds(60),
+                                   [&](int i) {
+                                     if (i == 5) mesh.worker(1).Signal(SIGKILL);
+                                   });
+  ExpectSameGeneration(survived, Reference(kModel, prompt, n), "a replica was killed");
+  const v1::GetPathResponse before = mesh.Path(seq);
+  EXPECT_EQ(before.length(), static_cast<int>(prompt.size()) + n);
+
+  // Now the last host of experts 2-3 dies mid-Extend: UNAVAILABLE naming the expert, and the
+  // kv-store sequence is exactly as it was.
+  const Extended lost = Extend(mesh.router(), Request(seq, {50, 51}, n), std::chrono::seconds(60),
+                               [&](int i) {
+                                 if (i == 5) mesh.worker(2).Signal(SIGKILL);
+                               });
+  EXPECT_EQ(lost.status.error_code(), grpc::StatusCode::UNAVAILABLE) << lost.status.error_message();
+  EXPECT_TRUE(lost.status.error_message().find("expert 2)") != std::string::npos ||
+              lost.status.error_message().find("expert 3)") != std::string::npos)
+      << lost.status.error_message();
+  EXPECT_EQ(lost.results, 0);
+  const v1::GetPathResponse after = mesh.Path(seq);
+  EXPECT_EQ(after.length(), before.length());
+  EXPECT_EQ(after.version(), before.version());
+}
+
+TEST(MeshTest, BadInputGetsTheRightCodeAndTheRouterKeepsServing) {
+  Mesh mesh(kModel, {"all"});
+  ASSERT_TRUE(mesh.ok()) << "see " << mesh.log();
+  const uint64_t seq = mesh.NewSequence();
+  struct Case {
+    v1::ExtendRequest req;
+    grpc::StatusCode code;
+    std::string needle;
+  };
+  std::vector<Case> cases;
+  cases.push_back({Request(987654, {1, 2}, 4), grpc::StatusCode::NOT_FOUND, "987654"});
+  cases.push_back({Request(0, {1}, 4), grpc::StatusCode::INVALID_ARGUMENT, "sequence_id"});
+  cases.push_back(
+      {Request(seq, {1, 384}, 4), grpc::StatusCode::INVALID_ARGUMENT, "token_ids.ids[1] = 384"});
+  cases.push_back({Request(seq, {1}, 9000), grpc::StatusCode::INVALID_ARGUMENT,
+                   "params.max_tokens 9000"});
+  cases.push_back({Request(seq, {}, 4), grpc::StatusCode::INVALID_ARGUMENT, "is empty"});
+  cases.push_back({Request(seq, std::vector<int>(3000, 5), 4), grpc::StatusCode::INVALID_ARGUMENT,
+                   "max_seq_tokens"});
+  {
+    v1::ExtendRequest r = Request(seq, {1}, 4);
+    r.mutable_params()->set_temperature(-1);
+    cases.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "params.temperature"});
+    r = Request(seq, {1}, 4);
+    r.mutable_params()->set_top_p(1.5);
+    cases.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "params.top_p"});
+    r = Request(seq, {1}, 4);
+    r.mutable_params()->add_stop("");
+    cases.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "params.stop[0]"});
+    r = Request(seq, {}, 4);
+    r.set_text(std::string(70000, 'a'));
+    cases.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "text of 70000 bytes"});
+    r = Request(seq, {}, 4);  // over the router's 4 MiB message limit
+    r.set_text(std::string(5 << 20, 'a'));
+    cases.push_back({r, grpc::StatusCode::RESOURCE_EXHAUSTED, ""});
+  }
+  for (const Case& c : cases) {
+    const Extended got = Extend(mesh.router(), c.req);
+    EXPECT_EQ(got.status.error_code(), c.code) << c.needle << ": " << got.status.error_message();
+    EXPECT_NE(got.status.error_message().find(c.needle), std::string::npos)
+        << got.status.error_message();
+    EXPECT_TRUE(got.ids.empty()) << c.needle;
+  }
+  EXPECT_EQ(mesh.Path(seq).version(), 1u);  // nothing was committed
+
+  // A stale commit: B extends the sequence while A is still generating from the old version.
+  const v1::GetPathResponse start = mesh.Path(seq);
+  Extended b;
+  const Extended a = Extend(mesh.router(), Request(seq, {1, 40, 41}, 400), std::chrono::seconds(60),
+                            [&](int i) {
+                              if (i == 0) b = Extend(mesh.router(), Request(seq, {1, 50}, 2));
+                            });
+  ASSERT_TRUE(b.status.ok()) << b.status.error_message();
+  EXPECT_EQ(a.status.error_code(), grpc::StatusCode::ABORTED) << a.status.error_message();
+  EXPECT_NE(a.status.error_message().find("not the expected"), std::string::npos)
+      << a.status.error_message();
+  const v1::GetPathResponse now = mesh.Path(seq);
+  EXPECT_EQ(now.version(), start.version() + 1);  // only B's commit
+  EXPECT_EQ(now.length(), 4);
+
+  // A deadline that passes mid-generation commits nothing.
+  const Extended late = Extend(mesh.router(), Request(seq, {60}, 8000),
+                               std::chrono::milliseconds(200));
+  EXPECT_EQ(late.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(mesh.Path(seq).version(), now.version());
+
+  // Still serving, and what it serves is right.
+  const Extended fine = Extend(mesh.router(), Request(seq, {60}, 6));
+  ExpectSameGeneration(fine, Reference(kModel, Concat(Concat({1, 50}, b.ids), {60}), 6),
+                       "after bad input");
+}
+
+// `arbor up` as a user runs it: every service comes up on loopback, a generation works, and
+// every child goes away on SIGTERM, and when `arbor up`'s own parent is killed.
+std::vector<int> ServicePids(const std::string& ready_file) {
+  std::ifstream in(ready_file);
+  const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+  std::vector<int> pids;
+  if (j.is_discarded()) return pids;
+  for (const auto& s : j["services"]) pids.push_back(s["pid"].get<int>());
+  return pids;
+}
+
+bool WaitFor(const std::function<bool()>& cond, std::chrono::seconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return cond();
+}
+
+bool Alive(int pid) { return ::kill(pid, 0) == 0; }
+
+TEST(ArborUpTest, StartsServesAndStopsEveryChild) {
+  const std::string dir = ::testing::TempDir() + "arbor_up_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  const std::string ready = dir + "/ready.json";
+  testing::ChildProcess up({ARBOR_CLI_BIN, "up", "--ports=auto", "--model=" + kModel,
+                            "--workers=2", "--replicas=2", "--ready_file=" + ready,
+                            "--log_dir=" + dir},
+                           dir + "/up.log");
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(ready); }, std::chrono::seconds(90)))
+      << "see " << dir;
+  std::ifstream in(ready);
+  const nlohmann::json j = nlohmann::json::parse(in);
+  const std::vector<int> pids = ServicePids(ready);
+  ASSERT_EQ(pids.size(), 6u);  // kv-store, 2 x 2 workers, router
+
+  auto kv = v1::KvStore::NewStub(
+      grpc::CreateChannel(j["kvstore"].get<std::string>(), grpc::InsecureChannelCredentials()));
+  auto router = v1::Router::NewStub(
+      grpc::CreateChannel(j["router"].get<std::string>(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  v1::CreateSequenceResponse created;
+  ASSERT_TRUE(kv->CreateSequence(&ctx, {}, &created).ok());
+  const std::vector<int> prompt = {1, 40, 41, 42};
+  ExpectSameGeneration(Extend(*router, Request(created.sequence_id(), prompt, 8)),
+                       Reference(kModel, prompt, 8), "through arbor up");
+
+  const int status = up.Signal(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  for (int pid : pids) EXPECT_FALSE(Alive(pid)) << pid;
+  EXPECT_FALSE(std::filesystem::exists(ready));
+}
+
+TEST(ArborUpTest, StopsEveryChildWhenItsParentDies) {
+  const std::string dir = ::testing::TempDir() + "arbor_up_orphan_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  const std::string ready = dir + "/ready.json";
+  // A shell that is the parent of `arbor up` (not exec'd into it), then killed with -9.
+  testing::ChildProcess shell(
+      {"/bin/sh", "-c",
+       absl::StrCat("'", ARBOR_CLI_BIN, "' up --ports=auto --model='", kModel,
+                    "' --workers=1 --ready_file='", ready, "' --log_dir='", dir, "'; true")},
+      dir + "/up.log");
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(ready); }, std::chrono::seconds(90)))
+      << "see " << dir;
+  const std::vector<int> pids = ServicePids(ready);
+  ASSERT_EQ(pids.size(), 3u);
+  shell.Signal(SIGKILL);
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        for (int pid : pids) {
+          if (Alive(pid)) return false;
+        }
+        return true;
+      },
+      std::chrono::seconds(60)));
+}
+
+}  // namespace
+}  // namespace arbor
