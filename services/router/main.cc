@@ -78,10 +78,16 @@ int main(int argc, char** argv) {
     spdlog::error("{}", weights.status().ToString());
     return 1;
   }
-  auto tokenizer = arbor::model::Tokenizer::Load(dir, cfg.bos_token_id, cfg.eos_token_id);
-  if (!tokenizer.ok()) {
-    spdlog::error("{}", tokenizer.status().ToString());
-    return 1;
+  std::unique_ptr<arbor::model::Tokenizer> tokenizer;
+  if (std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.model")) {
+    auto loaded = arbor::model::Tokenizer::Load(dir, cfg.bos_token_id, cfg.eos_token_id);
+    if (!loaded.ok()) {
+      spdlog::error("{}", loaded.status().ToString());
+      return 1;
+    }
+    tokenizer = std::move(*loaded);
+  } else {
+    spdlog::warn("{} has no tokenizer.model: Extend takes token ids only", dir);
   }
 
   std::vector<arbor::router::WorkerPlacement> placement;
@@ -137,7 +143,7 @@ int main(int argc, char** argv) {
   options.io_threads = absl::GetFlag(FLAGS_io_threads);
   options.kvstore_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_kvstore_timeout_ms));
   auto registry = std::make_shared<prometheus::Registry>();
-  auto service = arbor::router::RouterService::Create(weights->get(), tokenizer->get(),
+  auto service = arbor::router::RouterService::Create(weights->get(), tokenizer.get(),
                                                       experts->get(), experts->get(), kvstore,
                                                       options, *registry);
   if (!service.ok()) {

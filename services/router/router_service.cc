@@ -171,8 +171,8 @@ absl::StatusOr<std::unique_ptr<RouterService>> RouterService::Create(
     engine::ExpertBackend* experts, const RemoteExpertBackend* remote,
     std::shared_ptr<grpc::Channel> kvstore, const RouterOptions& options,
     prometheus::Registry& registry) {
-  if (weights == nullptr || tokenizer == nullptr || experts == nullptr || kvstore == nullptr) {
-    return absl::InvalidArgumentError("the router needs weights, a tokenizer, experts and a kv-store");
+  if (weights == nullptr || experts == nullptr || kvstore == nullptr) {
+    return absl::InvalidArgumentError("the router needs weights, experts and a kv-store");
   }
   if (options.prefill_chunk < 1) {
     return absl::InvalidArgumentError(
@@ -290,6 +290,11 @@ std::chrono::system_clock::time_point RouterService::Deadline(const Job& job) co
 
 absl::Status RouterService::ValidateRequest(const v1::ExtendRequest& req) const {
   if (req.sequence_id() == 0) return absl::InvalidArgumentError("sequence_id is 0");
+  if (tokenizer_ == nullptr && (req.has_text() || req.params().stop_size() > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(req.has_text() ? "text" : "params.stop",
+                     " needs a tokenizer, and the model folder has none: send token_ids"));
+  }
   const int vocab = weights_->config().vocab_size;
   if (req.has_text() && static_cast<int>(req.text().size()) > options_.max_text_bytes) {
     return absl::InvalidArgumentError(absl::StrCat("text of ", req.text().size(),
@@ -381,6 +386,13 @@ grpc::ServerUnaryReactor* RouterService::Tokenize(grpc::CallbackServerContext* c
                                                   v1::TokenizeResponse* resp) {
   const auto t0 = Clock::now();
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  if (tokenizer_ == nullptr) {
+    const absl::Status st =
+        absl::FailedPreconditionError("the model folder has no tokenizer.model");
+    rpc_metrics_.Record("Tokenize", st, SecondsSince(t0));
+    reactor->Finish(rpc::ToGrpcStatus(st));
+    return reactor;
+  }
   if (static_cast<int>(req->text().size()) > options_.max_text_bytes) {
     const absl::Status st = absl::InvalidArgumentError(absl::StrCat(
         "text of ", req->text().size(), " bytes is over the limit of ", options_.max_text_bytes));

@@ -57,7 +57,8 @@ struct RouterOptions {
 class RouterService final : public v1::Router::CallbackService {
  public:
   // `weights` (non-expert), `tokenizer` and `experts` must outlive the service; `remote` (may be
-  // null) is `experts` when it is remote, for its retry metrics. Starts the step loop.
+  // null) is `experts` when it is remote, for its retry metrics. Without a tokenizer (null),
+  // requests must carry token ids. Starts the step loop.
   // INVALID_ARGUMENT naming a bad option.
   static absl::StatusOr<std::unique_ptr<RouterService>> Create(
       const model::ModelWeights* weights, const model::Tokenizer* tokenizer,

@@ -46,6 +46,7 @@ ABSL_FLAG(std::string, bin_dir, "", "arbor up: where the service binaries are (d
 ABSL_FLAG(int, kv_cache_tokens, 65536, "arbor up: the router's KV cache, in tokens");
 ABSL_FLAG(int, max_seqs, 64, "arbor up: sequences the router batches in one step");
 ABSL_FLAG(int, start_timeout_s, 120, "arbor up: how long to wait for every service");
+ABSL_FLAG(int, blas_threads, 0, "arbor up: OpenBLAS threads of every service; 0 = OpenBLAS default");
 
 namespace arbor::cli {
 namespace {
@@ -294,6 +295,9 @@ int Up() {
               "--experts=" + c.detail};
     }
     argv.push_back("--log_level=" + log_level);
+    if (c.name != "kvstore" && absl::GetFlag(FLAGS_blas_threads) > 0) {
+      argv.push_back(absl::StrCat("--blas_threads=", absl::GetFlag(FLAGS_blas_threads)));
+    }
     c.pid = Spawn(argv, log_dir.empty() ? "" : absl::StrCat(log_dir, "/", c.name, ".log"));
   }
 
