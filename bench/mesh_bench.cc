@@ -9,9 +9,9 @@
 //
 //   arbor_bench_mesh [--forks 2000] [--contexts 16,1024,65536,1048576]
 //                    [--model DIR --batches 1,16,64 --decode_tokens 32 --workers 2]
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,8 +19,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -62,7 +62,6 @@ double Percentile(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());
   return v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
 }
-
 
 // Distinct prompts (no shared prefix), ids well inside any vocabulary of 384+.
 std::vector<int> Prompt(int i, int n) {
@@ -144,7 +143,8 @@ double DecodeMesh(arbor::v1::KvStore::Stub& kv, arbor::v1::Router::Stub& router,
     end = std::max(end, t.back());
   }
   int64_t n = 0;
-  for (const auto& t : times) n += std::count_if(t.begin(), t.end(), [&](auto x) { return x > start; });
+  for (const auto& t : times)
+    n += std::count_if(t.begin(), t.end(), [&](auto x) { return x > start; });
   return n / std::chrono::duration<double>(end - start).count();
 }
 
@@ -157,10 +157,15 @@ pid_t StartMesh(const std::string& arbor, const std::string& model, int workers,
     const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     ::dup2(fd, STDOUT_FILENO);
     ::dup2(fd, STDERR_FILENO);
-    const std::vector<std::string> args = {
-        arbor, "up", "--ports=auto", "--model=" + model,
-        absl::StrCat("--workers=", workers), absl::StrCat("--blas_threads=", threads),
-        absl::StrCat("--max_seqs=", max_seqs), "--log_level=warn", "--ready_file=" + ready};
+    const std::vector<std::string> args = {arbor,
+                                           "up",
+                                           "--ports=auto",
+                                           "--model=" + model,
+                                           absl::StrCat("--workers=", workers),
+                                           absl::StrCat("--blas_threads=", threads),
+                                           absl::StrCat("--max_seqs=", max_seqs),
+                                           "--log_level=warn",
+                                           "--ready_file=" + ready};
     std::vector<char*> argv;
     for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
@@ -182,7 +187,8 @@ int RunDecode(nlohmann::json* out) {
     batches.push_back(v);
   }
   const int max_batch = *std::max_element(batches.begin(), batches.end());
-  const int prompt = absl::GetFlag(FLAGS_prompt_tokens), tokens = absl::GetFlag(FLAGS_decode_tokens);
+  const int prompt = absl::GetFlag(FLAGS_prompt_tokens),
+            tokens = absl::GetFlag(FLAGS_decode_tokens);
   const int threads = absl::GetFlag(FLAGS_threads);
 
   std::vector<double> local_tps;
@@ -203,7 +209,8 @@ int RunDecode(nlohmann::json* out) {
   }
 
   std::string arbor = absl::GetFlag(FLAGS_arbor);
-  if (arbor.empty()) arbor = std::filesystem::read_symlink("/proc/self/exe").parent_path() / "arbor";
+  if (arbor.empty())
+    arbor = std::filesystem::read_symlink("/proc/self/exe").parent_path() / "arbor";
   const std::string ready = absl::StrCat(std::filesystem::temp_directory_path().string(),
                                          "/arbor_bench_mesh_", ::getpid(), ".json");
   const pid_t up = StartMesh(arbor, model, absl::GetFlag(FLAGS_workers), threads, max_batch, ready);
@@ -219,8 +226,8 @@ int RunDecode(nlohmann::json* out) {
   }
   std::ifstream in(ready);
   const nlohmann::json endpoints = nlohmann::json::parse(in);
-  auto kv = arbor::v1::KvStore::NewStub(grpc::CreateChannel(
-      endpoints["kvstore"].get<std::string>(), grpc::InsecureChannelCredentials()));
+  auto kv = arbor::v1::KvStore::NewStub(grpc::CreateChannel(endpoints["kvstore"].get<std::string>(),
+                                                            grpc::InsecureChannelCredentials()));
   auto router = arbor::v1::Router::NewStub(grpc::CreateChannel(
       endpoints["router"].get<std::string>(), grpc::InsecureChannelCredentials()));
   DecodeMesh(*kv, *router, 1, prompt, 4);  // warm-up
@@ -235,12 +242,9 @@ int RunDecode(nlohmann::json* out) {
   ::kill(up, SIGTERM);
   int status;
   ::waitpid(up, &status, 0);
-  (*out)["decode"] = {{"model", model},
-                      {"prompt_tokens", prompt},
-                      {"decode_tokens", tokens},
-                      {"workers", absl::GetFlag(FLAGS_workers)},
-                      {"blas_threads", threads},
-                      {"rows", rows}};
+  (*out)["decode"] = {{"model", model},          {"prompt_tokens", prompt},
+                      {"decode_tokens", tokens}, {"workers", absl::GetFlag(FLAGS_workers)},
+                      {"blas_threads", threads}, {"rows", rows}};
   return 0;
 }
 

@@ -48,15 +48,14 @@ class Mesh {
       : model_(model), log_(::testing::TempDir() + "arbor_mesh_test.log") {
     kvstore_ = Loopback();
     Start({ARBOR_KVSTORE_BIN, "--model=" + model, "--address=" + kvstore_,
-           "--metrics_address=" + Loopback(), "--max_seq_tokens=4096",
-           "--kv_cache_tokens=65536"},
+           "--metrics_address=" + Loopback(), "--max_seq_tokens=4096", "--kv_cache_tokens=65536"},
           kvstore_);
     for (const std::string& spec : worker_specs) {
       workers_.push_back(Loopback());
-      worker_procs_.push_back(Start({ARBOR_EXPERT_BIN, "--model=" + model, "--experts=" + spec,
-                                     "--address=" + workers_.back(),
-                                     "--metrics_address=" + Loopback()},
-                                    workers_.back()));
+      worker_procs_.push_back(
+          Start({ARBOR_EXPERT_BIN, "--model=" + model, "--experts=" + spec,
+                 "--address=" + workers_.back(), "--metrics_address=" + Loopback()},
+                workers_.back()));
     }
     for (int r = 0; r < routers; ++r) {
       routers_.push_back(Loopback());
@@ -239,11 +238,10 @@ TEST_P(MeshParityTest, GreedyThroughTheMeshIsTheInProcessEngine) {
 
   // Metrics, scraped the way Prometheus does.
   const std::string metrics = rpc::testing::HttpGet(mesh.router_metrics_port(0), "/metrics");
-  for (const char* name :
-       {"arbor_router_requests_total{code=\"OK\",method=\"Extend\"} 2",
-        "arbor_router_tokens_total{kind=\"decode\"}", "arbor_router_expert_tokens_total{",
-        "arbor_router_expert_calls_total", "arbor_router_kv_usage",
-        "arbor_router_step_duration_seconds_bucket"}) {
+  for (const char* name : {"arbor_router_requests_total{code=\"OK\",method=\"Extend\"} 2",
+                           "arbor_router_tokens_total{kind=\"decode\"}",
+                           "arbor_router_expert_tokens_total{", "arbor_router_expert_calls_total",
+                           "arbor_router_kv_usage", "arbor_router_step_duration_seconds_bucket"}) {
     EXPECT_NE(metrics.find(name), std::string::npos) << name << " in\n" << metrics;
   }
 }
@@ -264,8 +262,8 @@ const std::string kModel = kSource + "/models/test-moe";
 TEST(MeshTest, ForkIntoFourAndExtendEachConcurrently) {
   Mesh mesh(kModel, {"*:0-1", "*:2-3"});
   ASSERT_TRUE(mesh.ok()) << "see " << mesh.log();
-  const std::vector<int> prompt = {1, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 83, 84,
-                                   85, 86, 87, 88};
+  const std::vector<int> prompt = {1,  70, 71, 72, 73, 74, 75, 76, 77, 78,
+                                   79, 80, 81, 82, 83, 84, 85, 86, 87, 88};
   const uint64_t root = mesh.NewSequence();
   const Extended prefill = Extend(mesh.router(), Request(root, prompt, 0));
   ASSERT_TRUE(prefill.status.ok()) << prefill.status.error_message();
@@ -306,20 +304,20 @@ TEST(MeshTest, KillNineDuringAnExtendWithAndWithoutAReplica) {
   const int n = 300;
 
   const uint64_t seq = mesh.NewSequence();
-  const Extended survived = Extend(mesh.router(), Request(seq, prompt, n), std::chrono::seconds(60),
-                                   [&](int i) {
-                                     if (i == 5) mesh.worker(1).Signal(SIGKILL);
-                                   });
+  const Extended survived =
+      Extend(mesh.router(), Request(seq, prompt, n), std::chrono::seconds(60), [&](int i) {
+        if (i == 5) mesh.worker(1).Signal(SIGKILL);
+      });
   ExpectSameGeneration(survived, Reference(kModel, prompt, n), "a replica was killed");
   const v1::GetPathResponse before = mesh.Path(seq);
   EXPECT_EQ(before.length(), static_cast<int>(prompt.size()) + n);
 
   // Now the last host of experts 2-3 dies mid-Extend: UNAVAILABLE naming the expert, and the
   // kv-store sequence is exactly as it was.
-  const Extended lost = Extend(mesh.router(), Request(seq, {50, 51}, n), std::chrono::seconds(60),
-                               [&](int i) {
-                                 if (i == 5) mesh.worker(2).Signal(SIGKILL);
-                               });
+  const Extended lost =
+      Extend(mesh.router(), Request(seq, {50, 51}, n), std::chrono::seconds(60), [&](int i) {
+        if (i == 5) mesh.worker(2).Signal(SIGKILL);
+      });
   EXPECT_EQ(lost.status.error_code(), grpc::StatusCode::UNAVAILABLE) << lost.status.error_message();
   EXPECT_TRUE(lost.status.error_message().find("expert 2)") != std::string::npos ||
               lost.status.error_message().find("expert 3)") != std::string::npos)
@@ -344,8 +342,8 @@ TEST(MeshTest, BadInputGetsTheRightCodeAndTheRouterKeepsServing) {
   cases.push_back({Request(0, {1}, 4), grpc::StatusCode::INVALID_ARGUMENT, "sequence_id"});
   cases.push_back(
       {Request(seq, {1, 384}, 4), grpc::StatusCode::INVALID_ARGUMENT, "token_ids.ids[1] = 384"});
-  cases.push_back({Request(seq, {1}, 9000), grpc::StatusCode::INVALID_ARGUMENT,
-                   "params.max_tokens 9000"});
+  cases.push_back(
+      {Request(seq, {1}, 9000), grpc::StatusCode::INVALID_ARGUMENT, "params.max_tokens 9000"});
   cases.push_back({Request(seq, {}, 4), grpc::StatusCode::INVALID_ARGUMENT, "is empty"});
   cases.push_back({Request(seq, std::vector<int>(3000, 5), 4), grpc::StatusCode::INVALID_ARGUMENT,
                    "max_seq_tokens"});
@@ -378,10 +376,10 @@ TEST(MeshTest, BadInputGetsTheRightCodeAndTheRouterKeepsServing) {
   // A stale commit: B extends the sequence while A is still generating from the old version.
   const v1::GetPathResponse start = mesh.Path(seq);
   Extended b;
-  const Extended a = Extend(mesh.router(), Request(seq, {1, 40, 41}, 400), std::chrono::seconds(60),
-                            [&](int i) {
-                              if (i == 0) b = Extend(mesh.router(), Request(seq, {1, 50}, 2));
-                            });
+  const Extended a =
+      Extend(mesh.router(), Request(seq, {1, 40, 41}, 400), std::chrono::seconds(60), [&](int i) {
+        if (i == 0) b = Extend(mesh.router(), Request(seq, {1, 50}, 2));
+      });
   ASSERT_TRUE(b.status.ok()) << b.status.error_message();
   EXPECT_EQ(a.status.error_code(), grpc::StatusCode::ABORTED) << a.status.error_message();
   EXPECT_NE(a.status.error_message().find("not the expected"), std::string::npos)
@@ -391,8 +389,8 @@ TEST(MeshTest, BadInputGetsTheRightCodeAndTheRouterKeepsServing) {
   EXPECT_EQ(now.length(), 4);
 
   // A deadline that passes mid-generation commits nothing.
-  const Extended late = Extend(mesh.router(), Request(seq, {60}, 8000),
-                               std::chrono::milliseconds(200));
+  const Extended late =
+      Extend(mesh.router(), Request(seq, {60}, 8000), std::chrono::milliseconds(200));
   EXPECT_EQ(late.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_EQ(mesh.Path(seq).version(), now.version());
 
@@ -428,9 +426,8 @@ TEST(ArborUpTest, StartsServesAndStopsEveryChild) {
   const std::string dir = ::testing::TempDir() + "arbor_up_" + std::to_string(::getpid());
   std::filesystem::create_directories(dir);
   const std::string ready = dir + "/ready.json";
-  testing::ChildProcess up({ARBOR_CLI_BIN, "up", "--ports=auto", "--model=" + kModel,
-                            "--workers=2", "--replicas=2", "--ready_file=" + ready,
-                            "--log_dir=" + dir},
+  testing::ChildProcess up({ARBOR_CLI_BIN, "up", "--ports=auto", "--model=" + kModel, "--workers=2",
+                            "--replicas=2", "--ready_file=" + ready, "--log_dir=" + dir},
                            dir + "/up.log");
   ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(ready); }, std::chrono::seconds(90)))
       << "see " << dir;

@@ -22,7 +22,9 @@ ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9101", "Prometheus /metrics l
 ABSL_FLAG(std::string, model, "models/test-moe", "model folder (Hugging Face Mixtral layout)");
 ABSL_FLAG(std::string, experts, "all",
           "hosted (layer, expert) pairs: all, or LAYERS:EXPERTS items, e.g. 0:0-3,1:*");
-ABSL_FLAG(std::string, backend, "cpu", "compute backend: cpu (cuda comes with the GPU kernels)");
+ABSL_FLAG(std::string, backend, "auto",
+          "compute backend: auto (cuda when built with it and a GPU is present, else cpu), cpu, "
+          "or cuda (comes with the GPU kernels)");
 ABSL_FLAG(int, max_rows, 2048, "rows in one RunExperts");
 ABSL_FLAG(int, threads, 2, "handler threads");
 ABSL_FLAG(int, blas_threads, 0, "OpenBLAS threads; 0 keeps OpenBLAS's default");
@@ -41,11 +43,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "arbor-expert: %s\n", st.ToString().c_str());
     return 2;
   }
-  if (absl::GetFlag(FLAGS_backend) != "cpu") {
-    spdlog::error("--backend={} is not available in this build (cpu only)",
-                  absl::GetFlag(FLAGS_backend));
+  const std::string backend = absl::GetFlag(FLAGS_backend);
+  if (backend != "auto" && backend != "cpu") {
+    spdlog::error("--backend={} is not available in this build (auto or cpu)", backend);
     return 2;
   }
+  // No CUDA backend is built yet, so auto resolves to cpu.
   if (absl::GetFlag(FLAGS_blas_threads) > 0) {
     openblas_set_num_threads(absl::GetFlag(FLAGS_blas_threads));
   }

@@ -231,8 +231,8 @@ TEST_F(KvStoreServiceTest, BadInputNamesTheFieldAndTheServiceKeepsServing) {
   const grpc::Status rs = reader->Finish();
   EXPECT_EQ(rs.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_NE(rs.error_message().find("segments[0]"), std::string::npos);
-  for (auto [first, length, needle] : {std::tuple{-1, 1, "segments[0].first -1"},
-                                       std::tuple{0, 0, "segments[0].length 0"}}) {
+  for (auto [first, length, needle] :
+       {std::tuple{-1, 1, "segments[0].first -1"}, std::tuple{0, 0, "segments[0].length 0"}}) {
     r.mutable_segments(0)->set_first(first);
     r.mutable_segments(0)->set_length(length);
     grpc::ClientContext bad_ctx;

@@ -143,9 +143,8 @@ int main(int argc, char** argv) {
   options.io_threads = absl::GetFlag(FLAGS_io_threads);
   options.kvstore_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_kvstore_timeout_ms));
   auto registry = std::make_shared<prometheus::Registry>();
-  auto service = arbor::router::RouterService::Create(weights->get(), tokenizer.get(),
-                                                      experts->get(), experts->get(), kvstore,
-                                                      options, *registry);
+  auto service = arbor::router::RouterService::Create(
+      weights->get(), tokenizer.get(), experts->get(), experts->get(), kvstore, options, *registry);
   if (!service.ok()) {
     spdlog::error("{}", service.status().ToString());
     return 2;

@@ -60,8 +60,8 @@ RemoteExpertBackend::RemoteExpertBackend(const model::ModelConfig& config,
 
 RemoteExpertBackend::~RemoteExpertBackend() = default;
 
-absl::StatusOr<std::vector<WorkerPlacement>> LoadPlacementFile(const std::string& path,
-                                                               int layers, int experts) {
+absl::StatusOr<std::vector<WorkerPlacement>> LoadPlacementFile(const std::string& path, int layers,
+                                                               int experts) {
   ARBOR_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
   const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON"));
@@ -114,9 +114,8 @@ absl::StatusOr<std::unique_ptr<RemoteExpertBackend>> RemoteExpertBackend::Create
     const std::string& address = wp.address;
     auto w = std::make_unique<Worker>();
     w->address = address;
-    w->stub =
-        v1::ExpertWorker::NewStub(grpc::CreateCustomChannel(
-            address, grpc::InsecureChannelCredentials(), MeshChannelArguments()));
+    w->stub = v1::ExpertWorker::NewStub(grpc::CreateCustomChannel(
+        address, grpc::InsecureChannelCredentials(), MeshChannelArguments()));
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + options.describe_timeout);
     ctx.set_wait_for_ready(true);  // a worker still starting is waited for, up to the deadline
@@ -139,10 +138,9 @@ absl::StatusOr<std::unique_ptr<RemoteExpertBackend>> RemoteExpertBackend::Create
     for (const v1::ExpertKey& k : d.experts()) {
       if (k.layer() < 0 || k.layer() >= config.num_hidden_layers || k.expert() < 0 ||
           k.expert() >= config.num_local_experts) {
-        return absl::FailedPreconditionError(absl::StrCat("expert worker ", address,
-                                                          " describes (layer ", k.layer(),
-                                                          ", expert ", k.expert(),
-                                                          "), outside the model"));
+        return absl::FailedPreconditionError(
+            absl::StrCat("expert worker ", address, " describes (layer ", k.layer(), ", expert ",
+                         k.expert(), "), outside the model"));
       }
       hosted.push_back({k.layer(), k.expert()});
     }

@@ -44,8 +44,8 @@ struct WorkerPlacement {
 // Reads a placement file:
 //   {"workers": [{"address": "host:port", "experts": "0:0-3,1:*"}, {"address": ...}, ...]}
 // ("experts" optional, in the --experts syntax). INVALID_ARGUMENT naming the file and field.
-absl::StatusOr<std::vector<WorkerPlacement>> LoadPlacementFile(const std::string& path,
-                                                               int layers, int experts);
+absl::StatusOr<std::vector<WorkerPlacement>> LoadPlacementFile(const std::string& path, int layers,
+                                                               int experts);
 
 class RemoteExpertBackend : public engine::ExpertBackend {
  public:

@@ -79,7 +79,7 @@ struct RouterService::Job {
   int path_len = 0;
   uint64_t version = 0;
   engine::SeqId local = 0;
-  int cached = 0;                  // context tokens found in the local cache
+  int cached = 0;                    // context tokens found in the local cache
   int fetch_from = 0, fetch_to = 0;  // context positions whose KV comes from the kv-store
   std::vector<float> fetched;
   int gen_id = -1;
@@ -180,16 +180,16 @@ absl::StatusOr<std::unique_ptr<RouterService>> RouterService::Create(
   }
   if (options.max_pending < 1 || options.io_threads < 1 || options.max_text_bytes < 1 ||
       options.max_new_tokens < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "max_pending ", options.max_pending, ", io_threads ", options.io_threads,
-        ", max_text_bytes ", options.max_text_bytes, " must be positive"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_pending ", options.max_pending, ", io_threads ", options.io_threads,
+                     ", max_text_bytes ", options.max_text_bytes, " must be positive"));
   }
   auto service = std::unique_ptr<RouterService>(new RouterService(
       weights, tokenizer, experts, remote, std::move(kvstore), options, registry));
   ARBOR_ASSIGN_OR_RETURN(service->engine_,
                          engine::Engine::Create(weights, service->counting_.get(), options.engine));
-  service->generator_ = std::make_unique<engine::Generator>(service->engine_.get(), tokenizer,
-                                                            options.prefill_chunk);
+  service->generator_ =
+      std::make_unique<engine::Generator>(service->engine_.get(), tokenizer, options.prefill_chunk);
   service->loop_ = std::thread([s = service.get()] { s->Loop(); });
   return service;
 }
@@ -239,18 +239,19 @@ RouterService::RouterService(const model::ModelWeights* weights, const model::To
                           .Help("Extend calls generating in the step loop")
                           .Register(registry)
                           .Add({})),
-      step_seconds_(prometheus::BuildHistogram()
-                        .Name("arbor_router_step_duration_seconds")
-                        .Help("time of one batched forward step")
-                        .Register(registry)
-                        .Add({}, prometheus::Histogram::BucketBoundaries{
-                                     1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1, 3})),
+      step_seconds_(
+          prometheus::BuildHistogram()
+              .Name("arbor_router_step_duration_seconds")
+              .Help("time of one batched forward step")
+              .Register(registry)
+              .Add({}, prometheus::Histogram::BucketBoundaries{1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2,
+                                                               0.1, 0.3, 1, 3})),
       step_tokens_(prometheus::BuildHistogram()
                        .Name("arbor_router_step_tokens")
                        .Help("tokens fed in one batched step")
                        .Register(registry)
-                       .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64,
-                                                                        128, 256, 512})),
+                       .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128,
+                                                                        256, 512})),
       io_(options.io_threads) {
   const model::ModelConfig& c = weights->config();
   expert_tokens_.resize(c.num_hidden_layers);
@@ -284,8 +285,7 @@ void RouterService::Post(std::function<void()> fn) {
 }
 
 std::chrono::system_clock::time_point RouterService::Deadline(const Job& job) const {
-  return std::min(job.client_deadline,
-                  std::chrono::system_clock::now() + options_.kvstore_timeout);
+  return std::min(job.client_deadline, std::chrono::system_clock::now() + options_.kvstore_timeout);
 }
 
 absl::Status RouterService::ValidateRequest(const v1::ExtendRequest& req) const {
@@ -297,9 +297,8 @@ absl::Status RouterService::ValidateRequest(const v1::ExtendRequest& req) const 
   }
   const int vocab = weights_->config().vocab_size;
   if (req.has_text() && static_cast<int>(req.text().size()) > options_.max_text_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("text of ", req.text().size(),
-                                                   " bytes is over the limit of ",
-                                                   options_.max_text_bytes));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "text of ", req.text().size(), " bytes is over the limit of ", options_.max_text_bytes));
   }
   if (req.has_token_ids()) {
     const auto& ids = req.token_ids().ids();
@@ -317,9 +316,8 @@ absl::Status RouterService::ValidateRequest(const v1::ExtendRequest& req) const 
   }
   const v1::GenerationParams& p = req.params();
   if (p.max_tokens() < 0 || p.max_tokens() > options_.max_new_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat("params.max_tokens ", p.max_tokens(),
-                                                   " out of range [0, ", options_.max_new_tokens,
-                                                   "]"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "params.max_tokens ", p.max_tokens(), " out of range [0, ", options_.max_new_tokens, "]"));
   }
   if (!(p.temperature() >= 0 && p.temperature() <= 100)) {
     return absl::InvalidArgumentError(
@@ -358,8 +356,8 @@ grpc::ServerWriteReactor<v1::ExtendEvent>* RouterService::Extend(grpc::CallbackS
   absl::Status st = ValidateRequest(*req);
   if (st.ok() && pending_.fetch_add(1) >= options_.max_pending) {
     --pending_;
-    st = absl::ResourceExhaustedError(absl::StrCat(
-        "the router has ", options_.max_pending, " Extend calls in flight; retry later"));
+    st = absl::ResourceExhaustedError(absl::StrCat("the router has ", options_.max_pending,
+                                                   " Extend calls in flight; retry later"));
   }
   if (!st.ok()) {
     job->ended = true;
@@ -448,9 +446,9 @@ void RouterService::Prepare(std::shared_ptr<Job> job) {
   job->context.assign(path.token_ids().begin(), path.token_ids().end());
   if (static_cast<int>(job->context.size()) != job->path_len) {
     Post([this, job, n = path.token_ids_size()] {
-      Fail(job, absl::InternalError(absl::StrCat("kv-store GetPath returned ", n,
-                                                 " token ids for a path of length ",
-                                                 job->path_len)));
+      Fail(job,
+           absl::InternalError(absl::StrCat("kv-store GetPath returned ", n,
+                                            " token ids for a path of length ", job->path_len)));
     });
     return;
   }
@@ -464,8 +462,8 @@ void RouterService::Fetch(std::shared_ptr<Job> job) {
     return;
   }
   const model::ModelConfig& c = weights_->config();
-  const size_t row = static_cast<size_t>(c.num_hidden_layers) * 2 * c.num_key_value_heads *
-                     c.head_dim;
+  const size_t row =
+      static_cast<size_t>(c.num_hidden_layers) * 2 * c.num_key_value_heads * c.head_dim;
   const int from = job->fetch_from, to = job->fetch_to;
   v1::ReadSegmentsRequest req;
   std::vector<int> range_start;  // absolute position of each range's first token
@@ -497,8 +495,7 @@ void RouterService::Fetch(std::shared_ptr<Job> job) {
         !std::equal(tail.begin(), tail.end(), kv.shape().begin() + 1) ||
         kv.data().size() != n * row * sizeof(float) || pos < from || pos + n > to) {
       st = absl::InternalError(absl::StrCat("kv-store sent a malformed chunk of segment ",
-                                            chunk.segment_id(), " at token ",
-                                            chunk.first_token()));
+                                            chunk.segment_id(), " at token ", chunk.first_token()));
       ctx.TryCancel();
       break;
     }
@@ -511,8 +508,8 @@ void RouterService::Fetch(std::shared_ptr<Job> job) {
     st = absl::Status(e.code(), absl::StrCat("kv-store ReadSegments: ", e.message()));
   }
   if (st.ok() && received != to - from) {
-    st = absl::InternalError(absl::StrCat("kv-store sent ", received, " tokens of KV, not ",
-                                          to - from));
+    st = absl::InternalError(
+        absl::StrCat("kv-store sent ", received, " tokens of KV, not ", to - from));
   }
   if (!st.ok()) {
     Post([this, job, st] { Fail(job, st); });
@@ -572,8 +569,8 @@ void RouterService::Admit(std::shared_ptr<Job> job) {
   const int room = job->params.max_tokens > 0 ? 1 : 0;
   if (n + room > options_.engine.max_seq_tokens) {
     Fail(job, absl::OutOfRangeError(absl::StrCat(
-                  "sequence ", job->seq, " of ", job->path_len, " tokens plus ",
-                  job->input.size(), " input tokens leaves no room under max_seq_tokens ",
+                  "sequence ", job->seq, " of ", job->path_len, " tokens plus ", job->input.size(),
+                  " input tokens leaves no room under max_seq_tokens ",
                   options_.engine.max_seq_tokens)));
     return;
   }
@@ -611,12 +608,11 @@ void RouterService::StartGeneration(std::shared_ptr<Job> job) {
     }
     job->fetched = {};
   }
-  absl::StatusOr<int> id = generator_->Submit(
-      job->context, job->params,
-      {.sequence = job->local,
-       .held = std::max(job->cached, job->fetch_to),
-       .keep_sequence = true,
-       .complete_kv = true});
+  absl::StatusOr<int> id = generator_->Submit(job->context, job->params,
+                                              {.sequence = job->local,
+                                               .held = std::max(job->cached, job->fetch_to),
+                                               .keep_sequence = true,
+                                               .complete_kv = true});
   if (!id.ok()) {
     Fail(job, id.status());
     return;
@@ -651,8 +647,8 @@ void RouterService::Complete(std::shared_ptr<Job> job) {
   const int end = engine_->Length(job->local);
   const int count = end - first;
   const model::ModelConfig& c = weights_->config();
-  const size_t row = static_cast<size_t>(c.num_hidden_layers) * 2 * c.num_key_value_heads *
-                     c.head_dim;
+  const size_t row =
+      static_cast<size_t>(c.num_hidden_layers) * 2 * c.num_key_value_heads * c.head_dim;
   v1::CommitRequest& commit = job->commit;
   commit.set_sequence_id(job->seq);
   commit.set_expected_version(job->version);
@@ -665,9 +661,9 @@ void RouterService::Complete(std::shared_ptr<Job> job) {
   } else if (count > 0) {
     v1::Tensor* kv = commit.mutable_kv();
     kv->set_dtype(v1::DTYPE_F32);
-    for (int64_t d : {static_cast<int64_t>(count), static_cast<int64_t>(c.num_hidden_layers),
-                      int64_t{2}, static_cast<int64_t>(c.num_key_value_heads),
-                      static_cast<int64_t>(c.head_dim)}) {
+    for (int64_t d :
+         {static_cast<int64_t>(count), static_cast<int64_t>(c.num_hidden_layers), int64_t{2},
+          static_cast<int64_t>(c.num_key_value_heads), static_cast<int64_t>(c.head_dim)}) {
       kv->add_shape(d);
     }
     kv->mutable_data()->resize(count * row * sizeof(float));
@@ -737,7 +733,8 @@ void RouterService::ExportMetrics() {
   }
   if (remote_ != nullptr) {
     const RemoteExpertCounters& rc = remote_->counters();
-    if (rc.calls > calls_seen_) expert_calls_.Increment(static_cast<double>(rc.calls - calls_seen_));
+    if (rc.calls > calls_seen_)
+      expert_calls_.Increment(static_cast<double>(rc.calls - calls_seen_));
     if (rc.retries > retries_seen_) {
       expert_retries_.Increment(static_cast<double>(rc.retries - retries_seen_));
     }

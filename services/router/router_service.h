@@ -123,8 +123,8 @@ class RouterService final : public v1::Router::CallbackService {
   // Counts every routed token per (layer, expert) before handing it to the real backend.
   class CountingBackend;
   std::unique_ptr<CountingBackend> counting_;
-  std::unique_ptr<engine::Engine> engine_;          // step loop only
-  std::unique_ptr<engine::Generator> generator_;    // step loop only
+  std::unique_ptr<engine::Engine> engine_;                  // step loop only
+  std::unique_ptr<engine::Generator> generator_;            // step loop only
   absl::flat_hash_map<int, std::shared_ptr<Job>> running_;  // generator id -> job; loop only
 
   mutable absl::Mutex mu_;

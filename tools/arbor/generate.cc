@@ -105,8 +105,7 @@ int GenerateRemote() {
     kvstore->Release(&rctx, rel, &released).ok();  // best effort; the error is not the user's
   }
   if (!st.ok()) {
-    std::fprintf(stderr, "arbor generate: router %s: %s: %s\n",
-                 absl::GetFlag(FLAGS_router).c_str(),
+    std::fprintf(stderr, "arbor generate: router %s: %s: %s\n", absl::GetFlag(FLAGS_router).c_str(),
                  absl::StatusCodeToString(static_cast<absl::StatusCode>(st.error_code())).c_str(),
                  st.error_message().c_str());
     return 1;

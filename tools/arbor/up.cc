@@ -42,11 +42,13 @@ ABSL_FLAG(std::string, log_dir, "",
           "arbor up: write each service's log to DIR/<name>.log (default: this terminal)");
 ABSL_FLAG(std::string, log_level, "info", "arbor up: the services' log level");
 ABSL_FLAG(std::string, redis_url, "", "arbor up: the kv-store's state store (empty: in memory)");
-ABSL_FLAG(std::string, bin_dir, "", "arbor up: where the service binaries are (default: beside arbor)");
+ABSL_FLAG(std::string, bin_dir, "",
+          "arbor up: where the service binaries are (default: beside arbor)");
 ABSL_FLAG(int, kv_cache_tokens, 65536, "arbor up: the router's KV cache, in tokens");
 ABSL_FLAG(int, max_seqs, 64, "arbor up: sequences the router batches in one step");
 ABSL_FLAG(int, start_timeout_s, 120, "arbor up: how long to wait for every service");
-ABSL_FLAG(int, blas_threads, 0, "arbor up: OpenBLAS threads of every service; 0 = OpenBLAS default");
+ABSL_FLAG(int, blas_threads, 0,
+          "arbor up: OpenBLAS threads of every service; 0 = OpenBLAS default");
 
 namespace arbor::cli {
 namespace {
@@ -309,8 +311,9 @@ int Up() {
       if (Child* dead = Reap(children, &status)) {
         std::fprintf(stderr, "arbor up: %s exited while starting (status %d)%s\n",
                      dead->name.c_str(), status,
-                     log_dir.empty() ? "" : absl::StrCat("; see ", log_dir, "/", dead->name,
-                                                         ".log").c_str());
+                     log_dir.empty()
+                         ? ""
+                         : absl::StrCat("; see ", log_dir, "/", dead->name, ".log").c_str());
         StopAll(children);
         return 1;
       }

@@ -57,8 +57,8 @@ absl::StatusOr<int> Generator::Submit(std::vector<int> prompt_ids, const Generat
   if (prompt_ids.empty()) return absl::InvalidArgumentError("prompt has no tokens");
   if (options.sequence != 0) {
     if (options.held < 0 || options.held >= static_cast<int>(prompt_ids.size())) {
-      return absl::InvalidArgumentError(absl::StrCat("held ", options.held, " out of range [0, ",
-                                                     prompt_ids.size(), ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("held ", options.held, " out of range [0, ", prompt_ids.size(), ")"));
     }
     if (engine_->Length(options.sequence) != options.held) {
       return absl::InvalidArgumentError(absl::StrCat("sequence ", options.sequence, " holds ",
@@ -195,8 +195,7 @@ absl::StatusOr<int> Generator::Step() {
       continue;
     }
     decode_token_[inputs_.size()] = r.result.token_ids.back();
-    inputs_.push_back(
-        {r.seq, std::span<const int>(&decode_token_[inputs_.size()], 1), !r.tail_kv});
+    inputs_.push_back({r.seq, std::span<const int>(&decode_token_[inputs_.size()], 1), !r.tail_kv});
     input_req_.push_back(&r);
     --budget;
     ++decode;
@@ -239,10 +238,9 @@ absl::StatusOr<int> Generator::Step() {
   stats_.decode_tokens += decode;
   (prefill > 0 ? stats_.prefill_seconds : stats_.decode_seconds) += secs;
 
-  live_.erase(std::remove_if(
-                  live_.begin(), live_.end(),
-                  [this](int id) { return done(*requests_[id]); }),
-              live_.end());
+  live_.erase(
+      std::remove_if(live_.begin(), live_.end(), [this](int id) { return done(*requests_[id]); }),
+      live_.end());
   return static_cast<int>(live_.size());
 }
 
