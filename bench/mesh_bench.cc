@@ -9,7 +9,6 @@
 //
 //   arbor_bench_mesh [--forks 2000] [--contexts 16,1024,65536,1048576]
 //                    [--model DIR --batches 1,16,64 --decode_tokens 32 --workers 2]
-#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,6 +27,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "arbor/common/logging.h"
+#include "arbor/common/process.h"
 #include "arbor/engine/generator.h"
 #include "arbor/engine/local_model.h"
 #include "arbor/rpc/server_host.h"
@@ -151,28 +151,11 @@ double DecodeMesh(arbor::v1::KvStore::Stub& kv, arbor::v1::Router::Stub& router,
 // Runs `arbor up` on free loopback ports until the returned process is sent SIGTERM.
 pid_t StartMesh(const std::string& arbor, const std::string& model, int workers, int threads,
                 int max_seqs, const std::string& ready) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    const std::string log = ready + ".log";
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ::dup2(fd, STDOUT_FILENO);
-    ::dup2(fd, STDERR_FILENO);
-    const std::vector<std::string> args = {arbor,
-                                           "up",
-                                           "--ports=auto",
-                                           "--model=" + model,
-                                           absl::StrCat("--workers=", workers),
-                                           absl::StrCat("--blas_threads=", threads),
-                                           absl::StrCat("--max_seqs=", max_seqs),
-                                           "--log_level=warn",
-                                           "--ready_file=" + ready};
-    std::vector<char*> argv;
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  return pid;
+  return arbor::SpawnProcess(
+      {arbor, "up", "--ports=auto", "--model=" + model, absl::StrCat("--workers=", workers),
+       absl::StrCat("--blas_threads=", threads), absl::StrCat("--max_seqs=", max_seqs),
+       "--log_level=warn", "--ready_file=" + ready},
+      {.log_path = ready + ".log"});
 }
 
 int RunDecode(nlohmann::json* out) {

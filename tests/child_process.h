@@ -2,7 +2,6 @@
 // health to report SERVING. Test-only; cross-service tests live in tests/.
 #pragma once
 
-#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,27 +13,16 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "grpc/health/v1/health.grpc.pb.h"
-#include "grpcpp/grpcpp.h"
+#include "arbor/common/process.h"
+#include "arbor/rpc/service_main.h"
 
 namespace arbor::testing {
 
 class ChildProcess {
  public:
   // Starts `argv` (argv[0] is the binary path) with output appended to `log_path`.
-  ChildProcess(std::vector<std::string> argv, const std::string& log_path) {
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      const int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      ::dup2(fd, STDOUT_FILENO);
-      ::dup2(fd, STDERR_FILENO);
-      std::vector<char*> args;
-      for (std::string& a : argv) args.push_back(a.data());
-      args.push_back(nullptr);
-      ::execv(args[0], args.data());
-      ::_exit(127);
-    }
-  }
+  ChildProcess(std::vector<std::string> argv, const std::string& log_path)
+      : pid_(SpawnProcess(argv, {.log_path = log_path})) {}
   ~ChildProcess() { Signal(SIGKILL); }
 
   // Waits until the gRPC health service at `address` answers SERVING (bounded by `timeout`).
@@ -46,19 +34,7 @@ class ChildProcess {
         pid_ = -1;
         return absl::UnavailableError(absl::StrCat("process for ", address, " exited"));
       }
-      // A fresh channel with its own subchannel each time: a channel that failed to connect
-      // backs off (1 s, then longer), which would dominate start-up.
-      grpc::ChannelArguments args;
-      args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-      auto stub = grpc::health::v1::Health::NewStub(
-          grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
-      grpc::health::v1::HealthCheckResponse resp;
-      if (stub->Check(&ctx, {}, &resp).ok() &&
-          resp.status() == grpc::health::v1::HealthCheckResponse::SERVING) {
-        return absl::OkStatus();
-      }
+      if (rpc::HealthServing(address)) return absl::OkStatus();
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     return absl::DeadlineExceededError(absl::StrCat(address, " not serving in time"));

@@ -7,13 +7,10 @@
 #include <filesystem>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "arbor/common/logging.h"
 #include "arbor/model/checkpoint.h"
 #include "arbor/model/expert_spec.h"
-#include "arbor/rpc/flags_env.h"
 #include "arbor/rpc/server_host.h"
+#include "arbor/rpc/service_main.h"
 #include "expert_worker_service.h"
 #include "spdlog/spdlog.h"
 
@@ -29,20 +26,11 @@ ABSL_FLAG(int, max_rows, 2048, "rows in one RunExperts");
 ABSL_FLAG(int, threads, 2, "handler threads");
 ABSL_FLAG(int, blas_threads, 0, "OpenBLAS threads; 0 keeps OpenBLAS's default");
 ABSL_FLAG(int, shutdown_grace_ms, 0, "NOT_SERVING time before draining on SIGTERM");
-ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error or off");
 
 int main(int argc, char** argv) {
-  arbor::rpc::BlockShutdownSignals();
-  absl::SetProgramUsageMessage("arbor-expert: runs a shard of a MoE model's experts");
-  if (auto st = arbor::rpc::ApplyFlagEnvOverrides(); !st.ok()) {
-    std::fprintf(stderr, "arbor-expert: %s\n", st.ToString().c_str());
+  if (!arbor::rpc::InitServiceMain(argc, argv, "arbor-expert",
+                                   "arbor-expert: runs a shard of a MoE model's experts"))
     return 2;
-  }
-  absl::ParseCommandLine(argc, argv);
-  if (auto st = arbor::InitLogging(absl::GetFlag(FLAGS_log_level)); !st.ok()) {
-    std::fprintf(stderr, "arbor-expert: %s\n", st.ToString().c_str());
-    return 2;
-  }
   const std::string backend = absl::GetFlag(FLAGS_backend);
   if (backend != "auto" && backend != "cpu") {
     spdlog::error("--backend={} is not available in this build (auto or cpu)", backend);
@@ -92,8 +80,6 @@ int main(int argc, char** argv) {
   spdlog::info("arbor-expert ready address={} metrics_port={} experts={} bytes_read={}",
                (*host)->address(), (*host)->metrics_port(),
                arbor::model::FormatExpertSpec(*experts), (*ckpt)->bytes_read());
-  const int sig = arbor::rpc::WaitForShutdownSignal();
-  spdlog::info("signal {}: shutting down", sig);
-  (*host)->Shutdown();
+  arbor::rpc::ServeUntilSignal(**host);
   return 0;
 }

@@ -4,12 +4,9 @@
 #include <cstdio>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "arbor/common/logging.h"
 #include "arbor/model/config.h"
-#include "arbor/rpc/flags_env.h"
 #include "arbor/rpc/server_host.h"
+#include "arbor/rpc/service_main.h"
 #include "kvstore_service.h"
 #include "spdlog/spdlog.h"
 
@@ -28,20 +25,11 @@ ABSL_FLAG(int, threads, 4, "handler threads");
 ABSL_FLAG(int, max_message_mb, 256,
           "largest gRPC message received or sent, MiB (a Commit carries all its tokens' KV)");
 ABSL_FLAG(int, shutdown_grace_ms, 0, "NOT_SERVING time before draining on SIGTERM");
-ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error or off");
 
 int main(int argc, char** argv) {
-  arbor::rpc::BlockShutdownSignals();
-  absl::SetProgramUsageMessage("arbor-kvstore: the KV tree and state store service");
-  if (auto st = arbor::rpc::ApplyFlagEnvOverrides(); !st.ok()) {
-    std::fprintf(stderr, "arbor-kvstore: %s\n", st.ToString().c_str());
+  if (!arbor::rpc::InitServiceMain(argc, argv, "arbor-kvstore",
+                                   "arbor-kvstore: the KV tree and state store service"))
     return 2;
-  }
-  absl::ParseCommandLine(argc, argv);
-  if (auto st = arbor::InitLogging(absl::GetFlag(FLAGS_log_level)); !st.ok()) {
-    std::fprintf(stderr, "arbor-kvstore: %s\n", st.ToString().c_str());
-    return 2;
-  }
   auto config = arbor::model::ModelConfig::Load(absl::GetFlag(FLAGS_model));
   if (!config.ok()) {
     spdlog::error("{}", config.status().ToString());
@@ -86,8 +74,6 @@ int main(int argc, char** argv) {
   spdlog::info("arbor-kvstore ready address={} metrics_port={} state={}", (*host)->address(),
                (*host)->metrics_port(),
                absl::GetFlag(FLAGS_redis_url).empty() ? "memory" : absl::GetFlag(FLAGS_redis_url));
-  const int sig = arbor::rpc::WaitForShutdownSignal();
-  spdlog::info("signal {}: shutting down", sig);
-  (*host)->Shutdown();
+  arbor::rpc::ServeUntilSignal(**host);
   return 0;
 }

@@ -9,15 +9,12 @@
 #include <filesystem>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "arbor/common/logging.h"
 #include "arbor/model/checkpoint.h"
 #include "arbor/model/tokenizer.h"
-#include "arbor/rpc/flags_env.h"
 #include "arbor/rpc/server_host.h"
+#include "arbor/rpc/service_main.h"
 #include "grpcpp/grpcpp.h"
 #include "remote_expert_backend.h"
 #include "router_service.h"
@@ -48,20 +45,12 @@ ABSL_FLAG(int, describe_timeout_ms, 30000, "how long to wait for every worker at
 ABSL_FLAG(int, kvstore_timeout_ms, 30000, "deadline of every kv-store call");
 ABSL_FLAG(int, max_message_mb, 256, "largest gRPC message sent or received, MiB");
 ABSL_FLAG(int, shutdown_grace_ms, 0, "NOT_SERVING time before draining on SIGTERM");
-ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error or off");
 
 int main(int argc, char** argv) {
-  arbor::rpc::BlockShutdownSignals();
-  absl::SetProgramUsageMessage("arbor-router: attention, gating and batching over expert workers");
-  if (auto st = arbor::rpc::ApplyFlagEnvOverrides(); !st.ok()) {
-    std::fprintf(stderr, "arbor-router: %s\n", st.ToString().c_str());
+  if (!arbor::rpc::InitServiceMain(
+          argc, argv, "arbor-router",
+          "arbor-router: attention, gating and batching over expert workers"))
     return 2;
-  }
-  absl::ParseCommandLine(argc, argv);
-  if (auto st = arbor::InitLogging(absl::GetFlag(FLAGS_log_level)); !st.ok()) {
-    std::fprintf(stderr, "arbor-router: %s\n", st.ToString().c_str());
-    return 2;
-  }
   if (absl::GetFlag(FLAGS_blas_threads) > 0) {
     openblas_set_num_threads(absl::GetFlag(FLAGS_blas_threads));
   }
@@ -164,9 +153,7 @@ int main(int argc, char** argv) {
   spdlog::info("arbor-router ready address={} metrics_port={} kvstore={} workers={}",
                (*host)->address(), (*host)->metrics_port(), absl::GetFlag(FLAGS_kvstore),
                absl::StrJoin(addresses, ","));
-  const int sig = arbor::rpc::WaitForShutdownSignal();
-  spdlog::info("signal {}: shutting down", sig);
-  (*host)->Shutdown();
+  arbor::rpc::ServeUntilSignal(**host);
   service->reset();
   return 0;
 }

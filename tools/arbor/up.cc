@@ -5,7 +5,6 @@
 // dies, or when any child exits by itself.
 #include "up.h"
 
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -25,10 +24,10 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "arbor/common/process.h"
 #include "arbor/model/config.h"
 #include "arbor/model/expert_spec.h"
-#include "grpc/health/v1/health.grpc.pb.h"
-#include "grpcpp/grpcpp.h"
+#include "arbor/rpc/service_main.h"
 #include "nlohmann/json.hpp"
 
 ABSL_DECLARE_FLAG(std::string, model);
@@ -40,7 +39,7 @@ ABSL_FLAG(std::string, ports, "fixed",
 ABSL_FLAG(std::string, ready_file, "", "arbor up: write the endpoints here as JSON when ready");
 ABSL_FLAG(std::string, log_dir, "",
           "arbor up: write each service's log to DIR/<name>.log (default: this terminal)");
-ABSL_FLAG(std::string, log_level, "info", "arbor up: the services' log level");
+ABSL_DECLARE_FLAG(std::string, log_level);  // passed on to every service
 ABSL_FLAG(std::string, redis_url, "", "arbor up: the kv-store's state store (empty: in memory)");
 ABSL_FLAG(std::string, bin_dir, "",
           "arbor up: where the service binaries are (default: beside arbor)");
@@ -76,21 +75,6 @@ bool PortFree(int port) {
   return ok;
 }
 
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  int port = -1;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
-
 class PortPicker {
  public:
   explicit PortPicker(bool fixed) : fixed_(fixed) {}
@@ -99,7 +83,7 @@ class PortPicker {
     if (!fixed_) {
       int p;
       do {
-        p = FreePort();
+        p = FreeLoopbackPort();
       } while (p > 0 && std::find(used_.begin(), used_.end(), p) != used_.end());
       used_.push_back(p);
       return p;
@@ -117,43 +101,6 @@ class PortPicker {
   bool fixed_;
   std::vector<int> used_;
 };
-
-pid_t Spawn(const std::vector<std::string>& argv, const std::string& log_path) {
-  const pid_t pid = ::fork();
-  if (pid != 0) return pid;
-  // The child: stop when `arbor up` dies, whatever the cause; default signal mask for exec.
-  ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-  sigset_t none;
-  sigemptyset(&none);
-  ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  ::setpgid(0, 0);  // Ctrl-C reaches only `arbor up`, which stops the children in order
-  if (!log_path.empty()) {
-    const int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd >= 0) {
-      ::dup2(fd, STDOUT_FILENO);
-      ::dup2(fd, STDERR_FILENO);
-    }
-  }
-  std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  ::execv(args[0], args.data());
-  std::fprintf(stderr, "arbor up: cannot run %s\n", args[0]);
-  ::_exit(127);
-}
-
-bool Serving(const std::string& address) {
-  // A fresh channel of its own each time, so that no reconnect backoff carries over.
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  auto stub = grpc::health::v1::Health::NewStub(
-      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
-  grpc::health::v1::HealthCheckResponse resp;
-  return stub->Check(&ctx, {}, &resp).ok() &&
-         resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
-}
 
 // Reaps children that exited; returns the first one found, or nullptr.
 Child* Reap(std::vector<Child>& children, int* status) {
@@ -300,13 +247,18 @@ int Up() {
     if (c.name != "kvstore" && absl::GetFlag(FLAGS_blas_threads) > 0) {
       argv.push_back(absl::StrCat("--blas_threads=", absl::GetFlag(FLAGS_blas_threads)));
     }
-    c.pid = Spawn(argv, log_dir.empty() ? "" : absl::StrCat(log_dir, "/", c.name, ".log"));
+    // A child stops when `arbor up` dies, whatever the cause; Ctrl-C reaches only `arbor up`,
+    // which stops the children in order.
+    c.pid = SpawnProcess(
+        argv, {.log_path = log_dir.empty() ? "" : absl::StrCat(log_dir, "/", c.name, ".log"),
+               .new_process_group = true,
+               .parent_death_signal = SIGTERM});
   }
 
   // Wait for every service, watching for one that exits instead.
   const auto deadline = Clock::now() + std::chrono::seconds(absl::GetFlag(FLAGS_start_timeout_s));
   for (Child& c : children) {
-    while (!Serving(c.address)) {
+    while (!rpc::HealthServing(c.address)) {
       int status = 0;
       if (Child* dead = Reap(children, &status)) {
         std::fprintf(stderr, "arbor up: %s exited while starting (status %d)%s\n",

@@ -1,13 +1,8 @@
 // Starts a real redis-server on a free loopback port for a test, and stops it. Test-only.
 #pragma once
 
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <memory>
@@ -16,36 +11,11 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "arbor/common/process.h"
 
 namespace arbor::statestore::testing {
 
-// A port the kernel reports free on 127.0.0.1 (bound and released; a tiny race is accepted).
-inline int FreeLoopbackPort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  int port = -1;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
-
-inline bool CanConnect(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(port);
-  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  ::close(fd);
-  return ok;
-}
+using ::arbor::FreeLoopbackPort;
 
 class RedisServerForTest {
  public:
@@ -55,18 +25,11 @@ class RedisServerForTest {
     std::unique_ptr<RedisServerForTest> s(new RedisServerForTest());
     s->port_ = FreeLoopbackPort();
     const std::string port = std::to_string(s->port_);
-    s->pid_ = ::fork();
-    if (s->pid_ == 0) {
-      const int null_fd = ::open("/dev/null", O_WRONLY);
-      ::dup2(null_fd, STDOUT_FILENO);
-      ::dup2(null_fd, STDERR_FILENO);
-      ::execlp("redis-server", "redis-server", "--port", port.c_str(), "--bind", "127.0.0.1",
-               "--save", "", "--appendonly", "no", "--loglevel", "warning", "--dir", "/tmp",
-               static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
+    s->pid_ = SpawnProcess({"redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+                            "--appendonly", "no", "--loglevel", "warning", "--dir", "/tmp"},
+                           {.log_path = "/dev/null", .search_path = true});
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (!CanConnect(s->port_)) {
+    while (!LoopbackPortAccepts(s->port_)) {
       int status;
       if (::waitpid(s->pid_, &status, WNOHANG) == s->pid_) {
         s->pid_ = -1;
