@@ -29,8 +29,9 @@ ABSL_FLAG(int, shutdown_grace_ms, 0, "NOT_SERVING time before draining on SIGTER
 
 int main(int argc, char** argv) {
   if (!arbor::rpc::InitServiceMain(argc, argv, "arbor-expert",
-                                   "arbor-expert: runs a shard of a MoE model's experts"))
+                                   "arbor-expert: runs a shard of a MoE model's experts")) {
     return 2;
+  }
   const std::string backend = absl::GetFlag(FLAGS_backend);
   if (backend != "auto" && backend != "cpu") {
     spdlog::error("--backend={} is not available in this build (auto or cpu)", backend);

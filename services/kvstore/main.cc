@@ -28,8 +28,9 @@ ABSL_FLAG(int, shutdown_grace_ms, 0, "NOT_SERVING time before draining on SIGTER
 
 int main(int argc, char** argv) {
   if (!arbor::rpc::InitServiceMain(argc, argv, "arbor-kvstore",
-                                   "arbor-kvstore: the KV tree and state store service"))
+                                   "arbor-kvstore: the KV tree and state store service")) {
     return 2;
+  }
   auto config = arbor::model::ModelConfig::Load(absl::GetFlag(FLAGS_model));
   if (!config.ok()) {
     spdlog::error("{}", config.status().ToString());

@@ -49,8 +49,9 @@ ABSL_FLAG(int, shutdown_grace_ms, 0, "NOT_SERVING time before draining on SIGTER
 int main(int argc, char** argv) {
   if (!arbor::rpc::InitServiceMain(
           argc, argv, "arbor-router",
-          "arbor-router: attention, gating and batching over expert workers"))
+          "arbor-router: attention, gating and batching over expert workers")) {
     return 2;
+  }
   if (absl::GetFlag(FLAGS_blas_threads) > 0) {
     openblas_set_num_threads(absl::GetFlag(FLAGS_blas_threads));
   }
