@@ -79,6 +79,8 @@ struct RouterService::Job {
   int path_len = 0;
   uint64_t version = 0;
   engine::SeqId local = 0;
+  int reserved_blocks = 0;           // KV blocks held against the router's cache
+  bool admitted = false;             // holds reserved_blocks
   int cached = 0;                    // context tokens found in the local cache
   int fetch_from = 0, fetch_to = 0;  // context positions whose KV comes from the kv-store
   std::vector<float> fetched;
@@ -190,6 +192,7 @@ absl::StatusOr<std::unique_ptr<RouterService>> RouterService::Create(
                          engine::Engine::Create(weights, service->counting_.get(), options.engine));
   service->generator_ =
       std::make_unique<engine::Generator>(service->engine_.get(), tokenizer, options.prefill_chunk);
+  service->capacity_blocks_ = service->engine_->kv_tree().stats().blocks_capacity;
   service->loop_ = std::thread([s = service.get()] { s->Loop(); });
   return service;
 }
@@ -574,6 +577,42 @@ void RouterService::Admit(std::shared_ptr<Job> job) {
                   options_.engine.max_seq_tokens)));
     return;
   }
+  // The most KV blocks this job can ever hold: its whole context (shared prefixes counted as if
+  // they were not), every token it may generate, and a partial block at each end.
+  const int bt = options_.engine.kv_block_tokens;
+  const int longest = std::min(n + job->params.max_tokens + 1, options_.engine.max_seq_tokens);
+  job->reserved_blocks = (longest + bt - 1) / bt + 2;
+  if (job->reserved_blocks > capacity_blocks_) {
+    const int need = job->reserved_blocks;
+    job->reserved_blocks = 0;
+    Fail(job, absl::ResourceExhaustedError(
+                  absl::StrCat("sequence ", job->seq, " with ", n,
+                               " context tokens and params.max_tokens ", job->params.max_tokens,
+                               " may need ", need * bt, " tokens of KV; the router's cache holds ",
+                               capacity_blocks_ * bt, " (--kv_cache_tokens)")));
+    return;
+  }
+  waiting_.push_back(std::move(job));
+  AdmitWaiting();
+}
+
+void RouterService::AdmitWaiting() {
+  while (!waiting_.empty() &&
+         reserved_blocks_ + waiting_.front()->reserved_blocks <= capacity_blocks_) {
+    std::shared_ptr<Job> job = std::move(waiting_.front());
+    waiting_.pop_front();
+    reserved_blocks_ += job->reserved_blocks;
+    job->admitted = true;
+    Place(std::move(job));
+  }
+}
+
+void RouterService::Place(std::shared_ptr<Job> job) {
+  if (job->cancelled || stop_) {
+    Fail(job, Interrupted(*job));
+    return;
+  }
+  const int n = static_cast<int>(job->context.size());
   absl::StatusOr<kvcache::KvTree::Created> created = engine_->AddSequence(job->context);
   if (!created.ok()) {
     Fail(job, created.status());
@@ -694,9 +733,18 @@ void RouterService::Complete(std::shared_ptr<Job> job) {
   job->local = 0;
   if (!st.ok()) {
     End(*job, st);
+    Unreserve(*job);
     return;
   }
+  Unreserve(*job);  // its KV is copied out; the commit needs none of the cache
   io_.Schedule([this, job] { CommitAndFinish(job); });
+}
+
+void RouterService::Unreserve(Job& job) {
+  if (!job.admitted) return;
+  job.admitted = false;
+  reserved_blocks_ -= job.reserved_blocks;
+  AdmitWaiting();
 }
 
 void RouterService::Fail(const std::shared_ptr<Job>& job, const absl::Status& status) {
@@ -710,6 +758,7 @@ void RouterService::Fail(const std::shared_ptr<Job>& job, const absl::Status& st
     job->local = 0;
   }
   End(*job, status);
+  Unreserve(*job);
 }
 
 void RouterService::End(Job& job, const absl::Status& status) {
@@ -754,6 +803,15 @@ void RouterService::StepOnce() {
     if (job->cancelled || stop_) cancelled.push_back(job);
   }
   for (const auto& job : cancelled) Fail(job, Interrupted(*job));
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
+    if ((*it)->cancelled || stop_) {
+      std::shared_ptr<Job> job = std::move(*it);
+      it = waiting_.erase(it);
+      Fail(job, Interrupted(*job));
+    } else {
+      ++it;
+    }
+  }
   if (generator_->live() == 0) return;
 
   const engine::GeneratorStats before = generator_->stats();

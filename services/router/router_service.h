@@ -102,11 +102,17 @@ class RouterService final : public v1::Router::CallbackService {
   void CommitAndFinish(std::shared_ptr<Job> job);
   // Loop stages.
   void Admit(std::shared_ptr<Job> job);
+  // Admits waiting jobs, in order, while their KV fits.
+  void AdmitWaiting();
+  // Creates the job's local sequence and starts its fetch or its generation.
+  void Place(std::shared_ptr<Job> job);
   void StartGeneration(std::shared_ptr<Job> job);
   void Emit(Job& job, bool finished);
   void Complete(std::shared_ptr<Job> job);
   // Ends a job that is not (or no longer) in the generator: releases its local sequence.
   void Fail(const std::shared_ptr<Job>& job, const absl::Status& status);
+  // Returns a job's KV reservation and admits what now fits.
+  void Unreserve(Job& job);
   void End(Job& job, const absl::Status& status);
   absl::Status ValidateRequest(const v1::ExtendRequest& req) const;
   // CANCELLED or, while shutting down, UNAVAILABLE.
@@ -126,6 +132,11 @@ class RouterService final : public v1::Router::CallbackService {
   std::unique_ptr<engine::Engine> engine_;                  // step loop only
   std::unique_ptr<engine::Generator> generator_;            // step loop only
   absl::flat_hash_map<int, std::shared_ptr<Job>> running_;  // generator id -> job; loop only
+  // Admission by KV: every admitted job holds an upper bound of the cache blocks it can use, so
+  // a step never runs out of KV; jobs that do not fit yet wait here in order. Loop only.
+  std::deque<std::shared_ptr<Job>> waiting_;
+  int reserved_blocks_ = 0;
+  int capacity_blocks_ = 0;
 
   mutable absl::Mutex mu_;
   std::deque<std::function<void()>> inbox_ ABSL_GUARDED_BY(mu_);
