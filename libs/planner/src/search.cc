@@ -65,6 +65,7 @@ int SearchTree::AddChild(int parent, const Proposal& p) {
   n.state = p.state;
   n.answer = p.answer;
   n.answer_text = p.answer_text;
+  n.handle = p.handle;
   nodes_[parent].children.push_back(n.id);
   nodes_.push_back(std::move(n));
   return nodes_.back().id;
@@ -95,6 +96,10 @@ class Searcher {
         ARBOR_RETURN_IF_ERROR(Dfs(0));
         break;
       case Strategy::kMcts:
+        for (int id = 0; id < tree_.size(); ++id) {  // a replay recomputes them
+          tree_.mutable_node(id).visits = 0;
+          tree_.mutable_node(id).value_sum = 0;
+        }
         ARBOR_RETURN_IF_ERROR(Mcts());
         break;
     }
@@ -123,61 +128,75 @@ class Searcher {
   }
 
   // Proposes children for `parents` (capped so the tree stays within max_nodes) and values them.
-  // Records the best answer among them, if any, and stops the search on it.
+  // A parent expanded before (a tree restored from a checkpoint) keeps its children and their
+  // values, without asking the source: re-running a strategy on a restored tree replays it to
+  // where it stopped, then goes on. Returns the children in parent order; stops the search on
+  // the best answer among them.
   absl::StatusOr<std::vector<int>> Expand(const std::vector<int>& parents) {
+    std::vector<int> children;
+    if (OutOfBudget()) return children;
+    std::vector<int> fresh;
+    for (int p : parents) {
+      if (!tree_.node(p).expanded) fresh.push_back(p);
+    }
     std::vector<int> created;
-    if (OutOfBudget()) return created;
-    const int room = budget_.max_nodes - tree_.size();
-    std::vector<const SearchNode*> ps;
-    for (int p : parents) ps.push_back(&tree_.node(p));
-    ARBOR_ASSIGN_OR_RETURN(std::vector<std::vector<Proposal>> proposals,
-                           source_.Propose(ps, spec_.proposals_per_node));
-    if (proposals.size() != parents.size()) {
-      return absl::InternalError(absl::StrCat("thought source answered ", proposals.size(),
-                                              " proposal lists for ", parents.size(), " parents"));
-    }
     bool capped = false;
-    for (size_t i = 0; i < parents.size(); ++i) {
-      tree_.mutable_node(parents[i]).expanded = true;
-      for (size_t j = 0; j < proposals[i].size() && j < size_t(spec_.proposals_per_node); ++j) {
-        if (static_cast<int>(created.size()) == room) {
-          capped = true;
-          break;
+    if (!fresh.empty()) {
+      const int room = budget_.max_nodes - tree_.size();
+      std::vector<const SearchNode*> ps;
+      for (int p : fresh) ps.push_back(&tree_.node(p));
+      ARBOR_ASSIGN_OR_RETURN(std::vector<std::vector<Proposal>> proposals,
+                             source_.Propose(ps, spec_.proposals_per_node));
+      if (proposals.size() != fresh.size()) {
+        return absl::InternalError(absl::StrCat("thought source answered ", proposals.size(),
+                                                " proposal lists for ", fresh.size(), " parents"));
+      }
+      for (size_t i = 0; i < fresh.size(); ++i) {
+        tree_.mutable_node(fresh[i]).expanded = true;
+        for (size_t j = 0; j < proposals[i].size() && j < size_t(spec_.proposals_per_node); ++j) {
+          if (static_cast<int>(created.size()) == room) {
+            capped = true;
+            break;
+          }
+          const int id = tree_.AddChild(fresh[i], proposals[i][j]);
+          created.push_back(id);
+          if (observer_.created) observer_.created(tree_.node(id));
         }
-        const int id = tree_.AddChild(parents[i], proposals[i][j]);
-        created.push_back(id);
-        if (observer_.created) observer_.created(tree_.node(id));
+      }
+      if (!created.empty()) {
+        std::vector<const SearchNode*> nodes;
+        for (int id : created) nodes.push_back(&tree_.node(id));
+        ARBOR_ASSIGN_OR_RETURN(std::vector<double> values, source_.Evaluate(nodes));
+        if (values.size() != created.size()) {
+          return absl::InternalError(absl::StrCat("thought source valued ", values.size(), " of ",
+                                                  created.size(), " nodes"));
+        }
+        for (size_t i = 0; i < created.size(); ++i) {
+          SearchNode& n = tree_.mutable_node(created[i]);
+          n.score = values[i];
+          n.scored = true;
+          if (observer_.scored) observer_.scored(n);
+        }
       }
     }
-    if (!created.empty()) {
-      std::vector<const SearchNode*> nodes;
-      for (int id : created) nodes.push_back(&tree_.node(id));
-      ARBOR_ASSIGN_OR_RETURN(std::vector<double> values, source_.Evaluate(nodes));
-      if (values.size() != created.size()) {
-        return absl::InternalError(absl::StrCat("thought source valued ", values.size(), " of ",
-                                                created.size(), " nodes"));
+    for (int p : parents) {
+      for (int c : tree_.node(p).children) children.push_back(c);
+    }
+    int best_answer = -1;
+    for (int id : children) {
+      const SearchNode& n = tree_.node(id);
+      if (n.answer && (best_answer < 0 || n.score > tree_.node(best_answer).score)) {
+        best_answer = id;
       }
-      for (size_t i = 0; i < created.size(); ++i) {
-        SearchNode& n = tree_.mutable_node(created[i]);
-        n.score = values[i];
-        n.scored = true;
-        if (observer_.scored) observer_.scored(n);
-      }
-      int best_answer = -1;
-      for (int id : created) {
-        const SearchNode& n = tree_.node(id);
-        if (n.answer && (best_answer < 0 || n.score > tree_.node(best_answer).score)) {
-          best_answer = id;
-        }
-      }
-      if (best_answer >= 0) {
-        answer_ = best_answer;
-        stop_ = StopReason::kAnswer;
-        if (observer_.answer) observer_.answer(tree_.node(best_answer));
-      }
+    }
+    if (best_answer >= 0) {
+      answer_ = best_answer;
+      stop_ = StopReason::kAnswer;
+      if (observer_.answer) observer_.answer(tree_.node(best_answer));
     }
     if (capped && !stopped()) stop_ = StopReason::kNodeBudget;
-    return created;
+    if (!created.empty() && observer_.round) observer_.round();
+    return children;
   }
 
   void Prune(int id) {
@@ -248,9 +267,15 @@ class Searcher {
   }
 
   absl::Status Mcts() {
+    // Selection descends only through nodes expanded in this run, so that a replay on a restored
+    // tree takes exactly the steps of the original run.
+    std::vector<char> expanded(tree_.size(), 0);
+    auto expanded_here = [&](int id) {
+      return id < static_cast<int>(expanded.size()) && expanded[id] != 0;
+    };
     for (int r = 0; r < spec_.rollouts && !OutOfBudget(); ++r) {
-      int n = 0;  // selection: UCT down through expanded nodes
-      while (tree_.node(n).expanded && !tree_.node(n).children.empty()) {
+      int n = 0;
+      while (expanded_here(n) && !tree_.node(n).children.empty()) {
         const SearchNode& parent = tree_.node(n);
         int best = parent.children.front();
         for (int c : parent.children) {
@@ -259,11 +284,13 @@ class Searcher {
         n = best;
       }
       const SearchNode& leaf = tree_.node(n);
-      if (leaf.expanded || leaf.answer || leaf.depth >= spec_.depth) {
+      if (expanded_here(n) || leaf.answer || leaf.depth >= spec_.depth) {
         Backup(n, leaf.score);  // terminal: its own value again
         continue;
       }
       ARBOR_ASSIGN_OR_RETURN(std::vector<int> children, Expand({n}));
+      expanded.resize(tree_.size(), 0);
+      expanded[n] = 1;
       if (children.empty()) {
         Backup(n, tree_.node(n).score);
         continue;

@@ -1,6 +1,7 @@
 #include "arbor/planner/search.h"
 
 #include <map>
+#include <tuple>
 
 #include "gtest/gtest.h"
 
@@ -197,6 +198,47 @@ TEST(SearchTest, BudgetsStopTheSearch) {
     ASSERT_TRUE(r.ok());
     EXPECT_EQ(r->stop, StopReason::kExhausted);
     EXPECT_EQ(tree.size(), 1);
+  }
+}
+
+std::vector<std::tuple<int, std::string, double, bool>> Snapshot(const SearchTree& t) {
+  std::vector<std::tuple<int, std::string, double, bool>> out;
+  for (int id = 0; id < t.size(); ++id) {
+    out.emplace_back(t.node(id).parent, t.node(id).state, t.node(id).score, t.node(id).pruned);
+  }
+  return out;
+}
+
+// A search cut short by its budget and run again on the same tree (what a restarted planner does
+// with a checkpoint) replays what the tree holds without asking the source, then continues, and
+// ends with exactly the tree of an uninterrupted run.
+TEST(SearchTest, RerunningOnARestoredTreeReplaysThenContinues) {
+  SearchSpec mcts = Spec(Strategy::kMcts, 0, 2, 3);
+  mcts.rollouts = 12;
+  SearchSpec dfs = Spec(Strategy::kDfs, 0, 3, 3);
+  dfs.value_threshold = 1.5;
+  for (const SearchSpec& spec :
+       {Spec(Strategy::kBfs, 2, 3, 3), Spec(Strategy::kBeam, 2, 3, 3), dfs, mcts}) {
+    FakeSource whole_src;
+    SearchTree whole("r");
+    auto want = RunSearch(spec, {}, whole_src, whole);
+    ASSERT_TRUE(want.ok());
+
+    FakeSource src;
+    SearchTree tree("r");
+    auto cut = RunSearch(spec, {.max_tokens = 40}, src, tree);
+    ASSERT_TRUE(cut.ok());
+    ASSERT_EQ(cut->stop, StopReason::kTokenBudget);
+    ASSERT_LT(tree.size(), whole.size());
+    const int before = tree.size();
+    const int calls = src.propose_calls;
+    Events ev;
+    auto resumed = RunSearch(spec, {}, src, tree, ev.observer());
+    ASSERT_TRUE(resumed.ok());
+    EXPECT_EQ(Snapshot(tree), Snapshot(whole)) << static_cast<int>(spec.strategy);
+    EXPECT_EQ(resumed->best_path, want->best_path);
+    EXPECT_EQ(static_cast<int>(ev.created.size()), tree.size() - before);  // only new nodes
+    EXPECT_EQ(src.propose_calls - calls, whole_src.propose_calls - calls);
   }
 }
 

@@ -10,8 +10,9 @@
 //   MCTS  UCT selection from the root, expansion of the selected leaf, its children valued as
 //         the rollout result, backed up the path; `rollouts` iterations.
 // Every strategy stops at the first node the source marks as an answer, when the budget runs
-// out, or when the tree is exhausted. Deterministic given a deterministic source. Not
-// thread-safe.
+// out, or when the tree is exhausted. Deterministic given a deterministic source, and resumable:
+// run again on a tree restored from a checkpoint, a strategy replays the expansions it holds
+// (without asking the source) and continues from where it stopped. Not thread-safe.
 #pragma once
 
 #include <chrono>
@@ -35,7 +36,8 @@ struct SearchNode {
   bool pruned = false;
   bool answer = false;  // the source says this state answers the problem
   std::string answer_text;
-  // MCTS statistics.
+  uint64_t handle = 0;  // from the Proposal (the root's is set by the caller)
+  // MCTS statistics (recomputed when a restored tree is replayed).
   int visits = 0;
   double value_sum = 0;
   std::vector<int> children;
@@ -48,6 +50,7 @@ struct Proposal {
   std::string state;
   bool answer = false;
   std::string answer_text;
+  uint64_t handle = 0;  // the source's own reference (e.g. the node's kv-store sequence)
 };
 
 class ThoughtSource {
@@ -87,9 +90,11 @@ struct Budget {
 enum class StopReason { kAnswer, kExhausted, kNodeBudget, kTokenBudget, kDeadline };
 const char* StopReasonName(StopReason r);
 
-// What a strategy reports as the tree grows.
+// What a strategy reports as the tree grows. `round` follows every expansion that added nodes
+// (after they are valued): where a service checkpoints the tree.
 struct SearchObserver {
   std::function<void(const SearchNode&)> created, scored, pruned, answer;
+  std::function<void()> round;
 };
 
 class SearchTree {
