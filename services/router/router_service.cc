@@ -69,7 +69,7 @@ struct RouterService::Job {
   engine::GenerationParams params;
   std::chrono::system_clock::time_point client_deadline;
   Clock::time_point t0;
-  std::shared_ptr<ExtendStream> stream;
+  std::shared_ptr<rpc::EventStream<v1::ExtendEvent>> stream;
   std::atomic<bool> cancelled{false};
   std::atomic<bool> ended{false};
 
@@ -88,84 +88,6 @@ struct RouterService::Job {
   size_t sent_tokens = 0, sent_bytes = 0;
   v1::CommitRequest commit;
   v1::ExtendResult result;
-};
-
-// The server side of one Extend: events queue up and are written one at a time.
-class RouterService::ExtendStream : public grpc::ServerWriteReactor<v1::ExtendEvent> {
- public:
-  ExtendStream(RouterService* service) : service_(service) {}
-
-  void Begin(std::shared_ptr<ExtendStream> self, std::shared_ptr<Job> job) {
-    absl::MutexLock lock(&mu_);
-    self_ = std::move(self);
-    job_ = std::move(job);
-  }
-  void Push(v1::ExtendEvent event) {
-    absl::MutexLock lock(&mu_);
-    if (final_ || done_) return;
-    queue_.push_back(std::move(event));
-    MaybeWriteLocked();
-  }
-  // The last event (if any) then the status; only the first Close counts.
-  void Close(const absl::Status& status) {
-    absl::MutexLock lock(&mu_);
-    if (final_ || done_) return;
-    final_ = rpc::ToGrpcStatus(status);
-    MaybeWriteLocked();
-  }
-
-  void OnWriteDone(bool ok) override {
-    absl::MutexLock lock(&mu_);
-    writing_ = false;
-    if (!ok) {  // the client is gone: nothing more can be written
-      queue_.clear();
-      if (!final_) final_ = grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
-    }
-    MaybeWriteLocked();
-  }
-  void OnCancel() override {
-    std::shared_ptr<Job> job;
-    {
-      absl::MutexLock lock(&mu_);
-      job = job_;
-    }
-    if (job) job->cancelled = true;
-    service_->Post([] {});  // wakes the loop, which drops cancelled jobs
-  }
-  void OnDone() override {
-    std::shared_ptr<ExtendStream> keep;
-    {
-      absl::MutexLock lock(&mu_);
-      done_ = true;
-      job_.reset();
-      keep = std::move(self_);
-    }
-  }
-
- private:
-  void MaybeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (writing_ || finished_) return;
-    if (!queue_.empty()) {
-      current_ = std::move(queue_.front());
-      queue_.pop_front();
-      writing_ = true;
-      StartWrite(&current_);
-    } else if (final_) {
-      finished_ = true;
-      Finish(*final_);
-    }
-  }
-
-  RouterService* service_;
-  absl::Mutex mu_;
-  std::shared_ptr<ExtendStream> self_ ABSL_GUARDED_BY(mu_);  // alive until OnDone
-  std::shared_ptr<Job> job_ ABSL_GUARDED_BY(mu_);
-  std::deque<v1::ExtendEvent> queue_ ABSL_GUARDED_BY(mu_);
-  v1::ExtendEvent current_ ABSL_GUARDED_BY(mu_);
-  std::optional<grpc::Status> final_ ABSL_GUARDED_BY(mu_);
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  bool done_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 absl::StatusOr<std::unique_ptr<RouterService>> RouterService::Create(
@@ -349,13 +271,16 @@ absl::Status RouterService::ValidateRequest(const v1::ExtendRequest& req) const 
 
 grpc::ServerWriteReactor<v1::ExtendEvent>* RouterService::Extend(grpc::CallbackServerContext* ctx,
                                                                  const v1::ExtendRequest* req) {
-  auto stream = std::make_shared<ExtendStream>(this);
   auto job = std::make_shared<Job>();
+  auto stream = rpc::EventStream<v1::ExtendEvent>::Create(
+      [this, weak = std::weak_ptr<Job>(job)] {
+        if (auto j = weak.lock()) j->cancelled = true;
+        Post([] {});  // wakes the loop, which drops cancelled jobs
+      });
   job->id = next_job_++;
   job->seq = req->sequence_id();
   job->t0 = Clock::now();
   job->stream = stream;
-  stream->Begin(stream, job);
   absl::Status st = ValidateRequest(*req);
   if (st.ok() && pending_.fetch_add(1) >= options_.max_pending) {
     --pending_;

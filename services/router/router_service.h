@@ -32,6 +32,7 @@
 #include "arbor/engine/engine.h"
 #include "arbor/engine/generator.h"
 #include "arbor/model/tokenizer.h"
+#include "arbor/rpc/event_stream.h"
 #include "arbor/rpc/rpc_metrics.h"
 #include "arbor/v1/kvstore.grpc.pb.h"
 #include "arbor/v1/router.grpc.pb.h"
@@ -86,7 +87,6 @@ class RouterService final : public v1::Router::CallbackService {
 
  private:
   struct Job;
-  class ExtendStream;
   RouterService(const model::ModelWeights* weights, const model::Tokenizer* tokenizer,
                 engine::ExpertBackend* experts, const RemoteExpertBackend* remote,
                 std::shared_ptr<grpc::Channel> kvstore, const RouterOptions& options,

@@ -1,0 +1,254 @@
+#include "mesh_thought_source.h"
+
+#include <algorithm>
+#include <cctype>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/synchronization/blocking_counter.h"
+#include "arbor/common/status_macros.h"
+#include "arbor/rpc/status.h"
+
+namespace arbor::planner {
+
+std::string Render(const std::string& t, const std::string& problem, const std::string& state,
+                   const std::string& thought) {
+  return absl::StrReplaceAll(t, {{"{problem}", problem}, {"{state}", state}, {"{thought}", thought}});
+}
+
+MeshThoughtSource::MeshThoughtSource(v1::KvStore::Stub* kv, v1::Router::Stub* router,
+                                     ThreadPool* pool, std::string problem, Templates templates,
+                                     SourceOptions options,
+                                     std::function<void(const std::vector<uint64_t>&)> on_sequences,
+                                     std::function<bool()> is_cancelled)
+    : kv_(kv),
+      router_(router),
+      pool_(pool),
+      problem_(std::move(problem)),
+      templates_(std::move(templates)),
+      options_(options),
+      on_sequences_(std::move(on_sequences)),
+      is_cancelled_(std::move(is_cancelled)) {}
+
+std::chrono::system_clock::time_point MeshThoughtSource::Deadline() const {
+  return std::min(options_.deadline, std::chrono::system_clock::now() + options_.call_timeout);
+}
+
+absl::Status MeshThoughtSource::CheckCancelled() const {
+  if (is_cancelled_ && is_cancelled_()) return absl::CancelledError("the task was cancelled");
+  if (std::chrono::system_clock::now() >= options_.deadline) {
+    return absl::DeadlineExceededError("the task's deadline passed");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> MeshThoughtSource::CreateRoot() {
+  v1::CreateSequenceResponse created;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline());
+    const grpc::Status st = kv_->CreateSequence(&ctx, {}, &created);
+    if (!st.ok()) return rpc::FromGrpcStatus(st);
+  }
+  if (on_sequences_) on_sequences_({created.sequence_id()});
+  v1::ExtendRequest req;
+  req.set_sequence_id(created.sequence_id());
+  req.set_text(Render(templates_.propose, problem_, "", ""));
+  req.set_add_bos(true);
+  std::vector<Generated> out = ExtendAll({req});
+  ARBOR_RETURN_IF_ERROR(out[0].status);
+  return created.sequence_id();
+}
+
+absl::StatusOr<std::vector<uint64_t>> MeshThoughtSource::Fork(uint64_t seq, int n) {
+  v1::ForkRequest req;
+  req.set_sequence_id(seq);
+  req.set_n(n);
+  v1::ForkResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline());
+  const grpc::Status st = kv_->Fork(&ctx, req, &resp);
+  if (!st.ok()) {
+    const absl::Status e = rpc::FromGrpcStatus(st);
+    return absl::Status(e.code(), absl::StrCat("kv-store Fork of ", seq, ": ", e.message()));
+  }
+  std::vector<uint64_t> kids(resp.sequence_ids().begin(), resp.sequence_ids().end());
+  if (on_sequences_) on_sequences_(kids);
+  return kids;
+}
+
+std::vector<MeshThoughtSource::Generated> MeshThoughtSource::ExtendAll(
+    const std::vector<v1::ExtendRequest>& reqs) {
+  std::vector<Generated> out(reqs.size());
+  absl::BlockingCounter done(static_cast<int>(reqs.size()));
+  const auto deadline = Deadline();
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    pool_->Schedule([this, &reqs, &out, &done, i, deadline] {
+      Generated& g = out[i];
+      grpc::ClientContext ctx;
+      ctx.set_deadline(deadline);
+      auto stream = router_->Extend(&ctx, reqs[i]);
+      v1::ExtendEvent e;
+      double sum = 0;
+      while (stream->Read(&e)) {
+        if (e.has_token()) {
+          g.ids.push_back(e.token().id());
+          sum += e.token().logprob();
+        } else {
+          g.result = e.result();
+        }
+      }
+      const grpc::Status st = stream->Finish();
+      if (!st.ok()) {
+        const absl::Status s = rpc::FromGrpcStatus(st);
+        g.status = absl::Status(s.code(), absl::StrCat("router Extend of sequence ",
+                                                       reqs[i].sequence_id(), ": ", s.message()));
+      }
+      g.text = g.result.text();
+      g.mean_logprob = g.ids.empty() ? 0 : sum / static_cast<double>(g.ids.size());
+      done.DecrementCount();
+    });
+  }
+  done.Wait();
+  for (const Generated& g : out) {
+    counts_.generated += g.result.generated_tokens();
+    counts_.prefilled += g.result.prefilled_tokens();
+    counts_.reused += g.result.reused_tokens();
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<std::vector<Proposal>>> MeshThoughtSource::Propose(
+    const std::vector<const SearchNode*>& parents, int n) {
+  ARBOR_RETURN_IF_ERROR(CheckCancelled());
+  std::vector<std::vector<uint64_t>> kids;
+  for (const SearchNode* p : parents) {
+    ARBOR_ASSIGN_OR_RETURN(std::vector<uint64_t> k, Fork(p->handle, n));
+    kids.push_back(std::move(k));
+  }
+  std::vector<v1::ExtendRequest> reqs;
+  for (const auto& k : kids) {
+    for (uint64_t seq : k) {
+      v1::ExtendRequest req;
+      req.set_sequence_id(seq);
+      v1::GenerationParams* g = req.mutable_params();
+      g->set_max_tokens(options_.max_thought_tokens);
+      g->set_temperature(options_.temperature);
+      g->set_seed(options_.seed * 1000003 + (++calls_));
+      g->add_stop(templates_.step_stop);
+      reqs.push_back(std::move(req));
+    }
+  }
+  std::vector<Generated> gen = ExtendAll(reqs);
+  std::vector<std::vector<Proposal>> out(parents.size());
+  size_t i = 0;
+  absl::Status first_error;
+  for (size_t p = 0; p < parents.size(); ++p) {
+    for (uint64_t seq : kids[p]) {
+      const Generated& g = gen[i++];
+      if (!g.status.ok()) {
+        if (first_error.ok()) first_error = g.status;
+        continue;
+      }
+      Proposal q;
+      q.handle = seq;
+      q.thought = g.text;
+      q.state = parents[p]->state + g.text + templates_.step_stop;
+      if (!templates_.answer_prefix.empty()) {
+        const size_t at = g.text.find(templates_.answer_prefix);
+        if (at != std::string::npos) {
+          q.answer = true;
+          std::string a = g.text.substr(at + templates_.answer_prefix.size());
+          a.erase(0, a.find_first_not_of(' '));
+          q.answer_text = a;
+        }
+      }
+      logprob_[seq] = g.mean_logprob;
+      out[p].push_back(std::move(q));
+    }
+  }
+  if (!first_error.ok()) {
+    // Nothing of this round enters the tree; its sequences go back to the kv-store.
+    std::vector<uint64_t> all;
+    for (const auto& k : kids) all.insert(all.end(), k.begin(), k.end());
+    Release(all).IgnoreError();
+    return first_error;
+  }
+  return out;
+}
+
+double MeshThoughtSource::thought_logprob(uint64_t handle) const {
+  auto it = logprob_.find(handle);
+  return it == logprob_.end() ? 0 : it->second;
+}
+
+absl::StatusOr<std::vector<double>> MeshThoughtSource::Evaluate(
+    const std::vector<const SearchNode*>& nodes) {
+  std::vector<double> values(nodes.size(), 0.0);
+  if (options_.value == ValueMode::kLogProb) {
+    for (size_t i = 0; i < nodes.size(); ++i) values[i] = thought_logprob(nodes[i]->handle);
+    return values;
+  }
+  ARBOR_RETURN_IF_ERROR(CheckCancelled());
+  // Label: the value prompt on forks of each node (sharing its KV), the label mapped to a score.
+  const int k = options_.value == ValueMode::kSampled ? options_.value_samples : 1;
+  std::vector<uint64_t> forks;
+  std::vector<v1::ExtendRequest> reqs;
+  for (const SearchNode* n : nodes) {
+    ARBOR_ASSIGN_OR_RETURN(std::vector<uint64_t> f, Fork(n->handle, k));
+    for (uint64_t seq : f) {
+      v1::ExtendRequest req;
+      req.set_sequence_id(seq);
+      req.set_text(Render(templates_.value, problem_, n->state, n->thought));
+      v1::GenerationParams* g = req.mutable_params();
+      g->set_max_tokens(8);
+      g->set_temperature(options_.value == ValueMode::kSampled ? options_.temperature : 0.0f);
+      g->set_seed(options_.seed * 1000003 + (++calls_));
+      g->add_stop("\n");
+      reqs.push_back(std::move(req));
+      forks.push_back(seq);
+    }
+  }
+  std::vector<Generated> gen = ExtendAll(reqs);
+  ARBOR_RETURN_IF_ERROR(Release(forks));
+  float lowest = 0;
+  for (const auto& [label, score] : templates_.value_labels) lowest = std::min(lowest, score);
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    double sum = 0;
+    for (int j = 0; j < k; ++j) {
+      const Generated& g = gen[i * k + j];
+      ARBOR_RETURN_IF_ERROR(g.status);
+      std::string text = g.text;
+      std::transform(text.begin(), text.end(), text.begin(),
+                     [](unsigned char c) { return std::tolower(c); });
+      // The label that appears first in what the model wrote; none scores the lowest.
+      size_t first = std::string::npos;
+      float score = lowest;
+      for (const auto& [label, s] : templates_.value_labels) {
+        const size_t at = text.find(label);
+        if (at < first) {
+          first = at;
+          score = s;
+        }
+      }
+      sum += score;
+    }
+    values[i] = sum / k;
+  }
+  return values;
+}
+
+absl::Status MeshThoughtSource::Release(const std::vector<uint64_t>& seqs) {
+  for (size_t i = 0; i < seqs.size(); i += 1024) {
+    v1::ReleaseRequest req;
+    for (size_t j = i; j < std::min(seqs.size(), i + 1024); ++j) req.add_sequence_ids(seqs[j]);
+    v1::ReleaseResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    const grpc::Status st = kv_->Release(&ctx, req, &resp);
+    if (!st.ok()) return rpc::FromGrpcStatus(st);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace arbor::planner

@@ -1,0 +1,109 @@
+// The planner's ThoughtSource over the mesh. Every search node is a kv-store sequence (its
+// handle): the root holds the rendered propose prompt; a child is a Fork of its parent (O(1),
+// all KV shared) extended by the router up to the step stop string, which is the thought. All
+// the Extends of a round run at once, so the router batches them into shared steps.
+// Values: the thought's mean token log-prob; or a label the model writes after the value prompt
+// on a fork of the node (k forks sampled and averaged), mapped to a score.
+// Thread-compatible: one task drives one source.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "arbor/common/thread_pool.h"
+#include "arbor/planner/search.h"
+#include "arbor/v1/kvstore.grpc.pb.h"
+#include "arbor/v1/planner.pb.h"
+#include "arbor/v1/router.grpc.pb.h"
+
+namespace arbor::planner {
+
+// A task's prompts (a preset or the request's own); "{problem}", "{state}" and "{thought}" are
+// replaced where they appear.
+struct Templates {
+  std::string propose, value, answer, step_stop = "\n", answer_prefix;
+  std::map<std::string, float> value_labels;
+};
+
+// "{problem}", "{state}", "{thought}" replaced in `t`.
+std::string Render(const std::string& t, const std::string& problem, const std::string& state,
+                   const std::string& thought);
+
+enum class ValueMode { kLogProb, kLabel, kSampled };
+
+struct SourceOptions {
+  ValueMode value = ValueMode::kLogProb;
+  int value_samples = 1;
+  float temperature = 0.8f;
+  int max_thought_tokens = 64;
+  uint64_t seed = 0;
+  std::chrono::system_clock::time_point deadline = std::chrono::system_clock::time_point::max();
+  std::chrono::milliseconds call_timeout{120000};
+};
+
+struct SourceCounts {
+  int64_t generated = 0, prefilled = 0, reused = 0;
+};
+
+class MeshThoughtSource : public ThoughtSource {
+ public:
+  // The stubs and pool must outlive the source. `on_sequences` is called with every kv-store
+  // sequence the source creates before it is used (so a checkpoint can release it after a
+  // crash); `is_cancelled` is polled between calls.
+  MeshThoughtSource(v1::KvStore::Stub* kv, v1::Router::Stub* router, ThreadPool* pool,
+                    std::string problem, Templates templates, SourceOptions options,
+                    std::function<void(const std::vector<uint64_t>&)> on_sequences,
+                    std::function<bool()> is_cancelled);
+
+  // A new root sequence holding the rendered propose prompt (prefilled by the router).
+  absl::StatusOr<uint64_t> CreateRoot();
+
+  absl::StatusOr<std::vector<std::vector<Proposal>>> Propose(
+      const std::vector<const SearchNode*>& parents, int n) override;
+  absl::StatusOr<std::vector<double>> Evaluate(
+      const std::vector<const SearchNode*>& nodes) override;
+  int64_t tokens_used() const override { return counts_.generated; }
+
+  // Releases kv-store sequences (unknown ones are ignored).
+  absl::Status Release(const std::vector<uint64_t>& seqs);
+
+  const SourceCounts& counts() const { return counts_; }
+  void set_counts(const SourceCounts& c) { counts_ = c; }
+  // Mean log-prob of a node's thought, by handle (set by Propose).
+  double thought_logprob(uint64_t handle) const;
+
+ private:
+  struct Generated {
+    absl::Status status;
+    std::string text;
+    std::vector<int> ids;
+    double mean_logprob = 0;
+    v1::ExtendResult result;
+  };
+  // Runs the Extends in parallel on the pool and waits for all.
+  std::vector<Generated> ExtendAll(const std::vector<v1::ExtendRequest>& reqs);
+  absl::StatusOr<std::vector<uint64_t>> Fork(uint64_t seq, int n);
+  std::chrono::system_clock::time_point Deadline() const;
+  absl::Status CheckCancelled() const;
+
+  v1::KvStore::Stub* kv_;
+  v1::Router::Stub* router_;
+  ThreadPool* pool_;
+  std::string problem_;
+  Templates templates_;
+  SourceOptions options_;
+  std::function<void(const std::vector<uint64_t>&)> on_sequences_;
+  std::function<bool()> is_cancelled_;
+  SourceCounts counts_;
+  std::map<uint64_t, double> logprob_;  // handle -> thought mean log-prob
+  uint64_t calls_ = 0;                   // varies the sampling seed per call
+};
+
+}  // namespace arbor::planner
