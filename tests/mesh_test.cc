@@ -474,7 +474,7 @@ TEST(ArborUpTest, StartsServesAndStopsEveryChild) {
   std::ifstream in(ready);
   const nlohmann::json j = nlohmann::json::parse(in);
   const std::vector<int> pids = ServicePids(ready);
-  ASSERT_EQ(pids.size(), 6u);  // kv-store, 2 x 2 workers, router
+  ASSERT_EQ(pids.size(), 7u);  // kv-store, 2 x 2 workers, router, planner
 
   auto kv = v1::KvStore::NewStub(
       grpc::CreateChannel(j["kvstore"].get<std::string>(), grpc::InsecureChannelCredentials()));
@@ -506,7 +506,7 @@ TEST(ArborUpTest, StopsEveryChildWhenItsParentDies) {
   ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(ready); }, std::chrono::seconds(90)))
       << "see " << dir;
   const std::vector<int> pids = ServicePids(ready);
-  ASSERT_EQ(pids.size(), 3u);
+  ASSERT_EQ(pids.size(), 4u);  // kv-store, a worker, router, planner
   shell.Signal(SIGKILL);
   EXPECT_TRUE(WaitFor(
       [&] {

@@ -91,12 +91,20 @@ grpc::ServerUnaryReactor* KvStoreService::CreateSequence(grpc::CallbackServerCon
                                                          v1::CreateSequenceResponse* resp) {
   return Run(ctx, "CreateSequence", [this, req, resp]() -> absl::Status {
     ARBOR_RETURN_IF_ERROR(CheckTokens(req->prompt_token_ids(), "prompt_token_ids"));
+    if (req->owner().size() > 256) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("owner of ", req->owner().size(), " bytes, at most 256"));
+    }
     ARBOR_ASSIGN_OR_RETURN(kvcache::KvTree::Created created,
                            tree_->CreateSequence(absl::MakeConstSpan(
                                req->prompt_token_ids().data(), req->prompt_token_ids().size())));
     {
       absl::MutexLock lock(&mu_);
       versions_[created.seq] = 1;
+      if (!req->owner().empty()) {
+        owner_of_[created.seq] = req->owner();
+        owned_[req->owner()].insert(created.seq);
+      }
     }
     resp->set_sequence_id(created.seq);
     resp->set_reused_tokens(created.reused_tokens);
@@ -119,6 +127,13 @@ grpc::ServerUnaryReactor* KvStoreService::Fork(grpc::CallbackServerContext* ctx,
     {
       absl::MutexLock lock(&mu_);
       for (kvcache::SeqId k : kids) versions_[k] = 1;
+      if (auto it = owner_of_.find(req->sequence_id()); it != owner_of_.end()) {
+        const std::string owner = it->second;
+        for (kvcache::SeqId k : kids) {
+          owner_of_[k] = owner;
+          owned_[owner].insert(k);
+        }
+      }
     }
     for (kvcache::SeqId k : kids) resp->add_sequence_ids(k);
     forks_.Increment();
@@ -143,7 +158,43 @@ grpc::ServerUnaryReactor* KvStoreService::Release(grpc::CallbackServerContext* c
       }
       absl::MutexLock lock(&mu_);
       versions_.erase(id);
+      Disown(id);
     }
+    UpdateGauges();
+    return absl::OkStatus();
+  });
+}
+
+void KvStoreService::Disown(kvcache::SeqId seq) {
+  auto it = owner_of_.find(seq);
+  if (it == owner_of_.end()) return;
+  auto set = owned_.find(it->second);
+  if (set != owned_.end()) {
+    set->second.erase(seq);
+    if (set->second.empty()) owned_.erase(set);
+  }
+  owner_of_.erase(it);
+}
+
+grpc::ServerUnaryReactor* KvStoreService::ReleaseOwner(grpc::CallbackServerContext* ctx,
+                                                       const v1::ReleaseOwnerRequest* req,
+                                                       v1::ReleaseOwnerResponse* resp) {
+  return Run(ctx, "ReleaseOwner", [this, req, resp]() -> absl::Status {
+    if (req->owner().empty() || req->owner().size() > 256) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("owner of ", req->owner().size(), " bytes out of range [1, 256]"));
+    }
+    absl::MutexLock lock(&mu_);
+    auto it = owned_.find(req->owner());
+    if (it == owned_.end()) return absl::OkStatus();
+    const std::vector<kvcache::SeqId> seqs(it->second.begin(), it->second.end());
+    int released = 0;
+    for (kvcache::SeqId seq : seqs) {
+      released += tree_->Release(seq).ok();
+      versions_.erase(seq);
+      Disown(seq);
+    }
+    resp->set_released(released);
     UpdateGauges();
     return absl::OkStatus();
   });

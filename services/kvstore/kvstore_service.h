@@ -8,6 +8,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "arbor/common/thread_pool.h"
 #include "arbor/kvcache/kv_tree.h"
@@ -43,6 +44,9 @@ class KvStoreService final : public arbor::v1::KvStore::CallbackService {
                                  v1::ForkResponse* resp) override;
   grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx, const v1::ReleaseRequest* req,
                                     v1::ReleaseResponse* resp) override;
+  grpc::ServerUnaryReactor* ReleaseOwner(grpc::CallbackServerContext* ctx,
+                                         const v1::ReleaseOwnerRequest* req,
+                                         v1::ReleaseOwnerResponse* resp) override;
   grpc::ServerUnaryReactor* GetPath(grpc::CallbackServerContext* ctx, const v1::GetPathRequest* req,
                                     v1::GetPathResponse* resp) override;
   grpc::ServerWriteReactor<v1::SegmentChunk>* ReadSegments(
@@ -88,6 +92,10 @@ class KvStoreService final : public arbor::v1::KvStore::CallbackService {
   // check to the new version, so they are atomic per sequence.
   absl::Mutex mu_;
   absl::flat_hash_map<kvcache::SeqId, uint64_t> versions_ ABSL_GUARDED_BY(mu_);
+  // Owner tags: sequence -> owner, owner -> its live sequences.
+  absl::flat_hash_map<kvcache::SeqId, std::string> owner_of_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, absl::flat_hash_set<kvcache::SeqId>> owned_ ABSL_GUARDED_BY(mu_);
+  void Disown(kvcache::SeqId seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   rpc::RpcMetrics rpc_metrics_;
   prometheus::Gauge& kv_usage_;

@@ -99,6 +99,43 @@ class KvStoreServiceTest : public ::testing::Test {
   std::unique_ptr<v1::KvStore::Stub> stub_;
 };
 
+// An owner tag follows forks, and ReleaseOwner drops every sequence carrying it, including
+// ones whose ids the owner never recorded (what a crashed planner leaves behind).
+TEST_F(KvStoreServiceTest, ReleaseOwnerDropsTheWholeFamily) {
+  v1::CreateSequenceRequest create;
+  create.set_owner("planner/task/t1");
+  v1::CreateSequenceResponse root;
+  ASSERT_TRUE(Call(&v1::KvStore::Stub::CreateSequence, create, &root).ok());
+  const uint64_t other = NewSequence();  // no owner: untouched
+  v1::ForkRequest fork;
+  fork.set_sequence_id(root.sequence_id());
+  fork.set_n(3);
+  v1::ForkResponse kids;
+  ASSERT_TRUE(Call(&v1::KvStore::Stub::Fork, fork, &kids).ok());
+  fork.set_sequence_id(kids.sequence_ids(0));
+  fork.set_n(2);
+  v1::ForkResponse grandkids;
+  ASSERT_TRUE(Call(&v1::KvStore::Stub::Fork, fork, &grandkids).ok());
+  v1::ReleaseRequest one;
+  one.add_sequence_ids(kids.sequence_ids(1));
+  v1::ReleaseResponse released_one;
+  ASSERT_TRUE(Call(&v1::KvStore::Stub::Release, one, &released_one).ok());
+  EXPECT_EQ(tree_->stats().live_sequences, 1 + 1 + 3 + 2 - 1);
+
+  v1::ReleaseOwnerRequest req;
+  req.set_owner("planner/task/t1");
+  v1::ReleaseOwnerResponse resp;
+  ASSERT_TRUE(Call(&v1::KvStore::Stub::ReleaseOwner, req, &resp).ok());
+  EXPECT_EQ(resp.released(), 1 + 3 + 2 - 1);
+  EXPECT_EQ(tree_->stats().live_sequences, 1);
+  EXPECT_EQ(tree_->Length(other), 0);
+  ASSERT_TRUE(Call(&v1::KvStore::Stub::ReleaseOwner, req, &resp).ok());  // idempotent
+  EXPECT_EQ(resp.released(), 0);
+  req.set_owner("");
+  EXPECT_EQ(Call(&v1::KvStore::Stub::ReleaseOwner, req, &resp).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
 TEST_F(KvStoreServiceTest, CommitForkReadAndRelease) {
   const uint64_t seq = NewSequence();
   v1::CommitResponse c;

@@ -10,24 +10,25 @@
 #include "arbor/rpc/status.h"
 
 namespace arbor::planner {
+namespace {
+const std::string kValueStop = "\n";  // a value label is one line
+}  // namespace
 
 std::string Render(const std::string& t, const std::string& problem, const std::string& state,
                    const std::string& thought) {
-  return absl::StrReplaceAll(t, {{"{problem}", problem}, {"{state}", state}, {"{thought}", thought}});
+  return absl::StrReplaceAll(t,
+                             {{"{problem}", problem}, {"{state}", state}, {"{thought}", thought}});
 }
 
 MeshThoughtSource::MeshThoughtSource(v1::KvStore::Stub* kv, v1::Router::Stub* router,
                                      ThreadPool* pool, std::string problem, Templates templates,
-                                     SourceOptions options,
-                                     std::function<void(const std::vector<uint64_t>&)> on_sequences,
-                                     std::function<bool()> is_cancelled)
+                                     SourceOptions options, std::function<bool()> is_cancelled)
     : kv_(kv),
       router_(router),
       pool_(pool),
       problem_(std::move(problem)),
       templates_(std::move(templates)),
       options_(options),
-      on_sequences_(std::move(on_sequences)),
       is_cancelled_(std::move(is_cancelled)) {}
 
 std::chrono::system_clock::time_point MeshThoughtSource::Deadline() const {
@@ -42,15 +43,16 @@ absl::Status MeshThoughtSource::CheckCancelled() const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<uint64_t> MeshThoughtSource::CreateRoot() {
+absl::StatusOr<uint64_t> MeshThoughtSource::CreateRoot(const std::string& owner) {
   v1::CreateSequenceResponse created;
   {
+    v1::CreateSequenceRequest req;
+    req.set_owner(owner);
     grpc::ClientContext ctx;
     ctx.set_deadline(Deadline());
-    const grpc::Status st = kv_->CreateSequence(&ctx, {}, &created);
+    const grpc::Status st = kv_->CreateSequence(&ctx, req, &created);
     if (!st.ok()) return rpc::FromGrpcStatus(st);
   }
-  if (on_sequences_) on_sequences_({created.sequence_id()});
   v1::ExtendRequest req;
   req.set_sequence_id(created.sequence_id());
   req.set_text(Render(templates_.propose, problem_, "", ""));
@@ -72,9 +74,7 @@ absl::StatusOr<std::vector<uint64_t>> MeshThoughtSource::Fork(uint64_t seq, int 
     const absl::Status e = rpc::FromGrpcStatus(st);
     return absl::Status(e.code(), absl::StrCat("kv-store Fork of ", seq, ": ", e.message()));
   }
-  std::vector<uint64_t> kids(resp.sequence_ids().begin(), resp.sequence_ids().end());
-  if (on_sequences_) on_sequences_(kids);
-  return kids;
+  return std::vector<uint64_t>(resp.sequence_ids().begin(), resp.sequence_ids().end());
 }
 
 std::vector<MeshThoughtSource::Generated> MeshThoughtSource::ExtendAll(
@@ -204,7 +204,7 @@ absl::StatusOr<std::vector<double>> MeshThoughtSource::Evaluate(
       g->set_max_tokens(8);
       g->set_temperature(options_.value == ValueMode::kSampled ? options_.temperature : 0.0f);
       g->set_seed(options_.seed * 1000003 + (++calls_));
-      g->add_stop("\n");
+      g->add_stop(kValueStop);
       reqs.push_back(std::move(req));
       forks.push_back(seq);
     }
@@ -218,9 +218,9 @@ absl::StatusOr<std::vector<double>> MeshThoughtSource::Evaluate(
     for (int j = 0; j < k; ++j) {
       const Generated& g = gen[i * k + j];
       ARBOR_RETURN_IF_ERROR(g.status);
-      std::string text = g.text;
-      std::transform(text.begin(), text.end(), text.begin(),
-                     [](unsigned char c) { return std::tolower(c); });
+      std::string text;
+      text.reserve(g.text.size());
+      for (unsigned char c : g.text) text.push_back(static_cast<char>(std::tolower(c)));
       // The label that appears first in what the model wrote; none scores the lowest.
       size_t first = std::string::npos;
       float score = lowest;
@@ -236,6 +236,16 @@ absl::StatusOr<std::vector<double>> MeshThoughtSource::Evaluate(
     values[i] = sum / k;
   }
   return values;
+}
+
+absl::Status MeshThoughtSource::ReleaseOwner(const std::string& owner) {
+  v1::ReleaseOwnerRequest req;
+  req.set_owner(owner);
+  v1::ReleaseOwnerResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  ctx.set_wait_for_ready(true);
+  return rpc::FromGrpcStatus(kv_->ReleaseOwner(&ctx, req, &resp));
 }
 
 absl::Status MeshThoughtSource::Release(const std::vector<uint64_t>& seqs) {

@@ -54,16 +54,16 @@ struct SourceCounts {
 
 class MeshThoughtSource : public ThoughtSource {
  public:
-  // The stubs and pool must outlive the source. `on_sequences` is called with every kv-store
-  // sequence the source creates before it is used (so a checkpoint can release it after a
-  // crash); `is_cancelled` is polled between calls.
+  // The stubs and pool must outlive the source; `is_cancelled` is polled between calls.
   MeshThoughtSource(v1::KvStore::Stub* kv, v1::Router::Stub* router, ThreadPool* pool,
                     std::string problem, Templates templates, SourceOptions options,
-                    std::function<void(const std::vector<uint64_t>&)> on_sequences,
                     std::function<bool()> is_cancelled);
 
-  // A new root sequence holding the rendered propose prompt (prefilled by the router).
-  absl::StatusOr<uint64_t> CreateRoot();
+  // A new root sequence holding the rendered propose prompt (prefilled by the router), tagged
+  // `owner` in the kv-store: every sequence forked from it carries the tag too.
+  absl::StatusOr<uint64_t> CreateRoot(const std::string& owner);
+  // Releases every kv-store sequence tagged `owner`.
+  absl::Status ReleaseOwner(const std::string& owner);
 
   absl::StatusOr<std::vector<std::vector<Proposal>>> Propose(
       const std::vector<const SearchNode*>& parents, int n) override;
@@ -99,11 +99,10 @@ class MeshThoughtSource : public ThoughtSource {
   std::string problem_;
   Templates templates_;
   SourceOptions options_;
-  std::function<void(const std::vector<uint64_t>&)> on_sequences_;
   std::function<bool()> is_cancelled_;
   SourceCounts counts_;
   std::map<uint64_t, double> logprob_;  // handle -> thought mean log-prob
-  uint64_t calls_ = 0;                   // varies the sampling seed per call
+  uint64_t calls_ = 0;                  // varies the sampling seed per call
 };
 
 }  // namespace arbor::planner

@@ -272,11 +272,10 @@ absl::Status RouterService::ValidateRequest(const v1::ExtendRequest& req) const 
 grpc::ServerWriteReactor<v1::ExtendEvent>* RouterService::Extend(grpc::CallbackServerContext* ctx,
                                                                  const v1::ExtendRequest* req) {
   auto job = std::make_shared<Job>();
-  auto stream = rpc::EventStream<v1::ExtendEvent>::Create(
-      [this, weak = std::weak_ptr<Job>(job)] {
-        if (auto j = weak.lock()) j->cancelled = true;
-        Post([] {});  // wakes the loop, which drops cancelled jobs
-      });
+  auto stream = rpc::EventStream<v1::ExtendEvent>::Create([this, weak = std::weak_ptr<Job>(job)] {
+    if (auto j = weak.lock()) j->cancelled = true;
+    Post([] {});  // wakes the loop, which drops cancelled jobs
+  });
   job->id = next_job_++;
   job->seq = req->sequence_id();
   job->t0 = Clock::now();

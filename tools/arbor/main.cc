@@ -10,6 +10,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "generate.h"
+#include "solve.h"
 #include "up.h"
 
 namespace {
@@ -18,7 +19,10 @@ constexpr char kUsage[] =
     "usage: arbor <command> [flags]\n"
     "commands:\n"
     "  generate   generate text from a prompt, in process or through a mesh (--router)\n"
-    "  up         start kv-store, expert workers and router on loopback until Ctrl-C\n"
+    "  up         start kv-store, expert workers, router and planner on loopback until Ctrl-C\n"
+    "  solve      solve a problem with the planner (tree-of-thought search): arbor solve \"4 9 10 "
+    "13\"\n"
+    "  tasks      list the planner's tasks;  watch ID: follow one;  cancel ID: cancel one\n"
     "run `arbor <command> --help` for a command's flags";
 
 }  // namespace
@@ -33,9 +37,15 @@ int main(int argc, char** argv) {
   // Parse the command's flags as if it were the program.
   std::vector<char*> args = {argv[0]};
   for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
-  absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  const std::vector<char*> rest =
+      absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  const std::vector<std::string> positional(rest.begin() + 1, rest.end());
   if (command == "generate") return arbor::cli::Generate();
   if (command == "up") return arbor::cli::Up();
+  if (command == "solve") return arbor::cli::Solve(positional);
+  if (command == "tasks") return arbor::cli::Tasks(positional);
+  if (command == "watch") return arbor::cli::Watch(positional);
+  if (command == "cancel") return arbor::cli::Cancel(positional);
   std::fprintf(stderr, "arbor: unknown command \"%s\"\n%s\n", command.c_str(), kUsage);
   return 2;
 }

@@ -34,8 +34,9 @@ ABSL_DECLARE_FLAG(std::string, model);
 ABSL_FLAG(int, workers, 2, "arbor up: expert worker shards");
 ABSL_FLAG(int, replicas, 1, "arbor up: processes per shard (replicas of the same experts)");
 ABSL_FLAG(std::string, ports, "fixed",
-          "arbor up: fixed (kv-store 50051, workers 50061.., router 50071; metrics 9091, "
-          "9101.., 9111) or auto (free loopback ports)");
+          "arbor up: fixed (kv-store 50051, workers 50061.., router 50071, planner 50081; "
+          "metrics 9091, 9101.., 9111, 9121) or auto (free loopback ports)");
+ABSL_FLAG(bool, with_planner, true, "arbor up: start the planner too");
 ABSL_FLAG(std::string, ready_file, "", "arbor up: write the endpoints here as JSON when ready");
 ABSL_FLAG(std::string, log_dir, "",
           "arbor up: write each service's log to DIR/<name>.log (default: this terminal)");
@@ -136,11 +137,23 @@ void Stop(std::vector<Child*> which, std::chrono::seconds grace) {
   }
 }
 
+// The planner first (its tasks stay checkpointed), then the router (its Extends drain), then
+// the rest.
 void StopAll(std::vector<Child>& children) {
-  std::vector<Child*> router, rest;
-  for (Child& c : children) (c.name == "router" ? router : rest).push_back(&c);
+  std::vector<Child*> planner, router, rest;
+  for (Child& c : children) {
+    (c.name == "planner" ? planner : c.name == "router" ? router : rest).push_back(&c);
+  }
+  Stop(planner, std::chrono::seconds(15));
   Stop(router, std::chrono::seconds(15));
   Stop(rest, std::chrono::seconds(10));
+}
+
+const Child* Named(const std::vector<Child>& children, const std::string& name) {
+  for (const Child& c : children) {
+    if (c.name == name) return &c;
+  }
+  return nullptr;
 }
 
 }  // namespace
@@ -186,7 +199,7 @@ int Up() {
   }
   std::string bin_dir = absl::GetFlag(FLAGS_bin_dir);
   if (bin_dir.empty()) bin_dir = std::filesystem::read_symlink("/proc/self/exe").parent_path();
-  for (const char* b : {"arbor-kvstore", "arbor-expert", "arbor-router"}) {
+  for (const char* b : {"arbor-kvstore", "arbor-expert", "arbor-router", "arbor-planner"}) {
     if (!std::filesystem::exists(std::filesystem::path(bin_dir) / b)) {
       std::fprintf(stderr, "arbor up: %s/%s not found (build it, or give --bin_dir)\n",
                    bin_dir.c_str(), b);
@@ -217,6 +230,9 @@ int Up() {
     }
   }
   if (!add("router", pick.Pick(50071), pick.Pick(9111), "")) return 1;
+  if (absl::GetFlag(FLAGS_with_planner) && !add("planner", pick.Pick(50081), pick.Pick(9121), "")) {
+    return 1;
+  }
 
   std::vector<std::string> worker_addresses;
   for (const Child& c : children) {
@@ -229,6 +245,13 @@ int Up() {
     if (c.name == "kvstore") {
       argv = {bin_dir + "/arbor-kvstore", "--address=" + c.address, metrics, "--model=" + model,
               "--redis_url=" + absl::GetFlag(FLAGS_redis_url)};
+    } else if (c.name == "planner") {
+      argv = {bin_dir + "/arbor-planner",
+              "--address=" + c.address,
+              metrics,
+              "--model=" + model,
+              "--kvstore=" + kvstore,
+              "--router=" + Named(children, "router")->address};
     } else if (c.name == "router") {
       argv = {bin_dir + "/arbor-router",
               "--address=" + c.address,
@@ -293,9 +316,14 @@ int Up() {
     ready["services"].push_back(entry);
   }
   ready["kvstore"] = kvstore;
-  ready["router"] = children.back().address;
+  ready["router"] = Named(children, "router")->address;
+  if (const Child* p = Named(children, "planner")) ready["planner"] = p->address;
   std::printf("try: arbor generate --router %s --kvstore %s --prompt \"4 9 10 13\"\n",
-              children.back().address.c_str(), kvstore.c_str());
+              Named(children, "router")->address.c_str(), kvstore.c_str());
+  if (const Child* p = Named(children, "planner")) {
+    std::printf("     arbor solve --planner %s --preset game24 \"4 9 10 13\"\n",
+                p->address.c_str());
+  }
   std::printf("stop: Ctrl-C\n");
   std::fflush(stdout);
   const std::string ready_file = absl::GetFlag(FLAGS_ready_file);

@@ -51,12 +51,10 @@ inline std::filesystem::path ScratchDir(const std::string& name) {
   return dir;
 }
 
-// Copies every file of model folder `src` into a fresh scratch dir.
+// Copies model folder `src` (subfolders such as presets/ included) into a fresh scratch dir.
 inline std::filesystem::path CopyModel(const std::string& src, const std::string& name) {
   auto dir = ScratchDir(name);
-  for (const auto& e : std::filesystem::directory_iterator(src)) {
-    std::filesystem::copy_file(e.path(), dir / e.path().filename());
-  }
+  std::filesystem::copy(src, dir, std::filesystem::copy_options::recursive);
   return dir;
 }
 

@@ -1,0 +1,70 @@
+// arbor-planner: tree-of-thought search as a service over the kv-store and the router. Tasks are
+// checkpointed in the kv-store's state store; a planner restarted against it resumes the tasks
+// still running there. SIGTERM/SIGINT: NOT_SERVING, grace, drain (running tasks stay
+// checkpointed as running). Every flag can also be set from the environment as ARBOR_<FLAG>.
+#include "absl/flags/flag.h"
+#include "arbor/rpc/server_host.h"
+#include "arbor/rpc/service_main.h"
+#include "grpcpp/grpcpp.h"
+#include "planner_service.h"
+#include "remote_state_store.h"
+#include "spdlog/spdlog.h"
+
+ABSL_FLAG(std::string, address, "127.0.0.1:50081", "gRPC listen address (host:port)");
+ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9121", "Prometheus /metrics listen address");
+ABSL_FLAG(std::string, model, "models/test-moe", "model folder; task presets in <model>/presets");
+ABSL_FLAG(std::string, kvstore, "127.0.0.1:50051", "kv-store address (host:port)");
+ABSL_FLAG(std::string, router, "127.0.0.1:50071", "router address (host:port)");
+ABSL_FLAG(int, max_tasks, 64, "running tasks, over all tenants");
+ABSL_FLAG(int, max_tasks_per_tenant, 4, "running tasks of one tenant");
+ABSL_FLAG(int, default_max_nodes, 200, "Budget.max_nodes when a request leaves it 0");
+ABSL_FLAG(int64_t, default_max_tokens, 200000, "Budget.max_tokens when a request leaves it 0");
+ABSL_FLAG(int, io_threads, 64, "concurrent Extend calls, over all tasks");
+ABSL_FLAG(int, call_timeout_ms, 120000, "deadline of every kv-store and router call");
+ABSL_FLAG(int, shutdown_grace_ms, 0, "NOT_SERVING time before draining on SIGTERM");
+
+int main(int argc, char** argv) {
+  if (!arbor::rpc::InitServiceMain(argc, argv, "arbor-planner",
+                                   "arbor-planner: tree-of-thought search over the mesh")) {
+    return 2;
+  }
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  auto kv_channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_kvstore),
+                                              grpc::InsecureChannelCredentials(), args);
+  auto router_channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_router),
+                                                  grpc::InsecureChannelCredentials(), args);
+  auto kv_stub = arbor::v1::KvStore::NewStub(kv_channel);
+  auto state = arbor::planner::NewRemoteStateStore(kv_stub.get());
+  auto registry = std::make_shared<prometheus::Registry>();
+  auto service = arbor::planner::PlannerService::Create(
+      kv_channel, router_channel, state.get(),
+      {.model_dir = absl::GetFlag(FLAGS_model),
+       .max_tasks = absl::GetFlag(FLAGS_max_tasks),
+       .max_tasks_per_tenant = absl::GetFlag(FLAGS_max_tasks_per_tenant),
+       .default_max_nodes = absl::GetFlag(FLAGS_default_max_nodes),
+       .default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens),
+       .io_threads = absl::GetFlag(FLAGS_io_threads),
+       .call_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_call_timeout_ms))},
+      *registry);
+  if (!service.ok()) {
+    spdlog::error("{}", service.status().ToString());
+    return 1;
+  }
+  auto host = arbor::rpc::ServerHost::Start(
+      {.address = absl::GetFlag(FLAGS_address),
+       .metrics_address = absl::GetFlag(FLAGS_metrics_address),
+       .shutdown_grace = absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms))},
+      {service->get()}, registry);
+  if (!host.ok()) {
+    spdlog::error("{}", host.status().ToString());
+    return 1;
+  }
+  spdlog::info("arbor-planner ready address={} metrics_port={} presets={}", (*host)->address(),
+               (*host)->metrics_port(), (*service)->presets().size());
+  arbor::rpc::ServeUntilSignal(**host);
+  service->reset();
+  return 0;
+}

@@ -1,0 +1,105 @@
+// The planner service: tree-of-thought search as a service. Solve starts a task (or, for a known
+// task_id, attaches to it) and streams its events: nodes created, scored and pruned, the answer
+// when found, progress after every expansion round, and the result last. Each task runs on its
+// own thread: a search strategy (libs/planner) over a MeshThoughtSource (kv-store forks, router
+// Extends). After every round the task is checkpointed to the state store; a planner started on
+// the same state store resumes the tasks still running there (the strategy replays the restored
+// tree and continues) and releases any kv-store sequence a crash left behind. A task that ends,
+// fails or is cancelled releases all its KV.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "arbor/common/thread_pool.h"
+#include "arbor/rpc/event_stream.h"
+#include "arbor/rpc/rpc_metrics.h"
+#include "arbor/statestore/state_store.h"
+#include "arbor/v1/kvstore.grpc.pb.h"
+#include "arbor/v1/planner.grpc.pb.h"
+#include "arbor/v1/router.grpc.pb.h"
+#include "mesh_thought_source.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+
+namespace arbor::planner {
+
+struct PlannerOptions {
+  std::string model_dir;         // presets are read from <model_dir>/presets/<name>.json
+  int max_tasks = 64;            // running tasks, over all tenants
+  int max_tasks_per_tenant = 4;  // running tasks of one tenant
+  int default_max_nodes = 200;   // Budget.max_nodes 0
+  int64_t default_max_tokens = 200000;
+  int io_threads = 64;  // concurrent Extend calls, over all tasks
+  std::chrono::milliseconds call_timeout{120000};
+  int max_finished_tasks = 1000;  // finished tasks kept for GetTask/ListTasks (oldest dropped)
+};
+
+class PlannerService final : public v1::Planner::CallbackService {
+ public:
+  // Reads the presets and resumes the running tasks found in `state` (which must outlive the
+  // service). INVALID_ARGUMENT naming a preset file that does not parse.
+  static absl::StatusOr<std::unique_ptr<PlannerService>> Create(
+      std::shared_ptr<grpc::Channel> kvstore, std::shared_ptr<grpc::Channel> router,
+      statestore::StateStore* state, const PlannerOptions& options, prometheus::Registry& registry);
+  // Cancels the running tasks (their checkpoints stay RUNNING, so a restart resumes them) and
+  // joins their threads.
+  ~PlannerService() override;
+
+  grpc::ServerWriteReactor<v1::SolveEvent>* Solve(grpc::CallbackServerContext* ctx,
+                                                  const v1::SolveRequest* req) override;
+  grpc::ServerUnaryReactor* GetTask(grpc::CallbackServerContext* ctx, const v1::GetTaskRequest* req,
+                                    v1::Task* resp) override;
+  grpc::ServerWriteReactor<v1::SolveEvent>* WatchTask(grpc::CallbackServerContext* ctx,
+                                                      const v1::WatchTaskRequest* req) override;
+  grpc::ServerUnaryReactor* CancelTask(grpc::CallbackServerContext* ctx,
+                                       const v1::CancelTaskRequest* req, v1::Task* resp) override;
+  grpc::ServerUnaryReactor* ListTasks(grpc::CallbackServerContext* ctx,
+                                      const v1::ListTasksRequest* req,
+                                      v1::ListTasksResponse* resp) override;
+
+  const std::map<std::string, Templates>& presets() const { return presets_; }
+
+ private:
+  struct Task;
+  using Stream = rpc::EventStream<v1::SolveEvent>;
+  PlannerService(std::shared_ptr<grpc::Channel> kvstore, std::shared_ptr<grpc::Channel> router,
+                 statestore::StateStore* state, const PlannerOptions& options,
+                 prometheus::Registry& registry);
+
+  absl::Status ValidateRequest(const v1::SolveRequest& req) const;
+  absl::StatusOr<Templates> TemplatesFor(const v1::SolveRequest& req) const;
+  // Starts a task's thread (new, or resumed from `checkpoint`).
+  void Start(std::shared_ptr<Task> task, const v1::TaskCheckpoint* checkpoint);
+  void Run(std::shared_ptr<Task> task, v1::TaskCheckpoint checkpoint);
+  void Publish(Task& task, v1::SolveEvent event);
+  void Checkpoint(Task& task);
+  void Attach(Task& task, std::shared_ptr<Stream> stream);
+  std::shared_ptr<Task> Find(const std::string& id) const;
+  absl::Status Resume();
+
+  std::unique_ptr<v1::KvStore::Stub> kv_;
+  std::unique_ptr<v1::Router::Stub> router_;
+  statestore::StateStore* state_;
+  PlannerOptions options_;
+  std::map<std::string, Templates> presets_;
+  rpc::RpcMetrics rpc_metrics_;
+  prometheus::Family<prometheus::Counter>& tasks_total_;
+  prometheus::Gauge& running_gauge_;
+  prometheus::Family<prometheus::Counter>& tokens_total_;
+
+  mutable absl::Mutex mu_;
+  std::map<std::string, std::shared_ptr<Task>> tasks_ ABSL_GUARDED_BY(mu_);
+  std::atomic<uint64_t> next_id_{1};
+  std::atomic<bool> stopping_{false};
+  ThreadPool io_;
+};
+
+}  // namespace arbor::planner

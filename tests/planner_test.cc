@@ -1,0 +1,302 @@
+// The planner through the real mesh (`arbor up` on loopback: kv-store, expert workers, router;
+// the planner as its own process so it can be killed), on the test model's game24 preset:
+// - BFS b=2 completes; events arrive in order and the counts add up; every sequence is released;
+// - cancel mid-task: the stream ends CANCELLED and the kv-store's live sequences return to 0;
+// - 100 tasks: nothing left behind;
+// - kill -9 of the planner mid-task, restart on the same state store (a real redis-server behind
+//   the kv-store): Solve with the same task id reattaches, the task completes once, with no
+//   duplicate nodes, and nothing leaks;
+// - bad requests name the field.
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "arbor/common/process.h"
+#include "arbor/rpc/service_main.h"
+#include "arbor/statestore/redis_server_for_test.h"
+#include "arbor/v1/kvstore.grpc.pb.h"
+#include "arbor/v1/planner.grpc.pb.h"
+#include "child_process.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace arbor {
+namespace {
+
+const std::string kModel = std::string(ARBOR_SOURCE_DIR) + "/models/test-moe";
+
+bool WaitFor(const std::function<bool()>& cond, std::chrono::seconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return cond();
+}
+
+// `arbor up` without a planner, plus a planner process the test controls.
+class PlannerMesh {
+ public:
+  explicit PlannerMesh(const std::string& redis_url = "") {
+    dir_ = ::testing::TempDir() + "arbor_planner_test_" + std::to_string(::getpid()) + "_" +
+           std::to_string(counter_++);
+    std::filesystem::create_directories(dir_);
+    const std::string ready = dir_ + "/ready.json";
+    up_ = std::make_unique<testing::ChildProcess>(
+        std::vector<std::string>{ARBOR_CLI_BIN, "up", "--ports=auto", "--model=" + kModel,
+                                 "--with_planner=false", "--ready_file=" + ready,
+                                 "--log_dir=" + dir_, "--redis_url=" + redis_url},
+        dir_ + "/up.log");
+    if (!WaitFor([&] { return std::filesystem::exists(ready); }, std::chrono::seconds(90))) return;
+    std::ifstream in(ready);
+    const nlohmann::json j = nlohmann::json::parse(in);
+    kvstore_ = j["kvstore"].get<std::string>();
+    router_ = j["router"].get<std::string>();
+    kv_ = v1::KvStore::NewStub(grpc::CreateChannel(kvstore_, grpc::InsecureChannelCredentials()));
+    planner_address_ = absl::StrCat("127.0.0.1:", FreeLoopbackPort());
+    ok_ = StartPlanner();
+  }
+  ~PlannerMesh() {
+    planner_.reset();
+    if (up_) up_->Signal(SIGTERM);
+  }
+
+  bool StartPlanner() {
+    planner_ = std::make_unique<testing::ChildProcess>(
+        std::vector<std::string>{ARBOR_PLANNER_BIN, "--model=" + kModel,
+                                 "--address=" + planner_address_,
+                                 absl::StrCat("--metrics_address=127.0.0.1:", FreeLoopbackPort()),
+                                 "--kvstore=" + kvstore_, "--router=" + router_},
+        dir_ + "/planner.log");
+    if (!planner_->WaitServing(planner_address_, std::chrono::seconds(60)).ok()) return false;
+    stub_ = v1::Planner::NewStub(
+        grpc::CreateChannel(planner_address_, grpc::InsecureChannelCredentials()));
+    return true;
+  }
+  void KillPlanner() { planner_->Signal(SIGKILL); }
+
+  bool ok() const { return ok_; }
+  const std::string& dir() const { return dir_; }
+  v1::Planner::Stub& planner() { return *stub_; }
+
+  v1::StatsResponse Stats() {
+    grpc::ClientContext ctx;
+    v1::StatsResponse s;
+    EXPECT_TRUE(kv_->Stats(&ctx, {}, &s).ok());
+    return s;
+  }
+
+ private:
+  static inline int counter_ = 0;
+  std::string dir_, kvstore_, router_, planner_address_;
+  bool ok_ = false;
+  std::unique_ptr<testing::ChildProcess> up_, planner_;
+  std::unique_ptr<v1::KvStore::Stub> kv_;
+  std::unique_ptr<v1::Planner::Stub> stub_;
+};
+
+v1::SolveRequest Bfs(int breadth, int proposals, int depth, int thought_tokens = 8) {
+  v1::SolveRequest req;
+  req.set_problem("4 9 10 13");
+  req.set_preset("game24");
+  req.mutable_search()->mutable_bfs()->set_breadth(breadth);
+  req.mutable_search()->mutable_bfs()->set_proposals_per_node(proposals);
+  req.mutable_search()->mutable_bfs()->set_depth(depth);
+  req.mutable_search()->mutable_generation()->set_max_thought_tokens(thought_tokens);
+  req.mutable_search()->mutable_generation()->set_seed(7);
+  return req;
+}
+
+struct Solved {
+  grpc::Status status;
+  std::vector<v1::SolveEvent> events;
+};
+
+Solved SolveAll(v1::Planner::Stub& planner, const v1::SolveRequest& req,
+                const std::function<void(const v1::SolveEvent&)>& on_event = nullptr) {
+  Solved out;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  auto stream = planner.Solve(&ctx, req);
+  v1::SolveEvent e;
+  while (stream->Read(&e)) {
+    out.events.push_back(e);
+    if (on_event) on_event(e);
+  }
+  out.status = stream->Finish();
+  return out;
+}
+
+TEST(PlannerTest, BfsCompletesWithOrderedEventsAndReleasesItsKv) {
+  PlannerMesh mesh;
+  ASSERT_TRUE(mesh.ok()) << "see " << mesh.dir();
+  const Solved s = SolveAll(mesh.planner(), Bfs(2, 3, 2));
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+  std::set<int> created, scored;
+  int progress = 0, results = 0, pruned = 0;
+  for (size_t i = 0; i < s.events.size(); ++i) {
+    const v1::SolveEvent& e = s.events[i];
+    if (e.has_node_created()) {
+      EXPECT_TRUE(created.insert(e.node_created().id()).second) << "duplicate node";
+      EXPECT_TRUE(e.node_created().parent_id() == 0 || created.count(e.node_created().parent_id()));
+    } else if (e.has_node_scored()) {
+      EXPECT_TRUE(created.count(e.node_scored().id())) << "scored before created";
+      scored.insert(e.node_scored().id());
+    } else if (e.has_node_pruned()) {
+      EXPECT_TRUE(scored.count(e.node_pruned().id())) << "pruned before scored";
+      ++pruned;
+    } else if (e.has_progress()) {
+      ++progress;
+    } else if (e.has_result()) {
+      ++results;
+      EXPECT_EQ(i + 1, s.events.size()) << "the result is last";
+    }
+  }
+  // Level 1: 3 children, 1 pruned; level 2: 2 x 3 children, 4 pruned.
+  EXPECT_EQ(created.size(), 9u);
+  EXPECT_EQ(scored, created);
+  EXPECT_EQ(pruned, 5);
+  EXPECT_EQ(progress, 2);
+  ASSERT_EQ(results, 1);
+  const v1::SolveResult& r = s.events.back().result();
+  EXPECT_EQ(r.counts().nodes(), 10);
+  EXPECT_EQ(r.best_path_size(), 3);
+  EXPECT_GT(r.counts().tokens_generated(), 0);
+  EXPECT_GT(r.counts().tokens_reused(), r.counts().tokens_prefilled());  // forks share the prompt
+
+  v1::GetTaskRequest get;
+  get.set_task_id(r.task_id());
+  v1::Task task;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(mesh.planner().GetTask(&ctx, get, &task).ok());
+  EXPECT_EQ(task.status(), v1::TASK_STATUS_SUCCEEDED);
+  EXPECT_EQ(task.nodes_size(), 10);
+  EXPECT_EQ(mesh.Stats().live_sequences(), 0);  // every sequence of the task released
+}
+
+TEST(PlannerTest, CancelMidTaskReleasesItsKv) {
+  PlannerMesh mesh;
+  ASSERT_TRUE(mesh.ok()) << "see " << mesh.dir();
+  std::string task_id;
+  const Solved s = SolveAll(mesh.planner(), Bfs(4, 4, 32, 32), [&](const v1::SolveEvent& e) {
+    if (e.has_progress() && task_id.empty()) {
+      v1::ListTasksRequest list;
+      v1::ListTasksResponse tasks;
+      grpc::ClientContext lctx;
+      ASSERT_TRUE(mesh.planner().ListTasks(&lctx, list, &tasks).ok());
+      ASSERT_EQ(tasks.tasks_size(), 1);
+      task_id = tasks.tasks(0).task_id();
+      v1::CancelTaskRequest cancel;
+      cancel.set_task_id(task_id);
+      v1::Task t;
+      grpc::ClientContext cctx;
+      ASSERT_TRUE(mesh.planner().CancelTask(&cctx, cancel, &t).ok());
+    }
+  });
+  EXPECT_EQ(s.status.error_code(), grpc::StatusCode::CANCELLED) << s.status.error_message();
+  EXPECT_TRUE(WaitFor([&] { return mesh.Stats().live_sequences() == 0; }, std::chrono::seconds(30)))
+      << mesh.Stats().live_sequences();
+  v1::GetTaskRequest get;
+  get.set_task_id(task_id);
+  v1::Task task;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(mesh.planner().GetTask(&ctx, get, &task).ok());
+  EXPECT_EQ(task.status(), v1::TASK_STATUS_CANCELLED);
+}
+
+TEST(PlannerTest, HundredTasksLeaveNothingBehind) {
+  PlannerMesh mesh;
+  ASSERT_TRUE(mesh.ok()) << "see " << mesh.dir();
+  for (int i = 0; i < 100; ++i) {
+    v1::SolveRequest req = Bfs(1, 2, 2, 4);
+    req.set_problem(absl::StrCat(i % 13 + 1, " ", i % 7 + 2, " 3 4"));
+    const Solved s = SolveAll(mesh.planner(), req);
+    ASSERT_TRUE(s.status.ok()) << i << ": " << s.status.error_message();
+  }
+  const v1::StatsResponse st = mesh.Stats();
+  EXPECT_EQ(st.live_sequences(), 0);
+  EXPECT_EQ(st.segments(), st.cached_segments());  // only evictable prefix-cache entries remain
+}
+
+TEST(PlannerTest, KillNineAndRestartResumesTheTaskOnce) {
+  auto redis = statestore::testing::RedisServerForTest::Start();
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  PlannerMesh mesh((*redis)->url());
+  ASSERT_TRUE(mesh.ok()) << "see " << mesh.dir();
+  v1::SolveRequest req = Bfs(2, 4, 6, 48);
+  req.set_task_id("resume-me");
+  int progress = 0;
+  const Solved first = SolveAll(mesh.planner(), req, [&](const v1::SolveEvent& e) {
+    if (e.has_progress() && ++progress == 1) mesh.KillPlanner();
+  });
+  EXPECT_FALSE(first.status.ok());  // the planner died under the stream
+  ASSERT_TRUE(mesh.StartPlanner()) << "see " << mesh.dir();
+
+  // Solve again with the same id: it reattaches to the resumed task instead of starting anew.
+  const Solved second = SolveAll(mesh.planner(), req);
+  ASSERT_TRUE(second.status.ok()) << second.status.error_message();
+  std::set<int> ids;
+  int results = 0;
+  for (const v1::SolveEvent& e : second.events) {
+    if (e.has_node_created()) {
+      EXPECT_TRUE(ids.insert(e.node_created().id()).second)
+          << "node " << e.node_created().id() << " twice";
+    }
+    results += e.has_result();
+  }
+  EXPECT_EQ(results, 1);
+  ASSERT_TRUE(second.events.back().has_result());
+  // 1 + 4 + 5 levels of 2 x 4 children: the same tree as an uninterrupted run.
+  EXPECT_EQ(second.events.back().result().counts().nodes(), 1 + 4 + 5 * 8);
+  v1::ListTasksRequest list;
+  v1::ListTasksResponse tasks;
+  grpc::ClientContext lctx;
+  ASSERT_TRUE(mesh.planner().ListTasks(&lctx, list, &tasks).ok());
+  EXPECT_EQ(tasks.tasks_size(), 1);
+  EXPECT_TRUE(WaitFor([&] { return mesh.Stats().live_sequences() == 0; }, std::chrono::seconds(30)))
+      << mesh.Stats().live_sequences();
+}
+
+TEST(PlannerTest, BadRequestsNameTheField) {
+  PlannerMesh mesh;
+  ASSERT_TRUE(mesh.ok()) << "see " << mesh.dir();
+  struct Case {
+    v1::SolveRequest req;
+    std::string needle;
+  };
+  std::vector<Case> cases;
+  v1::SolveRequest r = Bfs(2, 3, 2);
+  r.set_problem("");
+  cases.push_back({r, "problem of 0 bytes"});
+  r = Bfs(65, 3, 2);
+  cases.push_back({r, "search.bfs.breadth 65"});
+  r = Bfs(2, 3, 33);
+  cases.push_back({r, "search.bfs.depth 33"});
+  r = Bfs(2, 3, 2);
+  r.set_preset("chess");
+  cases.push_back({r, "preset \"chess\""});
+  r = Bfs(2, 3, 2);
+  r.set_task_id("no spaces");
+  cases.push_back({r, "task_id"});
+  r = Bfs(2, 3, 2);
+  r.mutable_budget()->set_max_nodes(200000);
+  cases.push_back({r, "budget.max_nodes 200000"});
+  r = Bfs(2, 3, 2);
+  r.mutable_search()->clear_bfs();
+  cases.push_back({r, "no strategy"});
+  for (const Case& c : cases) {
+    const Solved s = SolveAll(mesh.planner(), c.req);
+    EXPECT_EQ(s.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.needle;
+    EXPECT_NE(s.status.error_message().find(c.needle), std::string::npos)
+        << s.status.error_message();
+  }
+  // Still serving.
+  EXPECT_TRUE(SolveAll(mesh.planner(), Bfs(1, 1, 1)).status.ok());
+}
+
+}  // namespace
+}  // namespace arbor

@@ -1,0 +1,255 @@
+// The planner's client commands. `arbor solve` sends the problem and streams the search: a
+// progress line while it runs (on stderr), then the tree (indented, scores, pruned branches and
+// the best path marked) and the answer; --json prints the final task as JSON instead.
+#include "solve.h"
+
+#include <chrono>
+#include <cstdio>
+#include <map>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "arbor/v1/planner.grpc.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "grpcpp/grpcpp.h"
+
+ABSL_FLAG(std::string, planner, "127.0.0.1:50081",
+          "solve/tasks/watch/cancel: the planner's address");
+ABSL_FLAG(std::string, preset, "game24", "solve: the task preset of the model");
+ABSL_FLAG(std::string, strategy, "bfs", "solve: bfs, dfs, beam or mcts");
+ABSL_FLAG(int, breadth, 2, "solve: states kept per level (bfs) or beam width (beam)");
+ABSL_FLAG(int, proposals, 3, "solve: proposals per node");
+ABSL_FLAG(int, depth, 3, "solve: search depth");
+ABSL_FLAG(double, value_threshold, 0, "solve: dfs prunes nodes valued below this");
+ABSL_FLAG(double, uct_c, 1.0, "solve: mcts exploration constant");
+ABSL_FLAG(int, rollouts, 16, "solve: mcts rollouts");
+ABSL_FLAG(std::string, value, "logprob", "solve: logprob, label or sampled");
+ABSL_FLAG(int, samples, 3, "solve: value samples with --value=sampled");
+ABSL_FLAG(double, thought_temperature, 0.8, "solve: sampling temperature of thoughts");
+ABSL_FLAG(int, max_thought_tokens, 48, "solve: tokens per thought at most");
+ABSL_FLAG(uint64_t, search_seed, 0, "solve: sampling seed");
+ABSL_FLAG(int, max_nodes, 0, "solve: node budget (0: the planner's default)");
+ABSL_FLAG(int64_t, max_search_tokens, 0, "solve: token budget (0: the planner's default)");
+ABSL_FLAG(int, deadline_ms, 0, "solve: time budget (0: none)");
+ABSL_FLAG(std::string, task_id, "", "solve: a task id (a known one reattaches)");
+ABSL_FLAG(std::string, tenant, "", "solve/tasks: the tenant");
+ABSL_FLAG(bool, json, false, "solve/watch: print the final task as JSON");
+
+namespace arbor::cli {
+namespace {
+
+std::unique_ptr<v1::Planner::Stub> Stub() {
+  return v1::Planner::NewStub(
+      grpc::CreateChannel(absl::GetFlag(FLAGS_planner), grpc::InsecureChannelCredentials()));
+}
+
+int RpcError(const char* what, const grpc::Status& st) {
+  std::fprintf(stderr, "arbor %s: planner %s: %s\n", what, absl::GetFlag(FLAGS_planner).c_str(),
+               st.error_message().c_str());
+  return 1;
+}
+
+std::string OneLine(std::string s) {
+  for (char& c : s) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  if (s.size() > 70) s = s.substr(0, 67) + "...";
+  return s;
+}
+
+// Reads a Solve/Watch stream to its end, showing progress, then prints the tree and answer.
+int Follow(const char* what, grpc::ClientContext& ctx, grpc::ClientReader<v1::SolveEvent>& stream,
+           v1::Planner::Stub& stub) {
+  std::map<int, v1::Node> nodes;
+  v1::SolveResult result;
+  bool have_result = false;
+  std::vector<std::string> answers;
+  v1::SolveEvent e;
+  const bool tty = isatty(fileno(stderr));
+  while (stream.Read(&e)) {
+    switch (e.event_case()) {
+      case v1::SolveEvent::kNodeCreated:
+        nodes[e.node_created().id()] = e.node_created();
+        break;
+      case v1::SolveEvent::kNodeScored:
+        nodes[e.node_scored().id()] = e.node_scored();
+        break;
+      case v1::SolveEvent::kNodePruned:
+        nodes[e.node_pruned().id()] = e.node_pruned();
+        break;
+      case v1::SolveEvent::kAnswerFound:
+        answers.push_back(e.answer_found());
+        break;
+      case v1::SolveEvent::kProgress: {
+        const v1::SearchCounts& c = e.progress();
+        std::fprintf(stderr, "%s%d nodes, %lld tokens generated, %.1f tokens/s, %.1f s%s",
+                     tty ? "\r" : "", c.nodes(), static_cast<long long>(c.tokens_generated()),
+                     c.wall_seconds() > 0 ? c.tokens_generated() / c.wall_seconds() : 0.0,
+                     c.wall_seconds(), tty ? "   " : "\n");
+        break;
+      }
+      case v1::SolveEvent::kResult:
+        result = e.result();
+        have_result = true;
+        break;
+      default:
+        break;
+    }
+  }
+  if (tty) std::fprintf(stderr, "\n");
+  const grpc::Status st = stream.Finish();
+  if (!st.ok()) return RpcError(what, st);
+  if (absl::GetFlag(FLAGS_json)) {
+    v1::GetTaskRequest req;
+    req.set_task_id(result.task_id());
+    v1::Task task;
+    grpc::ClientContext gctx;
+    if (const grpc::Status gs = stub.GetTask(&gctx, req, &task); !gs.ok()) {
+      return RpcError(what, gs);
+    }
+    std::string json;
+    google::protobuf::util::JsonPrintOptions opts;
+    opts.add_whitespace = true;
+    (void)google::protobuf::util::MessageToJsonString(task, &json, opts);
+    std::printf("%s", json.c_str());
+    return 0;
+  }
+  std::map<int, std::vector<int>> children;
+  for (const auto& [id, n] : nodes) {
+    if (n.parent_id() >= 0) children[n.parent_id()].push_back(id);
+  }
+  const std::vector<int> best(result.best_path().begin(), result.best_path().end());
+  auto on_best = [&](int id) { return std::find(best.begin(), best.end(), id) != best.end(); };
+  std::function<void(int, int)> print = [&](int id, int indent) {
+    const v1::Node& n = nodes[id];
+    if (id == 0) {
+      std::printf("task %s\n", result.task_id().c_str());
+    } else {
+      std::printf("%*s%s [%d] %8.3f  %s%s\n", indent * 2, "", on_best(id) ? "*" : "-", id,
+                  n.score(), OneLine(n.thought()).c_str(), n.pruned() ? "  (pruned)" : "");
+    }
+    for (int c : children[id]) print(c, indent + 1);
+  };
+  if (!nodes.empty()) print(0, 0);
+  if (have_result) {
+    const v1::SearchCounts& c = result.counts();
+    std::printf("---\n%s: %s\n", result.solved() ? "answer" : "no answer; best state",
+                OneLine(result.answer()).c_str());
+    std::printf("best path: %s (score %.3f)\n", absl::StrJoin(best, " -> ").c_str(),
+                result.score());
+    std::printf("nodes: %d; tokens: %lld generated, %lld prefilled, %lld reused; %.2f s\n",
+                c.nodes(), static_cast<long long>(c.tokens_generated()),
+                static_cast<long long>(c.tokens_prefilled()),
+                static_cast<long long>(c.tokens_reused()), c.wall_seconds());
+  }
+  return 0;
+}
+
+}  // namespace
+
+int Solve(const std::vector<std::string>& args) {
+  if (args.size() != 1) {
+    std::fprintf(stderr, "usage: arbor solve [flags] \"PROBLEM\"   (e.g. \"4 9 10 13\")\n");
+    return 2;
+  }
+  v1::SolveRequest req;
+  req.set_problem(args[0]);
+  req.set_preset(absl::GetFlag(FLAGS_preset));
+  req.set_task_id(absl::GetFlag(FLAGS_task_id));
+  req.set_tenant(absl::GetFlag(FLAGS_tenant));
+  v1::SearchSpec* s = req.mutable_search();
+  const std::string strategy = absl::GetFlag(FLAGS_strategy);
+  if (strategy == "bfs") {
+    s->mutable_bfs()->set_breadth(absl::GetFlag(FLAGS_breadth));
+    s->mutable_bfs()->set_proposals_per_node(absl::GetFlag(FLAGS_proposals));
+    s->mutable_bfs()->set_depth(absl::GetFlag(FLAGS_depth));
+  } else if (strategy == "dfs") {
+    s->mutable_dfs()->set_proposals_per_node(absl::GetFlag(FLAGS_proposals));
+    s->mutable_dfs()->set_depth(absl::GetFlag(FLAGS_depth));
+    s->mutable_dfs()->set_value_threshold(absl::GetFlag(FLAGS_value_threshold));
+  } else if (strategy == "beam") {
+    s->mutable_beam()->set_beam_width(absl::GetFlag(FLAGS_breadth));
+    s->mutable_beam()->set_proposals_per_node(absl::GetFlag(FLAGS_proposals));
+    s->mutable_beam()->set_depth(absl::GetFlag(FLAGS_depth));
+  } else if (strategy == "mcts") {
+    s->mutable_mcts()->set_uct_c(absl::GetFlag(FLAGS_uct_c));
+    s->mutable_mcts()->set_rollouts(absl::GetFlag(FLAGS_rollouts));
+    s->mutable_mcts()->set_depth(absl::GetFlag(FLAGS_depth));
+  } else {
+    std::fprintf(stderr, "arbor solve: --strategy must be bfs, dfs, beam or mcts\n");
+    return 2;
+  }
+  const std::string value = absl::GetFlag(FLAGS_value);
+  if (value == "label") {
+    s->mutable_value()->mutable_label();
+  } else if (value == "sampled") {
+    s->mutable_value()->mutable_sampled()->set_samples(absl::GetFlag(FLAGS_samples));
+  } else if (value == "logprob") {
+    s->mutable_value()->mutable_logprob();
+  } else {
+    std::fprintf(stderr, "arbor solve: --value must be logprob, label or sampled\n");
+    return 2;
+  }
+  s->mutable_generation()->set_temperature(absl::GetFlag(FLAGS_thought_temperature));
+  s->mutable_generation()->set_max_thought_tokens(absl::GetFlag(FLAGS_max_thought_tokens));
+  s->mutable_generation()->set_seed(absl::GetFlag(FLAGS_search_seed));
+  req.mutable_budget()->set_max_nodes(absl::GetFlag(FLAGS_max_nodes));
+  req.mutable_budget()->set_max_tokens(absl::GetFlag(FLAGS_max_search_tokens));
+  req.mutable_budget()->set_deadline_ms(absl::GetFlag(FLAGS_deadline_ms));
+  auto stub = Stub();
+  grpc::ClientContext ctx;
+  auto stream = stub->Solve(&ctx, req);
+  return Follow("solve", ctx, *stream, *stub);
+}
+
+int Watch(const std::vector<std::string>& args) {
+  if (args.size() != 1) {
+    std::fprintf(stderr, "usage: arbor watch [flags] TASK_ID\n");
+    return 2;
+  }
+  v1::WatchTaskRequest req;
+  req.set_task_id(args[0]);
+  auto stub = Stub();
+  grpc::ClientContext ctx;
+  auto stream = stub->WatchTask(&ctx, req);
+  return Follow("watch", ctx, *stream, *stub);
+}
+
+int Cancel(const std::vector<std::string>& args) {
+  if (args.size() != 1) {
+    std::fprintf(stderr, "usage: arbor cancel [flags] TASK_ID\n");
+    return 2;
+  }
+  v1::CancelTaskRequest req;
+  req.set_task_id(args[0]);
+  v1::Task task;
+  grpc::ClientContext ctx;
+  auto stub = Stub();
+  if (const grpc::Status st = stub->CancelTask(&ctx, req, &task); !st.ok()) {
+    return RpcError("cancel", st);
+  }
+  std::printf("task %s: cancelling (was %s)\n", task.task_id().c_str(),
+              v1::TaskStatus_Name(task.status()).c_str());
+  return 0;
+}
+
+int Tasks(const std::vector<std::string>& args) {
+  v1::ListTasksRequest req;
+  req.set_tenant(absl::GetFlag(FLAGS_tenant));
+  req.set_limit(1000);
+  v1::ListTasksResponse resp;
+  grpc::ClientContext ctx;
+  auto stub = Stub();
+  if (const grpc::Status st = stub->ListTasks(&ctx, req, &resp); !st.ok()) {
+    return RpcError("tasks", st);
+  }
+  for (const v1::Task& t : resp.tasks()) {
+    std::printf("%-32s %-24s %-10s %s\n", t.task_id().c_str(),
+                v1::TaskStatus_Name(t.status()).c_str(), t.tenant().c_str(),
+                OneLine(t.problem()).c_str());
+  }
+  return 0;
+}
+
+}  // namespace arbor::cli
