@@ -54,7 +54,11 @@ std::string OneLine(std::string s) {
   for (char& c : s) {
     if (c == '\n' || c == '\r') c = ' ';
   }
-  if (s.size() > 70) s = s.substr(0, 67) + "...";
+  if (s.size() > 70) {
+    size_t cut = 67;
+    while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;  // UTF-8
+    s = s.substr(0, cut) + "...";
+  }
   return s;
 }
 
@@ -142,6 +146,12 @@ int Follow(const char* what, grpc::ClientContext& ctx, grpc::ClientReader<v1::So
                 c.nodes(), static_cast<long long>(c.tokens_generated()),
                 static_cast<long long>(c.tokens_prefilled()),
                 static_cast<long long>(c.tokens_reused()), c.wall_seconds());
+    if (c.tokens_prefilled() > 0) {
+      std::printf("forks and the prefix cache saved %lld tokens of prefill (%.1fx fewer)\n",
+                  static_cast<long long>(c.tokens_reused()),
+                  static_cast<double>(c.tokens_reused() + c.tokens_prefilled()) /
+                      static_cast<double>(c.tokens_prefilled()));
+    }
   }
   return 0;
 }
