@@ -178,6 +178,44 @@ TEST(PlannerTest, BfsCompletesWithOrderedEventsAndReleasesItsKv) {
   EXPECT_EQ(mesh.Stats().live_sequences(), 0);  // every sequence of the task released
 }
 
+// Values from labels: the value prompt on forks of every node, the first label the model writes
+// mapped to its score (none: 0); with the task's own templates instead of a preset.
+TEST(PlannerTest, LabelValuesWithRequestTemplates) {
+  PlannerMesh mesh;
+  ASSERT_TRUE(mesh.ok()) << "see " << mesh.dir();
+  for (bool sampled : {false, true}) {
+    v1::SolveRequest req = Bfs(2, 2, 2);
+    req.clear_preset();
+    v1::TaskTemplates* t = req.mutable_templates();
+    t->set_propose("Numbers: {problem}\n");
+    t->set_value("Judge: ");
+    t->set_step_stop("\n");
+    (*t->mutable_value_labels())["a"] = 20;
+    (*t->mutable_value_labels())["e"] = 1;
+    if (sampled) {
+      req.mutable_search()->mutable_value()->mutable_sampled()->set_samples(3);
+    } else {
+      req.mutable_search()->mutable_value()->mutable_label();
+    }
+    const Solved s = SolveAll(mesh.planner(), req);
+    ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+    int scored = 0;
+    for (const v1::SolveEvent& e : s.events) {
+      if (!e.has_node_scored()) continue;
+      ++scored;
+      const double v = e.node_scored().score();
+      if (sampled) {  // a mean of three scores from {0, 1, 20}
+        EXPECT_GE(v, 0);
+        EXPECT_LE(v, 20);
+      } else {
+        EXPECT_TRUE(v == 0 || v == 1 || v == 20) << v;
+      }
+    }
+    EXPECT_EQ(scored, 2 + 4);
+    EXPECT_EQ(mesh.Stats().live_sequences(), 0);  // value forks released too
+  }
+}
+
 TEST(PlannerTest, CancelMidTaskReleasesItsKv) {
   PlannerMesh mesh;
   ASSERT_TRUE(mesh.ok()) << "see " << mesh.dir();
