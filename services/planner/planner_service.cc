@@ -75,6 +75,51 @@ absl::StatusOr<Templates> ParsePreset(const std::string& path) {
   return t;
 }
 
+// The strategy's oneof name, as in field paths ("bfs", "dfs", "beam", "mcts").
+const char* StrategyField(const v1::SearchSpec& s) {
+  switch (s.strategy_case()) {
+    case v1::SearchSpec::kBfs:
+      return "bfs";
+    case v1::SearchSpec::kDfs:
+      return "dfs";
+    case v1::SearchSpec::kBeam:
+      return "beam";
+    case v1::SearchSpec::kMcts:
+      return "mcts";
+    default:
+      return "?";
+  }
+}
+
+// The search library's spec for a request's (MCTS expands 2 children per node).
+absl::StatusOr<SearchSpec> SpecFromProto(const v1::SearchSpec& s) {
+  switch (s.strategy_case()) {
+    case v1::SearchSpec::kBfs:
+      return SearchSpec{.strategy = Strategy::kBfs,
+                        .breadth = s.bfs().breadth(),
+                        .proposals_per_node = s.bfs().proposals_per_node(),
+                        .depth = s.bfs().depth()};
+    case v1::SearchSpec::kDfs:
+      return SearchSpec{.strategy = Strategy::kDfs,
+                        .proposals_per_node = s.dfs().proposals_per_node(),
+                        .depth = s.dfs().depth(),
+                        .value_threshold = s.dfs().value_threshold()};
+    case v1::SearchSpec::kBeam:
+      return SearchSpec{.strategy = Strategy::kBeam,
+                        .breadth = s.beam().beam_width(),
+                        .proposals_per_node = s.beam().proposals_per_node(),
+                        .depth = s.beam().depth()};
+    case v1::SearchSpec::kMcts:
+      return SearchSpec{.strategy = Strategy::kMcts,
+                        .proposals_per_node = 2,
+                        .depth = s.mcts().depth(),
+                        .uct_c = s.mcts().uct_c(),
+                        .rollouts = s.mcts().rollouts()};
+    default:
+      return absl::InvalidArgumentError("search has no strategy (bfs, dfs, beam or mcts)");
+  }
+}
+
 v1::Node ToProto(const SearchNode& n) {
   v1::Node p;
   p.set_id(n.id);
@@ -192,31 +237,9 @@ absl::Status PlannerService::ValidateRequest(const v1::SolveRequest& req) const 
         absl::StrCat("preset \"", req.preset(), "\" unknown to this model"));
   }
   const v1::SearchSpec& s = req.search();
-  switch (s.strategy_case()) {
-    case v1::SearchSpec::kBfs:
-      ARBOR_RETURN_IF_ERROR(Range("search.bfs.breadth", s.bfs().breadth(), 1, 64));
-      ARBOR_RETURN_IF_ERROR(
-          Range("search.bfs.proposals_per_node", s.bfs().proposals_per_node(), 1, 64));
-      ARBOR_RETURN_IF_ERROR(Range("search.bfs.depth", s.bfs().depth(), 1, 32));
-      break;
-    case v1::SearchSpec::kDfs:
-      ARBOR_RETURN_IF_ERROR(
-          Range("search.dfs.proposals_per_node", s.dfs().proposals_per_node(), 1, 64));
-      ARBOR_RETURN_IF_ERROR(Range("search.dfs.depth", s.dfs().depth(), 1, 32));
-      break;
-    case v1::SearchSpec::kBeam:
-      ARBOR_RETURN_IF_ERROR(Range("search.beam.beam_width", s.beam().beam_width(), 1, 64));
-      ARBOR_RETURN_IF_ERROR(
-          Range("search.beam.proposals_per_node", s.beam().proposals_per_node(), 1, 64));
-      ARBOR_RETURN_IF_ERROR(Range("search.beam.depth", s.beam().depth(), 1, 32));
-      break;
-    case v1::SearchSpec::kMcts:
-      ARBOR_RETURN_IF_ERROR(Range("search.mcts.uct_c", s.mcts().uct_c(), 0, 100));
-      ARBOR_RETURN_IF_ERROR(Range("search.mcts.rollouts", s.mcts().rollouts(), 1, 10000));
-      ARBOR_RETURN_IF_ERROR(Range("search.mcts.depth", s.mcts().depth(), 1, 32));
-      break;
-    default:
-      return absl::InvalidArgumentError("search has no strategy (bfs, dfs, beam or mcts)");
+  ARBOR_ASSIGN_OR_RETURN(SearchSpec spec, SpecFromProto(s));
+  if (absl::Status st = spec.Validate(); !st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("search.", StrategyField(s), ".", st.message()));
   }
   if (s.value().has_sampled()) {
     ARBOR_RETURN_IF_ERROR(
@@ -375,34 +398,7 @@ void PlannerService::Run(std::shared_ptr<Task> task, v1::TaskCheckpoint restored
   const auto t0 = Clock::now();
   const v1::SolveRequest& req = task->request;
   const v1::SearchSpec& s = req.search();
-  SearchSpec spec;
-  switch (s.strategy_case()) {
-    case v1::SearchSpec::kBfs:
-      spec = {.strategy = Strategy::kBfs,
-              .breadth = s.bfs().breadth(),
-              .proposals_per_node = s.bfs().proposals_per_node(),
-              .depth = s.bfs().depth()};
-      break;
-    case v1::SearchSpec::kDfs:
-      spec = {.strategy = Strategy::kDfs,
-              .proposals_per_node = s.dfs().proposals_per_node(),
-              .depth = s.dfs().depth(),
-              .value_threshold = s.dfs().value_threshold()};
-      break;
-    case v1::SearchSpec::kBeam:
-      spec = {.strategy = Strategy::kBeam,
-              .breadth = s.beam().beam_width(),
-              .proposals_per_node = s.beam().proposals_per_node(),
-              .depth = s.beam().depth()};
-      break;
-    default:
-      spec = {.strategy = Strategy::kMcts,
-              .proposals_per_node = 2,
-              .depth = s.mcts().depth(),
-              .uct_c = s.mcts().uct_c(),
-              .rollouts = s.mcts().rollouts()};
-      break;
-  }
+  const absl::StatusOr<SearchSpec> spec = SpecFromProto(s);  // Solve validated it
   Budget budget;
   budget.max_nodes =
       req.budget().max_nodes() > 0 ? req.budget().max_nodes() : options_.default_max_nodes;
@@ -434,7 +430,7 @@ void PlannerService::Run(std::shared_ptr<Task> task, v1::TaskCheckpoint restored
     if (!seqs.empty()) source.Release(seqs).IgnoreError();
   };
 
-  absl::Status status = templates.status();
+  absl::Status status = templates.ok() ? spec.status() : templates.status();
   SearchTree tree("");
   if (status.ok() && restored.nodes_size() > 0) {
     // Resume: the tree as checkpointed; sequences held but not in it (a round cut short by the
@@ -553,7 +549,7 @@ void PlannerService::Run(std::shared_ptr<Task> task, v1::TaskCheckpoint restored
       *task->checkpoint.mutable_request() = req;
     }
     Checkpoint(*task);
-    absl::StatusOr<SearchResult> r = RunSearch(spec, budget, source, tree, observer);
+    absl::StatusOr<SearchResult> r = RunSearch(*spec, budget, source, tree, observer);
     status = r.status();
     if (r.ok()) {
       const SearchNode& best = tree.node(r->best_node);
