@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <thread>
 
@@ -78,6 +79,19 @@ class PlannerMesh {
     return true;
   }
   void KillPlanner() { planner_->Signal(SIGKILL); }
+  // Drops every kv-store sequence of a task, as a kv-store restart would.
+  int ReleaseOwner(const std::string& owner) {
+    v1::ReleaseOwnerRequest req;
+    req.set_owner(owner);
+    v1::ReleaseOwnerResponse resp;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(kv_->ReleaseOwner(&ctx, req, &resp).ok());
+    return resp.released();
+  }
+  std::string PlannerLog() const {
+    std::ifstream in(dir_ + "/planner.log");
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
 
   bool ok() const { return ok_; }
   const std::string& dir() const { return dir_; }
@@ -272,6 +286,9 @@ TEST(PlannerTest, KillNineAndRestartResumesTheTaskOnce) {
     if (e.has_progress() && ++progress == 1) mesh.KillPlanner();
   });
   EXPECT_FALSE(first.status.ok());  // the planner died under the stream
+  // And the task's KV is lost too: the restarted planner rebuilds what it needs from the
+  // checkpointed token ids (the kv-store's prefix index still caches most of it).
+  EXPECT_GT(mesh.ReleaseOwner("planner/task/resume-me"), 0);
   ASSERT_TRUE(mesh.StartPlanner()) << "see " << mesh.dir();
 
   // Solve again with the same id: it reattaches to the resumed task instead of starting anew.
@@ -297,6 +314,9 @@ TEST(PlannerTest, KillNineAndRestartResumesTheTaskOnce) {
   EXPECT_EQ(tasks.tasks_size(), 1);
   EXPECT_TRUE(WaitFor([&] { return mesh.Stats().live_sequences() == 0; }, std::chrono::seconds(30)))
       << mesh.Stats().live_sequences();
+  const std::string log = mesh.PlannerLog();
+  EXPECT_NE(log.find("sequences rebuilt from token ids"), std::string::npos) << log;
+  EXPECT_EQ(log.find(" 0 sequences rebuilt"), std::string::npos) << log;
 }
 
 TEST(PlannerTest, BadRequestsNameTheField) {

@@ -59,7 +59,58 @@ absl::StatusOr<uint64_t> MeshThoughtSource::CreateRoot(const std::string& owner)
   req.set_add_bos(true);
   std::vector<Generated> out = ExtendAll({req});
   ARBOR_RETURN_IF_ERROR(out[0].status);
+  v1::GetPathRequest preq;
+  preq.set_sequence_id(created.sequence_id());
+  preq.set_include_token_ids(true);
+  v1::GetPathResponse path;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline());
+  const grpc::Status st = kv_->GetPath(&ctx, preq, &path);
+  if (!st.ok()) return rpc::FromGrpcStatus(st);
+  ids_[created.sequence_id()].assign(path.token_ids().begin(), path.token_ids().end());
   return created.sequence_id();
+}
+
+absl::StatusOr<bool> MeshThoughtSource::Exists(uint64_t seq) {
+  v1::GetPathRequest req;
+  req.set_sequence_id(seq);
+  v1::GetPathResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline());
+  const grpc::Status st = kv_->GetPath(&ctx, req, &resp);
+  if (st.error_code() == grpc::StatusCode::NOT_FOUND) return false;
+  if (!st.ok()) return rpc::FromGrpcStatus(st);
+  return true;
+}
+
+absl::StatusOr<uint64_t> MeshThoughtSource::Rebuild(const std::vector<int>& tokens,
+                                                    const std::string& owner) {
+  v1::CreateSequenceRequest req;
+  req.set_owner(owner);
+  req.mutable_prompt_token_ids()->Add(tokens.begin(), tokens.end());
+  v1::CreateSequenceResponse created;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline());
+    const grpc::Status st = kv_->CreateSequence(&ctx, req, &created);
+    if (!st.ok()) return rpc::FromGrpcStatus(st);
+  }
+  counts_.reused += created.reused_tokens();
+  if (created.reused_tokens() < static_cast<int>(tokens.size())) {
+    v1::ExtendRequest ext;
+    ext.set_sequence_id(created.sequence_id());
+    ext.mutable_token_ids()->mutable_ids()->Add(tokens.begin() + created.reused_tokens(),
+                                                tokens.end());
+    std::vector<Generated> out = ExtendAll({ext});
+    ARBOR_RETURN_IF_ERROR(out[0].status);
+  }
+  return created.sequence_id();
+}
+
+const std::vector<int>& MeshThoughtSource::token_ids(uint64_t handle) const {
+  static const std::vector<int> kNone;
+  auto it = ids_.find(handle);
+  return it == ids_.end() ? kNone : it->second;
 }
 
 absl::StatusOr<std::vector<uint64_t>> MeshThoughtSource::Fork(uint64_t seq, int n) {
@@ -164,6 +215,7 @@ absl::StatusOr<std::vector<std::vector<Proposal>>> MeshThoughtSource::Propose(
         }
       }
       logprob_[seq] = g.mean_logprob;
+      ids_[seq] = g.ids;
       out[p].push_back(std::move(q));
     }
   }

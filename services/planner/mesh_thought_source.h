@@ -78,6 +78,13 @@ class MeshThoughtSource : public ThoughtSource {
   void set_counts(const SourceCounts& c) { counts_ = c; }
   // Mean log-prob of a node's thought, by handle (set by Propose).
   double thought_logprob(uint64_t handle) const;
+  // A node's own token ids, by handle: the root's prompt, a child's generated thought.
+  const std::vector<int>& token_ids(uint64_t handle) const;
+  // Whether the kv-store still holds `seq`.
+  absl::StatusOr<bool> Exists(uint64_t seq);
+  // A new sequence (tagged `owner`) holding `tokens`: the kv-store's prefix index supplies what
+  // it caches, the router prefills the rest. Returns its id.
+  absl::StatusOr<uint64_t> Rebuild(const std::vector<int>& tokens, const std::string& owner);
 
  private:
   struct Generated {
@@ -101,8 +108,9 @@ class MeshThoughtSource : public ThoughtSource {
   SourceOptions options_;
   std::function<bool()> is_cancelled_;
   SourceCounts counts_;
-  std::map<uint64_t, double> logprob_;  // handle -> thought mean log-prob
-  uint64_t calls_ = 0;                  // varies the sampling seed per call
+  std::map<uint64_t, double> logprob_;        // handle -> thought mean log-prob
+  std::map<uint64_t, std::vector<int>> ids_;  // handle -> the node's own tokens
+  uint64_t calls_ = 0;                        // varies the sampling seed per call
 };
 
 }  // namespace arbor::planner

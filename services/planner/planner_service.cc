@@ -467,11 +467,38 @@ void PlannerService::Run(std::shared_ptr<Task> task, v1::TaskCheckpoint restored
       tree.mutable_node(restored.nodes(i).node().parent_id()).expanded = false;
     }
     while (restored.nodes_size() > keep) restored.mutable_nodes()->RemoveLast();
+    // Nodes the search may still expand need their sequences; any the kv-store lost (it
+    // restarted, or evicted them) are rebuilt from the checkpointed token ids.
+    int rebuilt = 0;
+    for (int i = 0; i < tree.size() && status.ok(); ++i) {
+      const SearchNode& n = tree.node(i);
+      if (n.pruned || n.answer || n.expanded) continue;  // only these are forked again
+      absl::StatusOr<bool> exists = source.Exists(n.handle);
+      if (!exists.ok()) {
+        status = exists.status();
+        break;
+      }
+      if (*exists) continue;
+      std::vector<int> tokens;
+      for (int id : tree.PathTo(i)) {
+        const auto& own = restored.nodes(id).token_ids();
+        tokens.insert(tokens.end(), own.begin(), own.end());
+      }
+      absl::StatusOr<uint64_t> seq = source.Rebuild(tokens, owner);
+      if (!seq.ok()) {
+        status = seq.status();
+        break;
+      }
+      tree.mutable_node(i).handle = *seq;
+      restored.mutable_nodes(i)->set_sequence_id(*seq);
+      ++rebuilt;
+    }
     {
       absl::MutexLock lock(&task->mu);
       task->checkpoint = restored;
     }
-    spdlog::info("task={} resumed with {} nodes", task->id, tree.size());
+    spdlog::info("task={} resumed with {} nodes, {} sequences rebuilt from token ids", task->id,
+                 tree.size(), rebuilt);
   } else if (status.ok()) {
     absl::StatusOr<uint64_t> root = source.CreateRoot(owner);
     status = root.status();
@@ -489,6 +516,10 @@ void PlannerService::Run(std::shared_ptr<Task> task, v1::TaskCheckpoint restored
     cn->set_answer(n.answer);
     cn->set_answer_text(n.answer_text);
     cn->set_expanded(n.expanded);
+    if (cn->token_ids_size() == 0) {
+      const std::vector<int>& ids = source.token_ids(n.handle);
+      cn->mutable_token_ids()->Add(ids.begin(), ids.end());
+    }
   };
   auto event = [&](const SearchNode& n, auto setter) {
     v1::SolveEvent e;
