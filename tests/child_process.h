@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -17,6 +18,16 @@
 #include "arbor/rpc/service_main.h"
 
 namespace arbor::testing {
+
+// Polls `cond` every 50 ms until it holds or `timeout` passes; returns its last value.
+inline bool WaitFor(const std::function<bool()>& cond, std::chrono::seconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return cond();
+}
 
 class ChildProcess {
  public:

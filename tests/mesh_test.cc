@@ -35,6 +35,8 @@
 namespace arbor {
 namespace {
 
+using testing::WaitFor;
+
 using statestore::testing::FreeLoopbackPort;
 
 const std::string kSource = ARBOR_SOURCE_DIR;
@@ -449,15 +451,6 @@ std::vector<int> ServicePids(const std::string& ready_file) {
   if (j.is_discarded()) return pids;
   for (const auto& s : j["services"]) pids.push_back(s["pid"].get<int>());
   return pids;
-}
-
-bool WaitFor(const std::function<bool()>& cond, std::chrono::seconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return cond();
 }
 
 bool Alive(int pid) { return ::kill(pid, 0) == 0; }

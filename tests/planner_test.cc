@@ -28,16 +28,9 @@
 namespace arbor {
 namespace {
 
-const std::string kModel = std::string(ARBOR_SOURCE_DIR) + "/models/test-moe";
+using testing::WaitFor;
 
-bool WaitFor(const std::function<bool()>& cond, std::chrono::seconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return cond();
-}
+const std::string kModel = std::string(ARBOR_SOURCE_DIR) + "/models/test-moe";
 
 // `arbor up` without a planner, plus a planner process the test controls.
 class PlannerMesh {
