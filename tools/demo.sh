@@ -17,24 +17,14 @@ echo "== in process =="
   --logprobs "$@"
 
 echo "== through the mesh =="
-run_dir=$(mktemp -d)
-./build/bin/arbor up --model models/test-moe --ports=auto --ready_file "$run_dir/ready.json" \
-  --log_dir "$run_dir" > "$run_dir/up.out" 2>&1 &
-up_pid=$!
-trap 'kill -TERM $up_pid 2>/dev/null; wait $up_pid 2>/dev/null; rm -rf "$run_dir"' EXIT
-for _ in $(seq 1 600); do
-  [ -f "$run_dir/ready.json" ] && break
-  kill -0 $up_pid 2>/dev/null || { cat "$run_dir/up.out"; exit 1; }
-  sleep 0.1
-done
-[ -f "$run_dir/ready.json" ] || { echo "arbor up did not start; see $run_dir"; exit 1; }
-cat "$run_dir/up.out"
-endpoint() { sed -n "s/^  \"$1\": \"\(.*\)\",\{0,1\}$/\1/p" "$run_dir/ready.json"; }
-./build/bin/arbor generate --router "$(endpoint router)" --kvstore "$(endpoint kvstore)" \
+source tools/arbor_up.bash
+arbor_up ./build/bin/arbor --model models/test-moe
+cat "$ARBOR_UP_DIR/up.out"
+./build/bin/arbor generate --router "$(arbor_endpoint router)" --kvstore "$(arbor_endpoint kvstore)" \
   --prompt "4 9 10 13" --max_tokens 32 --logprobs "$@"
 
 echo "== tree-of-thought search through the planner =="
 for puzzle in "4 9 10 13" "1 2 3 4"; do
-  ./build/bin/arbor solve --planner "$(endpoint planner)" --preset game24 --strategy bfs \
+  ./build/bin/arbor solve --planner "$(arbor_endpoint planner)" --preset game24 --strategy bfs \
     --breadth 2 --proposals 3 --depth 3 --max_thought_tokens 16 "$puzzle"
 done

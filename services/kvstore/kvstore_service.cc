@@ -231,8 +231,7 @@ class KvStoreService::SegmentReader : public grpc::ServerWriteReactor<v1::Segmen
  public:
   SegmentReader(KvStoreService* service, const v1::ReadSegmentsRequest* req)
       : service_(service), req_(req), t0_(std::chrono::steady_clock::now()) {
-    const kvcache::KvLayout& l = service->tree_->layout();
-    row_floats_ = static_cast<size_t>(l.num_layers) * 2 * l.num_kv_heads * l.head_dim;
+    row_floats_ = service->tree_->layout().token_floats();
     if (req->segments_size() < 1 || req->segments_size() > service->limits_.max_read_ranges) {
       Done(absl::InvalidArgumentError(absl::StrCat("segments holds ", req->segments_size(),
                                                    " ranges, allowed [1, ",
@@ -276,16 +275,13 @@ class KvStoreService::SegmentReader : public grpc::ServerWriteReactor<v1::Segmen
     }
     const auto& r = req_->segments(range_);
     const int count = std::min(service_->limits_.read_chunk_tokens, r.length() - offset_);
-    const kvcache::KvLayout& l = service_->tree_->layout();
     chunk_.Clear();
     chunk_.set_segment_id(r.segment_id());
     chunk_.set_first_token(r.first() + offset_);
     v1::Tensor* kv = chunk_.mutable_kv();
     kv->set_dtype(v1::DTYPE_F32);
-    for (int64_t d : {static_cast<int64_t>(count), static_cast<int64_t>(l.num_layers), int64_t{2},
-                      static_cast<int64_t>(l.num_kv_heads), static_cast<int64_t>(l.head_dim)}) {
-      kv->add_shape(d);
-    }
+    const std::vector<int64_t> shape = service_->tree_->layout().TokensShape(count);
+    kv->mutable_shape()->Add(shape.begin(), shape.end());
     std::string* data = kv->mutable_data();
     data->resize(count * row_floats_ * sizeof(float));
     const absl::Status st = service_->tree_->ReadSegment(r.segment_id(), r.first() + offset_, count,
@@ -325,14 +321,13 @@ absl::Status KvStoreService::DoCommit(const v1::CommitRequest& req, v1::CommitRe
     return absl::InvalidArgumentError(
         absl::StrCat("kv.dtype ", v1::DType_Name(req.kv().dtype()), " is not DTYPE_F32"));
   }
-  const std::vector<int64_t> want = {n, l.num_layers, 2, l.num_kv_heads, l.head_dim};
+  const std::vector<int64_t> want = l.TokensShape(n);
   const std::vector<int64_t> got(req.kv().shape().begin(), req.kv().shape().end());
   if (got != want) {
     return absl::InvalidArgumentError(absl::StrCat("kv.shape [", absl::StrJoin(got, ", "),
                                                    "] is not [", absl::StrJoin(want, ", "), "]"));
   }
-  const size_t bytes =
-      static_cast<size_t>(n) * l.num_layers * 2 * l.num_kv_heads * l.head_dim * sizeof(float);
+  const size_t bytes = n * l.token_floats() * sizeof(float);
   if (req.kv().data().size() != bytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("kv.data holds ", req.kv().data().size(), " bytes; kv.shape needs ", bytes));

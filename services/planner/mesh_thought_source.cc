@@ -121,10 +121,7 @@ absl::StatusOr<std::vector<uint64_t>> MeshThoughtSource::Fork(uint64_t seq, int 
   grpc::ClientContext ctx;
   ctx.set_deadline(Deadline());
   const grpc::Status st = kv_->Fork(&ctx, req, &resp);
-  if (!st.ok()) {
-    const absl::Status e = rpc::FromGrpcStatus(st);
-    return absl::Status(e.code(), absl::StrCat("kv-store Fork of ", seq, ": ", e.message()));
-  }
+  if (!st.ok()) return rpc::FromGrpcStatus(st, absl::StrCat("kv-store Fork of ", seq));
   return std::vector<uint64_t>(resp.sequence_ids().begin(), resp.sequence_ids().end());
 }
 
@@ -150,12 +147,8 @@ std::vector<MeshThoughtSource::Generated> MeshThoughtSource::ExtendAll(
         }
       }
       const grpc::Status st = stream->Finish();
-      if (!st.ok()) {
-        const absl::Status s = rpc::FromGrpcStatus(st);
-        g.status = absl::Status(s.code(), absl::StrCat("router Extend of sequence ",
-                                                       reqs[i].sequence_id(), ": ", s.message()));
-      }
-      g.text = g.result.text();
+      g.status = rpc::FromGrpcStatus(
+          st, absl::StrCat("router Extend of sequence ", reqs[i].sequence_id()));
       g.mean_logprob = g.ids.empty() ? 0 : sum / static_cast<double>(g.ids.size());
       done.DecrementCount();
     });
@@ -203,13 +196,14 @@ absl::StatusOr<std::vector<std::vector<Proposal>>> MeshThoughtSource::Propose(
       }
       Proposal q;
       q.handle = seq;
-      q.thought = g.text;
-      q.state = parents[p]->state + g.text + templates_.step_stop;
+      const std::string& text = g.result.text();
+      q.thought = text;
+      q.state = parents[p]->state + text + templates_.step_stop;
       if (!templates_.answer_prefix.empty()) {
-        const size_t at = g.text.find(templates_.answer_prefix);
+        const size_t at = text.find(templates_.answer_prefix);
         if (at != std::string::npos) {
           q.answer = true;
-          std::string a = g.text.substr(at + templates_.answer_prefix.size());
+          std::string a = text.substr(at + templates_.answer_prefix.size());
           a.erase(0, a.find_first_not_of(' '));
           q.answer_text = a;
         }
@@ -271,8 +265,8 @@ absl::StatusOr<std::vector<double>> MeshThoughtSource::Evaluate(
       const Generated& g = gen[i * k + j];
       ARBOR_RETURN_IF_ERROR(g.status);
       std::string text;
-      text.reserve(g.text.size());
-      for (unsigned char c : g.text) text.push_back(static_cast<char>(std::tolower(c)));
+      text.reserve(g.result.text().size());
+      for (unsigned char c : g.result.text()) text.push_back(static_cast<char>(std::tolower(c)));
       // The label that appears first in what the model wrote; none scores the lowest.
       size_t first = std::string::npos;
       float score = lowest;

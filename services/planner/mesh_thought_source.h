@@ -89,7 +89,6 @@ class MeshThoughtSource : public ThoughtSource {
  private:
   struct Generated {
     absl::Status status;
-    std::string text;
     std::vector<int> ids;
     double mean_logprob = 0;
     v1::ExtendResult result;

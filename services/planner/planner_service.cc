@@ -433,8 +433,8 @@ void PlannerService::Run(std::shared_ptr<Task> task, v1::TaskCheckpoint restored
   absl::Status status = templates.ok() ? spec.status() : templates.status();
   SearchTree tree("");
   if (status.ok() && restored.nodes_size() > 0) {
-    // Resume: the tree as checkpointed; sequences held but not in it (a round cut short by the
-    // crash) go back to the kv-store.
+    // Resume: the tree as checkpointed (sequences a crash left unrecorded carry the task's
+    // owner tag and go when the task ends).
     source.set_counts({restored.counts().tokens_generated(), restored.counts().tokens_prefilled(),
                        restored.counts().tokens_reused()});
     // A round the crash cut short left unscored nodes at the end (ids grow round by round):
@@ -456,15 +456,19 @@ void PlannerService::Run(std::shared_ptr<Task> task, v1::TaskCheckpoint restored
                                               .handle = cn.sequence_id()});
       }
       SearchNode& n = tree.mutable_node(i);
-      n.state = cn.node().state();
-      n.handle = cn.sequence_id();
+      if (i == 0) {  // children got these from AddChild
+        n.state = cn.node().state();
+        n.handle = cn.sequence_id();
+      }
       n.score = cn.node().score();
       n.scored = cn.scored();
       n.pruned = cn.node().pruned();
       n.expanded = cn.expanded();
     }
     for (int i = keep; i < restored.nodes_size(); ++i) {
-      tree.mutable_node(restored.nodes(i).node().parent_id()).expanded = false;
+      const int parent = restored.nodes(i).node().parent_id();
+      tree.mutable_node(parent).expanded = false;
+      restored.mutable_nodes(parent)->set_expanded(false);
     }
     while (restored.nodes_size() > keep) restored.mutable_nodes()->RemoveLast();
     // Nodes the search may still expand need their sequences; any the kv-store lost (it
@@ -560,8 +564,8 @@ void PlannerService::Run(std::shared_ptr<Task> task, v1::TaskCheckpoint restored
                               },
                           .round =
                               [&] {
-                                for (int id = 0; id < tree.size(); ++id)
-                                  record(tree.node(id));  // expanded flags
+                                // Every change of the round is recorded already (a parent's
+                                // expanded flag with its first child).
                                 {
                                   absl::MutexLock lock(&task->mu);
                                   *task->checkpoint.mutable_counts() = counts();

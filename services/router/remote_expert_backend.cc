@@ -249,12 +249,10 @@ absl::Status RemoteExpertBackend::Run(const engine::RoutedTokens& in, float* out
       if (!batches[w]) continue;
       Batch& b = *batches[w];
       if (!b.status.ok()) {
-        const std::string where = absl::StrCat("expert worker ", workers_[w]->address, ": ");
-        if (!Retryable(b.status.error_code())) {
-          const absl::Status st = rpc::FromGrpcStatus(b.status);
-          return absl::Status(st.code(), where + std::string(st.message()));
-        }
-        last_error = where + b.status.error_message();
+        const absl::Status st =
+            rpc::FromGrpcStatus(b.status, absl::StrCat("expert worker ", workers_[w]->address));
+        if (!Retryable(b.status.error_code())) return st;
+        last_error = std::string(st.message());
         spdlog::warn("{}; retrying its rows on another replica", last_error);
         workers_[w]->unhealthy_until = Clock::now() + options_.unhealthy_for;
         failed.insert(failed.end(), b.items.begin(), b.items.end());

@@ -35,6 +35,19 @@ v1::FinishReason ToProto(engine::FinishReason r) {
   return v1::FINISH_REASON_UNSPECIFIED;
 }
 
+// The generator's parameters for a request's (top_p 0 is read as 1).
+engine::GenerationParams ParamsFromProto(const v1::GenerationParams& p) {
+  engine::GenerationParams g;
+  g.max_tokens = p.max_tokens();
+  g.sampling.temperature = p.temperature();
+  g.sampling.top_k = p.top_k();
+  g.sampling.top_p = p.top_p() == 0 ? 1.0f : p.top_p();
+  g.sampling.seed = p.seed();
+  g.stop.assign(p.stop().begin(), p.stop().end());
+  g.ignore_eos = p.ignore_eos();
+  return g;
+}
+
 }  // namespace
 
 // Counts routed tokens per (layer, expert), then runs the real backend.
@@ -199,11 +212,6 @@ RouterService::~RouterService() {
   if (loop_.joinable()) loop_.join();
 }
 
-RouterService::Counters RouterService::counters() const {
-  absl::MutexLock lock(&mu_);
-  return counters_;
-}
-
 void RouterService::Post(std::function<void()> fn) {
   absl::MutexLock lock(&mu_);
   inbox_.push_back(std::move(fn));
@@ -244,27 +252,13 @@ absl::Status RouterService::ValidateRequest(const v1::ExtendRequest& req) const 
     return absl::InvalidArgumentError(absl::StrCat(
         "params.max_tokens ", p.max_tokens(), " out of range [0, ", options_.max_new_tokens, "]"));
   }
-  if (!(p.temperature() >= 0 && p.temperature() <= 100)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("params.temperature ", p.temperature(), " out of range [0, 100]"));
-  }
   if (p.top_k() < 0 || p.top_k() > vocab) {
     return absl::InvalidArgumentError(
         absl::StrCat("params.top_k ", p.top_k(), " out of range [0, ", vocab, "]"));
   }
-  if (!(p.top_p() >= 0 && p.top_p() <= 1)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("params.top_p ", p.top_p(), " out of range [0, 1]"));
-  }
-  if (p.stop_size() > 16) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("params.stop holds ", p.stop_size(), " strings, at most 16"));
-  }
-  for (int i = 0; i < p.stop_size(); ++i) {
-    if (p.stop(i).empty() || p.stop(i).size() > 256) {
-      return absl::InvalidArgumentError(absl::StrCat("params.stop[", i, "] of ", p.stop(i).size(),
-                                                     " bytes out of range [1, 256]"));
-    }
+  // The rest of the ranges are the generator's own.
+  if (absl::Status st = ParamsFromProto(p).Validate(); !st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("params.", st.message()));
   }
   return absl::OkStatus();
 }
@@ -294,14 +288,7 @@ grpc::ServerWriteReactor<v1::ExtendEvent>* RouterService::Extend(grpc::CallbackS
   }
   job->request = *req;
   job->client_deadline = ctx->deadline();
-  const v1::GenerationParams& p = req->params();
-  job->params.max_tokens = p.max_tokens();
-  job->params.sampling.temperature = p.temperature();
-  job->params.sampling.top_k = p.top_k();
-  job->params.sampling.top_p = p.top_p() == 0 ? 1.0f : p.top_p();
-  job->params.sampling.seed = p.seed();
-  job->params.stop.assign(p.stop().begin(), p.stop().end());
-  job->params.ignore_eos = p.ignore_eos();
+  job->params = ParamsFromProto(req->params());
   io_.Schedule([this, job] { Prepare(job); });
   return stream.get();
 }
@@ -361,10 +348,7 @@ void RouterService::Prepare(std::shared_ptr<Job> job) {
   ctx.set_deadline(Deadline(*job));
   const grpc::Status gs = kvstore_->GetPath(&ctx, preq, &path);
   if (!gs.ok()) {
-    const absl::Status st = rpc::FromGrpcStatus(gs);
-    Post([this, job, st] {
-      Fail(job, absl::Status(st.code(), absl::StrCat("kv-store GetPath: ", st.message())));
-    });
+    Post([this, job, st = rpc::FromGrpcStatus(gs, "kv-store GetPath")] { Fail(job, st); });
     return;
   }
   job->path.assign(path.segments().begin(), path.segments().end());
@@ -388,9 +372,8 @@ void RouterService::Fetch(std::shared_ptr<Job> job) {
     Post([this, job] { Fail(job, Interrupted(*job)); });
     return;
   }
-  const model::ModelConfig& c = weights_->config();
-  const size_t row =
-      static_cast<size_t>(c.num_hidden_layers) * 2 * c.num_key_value_heads * c.head_dim;
+  const kvcache::KvLayout& layout = engine_->kv_tree().layout();  // immutable
+  const size_t row = layout.token_floats();
   const int from = job->fetch_from, to = job->fetch_to;
   v1::ReadSegmentsRequest req;
   std::vector<int> range_start;  // absolute position of each range's first token
@@ -410,7 +393,6 @@ void RouterService::Fetch(std::shared_ptr<Job> job) {
   v1::SegmentChunk chunk;
   int received = 0, range = 0;
   absl::Status st;
-  const std::vector<int64_t> tail = {c.num_hidden_layers, 2, c.num_key_value_heads, c.head_dim};
   while (reader->Read(&chunk)) {
     while (range < req.segments_size() && req.segments(range).segment_id() != chunk.segment_id()) {
       ++range;
@@ -419,7 +401,7 @@ void RouterService::Fetch(std::shared_ptr<Job> job) {
     const int n = kv.shape_size() == 5 ? static_cast<int>(kv.shape(0)) : -1;
     const int pos = range < req.segments_size() ? range_start[range] + chunk.first_token() : -1;
     if (range == req.segments_size() || kv.dtype() != v1::DTYPE_F32 || n < 1 ||
-        !std::equal(tail.begin(), tail.end(), kv.shape().begin() + 1) ||
+        std::vector<int64_t>(kv.shape().begin(), kv.shape().end()) != layout.TokensShape(n) ||
         kv.data().size() != n * row * sizeof(float) || pos < from || pos + n > to) {
       st = absl::InternalError(absl::StrCat("kv-store sent a malformed chunk of segment ",
                                             chunk.segment_id(), " at token ", chunk.first_token()));
@@ -430,10 +412,7 @@ void RouterService::Fetch(std::shared_ptr<Job> job) {
     received += n;
   }
   const grpc::Status fs = reader->Finish();
-  if (st.ok() && !fs.ok()) {
-    const absl::Status e = rpc::FromGrpcStatus(fs);
-    st = absl::Status(e.code(), absl::StrCat("kv-store ReadSegments: ", e.message()));
-  }
+  if (st.ok()) st = rpc::FromGrpcStatus(fs, "kv-store ReadSegments");
   if (st.ok() && received != to - from) {
     st = absl::InternalError(
         absl::StrCat("kv-store sent ", received, " tokens of KV, not ", to - from));
@@ -456,8 +435,7 @@ void RouterService::CommitAndFinish(std::shared_ptr<Job> job) {
     ctx.set_deadline(Deadline(*job));
     const grpc::Status cs = kvstore_->Commit(&ctx, job->commit, &resp);
     if (!cs.ok()) {
-      const absl::Status e = rpc::FromGrpcStatus(cs);
-      End(*job, absl::Status(e.code(), absl::StrCat("kv-store Commit: ", e.message())));
+      End(*job, rpc::FromGrpcStatus(cs, "kv-store Commit"));
       return;
     }
     job->result.set_version(resp.version());
@@ -467,10 +445,6 @@ void RouterService::CommitAndFinish(std::shared_ptr<Job> job) {
   v1::ExtendEvent last;
   *last.mutable_result() = std::move(job->result);
   job->stream->Push(std::move(last));
-  {
-    absl::MutexLock lock(&mu_);
-    ++counters_.extends;
-  }
   End(*job, absl::OkStatus());
 }
 
@@ -503,9 +477,10 @@ void RouterService::Admit(std::shared_ptr<Job> job) {
   }
   // The most KV blocks this job can ever hold: its whole context (shared prefixes counted as if
   // they were not), every token it may generate, and a partial block at each end.
-  const int bt = options_.engine.kv_block_tokens;
+  const kvcache::KvLayout& layout = engine_->kv_tree().layout();
+  const int bt = layout.block_tokens;
   const int longest = std::min(n + job->params.max_tokens + 1, options_.engine.max_seq_tokens);
-  job->reserved_blocks = (longest + bt - 1) / bt + 2;
+  job->reserved_blocks = layout.BlocksFor(longest) + 2;
   if (job->reserved_blocks > capacity_blocks_) {
     const int need = job->reserved_blocks;
     job->reserved_blocks = 0;
@@ -609,9 +584,7 @@ void RouterService::Complete(std::shared_ptr<Job> job) {
   const int first = job->path_len;
   const int end = engine_->Length(job->local);
   const int count = end - first;
-  const model::ModelConfig& c = weights_->config();
-  const size_t row =
-      static_cast<size_t>(c.num_hidden_layers) * 2 * c.num_key_value_heads * c.head_dim;
+  const kvcache::KvLayout& layout = engine_->kv_tree().layout();
   v1::CommitRequest& commit = job->commit;
   commit.set_sequence_id(job->seq);
   commit.set_expected_version(job->version);
@@ -624,12 +597,9 @@ void RouterService::Complete(std::shared_ptr<Job> job) {
   } else if (count > 0) {
     v1::Tensor* kv = commit.mutable_kv();
     kv->set_dtype(v1::DTYPE_F32);
-    for (int64_t d :
-         {static_cast<int64_t>(count), static_cast<int64_t>(c.num_hidden_layers), int64_t{2},
-          static_cast<int64_t>(c.num_key_value_heads), static_cast<int64_t>(c.head_dim)}) {
-      kv->add_shape(d);
-    }
-    kv->mutable_data()->resize(count * row * sizeof(float));
+    const std::vector<int64_t> shape = layout.TokensShape(count);
+    kv->mutable_shape()->Add(shape.begin(), shape.end());
+    kv->mutable_data()->resize(count * layout.token_floats() * sizeof(float));
     st = engine_->kv_tree().ReadKv(job->local, first, count,
                                    reinterpret_cast<float*>(kv->mutable_data()->data()));
   }
@@ -642,13 +612,6 @@ void RouterService::Complete(std::shared_ptr<Job> job) {
   res.set_fetched_tokens(fetched);
   res.set_prefilled_tokens(static_cast<int>(job->context.size()) - job->cached - fetched);
   res.set_text(r.text);
-  {
-    absl::MutexLock lock(&mu_);
-    counters_.cached_tokens += job->cached;
-    counters_.fetched_tokens += fetched;
-    counters_.prefilled_tokens += res.prefilled_tokens();
-    counters_.generated_tokens += res.generated_tokens();
-  }
   cached_tokens_.Increment(job->cached);
   fetched_tokens_.Increment(fetched);
   running_.erase(job->gen_id);
@@ -756,10 +719,6 @@ void RouterService::StepOnce() {
   prefill_tokens_.Increment(static_cast<double>(prefill));
   decode_tokens_.Increment(static_cast<double>(decode));
   step_tokens_.Observe(static_cast<double>(prefill + decode));
-  {
-    absl::MutexLock lock(&mu_);
-    ++counters_.steps;
-  }
   std::vector<std::shared_ptr<Job>> done;
   for (const auto& [id, job] : running_) {
     if (generator_->finished(id)) {

@@ -75,16 +75,6 @@ class RouterService final : public v1::Router::CallbackService {
                                      const v1::TokenizeRequest* req,
                                      v1::TokenizeResponse* resp) override;
 
-  struct Counters {
-    int64_t extends = 0;           // Extend calls finished OK
-    int64_t fetched_tokens = 0;    // KV tokens read from the kv-store
-    int64_t cached_tokens = 0;     // context tokens found in the local cache
-    int64_t prefilled_tokens = 0;  // tokens computed before generating
-    int64_t generated_tokens = 0;
-    int64_t steps = 0;
-  };
-  Counters counters() const;
-
  private:
   struct Job;
   RouterService(const model::ModelWeights* weights, const model::Tokenizer* tokenizer,
@@ -141,7 +131,6 @@ class RouterService final : public v1::Router::CallbackService {
   mutable absl::Mutex mu_;
   std::deque<std::function<void()>> inbox_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  Counters counters_ ABSL_GUARDED_BY(mu_);
   std::atomic<int> pending_{0};  // Extend calls accepted and not yet ended
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> next_job_{1};

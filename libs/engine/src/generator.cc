@@ -29,12 +29,13 @@ absl::Status GenerationParams::Validate() const {
         absl::StrCat("max_tokens ", max_tokens, " out of range [0, 1048576]"));
   }
   if (stop.size() > 16) {
-    return absl::InvalidArgumentError(absl::StrCat("stop has ", stop.size(), " strings, max 16"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("stop holds ", stop.size(), " strings, at most 16"));
   }
-  for (const std::string& s : stop) {
-    if (s.empty() || s.size() > 256) {
+  for (size_t i = 0; i < stop.size(); ++i) {
+    if (stop[i].empty() || stop[i].size() > 256) {
       return absl::InvalidArgumentError(
-          absl::StrCat("stop string of ", s.size(), " bytes out of range [1, 256]"));
+          absl::StrCat("stop[", i, "] of ", stop[i].size(), " bytes out of range [1, 256]"));
     }
   }
   return absl::OkStatus();

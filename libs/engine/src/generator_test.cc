@@ -231,7 +231,8 @@ TEST_F(GeneratorTest, SubmitRejectsBadRequests) {
             absl::string_view::npos);
   p.max_tokens = 4;
   p.stop = {""};
-  EXPECT_NE(gen.Submit({1}, p).status().message().find("stop string"), absl::string_view::npos);
+  EXPECT_NE(gen.Submit({1}, p).status().message().find("stop[0] of 0 bytes"),
+            absl::string_view::npos);
   Generator no_tokenizer(m_->engine.get(), nullptr);
   p.stop = {"x"};
   EXPECT_NE(no_tokenizer.Submit({1}, p).status().message().find("tokenizer"),

@@ -415,15 +415,11 @@ void KvTree::CopyTokenKv(const Segment& s, int t, float* dst) const {
 }
 
 absl::StatusOr<std::vector<float>> KvTree::ReadKv(SeqId seq) const {
-  absl::MutexLock lock(&mu_);
-  const Segment* s = Leaf(seq);
-  if (s == nullptr) return UnknownSeq(seq);
-  const size_t row =
-      static_cast<size_t>(layout_.num_layers) * 2 * layout_.num_kv_heads * layout_.head_dim;
-  std::vector<float> kv((s->start + s->length()) * row);
-  for (int len = s->length(); s != nullptr; len = s->parent_len, s = s->parent) {
-    for (int t = 0; t < len; ++t) CopyTokenKv(*s, t, kv.data() + (s->start + t) * row);
-  }
+  // Committed tokens never change, so the length read first stays valid for the copy.
+  const int length = Length(seq);
+  if (length < 0) return UnknownSeq(seq);
+  std::vector<float> kv(length * layout_.token_floats());
+  ARBOR_RETURN_IF_ERROR(ReadKv(seq, 0, length, kv.data()));
   return kv;
 }
 
@@ -437,8 +433,7 @@ absl::Status KvTree::ReadKv(SeqId seq, int first, int count, float* out) const {
                                               " tokens; asked for [", first, ", ", first + count,
                                               ")"));
   }
-  const size_t row =
-      static_cast<size_t>(layout_.num_layers) * 2 * layout_.num_kv_heads * layout_.head_dim;
+  const size_t row = layout_.token_floats();
   const int end = first + count;
   for (int len = s->length(); s != nullptr && s->start + len > first;
        len = s->parent_len, s = s->parent) {
@@ -460,8 +455,7 @@ absl::Status KvTree::ReadSegment(SegmentId segment, int first, int count, float*
                                               " tokens; asked for [", first, ", ", first + count,
                                               ")"));
   }
-  const size_t row =
-      static_cast<size_t>(layout_.num_layers) * 2 * layout_.num_kv_heads * layout_.head_dim;
+  const size_t row = layout_.token_floats();
   for (int t = 0; t < count; ++t) CopyTokenKv(s, first + t, out + t * row);
   return absl::OkStatus();
 }

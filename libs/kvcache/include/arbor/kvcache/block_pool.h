@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <vector>
 
@@ -20,6 +21,15 @@ struct KvLayout {
   int block_tokens = 16;
 
   size_t head_stride() const { return static_cast<size_t>(block_tokens) * head_dim; }
+  // Floats of one token's KV laid out as [layers, 2, kv_heads, head_dim]: the row of every KV
+  // copied in or out of the tree (and over the wire).
+  size_t token_floats() const {
+    return static_cast<size_t>(num_layers) * 2 * num_kv_heads * head_dim;
+  }
+  // The shape of n tokens' KV rows: [n, layers, 2, kv_heads, head_dim].
+  std::vector<int64_t> TokensShape(int64_t n) const {
+    return {n, num_layers, 2, num_kv_heads, head_dim};
+  }
   size_t floats_per_block() const {
     return static_cast<size_t>(num_layers) * 2 * num_kv_heads * head_stride();
   }
