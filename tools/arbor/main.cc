@@ -9,6 +9,7 @@
 
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "eval.h"
 #include "generate.h"
 #include "solve.h"
 #include "up.h"
@@ -23,6 +24,7 @@ constexpr char kUsage[] =
     "  solve      solve a problem with the planner (tree-of-thought search): arbor solve \"4 9 10 "
     "13\"\n"
     "  tasks      list the planner's tasks;  watch ID: follow one;  cancel ID: cancel one\n"
+    "  eval       score the model on held-out Game of 24 puzzles: arbor eval game24\n"
     "run `arbor <command> --help` for a command's flags";
 
 }  // namespace
@@ -46,6 +48,7 @@ int main(int argc, char** argv) {
   if (command == "tasks") return arbor::cli::Tasks(positional);
   if (command == "watch") return arbor::cli::Watch(positional);
   if (command == "cancel") return arbor::cli::Cancel(positional);
+  if (command == "eval") return arbor::cli::Eval(positional);
   std::fprintf(stderr, "arbor: unknown command \"%s\"\n%s\n", command.c_str(), kUsage);
   return 2;
 }

@@ -1,0 +1,286 @@
+// `arbor eval game24`: the held-out Game of 24 puzzles through a running mesh, scored by exact
+// rational arithmetic (game24.h), never by the model. Modes:
+//   greedy  one Extend at temperature 0 from the propose prompt, to the model's end of text;
+//           the first "Answer:" line is the answer (a single path, no search).
+//   bfsN    the planner's BFS keeping N states per level, proposals and values from the model
+//           (value prompt, label read greedily); the planner's top answer is the answer.
+// Puzzles run --concurrency at a time (the router batches them into shared steps). Prints one
+// line per puzzle and a summary per mode; --json_out writes the summary and every puzzle.
+#include "eval.h"
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <mutex>
+#include <thread>
+
+#include "absl/flags/declare.h"
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "arbor/v1/kvstore.grpc.pb.h"
+#include "arbor/v1/planner.grpc.pb.h"
+#include "arbor/v1/router.grpc.pb.h"
+#include "game24.h"
+#include "grpcpp/grpcpp.h"
+#include "nlohmann/json.hpp"
+
+ABSL_DECLARE_FLAG(std::string, model);
+ABSL_DECLARE_FLAG(std::string, router);
+ABSL_DECLARE_FLAG(std::string, kvstore);
+ABSL_DECLARE_FLAG(std::string, planner);
+ABSL_DECLARE_FLAG(int, proposals);
+ABSL_DECLARE_FLAG(std::string, value);
+ABSL_DECLARE_FLAG(double, thought_temperature);
+ABSL_DECLARE_FLAG(uint64_t, search_seed);
+
+ABSL_FLAG(std::string, modes, "greedy,bfs1,bfs5", "eval: comma-separated greedy and bfsN");
+ABSL_FLAG(int, puzzles, 0, "eval: how many held-out puzzles, spread evenly (0: all)");
+ABSL_FLAG(int, concurrency, 4, "eval: puzzles in flight at once");
+ABSL_FLAG(std::string, json_out, "", "eval: write the results here as JSON");
+
+namespace arbor::cli {
+namespace {
+
+struct Outcome {
+  bool solved = false;  // the top answer checks out
+  std::string answer;   // what the model (or planner) answered, "" if none
+  std::string error;    // an RPC failure
+  int64_t tokens = 0;   // generated
+  double seconds = 0;
+};
+
+std::vector<int> Numbers(const game24::Puzzle& p) { return {p[0], p[1], p[2], p[3]}; }
+
+absl::StatusOr<std::string> ProposePrompt() {
+  const std::string path = absl::GetFlag(FLAGS_model) + "/presets/game24.json";
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.contains("propose") || !j["propose"].is_string()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": no string field \"propose\""));
+  }
+  return j["propose"].get<std::string>();
+}
+
+Outcome Greedy(const game24::Puzzle& p, const std::string& propose, v1::KvStore::Stub& kv,
+               v1::Router::Stub& router) {
+  Outcome o;
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto deadline = std::chrono::system_clock::now() + std::chrono::minutes(5);
+  v1::CreateSequenceResponse created;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(deadline);
+    if (const grpc::Status st = kv.CreateSequence(&ctx, {}, &created); !st.ok()) {
+      o.error = absl::StrCat("kv-store CreateSequence: ", st.error_message());
+      return o;
+    }
+  }
+  v1::ExtendRequest req;
+  req.set_sequence_id(created.sequence_id());
+  std::string prompt = propose;
+  if (const size_t at = prompt.find("{problem}"); at != std::string::npos) {
+    prompt.replace(at, 9, game24::PuzzleText(p));
+  }
+  req.set_text(prompt);
+  req.set_add_bos(true);
+  req.mutable_params()->set_max_tokens(128);
+  req.mutable_params()->set_temperature(0);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(deadline);
+  auto stream = router.Extend(&ctx, req);
+  v1::ExtendEvent e;
+  v1::ExtendResult result;
+  while (stream->Read(&e)) {
+    if (e.has_result()) result = e.result();
+  }
+  const grpc::Status st = stream->Finish();
+  {
+    v1::ReleaseRequest rel;
+    rel.add_sequence_ids(created.sequence_id());
+    v1::ReleaseResponse released;
+    grpc::ClientContext rctx;
+    rctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    kv.Release(&rctx, rel, &released).ok();  // best effort
+  }
+  o.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!st.ok()) {
+    o.error = absl::StrCat("router Extend: ", st.error_message());
+    return o;
+  }
+  o.tokens = result.generated_tokens();
+  const std::string& text = result.text();
+  if (const size_t at = text.find("Answer:"); at != std::string::npos) {
+    o.answer = text.substr(at + 7, text.find('\n', at) - (at + 7));
+    o.answer.erase(0, o.answer.find_first_not_of(' '));
+  }
+  o.solved = !o.answer.empty() && game24::Check(o.answer, Numbers(p));
+  return o;
+}
+
+Outcome Bfs(const game24::Puzzle& p, int breadth, uint64_t seed, v1::Planner::Stub& planner) {
+  Outcome o;
+  v1::SolveRequest req;
+  req.set_problem(game24::PuzzleText(p));
+  req.set_preset("game24");
+  v1::SearchSpec* s = req.mutable_search();
+  s->mutable_bfs()->set_breadth(breadth);
+  s->mutable_bfs()->set_proposals_per_node(absl::GetFlag(FLAGS_proposals));
+  s->mutable_bfs()->set_depth(4);  // three steps, then the answer line
+  const std::string value = absl::GetFlag(FLAGS_value);
+  if (value == "sampled") {
+    s->mutable_value()->mutable_sampled()->set_samples(3);
+  } else if (value == "logprob") {
+    s->mutable_value()->mutable_logprob();
+  } else {
+    s->mutable_value()->mutable_label();
+  }
+  s->mutable_generation()->set_temperature(absl::GetFlag(FLAGS_thought_temperature));
+  s->mutable_generation()->set_max_thought_tokens(48);
+  s->mutable_generation()->set_seed(seed);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(10));
+  auto stream = planner.Solve(&ctx, req);
+  v1::SolveEvent e;
+  v1::SolveResult result;
+  while (stream->Read(&e)) {
+    if (e.has_result()) result = e.result();
+  }
+  const grpc::Status st = stream->Finish();
+  if (!st.ok()) {
+    o.error = absl::StrCat("planner Solve: ", st.error_message());
+    return o;
+  }
+  o.tokens = result.counts().tokens_generated();
+  o.seconds = result.counts().wall_seconds();
+  if (result.solved()) o.answer = result.answer();
+  o.solved = result.solved() && game24::Check(o.answer, Numbers(p));
+  return o;
+}
+
+}  // namespace
+
+int Eval(const std::vector<std::string>& args) {
+  if (args.size() != 1 || args[0] != "game24") {
+    std::fprintf(stderr, "usage: arbor eval [flags] game24\n");
+    return 2;
+  }
+  const std::vector<game24::Puzzle> all = game24::HeldOutPuzzles();
+  std::vector<game24::Puzzle> puzzles;
+  const int want = absl::GetFlag(FLAGS_puzzles);
+  if (want <= 0 || want >= static_cast<int>(all.size())) {
+    puzzles = all;
+  } else {
+    for (int i = 0; i < want; ++i) puzzles.push_back(all[i * all.size() / want]);
+  }
+  struct Mode {
+    std::string name;
+    int breadth = 0;  // 0: greedy
+  };
+  std::vector<Mode> modes;
+  for (absl::string_view m : absl::StrSplit(absl::GetFlag(FLAGS_modes), ',')) {
+    int b = 0;
+    if (m == "greedy") {
+      modes.push_back({"greedy", 0});
+    } else if (absl::ConsumePrefix(&m, "bfs") && absl::SimpleAtoi(m, &b) && b >= 1 && b <= 64) {
+      modes.push_back({absl::StrCat("bfs", b), b});
+    } else {
+      std::fprintf(stderr, "arbor eval: --modes: \"%s\" is not greedy or bfsN (N in 1..64)\n",
+                   std::string(m).c_str());
+      return 2;
+    }
+  }
+  std::string propose;
+  for (const Mode& m : modes) {
+    if (m.breadth != 0) continue;
+    absl::StatusOr<std::string> p = ProposePrompt();
+    if (!p.ok()) {
+      std::fprintf(stderr, "arbor eval: %s\n", p.status().ToString().c_str());
+      return 1;
+    }
+    propose = *p;
+  }
+  auto kv = v1::KvStore::NewStub(
+      grpc::CreateChannel(absl::GetFlag(FLAGS_kvstore), grpc::InsecureChannelCredentials()));
+  auto router = v1::Router::NewStub(
+      grpc::CreateChannel(absl::GetFlag(FLAGS_router), grpc::InsecureChannelCredentials()));
+  auto planner = v1::Planner::NewStub(
+      grpc::CreateChannel(absl::GetFlag(FLAGS_planner), grpc::InsecureChannelCredentials()));
+
+  nlohmann::json report = {{"puzzles", puzzles.size()},
+                           {"proposals_per_node", absl::GetFlag(FLAGS_proposals)},
+                           {"value", absl::GetFlag(FLAGS_value)},
+                           {"thought_temperature", absl::GetFlag(FLAGS_thought_temperature)},
+                           {"modes", nlohmann::json::array()}};
+  int errors = 0;
+  for (const Mode& mode : modes) {
+    std::vector<Outcome> out(puzzles.size());
+    std::atomic<size_t> next{0};
+    std::mutex print_mu;
+    const auto t0 = std::chrono::steady_clock::now();
+    auto work = [&] {
+      for (size_t i; (i = next++) < puzzles.size();) {
+        out[i] = mode.breadth == 0
+                     ? Greedy(puzzles[i], propose, *kv, *router)
+                     : Bfs(puzzles[i], mode.breadth, absl::GetFlag(FLAGS_search_seed) + i, *planner);
+        std::lock_guard<std::mutex> lock(print_mu);
+        std::printf("%-7s %-12s %-8s %s%s\n", mode.name.c_str(),
+                    game24::PuzzleText(puzzles[i]).c_str(),
+                    out[i].solved ? "solved" : (out[i].error.empty() ? "wrong" : "error"),
+                    out[i].answer.c_str(), out[i].error.c_str());
+        std::fflush(stdout);
+      }
+    };
+    std::vector<std::thread> threads;
+    for (int t = 0; t < std::max(1, absl::GetFlag(FLAGS_concurrency)); ++t) {
+      threads.emplace_back(work);
+    }
+    for (std::thread& t : threads) t.join();
+    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    int solved = 0, failed = 0;
+    int64_t tokens = 0;
+    double seconds = 0;
+    nlohmann::json rows = nlohmann::json::array();
+    for (size_t i = 0; i < puzzles.size(); ++i) {
+      solved += out[i].solved;
+      failed += !out[i].error.empty();
+      tokens += out[i].tokens;
+      seconds += out[i].seconds;
+      rows.push_back({{"puzzle", game24::PuzzleText(puzzles[i])},
+                      {"solved", out[i].solved},
+                      {"answer", out[i].answer},
+                      {"error", out[i].error},
+                      {"tokens", out[i].tokens},
+                      {"seconds", out[i].seconds}});
+    }
+    errors += failed;
+    const double n = static_cast<double>(puzzles.size());
+    std::printf(
+        "== %s: %d/%zu solved (%.1f%%), %d errors; %.0f tokens and %.2f s per puzzle; "
+        "%.1f s wall at concurrency %d\n",
+        mode.name.c_str(), solved, puzzles.size(), 100.0 * solved / n, failed, tokens / n,
+        seconds / n, wall, absl::GetFlag(FLAGS_concurrency));
+    report["modes"].push_back({{"mode", mode.name},
+                               {"solved", solved},
+                               {"success_rate", solved / n},
+                               {"errors", failed},
+                               {"tokens_per_puzzle", tokens / n},
+                               {"seconds_per_puzzle", seconds / n},
+                               {"wall_seconds", wall},
+                               {"results", rows}});
+  }
+  if (const std::string path = absl::GetFlag(FLAGS_json_out); !path.empty()) {
+    std::ofstream f(path);
+    f << report.dump(1) << "\n";
+    if (!f) {
+      std::fprintf(stderr, "arbor eval: cannot write %s\n", path.c_str());
+      return 1;
+    }
+  }
+  return errors == 0 ? 0 : 1;
+}
+
+}  // namespace arbor::cli

@@ -1,0 +1,214 @@
+"""Game of 24 for Arbor's embedded model: the rules, an exhaustive solver, the value labels and
+the exact text the model reads and writes (the game24 preset in models/game24-moe/presets).
+
+Rules. A state is a multiset of exact rationals, written in ascending order ("4 4 10"; a
+non-integer as "p/q"). One step takes two numbers x >= y and replaces them by x + y, x - y,
+x * y, x / y (y != 0) or y / x (x != 0, x != y). The puzzle is solved when the one number left
+is 24. Intermediate results may be fractions (1 5 5 5 needs 1/5) or 0; never negative, which
+loses no puzzle over 1..13.
+
+Text (one step per line; the planner's step stop is the newline):
+
+    Use the numbers and + - * / to make 24, one operation per line.
+    Input: 4 9 10 13
+    Steps:
+    13 - 9 = 4 (left: 4 4 10)
+    10 - 4 = 6 (left: 4 6)
+    6 * 4 = 24 (left: 24)
+    Answer: (10 - (13 - 9)) * 4 = 24
+
+A value query is the value prompt after any step, answered with one label on its own line:
+  sure        the numbers left reach 24, and at least a third of the distinct next states still
+              do (with two numbers or fewer: they reach 24; after the answer line: it is right);
+  likely      they reach 24, but fewer than a third of the next states still do;
+  impossible  they cannot reach 24.
+All three come from exhaustive search over the rules above.
+"""
+
+from fractions import Fraction
+from functools import lru_cache
+import itertools
+
+PROPOSE = ("Use the numbers and + - * / to make 24, one operation per line.\n"
+           "Input: {problem}\nSteps:\n")
+VALUE = "Can the numbers left reach 24 (sure/likely/impossible)?\n"
+ANSWER_PREFIX = "Answer:"
+LABELS = ("sure", "likely", "impossible")
+TARGET = Fraction(24)
+
+
+def fmt(x):
+    return str(x.numerator) if x.denominator == 1 else f"{x.numerator}/{x.denominator}"
+
+
+def fmt_state(state):
+    return " ".join(fmt(x) for x in state)
+
+
+def key(state):
+    return tuple(sorted(state))
+
+
+def moves(state):
+    """Every distinct step from `state` (a sorted tuple): (text, i, j, result, new_state),
+    where i, j index the operands x = state[i] >= y = state[j]."""
+    out, seen = [], set()
+    n = len(state)
+    for a, b in itertools.combinations(range(n), 2):
+        i, j = (b, a) if state[b] >= state[a] else (a, b)
+        x, y = state[i], state[j]
+        cands = [("+", x + y), ("-", x - y), ("*", x * y)]
+        if y != 0:
+            cands.append(("/", x / y))
+        if x != 0 and x != y:
+            cands.append(("/r", y / x))
+        rest = [state[k] for k in range(n) if k != i and k != j]
+        for op, r in cands:
+            if op == "/r":
+                text = f"{fmt(y)} / {fmt(x)} = {fmt(r)}"
+                oi, oj = j, i
+            else:
+                text = f"{fmt(x)} {op} {fmt(y)} = {fmt(r)}"
+                oi, oj = i, j
+            if text in seen:
+                continue
+            seen.add(text)
+            new = key(rest + [r])
+            out.append((f"{text} (left: {fmt_state(new)})", oi, oj, r, new))
+    return out
+
+
+@lru_cache(maxsize=None)
+def solvable(state):
+    if len(state) == 1:
+        return state[0] == TARGET
+    return any(solvable(m[4]) for m in moves(state))
+
+
+@lru_cache(maxsize=None)
+def label(state):
+    """The value label of a state (a sorted tuple)."""
+    if not solvable(state):
+        return "impossible"
+    if len(state) <= 2:
+        return "sure"
+    nexts = {m[4] for m in moves(state)}
+    good = sum(1 for s in nexts if solvable(s))
+    return "sure" if 3 * good >= len(nexts) else "likely"
+
+
+def all_puzzles():
+    return [tuple(p) for p in itertools.combinations_with_replacement(range(1, 14), 4)]
+
+
+def held_out(puzzle):
+    """The evaluation set: puzzles whose four numbers sum to a multiple of 5."""
+    return sum(puzzle) % 5 == 0
+
+
+def problem_text(puzzle):
+    return " ".join(str(x) for x in sorted(puzzle))
+
+
+class Tracker:
+    """Follows a line of steps, keeping an expression for every number left, to write the answer.
+    An operand whose value appears more than once refers to the most recent result of that
+    value, else to an input number."""
+
+    def __init__(self, puzzle):
+        self.items = [(Fraction(x), str(x), -1) for x in sorted(puzzle)]  # value, expr, made at
+        self.step = 0
+
+    def state(self):
+        return key([v for v, _, _ in self.items])
+
+    def _take(self, value):
+        best = None
+        for idx, (v, _, made) in enumerate(self.items):
+            if v == value and (best is None or made > self.items[best][2]):
+                best = idx
+        return self.items.pop(best)
+
+    def apply(self, x, op, y, r):
+        _, ex, mx = self._take(x)
+        _, ey, my = self._take(y)
+        wrap = lambda e, m: f"({e})" if m >= 0 else e
+        self.items.append((r, f"{wrap(ex, mx)} {op} {wrap(ey, my)}", self.step))
+        self.step += 1
+
+    def answer(self):
+        assert len(self.items) == 1
+        return f"{ANSWER_PREFIX} {self.items[0][1]} = 24"
+
+
+def parse_step(text):
+    """(x, op, y, result) of a step line "x op y = r (left: ...)"."""
+    lhs, rest = text.split(" = ", 1)
+    x, op, y = lhs.split(" ")
+    r = rest.split(" (left:", 1)[0]
+    return Fraction(x), op, Fraction(y), Fraction(r)
+
+
+def check_answer(expr, puzzle):
+    """Whether `expr` ("(13 - 9) * (10 - 4)", an optional "= 24" after it) uses exactly the
+    puzzle's numbers once each and equals 24, in exact rational arithmetic."""
+    expr = expr.split("=", 1)[0]
+    toks, i = [], 0
+    while i < len(expr):
+        c = expr[i]
+        if c.isspace():
+            i += 1
+        elif c.isdigit():
+            j = i
+            while j < len(expr) and expr[j].isdigit():
+                j += 1
+            toks.append(int(expr[i:j]))
+            i = j
+        elif c in "+-*/()":
+            toks.append(c)
+            i += 1
+        else:
+            return False
+    pos, leaves = 0, []
+
+    def atom():
+        nonlocal pos
+        if pos < len(toks) and toks[pos] == "(":
+            pos += 1
+            v = sum_()
+            if v is None or pos >= len(toks) or toks[pos] != ")":
+                return None
+            pos += 1
+            return v
+        if pos < len(toks) and isinstance(toks[pos], int):
+            leaves.append(toks[pos])
+            pos += 1
+            return Fraction(leaves[-1])
+        return None
+
+    def prod():
+        nonlocal pos
+        v = atom()
+        while v is not None and pos < len(toks) and toks[pos] in ("*", "/"):
+            op = toks[pos]
+            pos += 1
+            w = atom()
+            if w is None or (op == "/" and w == 0):
+                return None
+            v = v * w if op == "*" else v / w
+        return v
+
+    def sum_():
+        nonlocal pos
+        v = prod()
+        while v is not None and pos < len(toks) and toks[pos] in ("+", "-"):
+            op = toks[pos]
+            pos += 1
+            w = prod()
+            if w is None:
+                return None
+            v = v + w if op == "+" else v - w
+        return v
+
+    v = sum_()
+    return v is not None and pos == len(toks) and sorted(leaves) == sorted(puzzle) and v == 24
