@@ -262,7 +262,7 @@ TEST_P(MeshParityTest, GreedyThroughTheMeshIsTheInProcessEngine) {
 
 INSTANTIATE_TEST_SUITE_P(Models, MeshParityTest,
                          ::testing::Values("models/test-moe", "tests/data/tiny-mha-top1",
-                                           "tests/data/tiny-gqa4-tied"),
+                                           "tests/data/tiny-gqa4-tied", "models/game24-moe"),
                          [](const auto& info) {
                            std::string n = info.param.substr(info.param.rfind('/') + 1);
                            for (char& c : n) {

@@ -46,24 +46,46 @@ BOS, EOS = 1, 2
 
 
 # ---- data ------------------------------------------------------------------------------------
-def play(puzzle, rng, solve):
-    """One line of play: the step texts, the states after each step and the answer line (or
-    None). With `solve` every step keeps the state solvable."""
+def wrong_result(x, y, r, last, rng):
+    """A plausible arithmetic slip for x op y = r: off by one or two, another operation's
+    result, or (on the last step) a made-up 24."""
+    if last and r != g.TARGET and rng.random() < 0.5:
+        return g.TARGET
+    cands = {r + 1, r + 2, x + y, x * y, x - y} | ({r - 1, r - 2} if r >= 2 else set())
+    if y != 0:
+        cands.add(x / y)
+    cands = sorted(c for c in cands if c != r and c >= 0)
+    return rng.choice(cands)
+
+
+def play(puzzle, rng, solve, corrupt=False):
+    """One line of play: the step texts, the states after each step, the answer line (or None)
+    and the index of a wrong step (or 3). With `solve` every step keeps the state solvable;
+    with `corrupt` one step gets its arithmetic wrong (the rest of the line follows from it)."""
     state = g.key([Fraction(x) for x in puzzle])
     tracker = g.Tracker(puzzle)
     steps, states = [], []
-    for _ in range(3):
+    bad = rng.randrange(3) if corrupt else 3
+    for d in range(3):
         ms = g.moves(state)
-        if solve:
-            ms = [m for m in ms if g.solvable(m[4])]
+        if solve and d < bad:
+            ms = [m for m in ms if g.solvable(m[4])] or ms
         m = rng.choice(ms)
         x, op, y, r = g.parse_step(m[0])
+        text, new = m[0], m[4]
+        if d == bad:
+            r = wrong_result(x, y, r, d == 2, rng)
+            rest = list(state)
+            rest.remove(x)
+            rest.remove(y)
+            new = g.key(rest + [r])
+            text = f"{g.fmt(x)} {op} {g.fmt(y)} = {g.fmt(r)} (left: {g.fmt_state(new)})"
         tracker.apply(x, op, y, r)
-        steps.append(m[0])
-        states.append(m[4])
-        state = m[4]
+        steps.append(text)
+        states.append(new)
+        state = new
     answer = tracker.answer() if state[0] == g.TARGET else None
-    return steps, states, answer
+    return steps, states, answer, bad
 
 
 class Encoder:
@@ -81,10 +103,12 @@ class Encoder:
         return ids
 
 
-def build_row(enc, puzzle, rng, solve):
+def build_row(enc, puzzle, rng, solve, corrupt=False):
     """(ids, targets, branch, cut, positions) of one tree-packed row. branch[i] is 0 on the main
-    branch, b > 0 on side branch b, which sees main tokens before cut[b]."""
-    steps, states, answer = play(puzzle, rng, solve)
+    branch, b > 0 on side branch b, which sees main tokens before cut[b]. A corrupted row (one
+    wrong step) trains only its labels: "impossible" from the wrong step on, so the model learns
+    to judge its own arithmetic; its steps are never a target."""
+    steps, states, answer, bad = play(puzzle, rng, solve, corrupt)
     prompt = g.PROPOSE.format(problem=g.problem_text(puzzle))
     ids = [BOS] + enc.line(prompt[:-1]) + [enc.nl]
     tgt = [-100] * len(ids)  # tgt[i]: the token after i (same branch), or -100
@@ -99,7 +123,10 @@ def build_row(enc, puzzle, rng, solve):
     tgt[-1] = EOS
     ids.append(EOS)
     tgt.append(-100)
-    labels = [g.label(s) for s in states] + (["sure"] if answer else [])
+    if corrupt:
+        tgt = [-100] * len(tgt)
+    labels = [g.label(s) if d < bad else "impossible" for d, s in enumerate(states)]
+    labels += (["sure" if bad == 3 else "impossible"] if answer else [])
     branch = [0] * len(ids)
     pos = list(range(len(ids)))
     cut = [0]
@@ -154,7 +181,7 @@ def sample_rows(enc, train, train_solvable, rng, n):
     for _ in range(n):
         solve = rng.random() < 0.5
         p = rng.choice(train_solvable if solve else train)
-        rows.append(build_row(enc, p, rng, solve))
+        rows.append(build_row(enc, p, rng, solve, corrupt=rng.random() < 0.25))
     return rows
 
 
@@ -167,7 +194,7 @@ def train_tokenizer(train, train_solvable, seed, vocab_size):
     for _ in range(20000):
         solve = rng.random() < 0.5
         p = rng.choice(train_solvable if solve else train)
-        steps, _, answer = play(p, rng, solve)
+        steps, _, answer, _ = play(p, rng, solve)
         lines += [f"Input: {g.problem_text(p)}"] + steps + ([answer] if answer else [])
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
@@ -324,27 +351,37 @@ def quick_eval(model, enc, held, rng, n=200):
 
 def write_reference(out, W, cfg, sp):
     """reference.json / reference.safetensors for the engine's parity test: float64 greedy
-    continuations of the PyTorch forward from the weights as stored (bf16)."""
-    prompts = [g.PROPOSE.format(problem="4 9 10 13"),
-               g.PROPOSE.format(problem="1 5 5 5") + "5 - 1 = 4 (left: 4 5 5)\n" + g.VALUE,
-               g.PROPOSE.format(problem="3 3 8 8")]
+    continuations of the PyTorch forward from the weights as stored (bf16), on three prompts
+    whose gating and argmax have no near-ties (so f32 and f64 make the same discrete choices)."""
+    candidates = [g.PROPOSE.format(problem=p) for p in ("4 9 10 13", "3 3 8 8", "1 2 3 4",
+                                                        "2 5 7 11", "6 6 6 6", "1 5 5 5")]
+    candidates.insert(1, g.PROPOSE.format(problem="1 5 5 5") + "5 - 1 = 4 (left: 4 5 5)\n" +
+                      g.VALUE)
     cfg = dict(cfg, head_dim=cfg["hidden_size"] // cfg["num_attention_heads"])
-    stats = {"gate_margin": float("inf"), "logit_margin": float("inf")}
+    worst = {"gate_margin": float("inf"), "logit_margin": float("inf")}
     seqs = []
-    for text in prompts:
+    for text in candidates:
+        stats = {"gate_margin": float("inf"), "logit_margin": float("inf")}
         prompt = [BOS] + sp.encode(text)
         logits, tokens = mtm.greedy_reference(W, cfg, prompt, mtm.DECODE_STEPS, stats)
+        if stats["gate_margin"] <= 1e-4 or stats["logit_margin"] <= 1e-3:
+            print(f"reference: skipping a prompt with near-ties {stats}", flush=True)
+            continue
+        worst = {k: min(worst[k], stats[k]) for k in worst}
         seqs.append({"prompt": text, "prompt_ids": prompt, "greedy_ids": tokens,
                      "logits": logits})
+        if len(seqs) == 3:
+            break
+    assert seqs, "every reference prompt has near-ties"
     mtm.write_safetensors(os.path.join(out, "reference.safetensors"),
                           {f"seq{i}.logits": s["logits"] for i, s in enumerate(seqs)})
-    ref = {"decode_steps": mtm.DECODE_STEPS, "gate_margin": stats["gate_margin"],
-           "logit_margin": stats["logit_margin"],
+    ref = {"decode_steps": mtm.DECODE_STEPS, "gate_margin": worst["gate_margin"],
+           "logit_margin": worst["logit_margin"],
            "sequences": [{k: s[k] for k in ("prompt", "prompt_ids", "greedy_ids")}
                          for s in seqs]}
     with open(os.path.join(out, "reference.json"), "w") as f:
         json.dump(ref, f, indent=1)
-    return stats
+    return worst
 
 
 def write_preset(out):

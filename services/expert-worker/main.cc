@@ -16,7 +16,7 @@
 
 ABSL_FLAG(std::string, address, "127.0.0.1:50061", "gRPC listen address (host:port)");
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9101", "Prometheus /metrics listen address");
-ABSL_FLAG(std::string, model, "models/test-moe", "model folder (Hugging Face Mixtral layout)");
+ABSL_FLAG(std::string, model, "models/game24-moe", "model folder (Hugging Face Mixtral layout)");
 ABSL_FLAG(std::string, experts, "all",
           "hosted (layer, expert) pairs: all, or LAYERS:EXPERTS items, e.g. 0:0-3,1:*");
 ABSL_FLAG(std::string, backend, "auto",

@@ -12,7 +12,7 @@
 
 ABSL_FLAG(std::string, address, "127.0.0.1:50051", "gRPC listen address (host:port)");
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9091", "Prometheus /metrics listen address");
-ABSL_FLAG(std::string, model, "models/test-moe",
+ABSL_FLAG(std::string, model, "models/game24-moe",
           "model folder; its config.json gives the KV layout and the vocabulary");
 ABSL_FLAG(int, kv_cache_tokens, 262144, "KV pool size in tokens");
 ABSL_FLAG(int, kv_block_tokens, 16, "tokens per KV block");

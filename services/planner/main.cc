@@ -12,7 +12,7 @@
 
 ABSL_FLAG(std::string, address, "127.0.0.1:50081", "gRPC listen address (host:port)");
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9121", "Prometheus /metrics listen address");
-ABSL_FLAG(std::string, model, "models/test-moe", "model folder; task presets in <model>/presets");
+ABSL_FLAG(std::string, model, "models/game24-moe", "model folder; task presets in <model>/presets");
 ABSL_FLAG(std::string, kvstore, "127.0.0.1:50051", "kv-store address (host:port)");
 ABSL_FLAG(std::string, router, "127.0.0.1:50071", "router address (host:port)");
 ABSL_FLAG(int, max_tasks, 64, "running tasks, over all tenants");

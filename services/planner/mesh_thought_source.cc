@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -187,11 +188,17 @@ absl::StatusOr<std::vector<std::vector<Proposal>>> MeshThoughtSource::Propose(
   std::vector<std::vector<Proposal>> out(parents.size());
   size_t i = 0;
   absl::Status first_error;
+  std::vector<uint64_t> duplicates;
   for (size_t p = 0; p < parents.size(); ++p) {
+    std::set<std::string> seen;  // a sibling with the same thought is the same state
     for (uint64_t seq : kids[p]) {
       const Generated& g = gen[i++];
       if (!g.status.ok()) {
         if (first_error.ok()) first_error = g.status;
+        continue;
+      }
+      if (!seen.insert(g.result.text()).second) {
+        duplicates.push_back(seq);
         continue;
       }
       Proposal q;
@@ -220,6 +227,7 @@ absl::StatusOr<std::vector<std::vector<Proposal>>> MeshThoughtSource::Propose(
     Release(all).IgnoreError();
     return first_error;
   }
+  ARBOR_RETURN_IF_ERROR(Release(duplicates));
   return out;
 }
 

@@ -22,7 +22,7 @@
 
 ABSL_FLAG(std::string, address, "127.0.0.1:50071", "gRPC listen address (host:port)");
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9111", "Prometheus /metrics listen address");
-ABSL_FLAG(std::string, model, "models/test-moe",
+ABSL_FLAG(std::string, model, "models/game24-moe",
           "model folder (Hugging Face Mixtral layout); only non-expert tensors are read");
 ABSL_FLAG(std::string, kvstore, "127.0.0.1:50051", "kv-store address (host:port)");
 ABSL_FLAG(std::vector<std::string>, workers, {},

@@ -3,7 +3,9 @@
 //   greedy  one Extend at temperature 0 from the propose prompt, to the model's end of text;
 //           the first "Answer:" line is the answer (a single path, no search).
 //   bfsN    the planner's BFS keeping N states per level, proposals and values from the model
-//           (value prompt, label read greedily); the planner's top answer is the answer.
+//           (value prompt, label read greedily); the planner's top answer is the answer. Also
+//           counted, apart: whether any answer line the search wrote is right (what an
+//           arithmetic verifier choosing among them would get).
 // Puzzles run --concurrency at a time (the router batches them into shared steps). Prints one
 // line per puzzle and a summary per mode; --json_out writes the summary and every puzzle.
 #include "eval.h"
@@ -17,6 +19,7 @@
 
 #include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -46,6 +49,7 @@ namespace {
 
 struct Outcome {
   bool solved = false;  // the top answer checks out
+  bool any_solved = false;  // some answer the search wrote checks out (a verifier would pick it)
   std::string answer;   // what the model (or planner) answered, "" if none
   std::string error;    // an RPC failure
   int64_t tokens = 0;   // generated
@@ -118,6 +122,7 @@ Outcome Greedy(const game24::Puzzle& p, const std::string& propose, v1::KvStore:
     o.answer.erase(0, o.answer.find_first_not_of(' '));
   }
   o.solved = !o.answer.empty() && game24::Check(o.answer, Numbers(p));
+  o.any_solved = o.solved;
   return o;
 }
 
@@ -146,10 +151,15 @@ Outcome Bfs(const game24::Puzzle& p, int breadth, uint64_t seed, v1::Planner::St
   auto stream = planner.Solve(&ctx, req);
   v1::SolveEvent e;
   v1::SolveResult result;
+  std::vector<std::string> answers;  // every answer line the search wrote
   while (stream->Read(&e)) {
     if (e.has_result()) result = e.result();
+    if (e.has_node_created() && absl::StartsWith(e.node_created().thought(), "Answer:")) {
+      answers.push_back(e.node_created().thought().substr(7));
+    }
   }
   const grpc::Status st = stream->Finish();
+  for (const std::string& a : answers) o.any_solved |= game24::Check(a, Numbers(p));
   if (!st.ok()) {
     o.error = absl::StrCat("planner Solve: ", st.error_message());
     return o;
@@ -240,17 +250,19 @@ int Eval(const std::vector<std::string>& args) {
     }
     for (std::thread& t : threads) t.join();
     const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    int solved = 0, failed = 0;
+    int solved = 0, any_solved = 0, failed = 0;
     int64_t tokens = 0;
     double seconds = 0;
     nlohmann::json rows = nlohmann::json::array();
     for (size_t i = 0; i < puzzles.size(); ++i) {
       solved += out[i].solved;
+      any_solved += out[i].any_solved;
       failed += !out[i].error.empty();
       tokens += out[i].tokens;
       seconds += out[i].seconds;
       rows.push_back({{"puzzle", game24::PuzzleText(puzzles[i])},
                       {"solved", out[i].solved},
+                      {"any_answer_right", out[i].any_solved},
                       {"answer", out[i].answer},
                       {"error", out[i].error},
                       {"tokens", out[i].tokens},
@@ -259,13 +271,15 @@ int Eval(const std::vector<std::string>& args) {
     errors += failed;
     const double n = static_cast<double>(puzzles.size());
     std::printf(
-        "== %s: %d/%zu solved (%.1f%%), %d errors; %.0f tokens and %.2f s per puzzle; "
-        "%.1f s wall at concurrency %d\n",
-        mode.name.c_str(), solved, puzzles.size(), 100.0 * solved / n, failed, tokens / n,
+        "== %s: %d/%zu solved (%.1f%%), %d errors; some answer right in %d (%.1f%%); "
+        "%.0f tokens and %.2f s per puzzle; %.1f s wall at concurrency %d\n",
+        mode.name.c_str(), solved, puzzles.size(), 100.0 * solved / n, failed, any_solved,
+        100.0 * any_solved / n, tokens / n,
         seconds / n, wall, absl::GetFlag(FLAGS_concurrency));
     report["modes"].push_back({{"mode", mode.name},
                                {"solved", solved},
                                {"success_rate", solved / n},
+                               {"any_answer_right", any_solved},
                                {"errors", failed},
                                {"tokens_per_puzzle", tokens / n},
                                {"seconds_per_puzzle", seconds / n},

@@ -14,7 +14,7 @@
 #include "arbor/v1/router.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 
-ABSL_FLAG(std::string, model, "models/test-moe", "model folder (Hugging Face Mixtral layout)");
+ABSL_FLAG(std::string, model, "models/game24-moe", "model folder (Hugging Face Mixtral layout)");
 ABSL_FLAG(std::string, prompt, "", "prompt text");
 ABSL_FLAG(int, max_tokens, 64, "tokens to generate at most");
 ABSL_FLAG(float, temperature, 0.0f, "sampling temperature; 0 = greedy");

@@ -172,7 +172,7 @@ TEST_P(EngineParityTest, GreedyGenerationReproducesReferenceTokens) {
 
 INSTANTIATE_TEST_SUITE_P(Models, EngineParityTest,
                          ::testing::Values("models/test-moe", "tests/data/tiny-mha-top1",
-                                           "tests/data/tiny-gqa4-tied"),
+                                           "tests/data/tiny-gqa4-tied", "models/game24-moe"),
                          [](const auto& info) {
                            std::string n = info.param.substr(info.param.rfind('/') + 1);
                            for (char& c : n) c = std::isalnum(c) ? c : '_';
