@@ -3,9 +3,9 @@
 // all KV shared) extended by the router up to the step stop string, which is the thought. All
 // the Extends of a round run at once, so the router batches them into shared steps.
 // Proposals that repeat a sibling's thought word for word are dropped (their forks released), so
-// a parent's children are distinct states. Values: the thought's mean token log-prob; or a label the model writes after the value prompt
-// on a fork of the node (k forks sampled and averaged), mapped to a score.
-// Thread-compatible: one task drives one source.
+// a parent's children are distinct states. Values: the thought's mean token log-prob; or a label
+// the model writes after the value prompt on a fork of the node (k forks sampled and averaged),
+// mapped to a score. Thread-compatible: one task drives one source.
 #pragma once
 
 #include <atomic>

@@ -48,11 +48,11 @@ namespace arbor::cli {
 namespace {
 
 struct Outcome {
-  bool solved = false;  // the top answer checks out
+  bool solved = false;      // the top answer checks out
   bool any_solved = false;  // some answer the search wrote checks out (a verifier would pick it)
-  std::string answer;   // what the model (or planner) answered, "" if none
-  std::string error;    // an RPC failure
-  int64_t tokens = 0;   // generated
+  std::string answer;       // what the model (or planner) answered, "" if none
+  std::string error;        // an RPC failure
+  int64_t tokens = 0;       // generated
   double seconds = 0;
 };
 
@@ -233,9 +233,9 @@ int Eval(const std::vector<std::string>& args) {
     const auto t0 = std::chrono::steady_clock::now();
     auto work = [&] {
       for (size_t i; (i = next++) < puzzles.size();) {
-        out[i] = mode.breadth == 0
-                     ? Greedy(puzzles[i], propose, *kv, *router)
-                     : Bfs(puzzles[i], mode.breadth, absl::GetFlag(FLAGS_search_seed) + i, *planner);
+        out[i] = mode.breadth == 0 ? Greedy(puzzles[i], propose, *kv, *router)
+                                   : Bfs(puzzles[i], mode.breadth,
+                                         absl::GetFlag(FLAGS_search_seed) + i, *planner);
         std::lock_guard<std::mutex> lock(print_mu);
         std::printf("%-7s %-12s %-8s %s%s\n", mode.name.c_str(),
                     game24::PuzzleText(puzzles[i]).c_str(),
@@ -249,7 +249,8 @@ int Eval(const std::vector<std::string>& args) {
       threads.emplace_back(work);
     }
     for (std::thread& t : threads) t.join();
-    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double wall =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     int solved = 0, any_solved = 0, failed = 0;
     int64_t tokens = 0;
     double seconds = 0;
@@ -274,8 +275,7 @@ int Eval(const std::vector<std::string>& args) {
         "== %s: %d/%zu solved (%.1f%%), %d errors; some answer right in %d (%.1f%%); "
         "%.0f tokens and %.2f s per puzzle; %.1f s wall at concurrency %d\n",
         mode.name.c_str(), solved, puzzles.size(), 100.0 * solved / n, failed, any_solved,
-        100.0 * any_solved / n, tokens / n,
-        seconds / n, wall, absl::GetFlag(FLAGS_concurrency));
+        100.0 * any_solved / n, tokens / n, seconds / n, wall, absl::GetFlag(FLAGS_concurrency));
     report["modes"].push_back({{"mode", mode.name},
                                {"solved", solved},
                                {"success_rate", solved / n},

@@ -148,9 +148,7 @@ bool SolvableSorted(std::vector<Rational> v) {
 
 }  // namespace
 
-bool Rational::operator<(const Rational& o) const {
-  return Wide(num) * o.den < Wide(o.num) * den;
-}
+bool Rational::operator<(const Rational& o) const { return Wide(num) * o.den < Wide(o.num) * den; }
 
 absl::StatusOr<Rational> Evaluate(std::string_view expr, std::vector<int64_t>* leaves) {
   leaves->clear();

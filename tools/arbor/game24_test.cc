@@ -20,11 +20,11 @@ TEST(Game24Test, AcceptsExactAnswers) {
 }
 
 TEST(Game24Test, RefusesWrongAnswers) {
-  EXPECT_FALSE(Check("5 * 5 - 1", {1, 5, 5, 5}));                  // 24 without every number
-  EXPECT_FALSE(Check("(13 - 9) * (10 - 4) * 1", {4, 9, 10, 13}));  // an extra number
+  EXPECT_FALSE(Check("5 * 5 - 1", {1, 5, 5, 5}));                   // 24 without every number
+  EXPECT_FALSE(Check("(13 - 9) * (10 - 4) * 1", {4, 9, 10, 13}));   // an extra number
   EXPECT_FALSE(Check("(13 - 9) * (10 - 3) = 24", {4, 9, 10, 13}));  // the wrong numbers
-  EXPECT_FALSE(Check("13 - 9 * 10 - 4", {4, 9, 10, 13}));          // precedence is honoured
-  EXPECT_FALSE(Check("4 * 6 / 0 + 9", {0, 4, 6, 9}));              // division by zero
+  EXPECT_FALSE(Check("13 - 9 * 10 - 4", {4, 9, 10, 13}));           // precedence is honoured
+  EXPECT_FALSE(Check("4 * 6 / 0 + 9", {0, 4, 6, 9}));               // division by zero
   EXPECT_FALSE(Check("", {1, 2, 3, 4}));
   EXPECT_FALSE(Check("(1 + 2 * 3 * 4", {1, 2, 3, 4}));
   EXPECT_FALSE(Check("1 + 2 * 3 * 4)", {1, 2, 3, 4}));
@@ -36,8 +36,7 @@ TEST(Game24Test, ErrorsNameTheByte) {
   std::vector<int64_t> leaves;
   auto v = Evaluate("(1 + 2", &leaves);
   ASSERT_FALSE(v.ok());
-  EXPECT_NE(v.status().message().find("expected ')' at byte 6"), std::string::npos)
-      << v.status();
+  EXPECT_NE(v.status().message().find("expected ')' at byte 6"), std::string::npos) << v.status();
   v = Evaluate("12345678901 + 1", &leaves);
   EXPECT_NE(v.status().message().find("over 9 digits"), std::string::npos) << v.status();
   v = Evaluate(std::string(100, '(') + "1" + std::string(100, ')'), &leaves);
