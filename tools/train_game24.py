@@ -176,12 +176,13 @@ def is_solvable(p):
     return g.solvable(g.key([Fraction(x) for x in p]))
 
 
-def sample_rows(enc, train, train_solvable, rng, n):
+def sample_rows(enc, train, train_solvable, rng, n, corrupt=0.0):
     rows = []
     for _ in range(n):
         solve = rng.random() < 0.5
         p = rng.choice(train_solvable if solve else train)
-        rows.append(build_row(enc, p, rng, solve, corrupt=rng.random() < 0.25))
+        # No random draw when corruption is off: the stream stays that of the checked-in model.
+        rows.append(build_row(enc, p, rng, solve, corrupt=corrupt > 0 and rng.random() < corrupt))
     return rows
 
 
@@ -407,6 +408,9 @@ def main():
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=24)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--corrupt", type=float, default=0.0,
+                    help="share of rows with one wrong step that train only 'impossible' labels "
+                         "(0.25 measured worse; see docs/REASONING.md)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -434,7 +438,8 @@ def main():
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / args.steps))))
     eval_rng = random.Random(args.seed + 1)
     for step in range(args.steps):
-        ids, tgt, pos, mask, valid = make_batch(sample_rows(enc, train, train_solvable, rng, args.batch))
+        ids, tgt, pos, mask, valid = make_batch(
+            sample_rows(enc, train, train_solvable, rng, args.batch, args.corrupt))
         logits, aux = model(ids, pos, mask, valid)
         loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), tgt.view(-1), ignore_index=-100)
         (loss + 0.01 * aux).backward()
