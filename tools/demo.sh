@@ -4,9 +4,9 @@
 # lets the model play one puzzle alone in this process (a single greedy pass); starts the mesh
 # (`arbor up`: kv-store, two expert workers, router and planner on free loopback ports); plays
 # the same puzzle through it (the same tokens); solves two puzzles with tree-of-thought BFS,
-# printing each tree, the answer and the prefill that forking saved; then scores a single greedy
-# pass against BFS with 5 states per level on 10 held-out puzzles (`arbor eval game24`, exact
-# rational arithmetic), and stops the mesh. Extra arguments go to both `arbor generate` calls.
+# printing each tree, the answer (the model's, unchecked) and the prefill that forking saved;
+# then scores a single greedy pass against BFS with 5 states per level on 10 held-out puzzles
+# (`arbor eval game24`: exact rational arithmetic, never the model), and stops the mesh. Extra arguments go to both `arbor generate` calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
@@ -26,7 +26,7 @@ cat "$ARBOR_UP_DIR/up.out"
   --prompt "$prompt" --max_tokens 96 "$@"
 
 echo "== tree-of-thought search through the planner =="
-for puzzle in "4 9 10 13" "1 5 5 5"; do
+for puzzle in "4 9 10 13" "2 5 6 7"; do
   ./build/bin/arbor solve --planner "$(arbor_endpoint planner)" --preset game24 --strategy bfs \
     --breadth 5 --proposals 10 --depth 4 --value label --thought_temperature 0.4 "$puzzle"
 done
