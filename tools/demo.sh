@@ -6,7 +6,8 @@
 # the same puzzle through it (the same tokens); solves two puzzles with tree-of-thought BFS,
 # printing each tree, the answer (the model's, unchecked) and the prefill that forking saved;
 # then scores a single greedy pass against BFS with 5 states per level on 10 held-out puzzles
-# (`arbor eval game24`: exact rational arithmetic, never the model), and stops the mesh. Extra arguments go to both `arbor generate` calls.
+# (`arbor eval game24`: exact rational arithmetic, never the model), and stops the mesh.
+# Extra arguments go to both `arbor generate` calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
