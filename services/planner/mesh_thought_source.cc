@@ -7,8 +7,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/synchronization/blocking_counter.h"
+#include "arbor/common/mapped_file.h"
 #include "arbor/common/status_macros.h"
 #include "arbor/rpc/status.h"
+#include "nlohmann/json.hpp"
 
 namespace arbor::planner {
 namespace {
@@ -19,6 +21,41 @@ std::string Render(const std::string& t, const std::string& problem, const std::
                    const std::string& thought) {
   return absl::StrReplaceAll(t,
                              {{"{problem}", problem}, {"{state}", state}, {"{thought}", thought}});
+}
+
+absl::StatusOr<Templates> ParsePreset(const std::string& path) {
+  ARBOR_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object"));
+  }
+  Templates t;
+  for (auto [field, out] : {std::pair{"propose", &t.propose}, std::pair{"value", &t.value},
+                            std::pair{"answer", &t.answer}, std::pair{"step_stop", &t.step_stop},
+                            std::pair{"answer_prefix", &t.answer_prefix}}) {
+    if (!j.contains(field)) continue;
+    if (!j[field].is_string()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": \"", field, "\" must be a string"));
+    }
+    *out = j[field].get<std::string>();
+  }
+  if (t.propose.empty() || t.step_stop.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": \"propose\" and \"step_stop\" must be non-empty"));
+  }
+  if (j.contains("value_labels")) {
+    if (!j["value_labels"].is_object()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": \"value_labels\" must be an object"));
+    }
+    for (const auto& [label, score] : j["value_labels"].items()) {
+      if (!score.is_number()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ": value_labels.", label, " must be a number"));
+      }
+      t.value_labels[label] = score.get<float>();
+    }
+  }
+  return t;
 }
 
 MeshThoughtSource::MeshThoughtSource(v1::KvStore::Stub* kv, v1::Router::Stub* router,

@@ -33,6 +33,10 @@ struct Templates {
   std::map<std::string, float> value_labels;
 };
 
+// A preset file (<model>/presets/<name>.json: the Templates fields, value_labels an object of
+// numbers). INVALID_ARGUMENT naming the file and the field that is wrong.
+absl::StatusOr<Templates> ParsePreset(const std::string& path);
+
 // "{problem}", "{state}", "{thought}" replaced in `t`.
 std::string Render(const std::string& t, const std::string& problem, const std::string& state,
                    const std::string& thought);

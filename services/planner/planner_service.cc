@@ -3,11 +3,9 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
-#include "arbor/common/mapped_file.h"
 #include "arbor/common/status_macros.h"
 #include "arbor/planner/search.h"
 #include "arbor/rpc/status.h"
-#include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 
 namespace arbor::planner {
@@ -38,41 +36,6 @@ absl::Status Bytes(const std::string& field, const std::string& v, size_t lo, si
         absl::StrCat(field, " of ", v.size(), " bytes out of range [", lo, ", ", hi, "]"));
   }
   return absl::OkStatus();
-}
-
-absl::StatusOr<Templates> ParsePreset(const std::string& path) {
-  ARBOR_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
-  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object"));
-  }
-  Templates t;
-  for (auto [field, out] : {std::pair{"propose", &t.propose}, std::pair{"value", &t.value},
-                            std::pair{"answer", &t.answer}, std::pair{"step_stop", &t.step_stop},
-                            std::pair{"answer_prefix", &t.answer_prefix}}) {
-    if (!j.contains(field)) continue;
-    if (!j[field].is_string()) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": \"", field, "\" must be a string"));
-    }
-    *out = j[field].get<std::string>();
-  }
-  if (t.propose.empty() || t.step_stop.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": \"propose\" and \"step_stop\" must be non-empty"));
-  }
-  if (j.contains("value_labels")) {
-    if (!j["value_labels"].is_object()) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": \"value_labels\" must be an object"));
-    }
-    for (const auto& [label, score] : j["value_labels"].items()) {
-      if (!score.is_number()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(path, ": value_labels.", label, " must be a number"));
-      }
-      t.value_labels[label] = score.get<float>();
-    }
-  }
-  return t;
 }
 
 // The strategy's oneof name, as in field paths ("bfs", "dfs", "beam", "mcts").

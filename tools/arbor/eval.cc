@@ -19,7 +19,6 @@
 
 #include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -28,7 +27,9 @@
 #include "arbor/v1/router.grpc.pb.h"
 #include "game24.h"
 #include "grpcpp/grpcpp.h"
+#include "mesh_thought_source.h"
 #include "nlohmann/json.hpp"
+#include "solve.h"
 
 ABSL_DECLARE_FLAG(std::string, model);
 ABSL_DECLARE_FLAG(std::string, router);
@@ -58,18 +59,17 @@ struct Outcome {
 
 std::vector<int> Numbers(const game24::Puzzle& p) { return {p[0], p[1], p[2], p[3]}; }
 
-absl::StatusOr<std::string> ProposePrompt() {
-  const std::string path = absl::GetFlag(FLAGS_model) + "/presets/game24.json";
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.contains("propose") || !j["propose"].is_string()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": no string field \"propose\""));
-  }
-  return j["propose"].get<std::string>();
+// The text after the first `prefix` ("Answer:") in `text`, to the end of its line, trimmed.
+std::string AnswerAfter(const std::string& text, const std::string& prefix) {
+  const size_t at = text.find(prefix);
+  if (at == std::string::npos) return "";
+  const size_t from = at + prefix.size();
+  std::string a = text.substr(from, text.find('\n', from) - from);
+  a.erase(0, a.find_first_not_of(' '));
+  return a;
 }
 
-Outcome Greedy(const game24::Puzzle& p, const std::string& propose, v1::KvStore::Stub& kv,
+Outcome Greedy(const game24::Puzzle& p, const planner::Templates& preset, v1::KvStore::Stub& kv,
                v1::Router::Stub& router) {
   Outcome o;
   const auto t0 = std::chrono::steady_clock::now();
@@ -85,11 +85,7 @@ Outcome Greedy(const game24::Puzzle& p, const std::string& propose, v1::KvStore:
   }
   v1::ExtendRequest req;
   req.set_sequence_id(created.sequence_id());
-  std::string prompt = propose;
-  if (const size_t at = prompt.find("{problem}"); at != std::string::npos) {
-    prompt.replace(at, 9, game24::PuzzleText(p));
-  }
-  req.set_text(prompt);
+  req.set_text(planner::Render(preset.propose, game24::PuzzleText(p), "", ""));
   req.set_add_bos(true);
   req.mutable_params()->set_max_tokens(128);
   req.mutable_params()->set_temperature(0);
@@ -116,17 +112,14 @@ Outcome Greedy(const game24::Puzzle& p, const std::string& propose, v1::KvStore:
     return o;
   }
   o.tokens = result.generated_tokens();
-  const std::string& text = result.text();
-  if (const size_t at = text.find("Answer:"); at != std::string::npos) {
-    o.answer = text.substr(at + 7, text.find('\n', at) - (at + 7));
-    o.answer.erase(0, o.answer.find_first_not_of(' '));
-  }
+  o.answer = AnswerAfter(result.text(), preset.answer_prefix);
   o.solved = !o.answer.empty() && game24::Check(o.answer, Numbers(p));
   o.any_solved = o.solved;
   return o;
 }
 
-Outcome Bfs(const game24::Puzzle& p, int breadth, uint64_t seed, v1::Planner::Stub& planner) {
+Outcome Bfs(const game24::Puzzle& p, const planner::Templates& preset, int breadth, uint64_t seed,
+            v1::Planner::Stub& planner) {
   Outcome o;
   v1::SolveRequest req;
   req.set_problem(game24::PuzzleText(p));
@@ -135,16 +128,7 @@ Outcome Bfs(const game24::Puzzle& p, int breadth, uint64_t seed, v1::Planner::St
   s->mutable_bfs()->set_breadth(breadth);
   s->mutable_bfs()->set_proposals_per_node(absl::GetFlag(FLAGS_proposals));
   s->mutable_bfs()->set_depth(4);  // three steps, then the answer line
-  const std::string value = absl::GetFlag(FLAGS_value);
-  if (value == "sampled") {
-    s->mutable_value()->mutable_sampled()->set_samples(3);
-  } else if (value == "logprob") {
-    s->mutable_value()->mutable_logprob();
-  } else {
-    s->mutable_value()->mutable_label();
-  }
-  s->mutable_generation()->set_temperature(absl::GetFlag(FLAGS_thought_temperature));
-  s->mutable_generation()->set_max_thought_tokens(48);
+  SetValueAndGeneration(*s);       // --value checked by Eval
   s->mutable_generation()->set_seed(seed);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(10));
@@ -154,8 +138,9 @@ Outcome Bfs(const game24::Puzzle& p, int breadth, uint64_t seed, v1::Planner::St
   std::vector<std::string> answers;  // every answer line the search wrote
   while (stream->Read(&e)) {
     if (e.has_result()) result = e.result();
-    if (e.has_node_created() && absl::StartsWith(e.node_created().thought(), "Answer:")) {
-      answers.push_back(e.node_created().thought().substr(7));
+    if (e.has_node_created()) {
+      std::string a = AnswerAfter(e.node_created().thought(), preset.answer_prefix);
+      if (!a.empty()) answers.push_back(std::move(a));
     }
   }
   const grpc::Status st = stream->Finish();
@@ -203,15 +188,18 @@ int Eval(const std::vector<std::string>& args) {
       return 2;
     }
   }
-  std::string propose;
-  for (const Mode& m : modes) {
-    if (m.breadth != 0) continue;
-    absl::StatusOr<std::string> p = ProposePrompt();
-    if (!p.ok()) {
-      std::fprintf(stderr, "arbor eval: %s\n", p.status().ToString().c_str());
-      return 1;
-    }
-    propose = *p;
+  v1::SearchSpec check;
+  if (!SetValueAndGeneration(check)) {
+    std::fprintf(stderr, "arbor eval: --value must be logprob, label or sampled\n");
+    return 2;
+  }
+  // The model's game24 preset, as the planner reads it: the greedy pass starts from its propose
+  // prompt, as the planner's root does, and its answer prefix marks answers in both modes.
+  const absl::StatusOr<planner::Templates> preset =
+      planner::ParsePreset(absl::GetFlag(FLAGS_model) + "/presets/game24.json");
+  if (!preset.ok()) {
+    std::fprintf(stderr, "arbor eval: %s\n", preset.status().ToString().c_str());
+    return 1;
   }
   auto kv = v1::KvStore::NewStub(
       grpc::CreateChannel(absl::GetFlag(FLAGS_kvstore), grpc::InsecureChannelCredentials()));
@@ -233,8 +221,8 @@ int Eval(const std::vector<std::string>& args) {
     const auto t0 = std::chrono::steady_clock::now();
     auto work = [&] {
       for (size_t i; (i = next++) < puzzles.size();) {
-        out[i] = mode.breadth == 0 ? Greedy(puzzles[i], propose, *kv, *router)
-                                   : Bfs(puzzles[i], mode.breadth,
+        out[i] = mode.breadth == 0 ? Greedy(puzzles[i], *preset, *kv, *router)
+                                   : Bfs(puzzles[i], *preset, mode.breadth,
                                          absl::GetFlag(FLAGS_search_seed) + i, *planner);
         std::lock_guard<std::mutex> lock(print_mu);
         std::printf("%-7s %-12s %-8s %s%s\n", mode.name.c_str(),

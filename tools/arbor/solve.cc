@@ -158,6 +158,23 @@ int Follow(const char* what, grpc::ClientContext& ctx, grpc::ClientReader<v1::So
 
 }  // namespace
 
+bool SetValueAndGeneration(v1::SearchSpec& s) {
+  const std::string value = absl::GetFlag(FLAGS_value);
+  if (value == "label") {
+    s.mutable_value()->mutable_label();
+  } else if (value == "sampled") {
+    s.mutable_value()->mutable_sampled()->set_samples(absl::GetFlag(FLAGS_samples));
+  } else if (value == "logprob") {
+    s.mutable_value()->mutable_logprob();
+  } else {
+    return false;
+  }
+  s.mutable_generation()->set_temperature(absl::GetFlag(FLAGS_thought_temperature));
+  s.mutable_generation()->set_max_thought_tokens(absl::GetFlag(FLAGS_max_thought_tokens));
+  s.mutable_generation()->set_seed(absl::GetFlag(FLAGS_search_seed));
+  return true;
+}
+
 int Solve(const std::vector<std::string>& args) {
   if (args.size() != 1) {
     std::fprintf(stderr, "usage: arbor solve [flags] \"PROBLEM\"   (e.g. \"4 9 10 13\")\n");
@@ -190,20 +207,10 @@ int Solve(const std::vector<std::string>& args) {
     std::fprintf(stderr, "arbor solve: --strategy must be bfs, dfs, beam or mcts\n");
     return 2;
   }
-  const std::string value = absl::GetFlag(FLAGS_value);
-  if (value == "label") {
-    s->mutable_value()->mutable_label();
-  } else if (value == "sampled") {
-    s->mutable_value()->mutable_sampled()->set_samples(absl::GetFlag(FLAGS_samples));
-  } else if (value == "logprob") {
-    s->mutable_value()->mutable_logprob();
-  } else {
+  if (!SetValueAndGeneration(*s)) {
     std::fprintf(stderr, "arbor solve: --value must be logprob, label or sampled\n");
     return 2;
   }
-  s->mutable_generation()->set_temperature(absl::GetFlag(FLAGS_thought_temperature));
-  s->mutable_generation()->set_max_thought_tokens(absl::GetFlag(FLAGS_max_thought_tokens));
-  s->mutable_generation()->set_seed(absl::GetFlag(FLAGS_search_seed));
   req.mutable_budget()->set_max_nodes(absl::GetFlag(FLAGS_max_nodes));
   req.mutable_budget()->set_max_tokens(absl::GetFlag(FLAGS_max_search_tokens));
   req.mutable_budget()->set_deadline_ms(absl::GetFlag(FLAGS_deadline_ms));
