@@ -26,6 +26,7 @@
 #include "arbor/v1/planner.grpc.pb.h"
 #include "arbor/v1/router.grpc.pb.h"
 #include "game24.h"
+#include "generate.h"
 #include "grpcpp/grpcpp.h"
 #include "mesh_thought_source.h"
 #include "nlohmann/json.hpp"
@@ -73,46 +74,21 @@ Outcome Greedy(const game24::Puzzle& p, const planner::Templates& preset, v1::Kv
                v1::Router::Stub& router) {
   Outcome o;
   const auto t0 = std::chrono::steady_clock::now();
-  const auto deadline = std::chrono::system_clock::now() + std::chrono::minutes(5);
-  v1::CreateSequenceResponse created;
-  {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(deadline);
-    if (const grpc::Status st = kv.CreateSequence(&ctx, {}, &created); !st.ok()) {
-      o.error = absl::StrCat("kv-store CreateSequence: ", st.error_message());
-      return o;
-    }
-  }
   v1::ExtendRequest req;
-  req.set_sequence_id(created.sequence_id());
   req.set_text(planner::Render(preset.propose, game24::PuzzleText(p), "", ""));
   req.set_add_bos(true);
   req.mutable_params()->set_max_tokens(128);
   req.mutable_params()->set_temperature(0);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(deadline);
-  auto stream = router.Extend(&ctx, req);
-  v1::ExtendEvent e;
-  v1::ExtendResult result;
-  while (stream->Read(&e)) {
-    if (e.has_result()) result = e.result();
-  }
-  const grpc::Status st = stream->Finish();
-  {
-    v1::ReleaseRequest rel;
-    rel.add_sequence_ids(created.sequence_id());
-    v1::ReleaseResponse released;
-    grpc::ClientContext rctx;
-    rctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    kv.Release(&rctx, rel, &released).ok();  // best effort
-  }
+  const absl::StatusOr<v1::ExtendResult> result = ExtendNewSequence(
+      kv, router, std::move(req), std::chrono::system_clock::now() + std::chrono::minutes(5),
+      /*keep=*/false, nullptr);
   o.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (!st.ok()) {
-    o.error = absl::StrCat("router Extend: ", st.error_message());
+  if (!result.ok()) {
+    o.error = result.status().ToString();
     return o;
   }
-  o.tokens = result.generated_tokens();
-  o.answer = AnswerAfter(result.text(), preset.answer_prefix);
+  o.tokens = result->generated_tokens();
+  o.answer = AnswerAfter(result->text(), preset.answer_prefix);
   o.solved = !o.answer.empty() && game24::Check(o.answer, Numbers(p));
   o.any_solved = o.solved;
   return o;

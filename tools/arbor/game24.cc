@@ -120,32 +120,6 @@ class Parser {
   size_t at_ = 0;
 };
 
-bool SolvableSorted(std::vector<Rational> v) {
-  if (v.size() == 1) return v[0] == Rational{24, 1};
-  for (size_t a = 0; a < v.size(); ++a) {
-    for (size_t b = a + 1; b < v.size(); ++b) {
-      // x >= y: the operands of every step (see the header).
-      const Rational x = v[b] < v[a] ? v[a] : v[b];
-      const Rational y = v[b] < v[a] ? v[b] : v[a];
-      std::vector<Rational> rest;
-      for (size_t k = 0; k < v.size(); ++k) {
-        if (k != a && k != b) rest.push_back(v[k]);
-      }
-      std::vector<absl::StatusOr<Rational>> results = {Apply('+', x, y), Apply('-', x, y),
-                                                       Apply('*', x, y)};
-      if (y.num != 0) results.push_back(Apply('/', x, y));
-      if (x.num != 0) results.push_back(Apply('/', y, x));
-      for (const auto& r : results) {
-        if (!r.ok()) continue;
-        std::vector<Rational> next = rest;
-        next.push_back(*r);
-        if (SolvableSorted(std::move(next))) return true;
-      }
-    }
-  }
-  return false;
-}
-
 }  // namespace
 
 bool Rational::operator<(const Rational& o) const { return Wide(num) * o.den < Wide(o.num) * den; }
@@ -166,7 +140,31 @@ bool Check(std::string_view expr, const std::vector<int>& numbers) {
   return leaves == want;
 }
 
-bool Solvable(const std::vector<Rational>& numbers) { return SolvableSorted(numbers); }
+bool Solvable(const std::vector<Rational>& v) {
+  if (v.size() == 1) return v[0] == Rational{24, 1};
+  for (size_t a = 0; a < v.size(); ++a) {
+    for (size_t b = a + 1; b < v.size(); ++b) {
+      // x >= y: the operands of every step (see the header).
+      const Rational x = v[b] < v[a] ? v[a] : v[b];
+      const Rational y = v[b] < v[a] ? v[b] : v[a];
+      std::vector<Rational> rest;
+      for (size_t k = 0; k < v.size(); ++k) {
+        if (k != a && k != b) rest.push_back(v[k]);
+      }
+      std::vector<absl::StatusOr<Rational>> results = {Apply('+', x, y), Apply('-', x, y),
+                                                       Apply('*', x, y)};
+      if (y.num != 0) results.push_back(Apply('/', x, y));
+      if (x.num != 0) results.push_back(Apply('/', y, x));
+      for (const auto& r : results) {
+        if (!r.ok()) continue;
+        std::vector<Rational> next = rest;
+        next.push_back(*r);
+        if (Solvable(next)) return true;
+      }
+    }
+  }
+  return false;
+}
 
 std::vector<Puzzle> HeldOutPuzzles() {
   std::vector<Puzzle> out;

@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "arbor/engine/generator.h"
 #include "arbor/engine/local_model.h"
+#include "arbor/rpc/status.h"
 #include "arbor/v1/kvstore.grpc.pb.h"
 #include "arbor/v1/router.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
@@ -45,19 +46,7 @@ int GenerateRemote() {
       grpc::CreateChannel(absl::GetFlag(FLAGS_kvstore), grpc::InsecureChannelCredentials()));
   auto router = v1::Router::NewStub(
       grpc::CreateChannel(absl::GetFlag(FLAGS_router), grpc::InsecureChannelCredentials()));
-  v1::CreateSequenceResponse created;
-  {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(deadline);
-    const grpc::Status st = kvstore->CreateSequence(&ctx, {}, &created);
-    if (!st.ok()) {
-      std::fprintf(stderr, "arbor generate: kv-store %s: %s\n",
-                   absl::GetFlag(FLAGS_kvstore).c_str(), st.error_message().c_str());
-      return 1;
-    }
-  }
   v1::ExtendRequest req;
-  req.set_sequence_id(created.sequence_id());
   const std::string prompt = absl::GetFlag(FLAGS_prompt);
   req.set_text(prompt);
   req.set_add_bos(true);
@@ -72,42 +61,28 @@ int GenerateRemote() {
 
   const auto t0 = std::chrono::steady_clock::now();
   double first_token_s = -1;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(deadline);
-  auto stream = router->Extend(&ctx, req);
   std::printf("%s", prompt.c_str());
   std::fflush(stdout);
   std::vector<v1::GeneratedToken> tokens;
-  v1::ExtendResult result;
-  v1::ExtendEvent event;
-  while (stream->Read(&event)) {
-    if (event.has_token()) {
-      if (first_token_s < 0) {
-        first_token_s =
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      }
-      std::printf("%s", event.token().text().c_str());
-      std::fflush(stdout);
-      tokens.push_back(event.token());
-    } else if (event.has_result()) {
-      result = event.result();
-    }
-  }
-  const grpc::Status st = stream->Finish();
+  uint64_t sequence_id = 0;
+  const absl::StatusOr<v1::ExtendResult> result = ExtendNewSequence(
+      *kvstore, *router, std::move(req), deadline, absl::GetFlag(FLAGS_keep_sequence),
+      [&](const v1::GeneratedToken& t) {
+        if (first_token_s < 0) {
+          first_token_s =
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        }
+        std::printf("%s", t.text().c_str());
+        std::fflush(stdout);
+        tokens.push_back(t);
+      },
+      &sequence_id);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("\n");
-  if (!absl::GetFlag(FLAGS_keep_sequence)) {
-    v1::ReleaseRequest rel;
-    rel.add_sequence_ids(created.sequence_id());
-    v1::ReleaseResponse released;
-    grpc::ClientContext rctx;
-    rctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    kvstore->Release(&rctx, rel, &released).ok();  // best effort; the error is not the user's
-  }
-  if (!st.ok()) {
-    std::fprintf(stderr, "arbor generate: router %s: %s: %s\n", absl::GetFlag(FLAGS_router).c_str(),
-                 absl::StatusCodeToString(static_cast<absl::StatusCode>(st.error_code())).c_str(),
-                 st.error_message().c_str());
+  if (!result.ok()) {
+    std::fprintf(stderr, "arbor generate: %s (kv-store %s, router %s)\n",
+                 result.status().ToString().c_str(), absl::GetFlag(FLAGS_kvstore).c_str(),
+                 absl::GetFlag(FLAGS_router).c_str());
     return 1;
   }
   if (absl::GetFlag(FLAGS_logprobs)) {
@@ -117,21 +92,56 @@ int GenerateRemote() {
     }
   }
   std::printf("---\nfinish: %s\nsequence: %llu version %llu%s\n",
-              v1::FinishReason_Name(result.finish_reason()).c_str(),
-              static_cast<unsigned long long>(created.sequence_id()),
-              static_cast<unsigned long long>(result.version()),
+              v1::FinishReason_Name(result->finish_reason()).c_str(),
+              static_cast<unsigned long long>(sequence_id),
+              static_cast<unsigned long long>(result->version()),
               absl::GetFlag(FLAGS_keep_sequence) ? " (kept)" : " (released)");
-  std::printf("tokens: %d input (%d prefilled, %d reused), %d generated\n", result.input_tokens(),
-              result.prefilled_tokens(), result.reused_tokens(), result.generated_tokens());
+  std::printf("tokens: %d input (%d prefilled, %d reused), %d generated\n", result->input_tokens(),
+              result->prefilled_tokens(), result->reused_tokens(), result->generated_tokens());
   std::printf("time: %.4f s, first token after %.4f s (%.1f tokens/s after it)\n", secs,
               first_token_s,
-              result.generated_tokens() > 1 && secs > first_token_s
-                  ? (result.generated_tokens() - 1) / (secs - first_token_s)
+              result->generated_tokens() > 1 && secs > first_token_s
+                  ? (result->generated_tokens() - 1) / (secs - first_token_s)
                   : 0.0);
   return 0;
 }
 
 }  // namespace
+
+absl::StatusOr<v1::ExtendResult> ExtendNewSequence(
+    v1::KvStore::Stub& kv, v1::Router::Stub& router, v1::ExtendRequest req,
+    std::chrono::system_clock::time_point deadline, bool keep,
+    const std::function<void(const v1::GeneratedToken&)>& on_token, uint64_t* sequence_id) {
+  v1::CreateSequenceResponse created;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(deadline);
+    const grpc::Status st = kv.CreateSequence(&ctx, {}, &created);
+    if (!st.ok()) return rpc::FromGrpcStatus(st, "kv-store CreateSequence");
+  }
+  if (sequence_id != nullptr) *sequence_id = created.sequence_id();
+  req.set_sequence_id(created.sequence_id());
+  grpc::ClientContext ctx;
+  ctx.set_deadline(deadline);
+  auto stream = router.Extend(&ctx, req);
+  v1::ExtendResult result;
+  v1::ExtendEvent event;
+  while (stream->Read(&event)) {
+    if (event.has_token() && on_token) on_token(event.token());
+    if (event.has_result()) result = event.result();
+  }
+  const grpc::Status st = stream->Finish();
+  if (!keep) {
+    v1::ReleaseRequest rel;
+    rel.add_sequence_ids(created.sequence_id());
+    v1::ReleaseResponse released;
+    grpc::ClientContext rctx;
+    rctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    kv.Release(&rctx, rel, &released).ok();  // best effort; the error is not the caller's
+  }
+  if (!st.ok()) return rpc::FromGrpcStatus(st, "router Extend");
+  return result;
+}
 
 int Generate() {
   if (!absl::GetFlag(FLAGS_router).empty()) return GenerateRemote();
