@@ -54,3 +54,20 @@ void RopeCpu(const RopeParams& p) {
 }
 
 }  // namespace arbor::kernels
+
+namespace arbor::kernels {
+
+absl::Status RopeCudaParams::Validate() const {
+  if (x == nullptr || positions == nullptr || cos == nullptr || sin == nullptr) {
+    return absl::InvalidArgumentError("rope_cuda: x, positions, cos and sin must be set");
+  }
+  if (head_dim <= 0 || head_dim % 2 != 0 || max_positions <= 0 || n_tokens < 0 || n_heads <= 0 ||
+      row_stride < n_heads * head_dim) {
+    return absl::InvalidArgumentError(absl::StrCat("rope_cuda: bad shape head_dim=", head_dim,
+                                                   " n_tokens=", n_tokens, " n_heads=", n_heads,
+                                                   " row_stride=", row_stride));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace arbor::kernels

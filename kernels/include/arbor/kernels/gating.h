@@ -3,6 +3,7 @@
 #pragma once
 
 #include "absl/status/status.h"
+#include "arbor/kernels/gpu.h"
 
 namespace arbor::kernels {
 
@@ -18,5 +19,7 @@ struct GatingParams {
 };
 
 void GatingCpu(const GatingParams& p);
+// The same on the GPU (device pointers): one warp per token, same tie rule.
+absl::Status GatingCuda(const GatingParams& p, cudaStream_t stream);
 
 }  // namespace arbor::kernels

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "absl/status/status.h"
+#include "arbor/kernels/gpu.h"
 
 namespace arbor::kernels {
 
@@ -18,5 +19,8 @@ struct RmsNormParams {
 };
 
 void RmsNormCpu(const RmsNormParams& p);
+// The same on the GPU: every pointer in `p` is device memory. One block per row, f32 sums.
+// INVALID_ARGUMENT from Validate, INTERNAL from the launch.
+absl::Status RmsNormCuda(const RmsNormParams& p, cudaStream_t stream);
 
 }  // namespace arbor::kernels

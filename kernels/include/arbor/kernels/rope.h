@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "arbor/kernels/gpu.h"
 
 namespace arbor::kernels {
 
@@ -37,5 +38,25 @@ struct RopeParams {
 
 // Rotates x in place.
 void RopeCpu(const RopeParams& p);
+
+// RoPE on the GPU: the table's cos/sin copied to device memory ([max_positions, head_dim / 2]
+// each, as RopeTable lays them out). Positions are device memory and are not read on the host:
+// the caller checks them (RopeParams::Validate does on the host copy); a position outside
+// [0, max_positions) leaves its row unrotated.
+struct RopeCudaParams {
+  float* x = nullptr;              // [n_tokens, row_stride]; heads [n_heads, head_dim] from col 0
+  const int* positions = nullptr;  // [n_tokens]
+  const float* cos = nullptr;      // [max_positions, head_dim / 2]
+  const float* sin = nullptr;      // [max_positions, head_dim / 2]
+  int head_dim = 0;
+  int max_positions = 0;
+  int n_tokens = 0;
+  int n_heads = 0;
+  int row_stride = 0;
+
+  absl::Status Validate() const;
+};
+
+absl::Status RopeCuda(const RopeCudaParams& p, cudaStream_t stream);
 
 }  // namespace arbor::kernels

@@ -1,0 +1,110 @@
+#include "arbor/kernels/decode_attention.h"
+
+#include <vector>
+
+#include "decode_case.h"
+#include "gtest/gtest.h"
+
+namespace arbor::kernels {
+namespace {
+
+using testing::DecodeCase;
+using testing::MakeDecodeCase;
+using testing::WorstError;
+
+// Runs DecodeAttentionCpu over the case's chunks (tree = true) or per-sequence chunks.
+std::vector<float> RunCpu(const DecodeCase& c, bool tree, int max_queries, int split) {
+  const std::vector<int>& start = tree ? c.chunk_start : c.seq_chunk_start;
+  const std::vector<int>& len = tree ? c.chunk_len : c.seq_chunk_len;
+  const std::vector<int>& qstart = tree ? c.chunk_query_start : c.seq_query_start;
+  const std::vector<int>& queries = tree ? c.chunk_queries : c.seq_queries;
+  std::vector<int> block_start = tree ? c.chunk_block_start : c.seq_block_start;
+  std::vector<const bf16_t*> bk, bv;
+  if (tree) {
+    for (size_t b = 0; b < c.blocks_k.size(); ++b) {
+      bk.push_back(c.blocks_k[b].data()), bv.push_back(c.blocks_v[b].data());
+    }
+  } else {
+    for (int b : c.seq_blocks)
+      bk.push_back(c.blocks_k[b].data()), bv.push_back(c.blocks_v[b].data());
+  }
+  const int n_chunks = static_cast<int>(start.size());
+  DecodePlan plan = PlanDecode(n_chunks, len.data(), qstart.data(), queries.data(), c.n_tokens,
+                               max_queries, split);
+  std::vector<float> out(c.q.size(), -1.0f), pm(plan.n_slots * c.n_heads), pl(pm.size()),
+      po(pm.size() * c.head_dim);
+  DecodeAttentionParams p;
+  p.q = c.q.data(), p.q_row_stride = c.n_heads * c.head_dim, p.out = out.data();
+  p.q_pos = c.q_pos.data(), p.n_tokens = c.n_tokens, p.n_heads = c.n_heads;
+  p.n_kv_heads = c.n_kv_heads, p.head_dim = c.head_dim;
+  p.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  p.chunk_start = start.data(), p.chunk_block_start = block_start.data();
+  p.chunk_query_start = qstart.data(), p.chunk_queries = queries.data();
+  p.block_k = bk.data(), p.block_v = bv.data(), p.block_tokens = c.block_tokens;
+  p.head_stride = c.head_stride, p.items = plan.items.data();
+  p.n_items = static_cast<int>(plan.items.size());
+  p.query_slot_start = plan.query_slot_start.data(), p.query_slots = plan.query_slots.data();
+  p.n_slots = plan.n_slots, p.partial_m = pm.data(), p.partial_l = pl.data();
+  p.partial_o = po.data();
+  EXPECT_TRUE(p.Validate().ok()) << p.Validate();
+  DecodeAttentionCpu(p);
+  return out;
+}
+
+TEST(DecodePlanTest, CoversEveryChunkQueryPairOnceInSplits) {
+  // Two chunks: 10 tokens with queries {0, 1, 2}, 3 tokens with query {2}.
+  const int len[2] = {10, 3}, qstart[3] = {0, 3, 4}, queries[4] = {0, 1, 2, 2};
+  DecodePlan plan = PlanDecode(2, len, qstart, queries, 3, 2, 4);
+  // Chunk 0: query tiles {0,1},{2} x token splits [0,4),[4,8),[8,10) = 6 items; chunk 1: 1.
+  ASSERT_EQ(plan.items.size(), 7u);
+  EXPECT_EQ(plan.n_slots, 3 * 2 + 3 * 1 + 1);
+  EXPECT_EQ(plan.query_slot_start, (std::vector<int>{0, 3, 6, 10}));
+  std::vector<int> seen(plan.n_slots, 0);
+  for (int s : plan.query_slots) ++seen[s];
+  for (int s = 0; s < plan.n_slots; ++s) EXPECT_EQ(seen[s], 1) << "slot " << s;
+  EXPECT_EQ(plan.items.back().chunk, 1);
+  EXPECT_EQ(plan.items.back().tok_end, 3);
+}
+
+TEST(DecodeAttentionCpuTest, EqualsTreeAttentionForGqaRatiosAndSplits) {
+  uint32_t seed = 1;
+  for (int ratio : {1, 4, 8}) {
+    const DecodeCase c = MakeDecodeCase(seed++, 8, 8 / ratio, 32, 16, 70, 9, 40, true);
+    for (int split : {16, 64, 1024}) {
+      EXPECT_LE(WorstError(RunCpu(c, true, kTreeDecodeRows / ratio, split), c.expected, 2e-2), 1.0)
+          << "ratio " << ratio << " split " << split;
+      EXPECT_LE(WorstError(RunCpu(c, false, 1, split), c.expected, 2e-2), 1.0)
+          << "per-sequence, ratio " << ratio << " split " << split;
+    }
+  }
+}
+
+TEST(DecodeAttentionCpuTest, SingleTokenAndSingleSequence) {
+  const DecodeCase one = MakeDecodeCase(5, 4, 4, 16, 16, 1, 0, 1, false);
+  ASSERT_EQ(one.n_tokens, 1);
+  EXPECT_LE(WorstError(RunCpu(one, true, 16, 64), one.expected, 2e-2), 1.0);
+  const DecodeCase seq = MakeDecodeCase(6, 8, 2, 64, 16, 333, 0, 1, false);
+  EXPECT_LE(WorstError(RunCpu(seq, false, 1, 100), seq.expected, 2e-2), 1.0);
+}
+
+TEST(DecodeAttentionCpuTest, RejectsHeadDimsTheKernelsCannotTile) {
+  DecodeAttentionParams p;
+  float f = 0;
+  int i = 0;
+  const bf16_t* b = nullptr;
+  DecodeItem item{};
+  p.q = &f, p.out = &f, p.q_pos = &i, p.chunk_start = &i, p.chunk_block_start = &i;
+  p.chunk_query_start = &i, p.chunk_queries = &i, p.block_k = &b, p.block_v = &b;
+  p.items = &item, p.query_slot_start = &i, p.query_slots = &i, p.partial_m = &f;
+  p.partial_l = &f, p.partial_o = &f;
+  p.n_heads = 4, p.n_kv_heads = 2, p.head_dim = 24, p.q_row_stride = 96, p.block_tokens = 16;
+  p.head_stride = 16 * 24;
+  EXPECT_FALSE(p.Validate().ok());  // 24 is not a multiple of 16
+  p.head_dim = 32, p.q_row_stride = 128, p.head_stride = 16 * 32;
+  EXPECT_TRUE(p.Validate().ok()) << p.Validate();
+  p.n_kv_heads = 3;
+  EXPECT_FALSE(p.Validate().ok());  // 4 heads do not group into 3
+}
+
+}  // namespace
+}  // namespace arbor::kernels

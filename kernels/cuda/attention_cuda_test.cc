@@ -1,0 +1,95 @@
+// TreeDecodeCuda and PagedDecodeCuda against TreeAttentionCpu on the same bf16 KV (tolerance
+// 2e-2 relative: queries and probabilities are rounded to bf16 for the tensor cores), over GQA
+// ratios 1, 4 and 8, partial blocks, a single token, deep paths and several token splits.
+#include <cmath>
+#include <vector>
+
+#include "../cpu/decode_case.h"
+#include "arbor/kernels/decode_attention.h"
+#include "cuda_test_util.h"
+
+namespace arbor::kernels {
+namespace {
+
+using testing::CudaTest;
+using testing::DecodeCase;
+using testing::MakeDecodeCase;
+using testing::WorstError;
+
+std::vector<float> RunGpu(CudaTest* t, const DecodeCase& c, bool tree, int split) {
+  const std::vector<int>& start = tree ? c.chunk_start : c.seq_chunk_start;
+  const std::vector<int>& len = tree ? c.chunk_len : c.seq_chunk_len;
+  const std::vector<int>& qstart = tree ? c.chunk_query_start : c.seq_query_start;
+  const std::vector<int>& queries = tree ? c.chunk_queries : c.seq_queries;
+  const std::vector<int>& block_start = tree ? c.chunk_block_start : c.seq_block_start;
+  std::vector<DeviceBuffer> blocks;
+  std::vector<const bf16_t*> all_k, all_v, bk, bv;
+  for (size_t b = 0; b < c.blocks_k.size(); ++b) {
+    blocks.push_back(t->Up(c.blocks_k[b]));
+    all_k.push_back(blocks.back().as<bf16_t>());
+    blocks.push_back(t->Up(c.blocks_v[b]));
+    all_v.push_back(blocks.back().as<bf16_t>());
+  }
+  if (tree) {
+    bk = all_k, bv = all_v;
+  } else {
+    for (int b : c.seq_blocks) bk.push_back(all_k[b]), bv.push_back(all_v[b]);
+  }
+  const int r = c.n_heads / c.n_kv_heads;
+  const DecodePlan plan =
+      PlanDecode(static_cast<int>(start.size()), len.data(), qstart.data(), queries.data(),
+                 c.n_tokens, tree ? kTreeDecodeRows / r : 1, split);
+  DeviceBuffer dq = t->Up(c.q), dout = t->Up(std::vector<float>(c.q.size(), -1.0f)),
+               dpos = t->Up(c.q_pos), dstart = t->Up(start), dbs = t->Up(block_start),
+               dqs = t->Up(qstart), dqueries = t->Up(queries), dbk = t->Up(bk), dbv = t->Up(bv),
+               ditems = t->Up(plan.items), dslot_start = t->Up(plan.query_slot_start),
+               dslots = t->Up(plan.query_slots),
+               dpm = t->Up(std::vector<float>(static_cast<size_t>(plan.n_slots) * c.n_heads)),
+               dpl = t->Up(std::vector<float>(static_cast<size_t>(plan.n_slots) * c.n_heads)),
+               dpo = t->Up(
+                   std::vector<float>(static_cast<size_t>(plan.n_slots) * c.n_heads * c.head_dim));
+  DecodeAttentionParams p;
+  p.q = dq.as<float>(), p.q_row_stride = c.n_heads * c.head_dim, p.out = dout.as<float>();
+  p.q_pos = dpos.as<int>(), p.n_tokens = c.n_tokens, p.n_heads = c.n_heads;
+  p.n_kv_heads = c.n_kv_heads, p.head_dim = c.head_dim;
+  p.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  p.chunk_start = dstart.as<int>(), p.chunk_block_start = dbs.as<int>();
+  p.chunk_query_start = dqs.as<int>(), p.chunk_queries = dqueries.as<int>();
+  p.block_k = dbk.as<const bf16_t*>(), p.block_v = dbv.as<const bf16_t*>();
+  p.block_tokens = c.block_tokens, p.head_stride = c.head_stride;
+  p.items = ditems.as<DecodeItem>(), p.n_items = static_cast<int>(plan.items.size());
+  p.query_slot_start = dslot_start.as<int>(), p.query_slots = dslots.as<int>();
+  p.n_slots = plan.n_slots, p.partial_m = dpm.as<float>(), p.partial_l = dpl.as<float>();
+  p.partial_o = dpo.as<float>();
+  const absl::Status st = tree ? TreeDecodeCuda(p, nullptr) : PagedDecodeCuda(p, nullptr);
+  EXPECT_TRUE(st.ok()) << st;
+  return t->Down<float>(dout, c.q.size());
+}
+
+TEST_F(CudaTest, TreeAndPagedDecodeMatchCpuForGqaRatiosAndSplits) {
+  uint32_t seed = 100;
+  for (int ratio : {1, 4, 8}) {
+    for (int hd : {64, 128}) {
+      const DecodeCase c = MakeDecodeCase(seed++, 8, 8 / ratio, hd, 16, 300, 21, 40, true);
+      for (int split : {32, 128, 4096}) {
+        EXPECT_LE(WorstError(RunGpu(this, c, true, split), c.expected, 2e-2), 1.0)
+            << "tree ratio " << ratio << " head_dim " << hd << " split " << split;
+        EXPECT_LE(WorstError(RunGpu(this, c, false, split), c.expected, 2e-2), 1.0)
+            << "paged ratio " << ratio << " head_dim " << hd << " split " << split;
+      }
+    }
+  }
+}
+
+TEST_F(CudaTest, DecodeOfASingleTokenAndOfManyBranches) {
+  const DecodeCase one = MakeDecodeCase(7, 4, 1, 32, 16, 1, 0, 1, false);
+  EXPECT_LE(WorstError(RunGpu(this, one, true, 64), one.expected, 2e-2), 1.0);
+  EXPECT_LE(WorstError(RunGpu(this, one, false, 64), one.expected, 2e-2), 1.0);
+  // 64 branches: more queries than one item holds, so a chunk's queries span several items.
+  const DecodeCase wide = MakeDecodeCase(8, 32, 8, 128, 16, 1000, 64, 20, false);
+  EXPECT_LE(WorstError(RunGpu(this, wide, true, 256), wide.expected, 2e-2), 1.0);
+  EXPECT_LE(WorstError(RunGpu(this, wide, false, 256), wide.expected, 2e-2), 1.0);
+}
+
+}  // namespace
+}  // namespace arbor::kernels
