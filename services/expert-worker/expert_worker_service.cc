@@ -30,7 +30,8 @@ absl::StatusOr<DType> TensorDType(v1::DType d) {
 absl::StatusOr<std::unique_ptr<ExpertWorkerService>> ExpertWorkerService::Create(
     const model::ModelWeights* weights, std::string model_name, const ExpertWorkerLimits& limits,
     prometheus::Registry& registry) {
-  ARBOR_ASSIGN_OR_RETURN(auto backend, engine::CpuExpertBackend::Create(weights, limits.max_rows));
+  ARBOR_ASSIGN_OR_RETURN(auto backend,
+                         engine::CreateExpertBackend(weights, limits.max_rows, limits.backend));
   return std::unique_ptr<ExpertWorkerService>(new ExpertWorkerService(
       weights, std::move(model_name), limits, registry, std::move(backend)));
 }
@@ -38,11 +39,12 @@ absl::StatusOr<std::unique_ptr<ExpertWorkerService>> ExpertWorkerService::Create
 ExpertWorkerService::ExpertWorkerService(const model::ModelWeights* weights, std::string model_name,
                                          const ExpertWorkerLimits& limits,
                                          prometheus::Registry& registry,
-                                         std::unique_ptr<engine::CpuExpertBackend> backend)
+                                         std::unique_ptr<engine::ExpertBackend> backend)
     : weights_(weights),
       model_name_(std::move(model_name)),
       limits_(limits),
       backend_(std::move(backend)),
+      backend_name_(backend_->name()),
       rpc_metrics_("expert", registry),
       expert_tokens_(prometheus::BuildCounter()
                          .Name("arbor_expert_tokens_total")
@@ -73,7 +75,7 @@ absl::Status ExpertWorkerService::DoRun(const v1::RunExpertsRequest& req,
     return absl::InvalidArgumentError(absl::StrCat("rows.data holds ", req.rows().data().size(),
                                                    " bytes; rows.shape needs ", bytes));
   }
-  std::vector<engine::CpuExpertBackend::ExpertGroup> groups;
+  std::vector<engine::ExpertGroup> groups;
   for (int i = 0; i < req.assignments_size(); ++i) {
     const auto& a = req.assignments(i);
     if (a.expert() < 0 || a.expert() >= c.num_local_experts ||
@@ -145,8 +147,8 @@ grpc::ServerUnaryReactor* ExpertWorkerService::Describe(grpc::CallbackServerCont
     e->set_layer(k.layer);
     e->set_expert(k.expert);
   }
-  resp->set_backend("cpu");
-  resp->set_dtype(v1::DTYPE_F32);
+  resp->set_backend(backend_name_);
+  resp->set_dtype(backend_name_ == "cuda" ? v1::DTYPE_BF16 : v1::DTYPE_F32);
   resp->set_hidden_size(c.hidden_size);
   resp->set_num_hidden_layers(c.num_hidden_layers);
   resp->set_num_local_experts(c.num_local_experts);

@@ -1,7 +1,7 @@
 // The expert-worker service: hosts a shard of (layer, expert) FFN weights and runs them on the
-// rows a router sends, returning one weighted partial sum per row. A thin shell over
-// engine::CpuExpertBackend::RunGroups; handlers run on an owned pool and the compute is
-// serialised (the GEMMs themselves use OpenBLAS threads).
+// rows a router sends, returning one weighted partial sum per row. A thin shell over the
+// RunGroups of an engine::ExpertBackend (cpu: OpenBLAS; cuda: bf16 grouped GEMMs on the GPU);
+// handlers run on an owned pool and the compute is serialised.
 #pragma once
 
 #include <memory>
@@ -20,14 +20,15 @@
 namespace arbor::expert_worker {
 
 struct ExpertWorkerLimits {
-  int max_rows = 2048;  // rows in one RunExperts, and the most one expert gets
-  int threads = 2;      // handler pool
+  int max_rows = 2048;          // rows in one RunExperts, and the most one expert gets
+  int threads = 2;              // handler pool
+  std::string backend = "cpu";  // auto, cpu or cuda (engine::CreateExpertBackend)
 };
 
 class ExpertWorkerService final : public arbor::v1::ExpertWorker::CallbackService {
  public:
   // `weights` (holding this worker's experts) must outlive the service. INVALID_ARGUMENT if
-  // max_rows <= 0.
+  // max_rows <= 0 or the backend is unknown; FAILED_PRECONDITION for cuda without a device.
   static absl::StatusOr<std::unique_ptr<ExpertWorkerService>> Create(
       const model::ModelWeights* weights, std::string model_name, const ExpertWorkerLimits& limits,
       prometheus::Registry& registry);
@@ -40,17 +41,21 @@ class ExpertWorkerService final : public arbor::v1::ExpertWorker::CallbackServic
                                      const v1::DescribeRequest* req,
                                      v1::DescribeResponse* resp) override;
 
+  // The backend in use: "cpu" or "cuda" ("auto" resolved).
+  const std::string& backend_name() const { return backend_name_; }
+
  private:
   ExpertWorkerService(const model::ModelWeights* weights, std::string model_name,
                       const ExpertWorkerLimits& limits, prometheus::Registry& registry,
-                      std::unique_ptr<engine::CpuExpertBackend> backend);
+                      std::unique_ptr<engine::ExpertBackend> backend);
   absl::Status DoRun(const v1::RunExpertsRequest& req, v1::RunExpertsResponse* resp);
 
   const model::ModelWeights* weights_;
   const std::string model_name_;
   const ExpertWorkerLimits limits_;
   absl::Mutex compute_mu_;
-  std::unique_ptr<engine::CpuExpertBackend> backend_ ABSL_GUARDED_BY(compute_mu_);
+  std::unique_ptr<engine::ExpertBackend> backend_ ABSL_GUARDED_BY(compute_mu_);
+  const std::string backend_name_;
 
   rpc::RpcMetrics rpc_metrics_;
   prometheus::Family<prometheus::Counter>& expert_tokens_;

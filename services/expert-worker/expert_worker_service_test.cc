@@ -5,6 +5,7 @@
 
 #include <random>
 
+#include "arbor/kernels/gpu.h"
 #include "arbor/model/checkpoint.h"
 #include "arbor/model/expert_spec.h"
 #include "arbor/rpc/server_host.h"
@@ -77,7 +78,7 @@ TEST_F(ExpertWorkerServiceTest, PartialSumsEqualTheInProcessExperts) {
   auto local = *engine::CpuExpertBackend::Create(all_weights_.get(), 64);
   const int r2[] = {0, 2, 4}, r3[] = {2, 3};
   const float w2[] = {0.25f, 0.75f, 1.25f}, w3[] = {0.5f, 0.5f};
-  const engine::CpuExpertBackend::ExpertGroup groups[] = {{2, r2, w2, 3}, {3, r3, w3, 2}};
+  const engine::ExpertGroup groups[] = {{2, r2, w2, 3}, {3, r3, w3, 2}};
   std::vector<float> want(rows.size(), 0.0f);
   ASSERT_TRUE(local->RunGroups(1, rows.data(), n, groups, want.data()).ok());
   const float* got = reinterpret_cast<const float*>(resp.output().data().data());
@@ -149,6 +150,58 @@ TEST_F(ExpertWorkerServiceTest, BadRequestsNameTheFieldAndTheWorkerKeepsServing)
   v1::RunExpertsResponse f32resp;
   ASSERT_TRUE(Run(with(0, 1, {1}, {1}), &f32resp).ok());
   EXPECT_EQ(resp.output().data(), f32resp.output().data());  // 0.5 is exact in bf16
+}
+
+TEST_F(ExpertWorkerServiceTest, BackendIsChosenByNameAndCudaNeedsADevice) {
+  prometheus::Registry reg;
+  auto unknown = ExpertWorkerService::Create(shard_weights_.get(), "m", {.backend = "tpu"}, reg);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(unknown.status().message().find("tpu"), std::string::npos);
+  auto autob = ExpertWorkerService::Create(shard_weights_.get(), "m", {.backend = "auto"}, reg);
+  ASSERT_TRUE(autob.ok()) << autob.status();
+  EXPECT_EQ((*autob)->backend_name(), kernels::CudaDeviceCount() > 0 ? "cuda" : "cpu");
+  auto cuda = ExpertWorkerService::Create(shard_weights_.get(), "m", {.backend = "cuda"}, reg);
+  if (kernels::CudaDeviceCount() == 0) {
+    ASSERT_FALSE(cuda.ok());
+    EXPECT_EQ(cuda.status().code(), absl::StatusCode::kFailedPrecondition) << cuda.status();
+  } else {
+    ASSERT_TRUE(cuda.ok()) << cuda.status();
+    EXPECT_EQ((*cuda)->backend_name(), "cuda");
+  }
+}
+
+// On a GPU machine: a cuda worker over gRPC returns the CPU worker's sums within bf16 tolerance.
+TEST_F(ExpertWorkerServiceTest, CudaWorkerMatchesTheCpuWorker) {
+  if (kernels::CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  auto reg = std::make_shared<prometheus::Registry>();
+  auto cuda = ExpertWorkerService::Create(shard_weights_.get(), "test-moe",
+                                          {.max_rows = 64, .backend = "cuda"}, *reg);
+  ASSERT_TRUE(cuda.ok()) << cuda.status();
+  auto host = *rpc::ServerHost::Start({}, {cuda->get()}, reg);
+  auto stub = v1::ExpertWorker::NewStub(
+      grpc::CreateChannel(host->address(), grpc::InsecureChannelCredentials()));
+  std::mt19937 rng(9);
+  std::normal_distribution<float> nd(0, 1);
+  const int n = 40;
+  std::vector<float> rows(n * 64);
+  for (float& x : rows) x = nd(rng);
+  auto req = Request(0, rows, n);
+  for (int e : {0, 1}) {
+    auto* a = req.add_assignments();
+    a->set_expert(e);
+    for (int r = e; r < n; r += 1 + e) a->add_row_ids(r), a->add_weights(0.5f + e);
+  }
+  v1::RunExpertsResponse want, got;
+  ASSERT_TRUE(Run(req, &want).ok());
+  grpc::ClientContext ctx;
+  const grpc::Status st = stub->RunExperts(&ctx, req, &got);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  const float* w = reinterpret_cast<const float*>(want.output().data().data());
+  const float* g = reinterpret_cast<const float*>(got.output().data().data());
+  float max_ref = 0;
+  for (int i = 0; i < n * 64; ++i) max_ref = std::max(max_ref, std::abs(w[i]));
+  for (int i = 0; i < n * 64; ++i) ASSERT_NEAR(g[i], w[i], 2e-2 * max_ref) << i;
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "absl/flags/flag.h"
+#include "arbor/kernels/gpu.h"
 #include "arbor/model/checkpoint.h"
 #include "arbor/model/expert_spec.h"
 #include "arbor/rpc/server_host.h"
@@ -20,8 +21,8 @@ ABSL_FLAG(std::string, model, "models/game24-moe", "model folder (Hugging Face M
 ABSL_FLAG(std::string, experts, "all",
           "hosted (layer, expert) pairs: all, or LAYERS:EXPERTS items, e.g. 0:0-3,1:*");
 ABSL_FLAG(std::string, backend, "auto",
-          "compute backend: auto (cuda when built with it and a GPU is present, else cpu), cpu, "
-          "or cuda (comes with the GPU kernels)");
+          "compute backend: auto (cuda when built with CUDA and a GPU is present, else cpu), "
+          "cpu (OpenBLAS, f32), or cuda (bf16 grouped GEMMs on GPU 0)");
 ABSL_FLAG(int, max_rows, 2048, "rows in one RunExperts");
 ABSL_FLAG(int, threads, 2, "handler threads");
 ABSL_FLAG(int, blas_threads, 0, "OpenBLAS threads; 0 keeps OpenBLAS's default");
@@ -33,11 +34,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string backend = absl::GetFlag(FLAGS_backend);
-  if (backend != "auto" && backend != "cpu") {
-    spdlog::error("--backend={} is not available in this build (auto or cpu)", backend);
+  if (backend != "auto" && backend != "cpu" && backend != "cuda") {
+    spdlog::error("--backend={} is not one of auto, cpu, cuda", backend);
     return 2;
   }
-  // No CUDA backend is built yet, so auto resolves to cpu.
   if (absl::GetFlag(FLAGS_blas_threads) > 0) {
     openblas_set_num_threads(absl::GetFlag(FLAGS_blas_threads));
   }
@@ -63,12 +63,16 @@ int main(int argc, char** argv) {
   auto registry = std::make_shared<prometheus::Registry>();
   auto service = arbor::expert_worker::ExpertWorkerService::Create(
       weights->get(), std::filesystem::path(dir).filename().string(),
-      {.max_rows = absl::GetFlag(FLAGS_max_rows), .threads = absl::GetFlag(FLAGS_threads)},
+      {.max_rows = absl::GetFlag(FLAGS_max_rows),
+       .threads = absl::GetFlag(FLAGS_threads),
+       .backend = backend},
       *registry);
   if (!service.ok()) {
-    spdlog::error("{}", service.status().ToString());
+    spdlog::error("--backend={}: {}", backend, service.status().ToString());
     return 2;
   }
+  spdlog::info("arbor-expert backend={} (asked: {}; CUDA devices: {})", (*service)->backend_name(),
+               backend, arbor::kernels::CudaDeviceCount());
   auto host = arbor::rpc::ServerHost::Start(
       {.address = absl::GetFlag(FLAGS_address),
        .metrics_address = absl::GetFlag(FLAGS_metrics_address),

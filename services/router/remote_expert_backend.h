@@ -63,6 +63,7 @@ class RemoteExpertBackend : public engine::ExpertBackend {
 
   // UNAVAILABLE naming the (layer, expert) whose every replica failed, with the last error.
   absl::Status Run(const engine::RoutedTokens& tokens, float* out) override;
+  const char* name() const override { return "remote"; }
 
   const RemoteExpertCounters& counters() const { return counters_; }
 

@@ -66,6 +66,7 @@ class RouterService::CountingBackend : public engine::ExpertBackend {
     }
     return inner_->Run(t, out);
   }
+  const char* name() const override { return inner_->name(); }
   const std::vector<std::vector<int64_t>>& counts() const { return counts_; }
 
  private:

@@ -5,9 +5,41 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "arbor/common/status_macros.h"
 #include "arbor/kernels/swiglu.h"
 
 namespace arbor::engine {
+
+absl::Status ValidateExpertGroups(const model::ModelWeights& weights, int layer, int n_x,
+                                  absl::Span<const ExpertGroup> groups, size_t max_rows) {
+  const model::ModelConfig& c = weights.config();
+  if (layer < 0 || layer >= c.num_hidden_layers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer ", layer, " out of range [0, ", c.num_hidden_layers, ")"));
+  }
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const ExpertGroup& grp = groups[g];
+    if (grp.expert < 0 || grp.expert >= c.num_local_experts) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "group ", g, ": expert ", grp.expert, " out of range [0, ", c.num_local_experts, ")"));
+    }
+    if (weights.expert(layer, grp.expert) == nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("expert (layer ", layer, ", expert ", grp.expert, ") is not loaded here"));
+    }
+    if (grp.n < 0 || static_cast<size_t>(grp.n) > max_rows) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("group ", g, ": ", grp.n, " rows exceed the buffers of ", max_rows));
+    }
+    for (int r = 0; r < grp.n; ++r) {
+      if (grp.rows[r] < 0 || grp.rows[r] >= n_x) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("group ", g, ": row ", grp.rows[r], " out of range [0, ", n_x, ")"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::unique_ptr<CpuExpertBackend>> CpuExpertBackend::Create(
     const model::ModelWeights* weights, int max_tokens) {
@@ -72,31 +104,7 @@ absl::Status CpuExpertBackend::Run(const RoutedTokens& in, float* out) {
 
 absl::Status CpuExpertBackend::RunGroups(int layer, const float* x, int n_x,
                                          absl::Span<const ExpertGroup> groups, float* out) {
-  if (layer < 0 || layer >= static_cast<int>(counts_total_.size())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("layer ", layer, " out of range [0, ", counts_total_.size(), ")"));
-  }
-  for (size_t g = 0; g < groups.size(); ++g) {  // validate everything before computing
-    const ExpertGroup& grp = groups[g];
-    if (grp.expert < 0 || grp.expert >= n_experts_) {
-      return absl::InvalidArgumentError(absl::StrCat("group ", g, ": expert ", grp.expert,
-                                                     " out of range [0, ", n_experts_, ")"));
-    }
-    if (weights_->expert(layer, grp.expert) == nullptr) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("expert (layer ", layer, ", expert ", grp.expert, ") is not loaded here"));
-    }
-    if (grp.n < 0 || static_cast<size_t>(grp.n) > row_weight_.size()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "group ", g, ": ", grp.n, " rows exceed the buffers of ", row_weight_.size()));
-    }
-    for (int r = 0; r < grp.n; ++r) {
-      if (grp.rows[r] < 0 || grp.rows[r] >= n_x) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("group ", g, ": row ", grp.rows[r], " out of range [0, ", n_x, ")"));
-      }
-    }
-  }
+  ARBOR_RETURN_IF_ERROR(ValidateExpertGroups(*weights_, layer, n_x, groups, row_weight_.size()));
   for (const ExpertGroup& grp : groups) {
     const int n = grp.n;
     if (n == 0) continue;

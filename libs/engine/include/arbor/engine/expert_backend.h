@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -22,6 +23,15 @@ struct RoutedTokens {
   const float* weights = nullptr;   // [n_tokens, top_k]
 };
 
+// Rows of x already grouped by expert (what an expert worker receives): expert `expert` runs on
+// x[rows[r]] and adds weights[r] times its output into out[rows[r]], for r < n.
+struct ExpertGroup {
+  int expert = 0;
+  const int* rows = nullptr;
+  const float* weights = nullptr;
+  int n = 0;
+};
+
 class ExpertBackend {
  public:
   virtual ~ExpertBackend() = default;
@@ -29,7 +39,31 @@ class ExpertBackend {
   // Adds sum_j w[t, j] * FFN_{ids[t, j]}(x[t]) into out[t] for every token: out is
   // [n_tokens, hidden]. Errors leave `out` unspecified and name the layer and expert.
   virtual absl::Status Run(const RoutedTokens& tokens, float* out) = 0;
+
+  // Runs pre-grouped rows: x and out are [n_x, hidden]. Every group is validated before
+  // anything is computed: INVALID_ARGUMENT (layer, expert or row out of range, a group larger
+  // than the buffers), FAILED_PRECONDITION (expert not loaded). UNIMPLEMENTED for backends
+  // that only route (the remote one).
+  virtual absl::Status RunGroups(int layer, const float* x, int n_x,
+                                 absl::Span<const ExpertGroup> groups, float* out) {
+    return absl::UnimplementedError("this expert backend takes routed tokens only");
+  }
+
+  // "cpu", "cuda", "remote".
+  virtual const char* name() const = 0;
 };
+
+// Checks groups against the weights (loaded experts, rows in [0, n_x), at most max_rows rows
+// per group); the errors RunGroups documents.
+absl::Status ValidateExpertGroups(const model::ModelWeights& weights, int layer, int n_x,
+                                  absl::Span<const ExpertGroup> groups, size_t max_rows);
+
+// The backend called `name`: "cpu", "cuda" (this build must have CUDA and the machine a device),
+// or "auto" (cuda when both hold, else cpu). `weights` must outlive it; it takes up to
+// max_tokens routed tokens (or grouped rows) per call. INVALID_ARGUMENT for an unknown name,
+// FAILED_PRECONDITION for cuda without CUDA or a device, errors from the device otherwise.
+absl::StatusOr<std::unique_ptr<ExpertBackend>> CreateExpertBackend(
+    const model::ModelWeights* weights, int max_tokens, const std::string& name);
 
 // Runs the experts held in a ModelWeights with OpenBLAS. Tokens are grouped by expert (a
 // counting sort), so every expert runs one GEMM against [w1; w3], the SwiGLU, and one GEMM
@@ -45,18 +79,10 @@ class CpuExpertBackend : public ExpertBackend {
   // INVALID_ARGUMENT for more tokens than max_tokens or an expert id out of range.
   absl::Status Run(const RoutedTokens& tokens, float* out) override;
 
-  // Rows of x already grouped by expert (what an expert worker receives): adds
-  // weights[r] * FFN_expert(x[rows[r]]) into out[rows[r]]. x and out are [n_x, hidden]. Every
-  // group is validated before anything is computed: INVALID_ARGUMENT (layer, expert or row out
-  // of range, a group larger than the buffers), FAILED_PRECONDITION (expert not loaded).
-  struct ExpertGroup {
-    int expert = 0;
-    const int* rows = nullptr;
-    const float* weights = nullptr;
-    int n = 0;
-  };
+  using ExpertGroup = engine::ExpertGroup;
   absl::Status RunGroups(int layer, const float* x, int n_x, absl::Span<const ExpertGroup> groups,
-                         float* out);
+                         float* out) override;
+  const char* name() const override { return "cpu"; }
 
   // Rows each expert has received so far: [layer][expert].
   const std::vector<std::vector<int64_t>>& tokens_per_expert() const { return counts_total_; }
