@@ -22,6 +22,7 @@
 #include "absl/strings/str_join.h"
 #include "arbor/engine/generator.h"
 #include "arbor/engine/local_model.h"
+#include "arbor/kernels/gpu.h"
 #include "arbor/model/config.h"
 #include "arbor/model/expert_spec.h"
 #include "arbor/rpc/http_get_for_test.h"
@@ -43,11 +44,12 @@ const std::string kSource = ARBOR_SOURCE_DIR;
 
 std::string Loopback() { return absl::StrCat("127.0.0.1:", FreeLoopbackPort()); }
 
-// One mesh: a kv-store, expert workers with the given --experts specs, and `routers` routers.
+// One mesh: a kv-store, expert workers with the given --experts specs, and `routers` routers,
+// workers and routers on `backend` (cpu unless a test asks: auto would pick cuda on a GPU).
 class Mesh {
  public:
   Mesh(const std::string& model, std::vector<std::string> worker_specs, int routers = 1,
-       std::vector<std::string> router_flags = {})
+       std::vector<std::string> router_flags = {}, const std::string& backend = "cpu")
       : model_(model), log_(::testing::TempDir() + "arbor_mesh_test.log") {
     kvstore_ = Loopback();
     Start({ARBOR_KVSTORE_BIN, "--model=" + model, "--address=" + kvstore_,
@@ -55,10 +57,10 @@ class Mesh {
           kvstore_);
     for (const std::string& spec : worker_specs) {
       workers_.push_back(Loopback());
-      worker_procs_.push_back(
-          Start({ARBOR_EXPERT_BIN, "--model=" + model, "--experts=" + spec,
-                 "--address=" + workers_.back(), "--metrics_address=" + Loopback()},
-                workers_.back()));
+      worker_procs_.push_back(Start({ARBOR_EXPERT_BIN, "--model=" + model, "--experts=" + spec,
+                                     "--address=" + workers_.back(),
+                                     "--metrics_address=" + Loopback(), "--backend=" + backend},
+                                    workers_.back()));
     }
     for (int r = 0; r < routers; ++r) {
       routers_.push_back(Loopback());
@@ -74,7 +76,8 @@ class Mesh {
           "--kv_cache_tokens=16384",
           "--max_message_mb=4",
           "--expert_timeout_ms=3000",
-          "--io_threads=4"};
+          "--io_threads=4",
+          "--backend=" + backend};
       argv.insert(argv.end(), router_flags.begin(), router_flags.end());  // later flags win
       Start(argv, routers_.back());
     }
@@ -263,6 +266,36 @@ TEST_P(MeshParityTest, GreedyThroughTheMeshIsTheInProcessEngine) {
 INSTANTIATE_TEST_SUITE_P(Models, MeshParityTest,
                          ::testing::Values("models/test-moe", "tests/data/tiny-mha-top1",
                                            "tests/data/tiny-gqa4-tied", "models/game24-moe"),
+                         [](const auto& info) {
+                           std::string n = info.param.substr(info.param.rfind('/') + 1);
+                           for (char& c : n) {
+                             if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+                           }
+                           return n;
+                         });
+
+// On a GPU machine: workers and routers on --backend=cuda (bf16 experts and KV) give the CPU
+// engine's greedy tokens, including after a second router fetches the path's KV.
+class MeshCudaParityTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(MeshCudaParityTest, GreedyThroughACudaMeshIsTheCpuEngine) {
+  if (kernels::CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  const std::string model = kSource + "/" + GetParam();
+  Mesh mesh(model, {"all"}, /*routers=*/2, {}, "cuda");
+  ASSERT_TRUE(mesh.ok()) << "see " << mesh.log();
+  const std::vector<int> prompt = {1, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50};
+  const uint64_t seq = mesh.NewSequence();
+  const Extended first = Extend(mesh.router(0), Request(seq, prompt, 20));
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  EXPECT_EQ(first.ids, Reference(model, prompt, 20).token_ids);
+  const std::vector<int> more = {60, 61, 62};
+  const Extended second = Extend(mesh.router(1), Request(seq, more, 12));
+  ASSERT_TRUE(second.status.ok()) << second.status.error_message();
+  EXPECT_EQ(second.ids, Reference(model, Concat(Concat(prompt, first.ids), more), 12).token_ids);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, MeshCudaParityTest,
+                         ::testing::Values("models/test-moe", "models/game24-moe"),
                          [](const auto& info) {
                            std::string n = info.param.substr(info.param.rfind('/') + 1);
                            for (char& c : n) {

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "arbor/kernels/cublas_api.h"
 #include "arbor/kernels/gpu.h"
 
 namespace arbor::kernels {
@@ -17,8 +18,10 @@ absl::Status CudaStatus(cudaError_t err, const char* what) {
 
 absl::Status CublasStatus(cublasStatus_t err, const char* what) {
   if (err == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
-  std::string msg =
-      absl::StrCat(what, ": ", cublasGetStatusName(err), " (", cublasGetStatusString(err), ")");
+  auto api = Cublas();
+  std::string msg = api.ok() ? absl::StrCat(what, ": ", (*api)->status_name(err), " (",
+                                            (*api)->status_string(err), ")")
+                             : absl::StrCat(what, ": cuBLAS status ", static_cast<int>(err));
   if (err == CUBLAS_STATUS_ALLOC_FAILED) return absl::ResourceExhaustedError(msg);
   if (err == CUBLAS_STATUS_NOT_SUPPORTED) return absl::UnimplementedError(msg);
   return absl::InternalError(msg);

@@ -172,3 +172,33 @@ absl::Status GatingCuda(const GatingParams& p, cudaStream_t stream) {
 }
 
 }  // namespace arbor::kernels
+
+// ---- KV write ------------------------------------------------------------------------------
+#include "arbor/kernels/kv_write.h"
+
+namespace arbor::kernels {
+namespace {
+
+__global__ void KvWriteKernel(KvWriteParams p) {
+  const int t = blockIdx.x;
+  const float* row = p.qkv + static_cast<size_t>(t) * p.row_stride;
+  auto* base = reinterpret_cast<__nv_bfloat16*>(p.blocks) +
+               static_cast<size_t>(p.block[t]) * p.block_elems +
+               static_cast<size_t>(p.slot[t]) * p.head_dim;
+  for (int i = threadIdx.x; i < p.n_kv_heads * p.head_dim; i += blockDim.x) {
+    const int g = i / p.head_dim, d = i % p.head_dim;
+    base[p.k_offset + g * p.head_stride + d] = __float2bfloat16_rn(row[p.k_col + i]);
+    base[p.v_offset + g * p.head_stride + d] = __float2bfloat16_rn(row[p.v_col + i]);
+  }
+}
+
+}  // namespace
+
+absl::Status KvWriteCuda(const KvWriteParams& p, cudaStream_t stream) {
+  if (absl::Status st = p.Validate(); !st.ok()) return st;
+  if (p.n_tokens == 0) return absl::OkStatus();
+  KvWriteKernel<<<p.n_tokens, 128, 0, stream>>>(p);
+  return LaunchStatus("KvWriteKernel");
+}
+
+}  // namespace arbor::kernels

@@ -3,6 +3,7 @@
 #include <cublas_v2.h>
 
 #include "absl/strings/str_cat.h"
+#include "arbor/kernels/cublas_api.h"
 #include "arbor/kernels/cuda_check.h"
 #include "arbor/kernels/swiglu.h"
 
@@ -42,10 +43,13 @@ absl::StatusOr<std::unique_ptr<ExpertFfnRunner>> ExpertFfnRunner::Create(DeviceP
   }
   std::unique_ptr<ExpertFfnRunner> r(new ExpertFfnRunner(mode, max_groups));
   ARBOR_CUDA_RETURN_IF_ERROR(cudaSetDevice(pool->device()));
+  auto api = Cublas();
+  if (!api.ok()) return api.status();
+  r->api_ = *api;
   cublasHandle_t handle = nullptr;
-  ARBOR_CUBLAS_RETURN_IF_ERROR(cublasCreate(&handle));
+  ARBOR_CUBLAS_RETURN_IF_ERROR(r->api_->create(&handle));
   r->handle_ = handle;
-  ARBOR_CUBLAS_RETURN_IF_ERROR(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));
+  ARBOR_CUBLAS_RETURN_IF_ERROR(r->api_->set_math_mode(handle, CUBLAS_DEFAULT_MATH));
   const size_t n = static_cast<size_t>(max_groups);
   auto ptrs = pool->Allocate(6 * n * sizeof(void*));
   if (!ptrs.ok()) return ptrs.status();
@@ -61,7 +65,7 @@ absl::StatusOr<std::unique_ptr<ExpertFfnRunner>> ExpertFfnRunner::Create(DeviceP
 }
 
 ExpertFfnRunner::~ExpertFfnRunner() {
-  if (handle_ != nullptr) cublasDestroy(handle_);
+  if (handle_ != nullptr) api_->destroy(handle_);
 }
 
 absl::Status ExpertFfnRunner::Run(const ExpertFfnParams& p, cudaStream_t stream) {
@@ -70,7 +74,7 @@ absl::Status ExpertFfnRunner::Run(const ExpertFfnParams& p, cudaStream_t stream)
     return absl::InvalidArgumentError(
         absl::StrCat("expert_ffn: ", p.n_groups, " groups exceed max_groups ", max_groups_));
   }
-  ARBOR_CUBLAS_RETURN_IF_ERROR(cublasSetStream(handle_, stream));
+  ARBOR_CUBLAS_RETURN_IF_ERROR(api_->set_stream(handle_, stream));
   if (mode_ == ExpertGemm::kLoop) return RunLoop(p, stream);
   absl::Status st = RunGrouped(p, stream);
   if (mode_ == ExpertGemm::kAuto) {
@@ -93,10 +97,10 @@ absl::Status ExpertFfnRunner::RunLoop(const ExpertFfnParams& p, cudaStream_t str
     const ExpertFfnGroup& gr = p.groups[g];
     if (gr.n_rows == 0) continue;
     ARBOR_CUBLAS_RETURN_IF_ERROR(
-        cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(i2), gr.n_rows, p.hidden,
-                     &one, gr.w13, CUDA_R_16BF, p.hidden, p.x + gr.row_begin * h, CUDA_R_16BF,
-                     p.hidden, &zero, p.gate_up + gr.row_begin * i2, CUDA_R_16BF,
-                     static_cast<int>(i2), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        api_->gemm_ex(handle_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(i2), gr.n_rows, p.hidden,
+                      &one, gr.w13, CUDA_R_16BF, p.hidden, p.x + gr.row_begin * h, CUDA_R_16BF,
+                      p.hidden, &zero, p.gate_up + gr.row_begin * i2, CUDA_R_16BF,
+                      static_cast<int>(i2), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
   if (absl::Status st = SwiGluBf16Cuda({p.gate_up, p.act, p.n_rows, p.inter}, stream); !st.ok()) {
     return st;
@@ -104,7 +108,7 @@ absl::Status ExpertFfnRunner::RunLoop(const ExpertFfnParams& p, cudaStream_t str
   for (int g = 0; g < p.n_groups; ++g) {
     const ExpertFfnGroup& gr = p.groups[g];
     if (gr.n_rows == 0) continue;
-    ARBOR_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(
+    ARBOR_CUBLAS_RETURN_IF_ERROR(api_->gemm_ex(
         handle_, CUBLAS_OP_T, CUBLAS_OP_N, p.hidden, gr.n_rows, p.inter, &one, gr.w2, CUDA_R_16BF,
         p.inter, p.act + gr.row_begin * in, CUDA_R_16BF, p.inter, &zero, p.y + gr.row_begin * h,
         CUDA_R_16BF, p.hidden, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
@@ -141,7 +145,7 @@ absl::Status ExpertFfnRunner::RunGrouped(const ExpertFfnParams& p, cudaStream_t 
   std::fill(lda_.begin(), lda_.begin() + used, p.hidden);
   std::fill(ldb_.begin(), ldb_.begin() + used, p.hidden);
   std::fill(ldc_.begin(), ldc_.begin() + used, static_cast<int>(i2));
-  ARBOR_CUBLAS_RETURN_IF_ERROR(cublasGemmGroupedBatchedEx(
+  ARBOR_CUBLAS_RETURN_IF_ERROR(api_->gemm_grouped_batched_ex(
       handle_, ta, tb, m_.data(), n_.data(), k_.data(), alpha_.data(), dev + 0 * cap, CUDA_R_16BF,
       lda_.data(), dev + 1 * cap, CUDA_R_16BF, ldb_.data(), beta_.data(), dev + 2 * cap,
       CUDA_R_16BF, ldc_.data(), used, sizes_.data(), CUBLAS_COMPUTE_32F));
@@ -153,7 +157,7 @@ absl::Status ExpertFfnRunner::RunGrouped(const ExpertFfnParams& p, cudaStream_t 
   std::fill(lda_.begin(), lda_.begin() + used, p.inter);
   std::fill(ldb_.begin(), ldb_.begin() + used, p.inter);
   std::fill(ldc_.begin(), ldc_.begin() + used, p.hidden);
-  ARBOR_CUBLAS_RETURN_IF_ERROR(cublasGemmGroupedBatchedEx(
+  ARBOR_CUBLAS_RETURN_IF_ERROR(api_->gemm_grouped_batched_ex(
       handle_, ta, tb, m_.data(), n_.data(), k_.data(), alpha_.data(), dev + 3 * cap, CUDA_R_16BF,
       lda_.data(), dev + 4 * cap, CUDA_R_16BF, ldb_.data(), beta_.data(), dev + 5 * cap,
       CUDA_R_16BF, ldc_.data(), used, sizes_.data(), CUBLAS_COMPUTE_32F));

@@ -11,6 +11,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "arbor/kernels/gpu.h"
 #include "arbor/model/checkpoint.h"
 #include "arbor/model/tokenizer.h"
 #include "arbor/rpc/server_host.h"
@@ -30,6 +31,9 @@ ABSL_FLAG(std::vector<std::string>, workers, {},
 ABSL_FLAG(std::string, placement, "",
           "placement file instead of --workers: {\"workers\": [{\"address\": \"host:port\", "
           "\"experts\": \"0:0-3,1:*\"}, ...]}");
+ABSL_FLAG(std::string, backend, "auto",
+          "where attention, norms, RoPE, gating and the LM head run: auto (cuda when built with "
+          "CUDA and a GPU is present, else cpu), cpu, or cuda (GPU 0, KV blocks in device memory)");
 ABSL_FLAG(int, max_batch_tokens, 512, "tokens in one step, over all sequences");
 ABSL_FLAG(int, max_seqs, 64, "sequences generating in one step");
 ABSL_FLAG(int, max_seq_tokens, 32768, "longest sequence, in tokens");
@@ -127,6 +131,15 @@ int main(int argc, char** argv) {
   options.engine.max_seq_tokens = absl::GetFlag(FLAGS_max_seq_tokens);
   options.engine.kv_cache_tokens = absl::GetFlag(FLAGS_kv_cache_tokens);
   options.engine.kv_block_tokens = absl::GetFlag(FLAGS_kv_block_tokens);
+  const std::string backend = absl::GetFlag(FLAGS_backend);
+  if (backend != "auto" && backend != "cpu" && backend != "cuda") {
+    spdlog::error("--backend={} is not one of auto, cpu, cuda", backend);
+    return 2;
+  }
+  options.engine.backend =
+      backend == "auto" ? (arbor::kernels::CudaDeviceCount() > 0 ? "cuda" : "cpu") : backend;
+  spdlog::info("arbor-router backend={} (asked: {}; CUDA devices: {})", options.engine.backend,
+               backend, arbor::kernels::CudaDeviceCount());
   options.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   options.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
   options.max_pending = absl::GetFlag(FLAGS_max_pending);
@@ -136,7 +149,7 @@ int main(int argc, char** argv) {
   auto service = arbor::router::RouterService::Create(
       weights->get(), tokenizer.get(), experts->get(), experts->get(), kvstore, options, *registry);
   if (!service.ok()) {
-    spdlog::error("{}", service.status().ToString());
+    spdlog::error("--backend={}: {}", options.engine.backend, service.status().ToString());
     return 2;
   }
   auto host = arbor::rpc::ServerHost::Start(

@@ -44,6 +44,8 @@ ABSL_DECLARE_FLAG(std::string, log_level);  // passed on to every service
 ABSL_FLAG(std::string, redis_url, "", "arbor up: the kv-store's state store (empty: in memory)");
 ABSL_FLAG(std::string, bin_dir, "",
           "arbor up: where the service binaries are (default: beside arbor)");
+ABSL_FLAG(std::string, backend, "auto",
+          "arbor up: the routers' and workers' --backend (auto, cpu or cuda)");
 ABSL_FLAG(int, kv_cache_tokens, 65536, "arbor up: the router's KV cache, in tokens");
 ABSL_FLAG(int, max_seqs, 64, "arbor up: sequences the router batches in one step");
 ABSL_FLAG(int, start_timeout_s, 120, "arbor up: how long to wait for every service");
@@ -267,6 +269,9 @@ int Up() {
               "--experts=" + c.detail};
     }
     argv.push_back("--log_level=" + log_level);
+    if (c.name == "router" || c.name.rfind("expert-", 0) == 0) {
+      argv.push_back("--backend=" + absl::GetFlag(FLAGS_backend));
+    }
     if (c.name != "kvstore" && absl::GetFlag(FLAGS_blas_threads) > 0) {
       argv.push_back(absl::StrCat("--blas_threads=", absl::GetFlag(FLAGS_blas_threads)));
     }

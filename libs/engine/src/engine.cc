@@ -8,8 +8,17 @@
 #include "absl/strings/str_cat.h"
 #include "arbor/common/status_macros.h"
 #include "arbor/kernels/gating.h"
+#include "arbor/kernels/gpu.h"
 #include "arbor/kernels/rms_norm.h"
 #include "arbor/kernels/tree_attention.h"
+
+#ifdef ARBOR_HAVE_CUDA
+#include "cuda_step.h"
+#else
+namespace arbor::engine {
+class CudaStep {};  // never created without CUDA
+}  // namespace arbor::engine
+#endif
 
 namespace arbor::engine {
 namespace {
@@ -56,8 +65,50 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const model::ModelWeights
                                                  {.max_fork = opts.max_fork,
                                                   .max_seq_tokens = opts.max_seq_tokens,
                                                   .prefix_index = opts.prefix_cache}));
+  if (opts.backend != "cpu" && opts.backend != "cuda") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("engine backend \"", opts.backend, "\" is not cpu or cuda"));
+  }
+  std::unique_ptr<CudaStep> cuda;
+  if (opts.backend == "cuda") {
+#ifdef ARBOR_HAVE_CUDA
+    if (kernels::CudaDeviceCount() == 0) {
+      return absl::FailedPreconditionError("engine backend cuda: no CUDA device is visible");
+    }
+    ARBOR_ASSIGN_OR_RETURN(
+        cuda, CudaStep::Create(weights, layout, layout.BlocksFor(opts.kv_cache_tokens), opts));
+#else
+    return absl::FailedPreconditionError(
+        "engine backend cuda: this build has no CUDA (ARBOR_ENABLE_CUDA=OFF)");
+#endif
+  }
   if (opts.num_threads > 0) openblas_set_num_threads(opts.num_threads);
-  return std::unique_ptr<Engine>(new Engine(weights, experts, opts, std::move(kv)));
+  auto engine = std::unique_ptr<Engine>(new Engine(weights, experts, opts, std::move(kv)));
+  engine->cuda_ = std::move(cuda);
+  return engine;
+}
+
+Engine::~Engine() = default;
+
+absl::Status Engine::Append(SeqId seq, absl::Span<const int> tokens, const void* kv) {
+  const int before = kv_->Length(seq);
+  ARBOR_RETURN_IF_ERROR(kv_->Append(seq, tokens, kv));
+  if (cuda_ == nullptr || tokens.empty()) return absl::OkStatus();
+#ifdef ARBOR_HAVE_CUDA
+  // Mirror the blocks that now hold positions [before, before + n) on the device.
+  ARBOR_RETURN_IF_ERROR(kv_->Path(seq, &path_, 0));
+  const int bt = kv_->layout().block_tokens, end = before + static_cast<int>(tokens.size());
+  std::vector<int> blocks;
+  for (const kvcache::PathEntry& e : path_) {
+    if (e.start + e.length <= before) continue;
+    const int first = (std::max(before, e.start) - e.start) / bt;
+    const int last = (std::min(end, e.start + e.length) - 1 - e.start) / bt;
+    for (int b = first; b <= last; ++b) blocks.push_back(e.blocks[b]);
+  }
+  return cuda_->UploadBlocks(*kv_, blocks);
+#else
+  return absl::OkStatus();
+#endif
 }
 
 Engine::Engine(const model::ModelWeights* weights, ExpertBackend* experts,
@@ -98,6 +149,7 @@ Engine::Engine(const model::ModelWeights* weights, ExpertBackend* experts,
   chunk_queries_.reserve(n * kDepth);
   const size_t blocks = s * (kv_->layout().BlocksFor(options.max_seq_tokens) + kDepth);
   chunk_blocks_.reserve(blocks);
+  chunk_block_ids_.reserve(blocks);
   block_k_.reserve(blocks);
   block_v_.reserve(blocks);
 }
@@ -179,6 +231,7 @@ absl::Status Engine::BuildChunks(std::span<const StepInput> inputs) {
   chunk_query_start_.assign(1, 0);
   chunk_queries_.clear();
   chunk_blocks_.clear();
+  chunk_block_ids_.clear();
   const int bt = kv_->layout().block_tokens;
   for (size_t i = 0; i < refs_.size(); ++i) {
     const PathRef& r = refs_[i];
@@ -188,6 +241,7 @@ absl::Status Engine::BuildChunks(std::span<const StepInput> inputs) {
       chunk_len_.push_back(r.length);
       for (int b = 0; b < (r.length + bt - 1) / bt; ++b) {
         chunk_blocks_.push_back(kv_->block_data(r.blocks[b]));
+        chunk_block_ids_.push_back(r.blocks[b]);
       }
       chunk_block_start_.push_back(static_cast<int>(chunk_blocks_.size()));
     }
@@ -232,6 +286,26 @@ absl::Status Engine::Step(std::span<const StepInput> inputs) {
   const int n_tokens = t;
   ARBOR_RETURN_IF_ERROR(BuildChunks(inputs));
 
+#ifdef ARBOR_HAVE_CUDA
+  if (cuda_ != nullptr) {
+    std::vector<int> last_rows;
+    for (int s = 0; s < n_seqs; ++s) {
+      logits_row_[s] = -1;
+      if (!inputs[s].want_logits) continue;
+      logits_row_[s] = static_cast<int>(last_rows.size());
+      last_rows.push_back(query_start_[s + 1] - 1);
+    }
+    CudaStepInput in;
+    in.n_tokens = n_tokens, in.x = x_.data(), in.positions = positions_.data();
+    in.slots = slots_.data(), in.n_chunks = n_chunks_, in.chunk_start = chunk_start_.data();
+    in.chunk_len = chunk_len_.data(), in.chunk_block_start = chunk_block_start_.data();
+    in.chunk_block_ids = chunk_block_ids_.data();
+    in.chunk_query_start = chunk_query_start_.data(), in.chunk_queries = chunk_queries_.data();
+    in.last_rows = last_rows.data(), in.n_last = static_cast<int>(last_rows.size());
+    ARBOR_RETURN_IF_ERROR(cuda_->Run(in, experts_, kv_.get(), logits_.data()));
+    return Finish(inputs);
+  }
+#endif
   for (int l = 0; l < config_.num_hidden_layers; ++l) {
     ARBOR_RETURN_IF_ERROR(RunLayer(l, n_tokens));
   }
@@ -250,8 +324,12 @@ absl::Status Engine::Step(std::span<const StepInput> inputs) {
     MatMulWT(last_.data(), w_->lm_head_data(), logits_.data(), rows, config_.vocab_size, hidden,
              0.0f);
   }
-  n_inputs_ = n_seqs;
+  return Finish(inputs);
+}
 
+absl::Status Engine::Finish(std::span<const StepInput> inputs) {
+  const int n_seqs = static_cast<int>(inputs.size());
+  n_inputs_ = n_seqs;
   for (int s = 0; s < n_seqs; ++s) {
     ARBOR_RETURN_IF_ERROR(kv_->Commit(step_seqs_[s], inputs[s].tokens));
     if (inputs[s].tokens.size() > 1) {

@@ -7,6 +7,7 @@
 #include <new>
 
 #include "arbor/engine/local_model.h"
+#include "arbor/kernels/gpu.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
@@ -175,6 +176,21 @@ TEST(EngineTest, CreateRejectsBadOptionsAndRouterOnlyWeights) {
   auto experts_only = *model::ModelWeights::Load(*ckpt, {.non_expert = false});
   auto backend = *CpuExpertBackend::Create(experts_only.get(), 8);
   EXPECT_FALSE(Engine::Create(experts_only.get(), backend.get(), SmallOptions()).ok());
+}
+
+TEST(EngineTest, BackendOptionIsCheckedAndCudaNeedsADevice) {
+  EngineOptions o = SmallOptions();
+  o.backend = "tpu";
+  auto bad = LocalModel::Load(kModel, o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("tpu"), absl::string_view::npos);
+  if (kernels::CudaDeviceCount() == 0) {
+    o.backend = "cuda";
+    auto cuda = LocalModel::Load(kModel, o);
+    ASSERT_FALSE(cuda.ok());
+    EXPECT_EQ(cuda.status().code(), absl::StatusCode::kFailedPrecondition) << cuda.status();
+  }
 }
 
 // Greedy continuation of `seq` for `steps` tokens starting by feeding `first`; returns every

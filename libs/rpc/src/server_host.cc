@@ -4,8 +4,6 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
 
-#include <exception>
-
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
 
@@ -30,14 +28,12 @@ absl::StatusOr<std::unique_ptr<ServerHost>> ServerHost::Start(
   host->server_->GetHealthCheckService()->SetServingStatus(true);
 
   if (!options.metrics_address.empty()) {
-    try {  // prometheus-cpp reports bind failures by throwing
-      host->exposer_ = std::make_unique<prometheus::Exposer>(options.metrics_address);
-    } catch (const std::exception& e) {
+    auto metrics = MetricsServer::Start(options.metrics_address, std::move(registry));
+    if (!metrics.ok()) {
       host->Shutdown();
-      return absl::UnavailableError(
-          absl::StrCat("cannot serve metrics on ", options.metrics_address, ": ", e.what()));
+      return metrics.status();
     }
-    if (registry != nullptr) host->exposer_->RegisterCollectable(registry);
+    host->metrics_ = std::move(*metrics);
   }
   spdlog::info("serving address={} metrics_port={}", host->address(), host->metrics_port());
   return host;
@@ -50,11 +46,7 @@ std::string ServerHost::address() const {
   return absl::StrCat(options_.address.substr(0, options_.address.rfind(':')), ":", port_);
 }
 
-int ServerHost::metrics_port() const {
-  if (exposer_ == nullptr) return -1;
-  const std::vector<int> ports = exposer_->GetListeningPorts();
-  return ports.empty() ? -1 : ports[0];
-}
+int ServerHost::metrics_port() const { return metrics_ == nullptr ? -1 : metrics_->port(); }
 
 void ServerHost::Shutdown() {
   if (shut_down_ || server_ == nullptr) return;
@@ -65,7 +57,7 @@ void ServerHost::Shutdown() {
   server_->Shutdown(std::chrono::system_clock::now() +
                     absl::ToChronoMilliseconds(options_.drain_timeout));
   server_->Wait();
-  exposer_.reset();
+  metrics_.reset();
 }
 
 void BlockShutdownSignals() {

@@ -4,12 +4,15 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
 #include "arbor/rpc/flags_env.h"
 #include "arbor/rpc/http_get_for_test.h"
+#include "arbor/rpc/metrics_server.h"
 #include "arbor/rpc/status.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "prometheus/counter.h"
+#include "prometheus/gauge.h"
 
 ABSL_FLAG(int, rpc_test_limit, 5, "a flag for the env override test");
 
@@ -76,6 +79,34 @@ TEST(ServerHostTest, MetricsEndpointServesTheRegistry) {
   const std::string body = testing::HttpGet((*host)->metrics_port(), "/metrics");
   EXPECT_NE(body.find("200 OK"), std::string::npos) << body;
   EXPECT_NE(body.find("arbor_test_requests_total{method=\"Check\"} 3"), std::string::npos) << body;
+}
+
+TEST(ServerHostTest, MetricsEndpointRefusesOtherPathsAndMethodsAndKeepsServing) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  prometheus::BuildGauge().Name("arbor_test_up").Help("1").Register(*registry).Add({}).Set(1);
+  auto server = MetricsServer::Start("127.0.0.1:0", registry);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->port();
+  EXPECT_NE(testing::HttpGet(port, "/").find("404 Not Found"), std::string::npos);
+  // A client that connects and sends nothing times out without blocking the next scrape
+  // for longer than the 2 s read timeout.
+  const int idle = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  ASSERT_EQ(::connect(idle, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const std::string body = testing::HttpGet(port, "/metrics");
+  ::close(idle);
+  EXPECT_NE(body.find("arbor_test_up 1"), std::string::npos) << body;
+  EXPECT_NE(body.find("Content-Length: "), std::string::npos) << body;
+  // The same port twice: the second bind is refused, naming the address.
+  auto twice = MetricsServer::Start(absl::StrCat("127.0.0.1:", port), registry);
+  ASSERT_FALSE(twice.ok());
+  EXPECT_EQ(twice.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(twice.status().message().find(absl::StrCat("127.0.0.1:", port)),
+            absl::string_view::npos);
+  EXPECT_FALSE(MetricsServer::Start("no-port", registry).ok());
 }
 
 TEST(ServerHostTest, UnusableAddressesAreUnavailable) {

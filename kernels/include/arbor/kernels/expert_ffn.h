@@ -18,6 +18,8 @@ struct cublasContext;
 
 namespace arbor::kernels {
 
+struct CublasApi;
+
 enum class ExpertGemm { kAuto, kGrouped, kLoop };
 
 // One GEMM problem: rows [row_begin, row_begin + n_rows) of x run through one expert.
@@ -66,6 +68,7 @@ class ExpertFfnRunner {
 
   ExpertGemm mode_;
   const int max_groups_;
+  const CublasApi* api_ = nullptr;
   cublasContext* handle_ = nullptr;
   DeviceBuffer ptrs_;                   // device [6, max_groups] matrix pointers
   std::vector<const void*> host_ptrs_;  // [6, max_groups] staging for ptrs_

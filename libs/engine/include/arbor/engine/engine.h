@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -35,7 +36,13 @@ struct EngineOptions {
   int max_fork = 64;         // children per Fork
   bool prefix_cache = true;  // AddSequence(prompt) reuses cached prompt prefixes
   int num_threads = 0;       // OpenBLAS threads; 0 keeps OpenBLAS's default
+  // Where attention, norms, RoPE, gating and the LM head run: "cpu" (OpenBLAS, f32 KV) or
+  // "cuda" (GPU 0, a bf16 mirror of the KV blocks; builds with CUDA only). The experts run on
+  // the ExpertBackend either way.
+  std::string backend = "cpu";
 };
+
+class CudaStep;
 
 struct StepInput {
   SeqId seq = 0;
@@ -55,9 +62,11 @@ class Engine {
  public:
   // `weights` must hold the non-expert weights; `experts` runs the MoE FFN. Both must outlive
   // the engine. INVALID_ARGUMENT names the bad option.
+  // FAILED_PRECONDITION for backend cuda without CUDA in the build or a device.
   static absl::StatusOr<std::unique_ptr<Engine>> Create(const model::ModelWeights* weights,
                                                         ExpertBackend* experts,
                                                         const EngineOptions& options);
+  ~Engine();
 
   // A new empty sequence.
   SeqId AddSequence();
@@ -73,9 +82,7 @@ class Engine {
   absl::Status Release(SeqId seq) { return kv_->Release(seq); }
   // Appends tokens whose KV was computed elsewhere (a kv-store's segments): `kv` is
   // [n, layers, 2, kv_heads, head_dim] f32. All or nothing; errors as KvTree::Append.
-  absl::Status Append(SeqId seq, absl::Span<const int> tokens, const void* kv) {
-    return kv_->Append(seq, tokens, kv);
-  }
+  absl::Status Append(SeqId seq, absl::Span<const int> tokens, const void* kv);
   // Tokens in the sequence's KV, -1 if unknown.
   int Length(SeqId seq) const { return kv_->Length(seq); }
 
@@ -101,6 +108,8 @@ class Engine {
   // Groups the paths of the step's sequences into attention chunks.
   absl::Status BuildChunks(std::span<const StepInput> inputs);
   absl::Status RunLayer(int layer, int n_tokens);
+  // Commits the step's tokens and counts them.
+  absl::Status Finish(std::span<const StepInput> inputs);
 
   model::ModelConfig config_;
   const model::NonExpertWeights* w_;
@@ -140,9 +149,12 @@ class Engine {
   std::vector<int> chunk_start_, chunk_len_, chunk_block_start_, chunk_query_start_;
   std::vector<int> chunk_queries_;     // token rows attending to each chunk
   std::vector<float*> chunk_blocks_;   // block bases of every chunk, in chunk order
+  std::vector<int> chunk_block_ids_;   // the same blocks' ids
   std::vector<const float*> block_k_;  // chunk_blocks_ at this layer's K
   std::vector<const float*> block_v_;  // chunk_blocks_ at this layer's V
   int n_chunks_ = 0;
+
+  std::unique_ptr<CudaStep> cuda_;  // set for backend "cuda"
 };
 
 }  // namespace arbor::engine

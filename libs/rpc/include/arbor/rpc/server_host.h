@@ -12,7 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "prometheus/exposer.h"
+#include "arbor/rpc/metrics_server.h"
 #include "prometheus/registry.h"
 
 namespace arbor::rpc {
@@ -46,7 +46,7 @@ class ServerHost {
 
   ServerHostOptions options_;
   std::unique_ptr<grpc::Server> server_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<MetricsServer> metrics_;
   int port_ = 0;
   bool shut_down_ = false;
 };

@@ -1,0 +1,36 @@
+// Writes one layer's K and V of a step's new tokens into their KV blocks (bf16), at the
+// (block, slot) the KV tree reserved for each token. Block layout is kvcache::KvLayout's in
+// bf16 elements: K of (layer, kv head g) in block b is a dense [block_tokens, head_dim] matrix
+// at blocks + b * block_elems + k_offset + g * head_stride (V at v_offset).
+#pragma once
+
+#include <cstddef>
+
+#include "absl/status/status.h"
+#include "arbor/kernels/gpu.h"
+
+namespace arbor::kernels {
+
+struct KvWriteParams {
+  const float* qkv = nullptr;  // [n_tokens, row_stride]; K at col k_col, V at col v_col
+  int row_stride = 0;
+  int k_col = 0;
+  int v_col = 0;
+  const int* block = nullptr;  // [n_tokens] block id of each token
+  const int* slot = nullptr;   // [n_tokens] token slot inside its block
+  int n_tokens = 0;
+  bf16_t* blocks = nullptr;  // base of the block array
+  size_t block_elems = 0;    // elements per block
+  size_t k_offset = 0;       // elements from a block's start to this layer's K (head 0)
+  size_t v_offset = 0;
+  int n_kv_heads = 0;
+  int head_dim = 0;
+  size_t head_stride = 0;  // block_tokens * head_dim
+
+  absl::Status Validate() const;
+};
+
+void KvWriteCpu(const KvWriteParams& p);
+absl::Status KvWriteCuda(const KvWriteParams& p, cudaStream_t stream);
+
+}  // namespace arbor::kernels

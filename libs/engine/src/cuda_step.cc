@@ -1,0 +1,356 @@
+#include "cuda_step.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "arbor/common/dtype.h"
+#include "arbor/common/status_macros.h"
+#include "arbor/kernels/cublas_api.h"
+#include "arbor/kernels/cuda_check.h"
+#include "arbor/kernels/gating.h"
+#include "arbor/kernels/kv_write.h"
+#include "arbor/kernels/rms_norm.h"
+#include "arbor/kernels/rope.h"
+
+namespace arbor::engine {
+
+using kernels::bf16_t;
+using kernels::DeviceBuffer;
+
+namespace {
+constexpr int kSplitTokens = 256;  // KV tokens per attention work item
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CudaStep>> CudaStep::Create(const model::ModelWeights* weights,
+                                                           const kvcache::KvLayout& layout,
+                                                           int kv_blocks,
+                                                           const EngineOptions& options) {
+  const model::ModelConfig& c = weights->config();
+  const int group = c.num_attention_heads / c.num_key_value_heads;
+  if (c.head_dim % 16 != 0 || c.head_dim > 256 || group > kernels::kTreeDecodeRows) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cuda engine: head_dim ", c.head_dim, " (needs a multiple of 16, <= 256) or ",
+                     group, " query heads per kv head (max ", kernels::kTreeDecodeRows,
+                     ") is not supported by the attention kernel"));
+  }
+  std::unique_ptr<CudaStep> s(new CudaStep(weights, layout, kv_blocks, options));
+  ARBOR_RETURN_IF_ERROR(s->Init());
+  return s;
+}
+
+CudaStep::CudaStep(const model::ModelWeights* weights, const kvcache::KvLayout& layout,
+                   int kv_blocks, const EngineOptions& options)
+    : config_(weights->config()),
+      w_(weights->non_expert()),
+      layout_(layout),
+      kv_blocks_(kv_blocks),
+      options_(options) {}
+
+CudaStep::~CudaStep() {
+  if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+  if (blas_ != nullptr) api_->destroy(blas_);
+  if (stream_ != nullptr) cudaStreamDestroy(stream_);
+}
+
+absl::Status CudaStep::Init() {
+  ARBOR_ASSIGN_OR_RETURN(pool_, kernels::DevicePool::Create(0));
+  ARBOR_CUDA_RETURN_IF_ERROR(cudaSetDevice(0));
+  ARBOR_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  ARBOR_ASSIGN_OR_RETURN(api_, kernels::Cublas());
+  cublasHandle_t handle = nullptr;
+  ARBOR_CUBLAS_RETURN_IF_ERROR(api_->create(&handle));
+  blas_ = handle;
+  ARBOR_CUBLAS_RETURN_IF_ERROR(api_->set_stream(handle, stream_));
+  // f32 weights and plain SGEMM (no TF32): the CPU engine's arithmetic, up to summation order.
+  ARBOR_CUBLAS_RETURN_IF_ERROR(api_->set_math_mode(handle, CUBLAS_PEDANTIC_MATH));
+
+  auto up = [&](const float* data, size_t n) -> absl::StatusOr<DeviceBuffer> {
+    ARBOR_ASSIGN_OR_RETURN(DeviceBuffer b, pool_->Allocate(n * sizeof(float)));
+    ARBOR_CUDA_RETURN_IF_ERROR(
+        cudaMemcpy(b.data(), data, n * sizeof(float), cudaMemcpyHostToDevice));
+    return b;
+  };
+  for (const model::LayerWeights& lw : w_->layers) {
+    LayerDev d;
+    ARBOR_ASSIGN_OR_RETURN(d.attn_norm, up(lw.attn_norm.data(), lw.attn_norm.size()));
+    ARBOR_ASSIGN_OR_RETURN(d.wqkv, up(lw.wqkv.data(), lw.wqkv.size()));
+    ARBOR_ASSIGN_OR_RETURN(d.wo, up(lw.wo.data(), lw.wo.size()));
+    ARBOR_ASSIGN_OR_RETURN(d.ffn_norm, up(lw.ffn_norm.data(), lw.ffn_norm.size()));
+    ARBOR_ASSIGN_OR_RETURN(d.gate, up(lw.gate.data(), lw.gate.size()));
+    layers_.push_back(std::move(d));
+  }
+  const size_t hidden = config_.hidden_size, vocab = config_.vocab_size;
+  ARBOR_ASSIGN_OR_RETURN(final_norm_, up(w_->final_norm.data(), hidden));
+  ARBOR_ASSIGN_OR_RETURN(lm_head_, up(w_->lm_head_data(), vocab * hidden));
+  const kernels::RopeTable rope(config_.head_dim, config_.rope_theta, options_.max_seq_tokens);
+  const size_t rope_n = static_cast<size_t>(options_.max_seq_tokens) * config_.head_dim / 2;
+  ARBOR_ASSIGN_OR_RETURN(rope_cos_, up(rope.cos(0), rope_n));
+  ARBOR_ASSIGN_OR_RETURN(rope_sin_, up(rope.sin(0), rope_n));
+
+  const size_t kv_bytes = static_cast<size_t>(kv_blocks_) * layout_.floats_per_block() * 2;
+  ARBOR_ASSIGN_OR_RETURN(kv_, pool_->Allocate(kv_bytes));
+  ARBOR_CUDA_RETURN_IF_ERROR(cudaMemset(kv_.data(), 0, kv_bytes));
+
+  const size_t n = options_.max_batch_tokens, s = options_.max_seqs;
+  const size_t qkv = config_.q_dim() + 2 * static_cast<size_t>(config_.kv_dim());
+  const size_t k = config_.num_experts_per_tok;
+  struct Want {
+    DeviceBuffer* buf;
+    size_t bytes;
+  };
+  for (const Want& want :
+       {Want{&x_, n * hidden * 4}, Want{&h_, n * hidden * 4}, Want{&qkv_, n * qkv * 4},
+        Want{&attn_, n * config_.q_dim() * 4}, Want{&router_, n * config_.num_local_experts * 4},
+        Want{&ids_, n * k * 4}, Want{&gate_w_, n * k * 4}, Want{&pos_, n * 4},
+        Want{&slot_block_, n * 4}, Want{&slot_slot_, n * 4}, Want{&last_, s * hidden * 4},
+        Want{&logits_, s * vocab * 4}}) {
+    ARBOR_ASSIGN_OR_RETURN(*want.buf, pool_->Allocate(want.bytes));
+  }
+  h_x_.resize(n * hidden);
+  h_h_.resize(n * hidden);
+  h_w_.resize(n * k);
+  h_ids_.resize(n * k);
+  h_slot_block_.resize(n);
+  h_slot_slot_.resize(n);
+  h_kv_.resize(layout_.floats_per_block());
+  return absl::OkStatus();
+}
+
+// y[m, n] (+)= x[m, k] . w[n, k]^T, row-major: column-major y^T = op_T(w) . x^T.
+absl::Status CudaStep::Gemm(const float* x, const float* w, float* y, int m, int n, int k,
+                            float beta) {
+  const float one = 1.0f;
+  ARBOR_CUBLAS_RETURN_IF_ERROR(
+      api_->sgemm(blas_, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &one, w, k, x, k, &beta, y, n));
+  return absl::OkStatus();
+}
+
+absl::Status CudaStep::Grow(Grown& g, size_t bytes) {
+  bytes = std::max<size_t>(bytes, 4);
+  if (bytes <= g.bytes) return absl::OkStatus();
+  g.bytes = std::max(bytes, 2 * g.bytes);
+  ARBOR_ASSIGN_OR_RETURN(g.buf, pool_->Allocate(g.bytes));
+  return absl::OkStatus();
+}
+
+absl::Status CudaStep::Run(const CudaStepInput& in, ExpertBackend* experts, kvcache::KvTree* kv,
+                           float* logits) {
+  const int n = in.n_tokens, hidden = config_.hidden_size;
+  auto h2d = [&](void* dst, const void* src, size_t bytes) {
+    return kernels::CudaStatus(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_),
+                               "upload");
+  };
+  ARBOR_RETURN_IF_ERROR(h2d(x_.data(), in.x, static_cast<size_t>(n) * hidden * 4));
+  ARBOR_RETURN_IF_ERROR(h2d(pos_.data(), in.positions, n * 4));
+  for (int t = 0; t < n; ++t) {
+    h_slot_block_[t] = in.slots[t].block;
+    h_slot_slot_[t] = in.slots[t].slot;
+  }
+  ARBOR_RETURN_IF_ERROR(h2d(slot_block_.data(), h_slot_block_.data(), n * 4));
+  ARBOR_RETURN_IF_ERROR(h2d(slot_slot_.data(), h_slot_slot_.data(), n * 4));
+
+  // Attention chunks and the work plan; block pointers are set per layer.
+  const int group = config_.num_attention_heads / config_.num_key_value_heads;
+  const kernels::DecodePlan plan =
+      kernels::PlanDecode(in.n_chunks, in.chunk_len, in.chunk_query_start, in.chunk_queries, n,
+                          kernels::kTreeDecodeRows / group, kSplitTokens);
+  n_chunk_blocks_ = in.chunk_block_start[in.n_chunks];
+  const size_t n_queries = in.chunk_query_start[in.n_chunks];
+  const size_t heads = config_.num_attention_heads, slots = std::max(1, plan.n_slots);
+  for (auto [g, bytes] : {std::pair<Grown*, size_t>{&chunk_start_, in.n_chunks * 4},
+                          {&chunk_block_start_, (in.n_chunks + 1) * 4},
+                          {&chunk_query_start_, (in.n_chunks + 1) * 4},
+                          {&chunk_queries_, n_queries * 4},
+                          {&block_k_, n_chunk_blocks_ * sizeof(void*)},
+                          {&block_v_, n_chunk_blocks_ * sizeof(void*)},
+                          {&items_, plan.items.size() * sizeof(kernels::DecodeItem)},
+                          {&slot_start_, plan.query_slot_start.size() * 4},
+                          {&slots_, plan.query_slots.size() * 4},
+                          {&pm_, slots * heads * 4},
+                          {&pl_, slots * heads * 4},
+                          {&po_, slots * heads * config_.head_dim * 4}}) {
+    ARBOR_RETURN_IF_ERROR(Grow(*g, bytes));
+  }
+  ARBOR_RETURN_IF_ERROR(h2d(chunk_start_.buf.data(), in.chunk_start, in.n_chunks * 4));
+  ARBOR_RETURN_IF_ERROR(
+      h2d(chunk_block_start_.buf.data(), in.chunk_block_start, (in.n_chunks + 1) * 4));
+  ARBOR_RETURN_IF_ERROR(
+      h2d(chunk_query_start_.buf.data(), in.chunk_query_start, (in.n_chunks + 1) * 4));
+  ARBOR_RETURN_IF_ERROR(h2d(chunk_queries_.buf.data(), in.chunk_queries, n_queries * 4));
+  ARBOR_RETURN_IF_ERROR(
+      h2d(items_.buf.data(), plan.items.data(), plan.items.size() * sizeof(kernels::DecodeItem)));
+  ARBOR_RETURN_IF_ERROR(
+      h2d(slot_start_.buf.data(), plan.query_slot_start.data(), plan.query_slot_start.size() * 4));
+  ARBOR_RETURN_IF_ERROR(
+      h2d(slots_.buf.data(), plan.query_slots.data(), plan.query_slots.size() * 4));
+  h_chunk_block_ids_.assign(in.chunk_block_ids, in.chunk_block_ids + n_chunk_blocks_);
+
+  kernels::DecodeAttentionParams& ap = attn_params_;
+  ap = {};
+  ap.q = qkv_.as<float>();
+  ap.q_row_stride = config_.q_dim() + 2 * config_.kv_dim();
+  ap.out = attn_.as<float>();
+  ap.q_pos = pos_.as<int>();
+  ap.n_tokens = n;
+  ap.n_heads = config_.num_attention_heads;
+  ap.n_kv_heads = config_.num_key_value_heads;
+  ap.head_dim = config_.head_dim;
+  ap.scale = 1.0f / std::sqrt(static_cast<float>(config_.head_dim));
+  ap.chunk_start = chunk_start_.buf.as<int>();
+  ap.chunk_block_start = chunk_block_start_.buf.as<int>();
+  ap.chunk_query_start = chunk_query_start_.buf.as<int>();
+  ap.chunk_queries = chunk_queries_.buf.as<int>();
+  ap.block_k = block_k_.buf.as<const bf16_t*>();
+  ap.block_v = block_v_.buf.as<const bf16_t*>();
+  ap.block_tokens = layout_.block_tokens;
+  ap.head_stride = layout_.head_stride();
+  ap.items = items_.buf.as<kernels::DecodeItem>();
+  ap.n_items = static_cast<int>(plan.items.size());
+  ap.query_slot_start = slot_start_.buf.as<int>();
+  ap.query_slots = slots_.buf.as<int>();
+  ap.n_slots = plan.n_slots;
+  ap.partial_m = pm_.buf.as<float>();
+  ap.partial_l = pl_.buf.as<float>();
+  ap.partial_o = po_.buf.as<float>();
+
+  for (int l = 0; l < config_.num_hidden_layers; ++l) {
+    ARBOR_RETURN_IF_ERROR(Layer(l, n, experts));
+  }
+
+  // Final norm and LM head of the wanted rows.
+  for (int i = 0; i < in.n_last; ++i) {
+    ARBOR_RETURN_IF_ERROR(kernels::RmsNormCuda(
+        {x_.as<float>() + static_cast<size_t>(in.last_rows[i]) * hidden, final_norm_.as<float>(),
+         last_.as<float>() + static_cast<size_t>(i) * hidden, 1, hidden, hidden,
+         config_.rms_norm_eps},
+        stream_));
+  }
+  if (in.n_last > 0) {
+    ARBOR_RETURN_IF_ERROR(Gemm(last_.as<float>(), lm_head_.as<float>(), logits_.as<float>(),
+                               in.n_last, config_.vocab_size, hidden, 0.0f));
+    ARBOR_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+        logits, logits_.data(), static_cast<size_t>(in.n_last) * config_.vocab_size * 4,
+        cudaMemcpyDeviceToHost, stream_));
+  }
+
+  // The new tokens' KV back into the host blocks (block by block, slots of this step only).
+  const bf16_t* mirror = kv_.as<bf16_t>();
+  const size_t fpb = layout_.floats_per_block(), hd = layout_.head_dim;
+  for (int t = 0; t < n;) {
+    const int block = in.slots[t].block;
+    ARBOR_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(h_kv_.data(), mirror + block * fpb, fpb * 2,
+                                               cudaMemcpyDeviceToHost, stream_));
+    ARBOR_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    float* host = kv->block_data(block);
+    for (; t < n && in.slots[t].block == block; ++t) {
+      const size_t slot = static_cast<size_t>(in.slots[t].slot) * hd;
+      for (int l = 0; l < layout_.num_layers; ++l) {
+        for (int kvi = 0; kvi < 2; ++kvi) {
+          for (int g = 0; g < layout_.num_kv_heads; ++g) {
+            const size_t at = layout_.offset(l, kvi) + g * layout_.head_stride() + slot;
+            for (size_t d = 0; d < hd; ++d) host[at + d] = BF16ToF32(h_kv_[at + d]);
+          }
+        }
+      }
+    }
+  }
+  ARBOR_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaStep::Layer(int layer, int n, ExpertBackend* experts) {
+  const LayerDev& lw = layers_[layer];
+  const int hidden = config_.hidden_size, hd = config_.head_dim;
+  const int q_dim = config_.q_dim(), kv_dim = config_.kv_dim(), qkv_dim = q_dim + 2 * kv_dim;
+  const int k = config_.num_experts_per_tok, e = config_.num_local_experts;
+  const float eps = config_.rms_norm_eps;
+
+  ARBOR_RETURN_IF_ERROR(kernels::RmsNormCuda(
+      {x_.as<float>(), lw.attn_norm.as<float>(), h_.as<float>(), n, hidden, hidden, eps}, stream_));
+  ARBOR_RETURN_IF_ERROR(
+      Gemm(h_.as<float>(), lw.wqkv.as<float>(), qkv_.as<float>(), n, qkv_dim, hidden, 0.0f));
+  kernels::RopeCudaParams rope{qkv_.as<float>(),
+                               pos_.as<int>(),
+                               rope_cos_.as<float>(),
+                               rope_sin_.as<float>(),
+                               hd,
+                               options_.max_seq_tokens,
+                               n,
+                               config_.num_attention_heads,
+                               qkv_dim};
+  ARBOR_RETURN_IF_ERROR(kernels::RopeCuda(rope, stream_));
+  rope.x = qkv_.as<float>() + q_dim;
+  rope.n_heads = config_.num_key_value_heads;
+  ARBOR_RETURN_IF_ERROR(kernels::RopeCuda(rope, stream_));
+
+  kernels::KvWriteParams kw;
+  kw.qkv = qkv_.as<float>(), kw.row_stride = qkv_dim, kw.k_col = q_dim, kw.v_col = q_dim + kv_dim;
+  kw.block = slot_block_.as<int>(), kw.slot = slot_slot_.as<int>(), kw.n_tokens = n;
+  kw.blocks = kv_.as<bf16_t>(), kw.block_elems = layout_.floats_per_block();
+  kw.k_offset = layout_.offset(layer, 0), kw.v_offset = layout_.offset(layer, 1);
+  kw.n_kv_heads = config_.num_key_value_heads, kw.head_dim = hd;
+  kw.head_stride = layout_.head_stride();
+  ARBOR_RETURN_IF_ERROR(kernels::KvWriteCuda(kw, stream_));
+
+  h_block_k_.resize(n_chunk_blocks_);
+  h_block_v_.resize(n_chunk_blocks_);
+  const bf16_t* base = kv_.as<bf16_t>();
+  for (int b = 0; b < n_chunk_blocks_; ++b) {
+    const bf16_t* blk = base + static_cast<size_t>(h_chunk_block_ids_[b]) * kw.block_elems;
+    h_block_k_[b] = blk + kw.k_offset;
+    h_block_v_[b] = blk + kw.v_offset;
+  }
+  if (n_chunk_blocks_ > 0) {
+    ARBOR_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(block_k_.buf.data(), h_block_k_.data(),
+                                               n_chunk_blocks_ * sizeof(void*),
+                                               cudaMemcpyHostToDevice, stream_));
+    ARBOR_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(block_v_.buf.data(), h_block_v_.data(),
+                                               n_chunk_blocks_ * sizeof(void*),
+                                               cudaMemcpyHostToDevice, stream_));
+  }
+  ARBOR_RETURN_IF_ERROR(kernels::TreeDecodeCuda(attn_params_, stream_));
+  ARBOR_RETURN_IF_ERROR(
+      Gemm(attn_.as<float>(), lw.wo.as<float>(), x_.as<float>(), n, hidden, q_dim, 1.0f));
+
+  ARBOR_RETURN_IF_ERROR(kernels::RmsNormCuda(
+      {x_.as<float>(), lw.ffn_norm.as<float>(), h_.as<float>(), n, hidden, hidden, eps}, stream_));
+  ARBOR_RETURN_IF_ERROR(
+      Gemm(h_.as<float>(), lw.gate.as<float>(), router_.as<float>(), n, e, hidden, 0.0f));
+  ARBOR_RETURN_IF_ERROR(kernels::GatingCuda(
+      {router_.as<float>(), ids_.as<int>(), gate_w_.as<float>(), n, e, k}, stream_));
+
+  // Experts on host buffers: they add their weighted outputs into x.
+  auto d2h = [&](void* dst, const DeviceBuffer& src, size_t bytes) {
+    return kernels::CudaStatus(
+        cudaMemcpyAsync(dst, src.data(), bytes, cudaMemcpyDeviceToHost, stream_), "download");
+  };
+  const size_t rows = static_cast<size_t>(n) * hidden * 4;
+  ARBOR_RETURN_IF_ERROR(d2h(h_h_.data(), h_, rows));
+  ARBOR_RETURN_IF_ERROR(d2h(h_x_.data(), x_, rows));
+  ARBOR_RETURN_IF_ERROR(d2h(h_ids_.data(), ids_, static_cast<size_t>(n) * k * 4));
+  ARBOR_RETURN_IF_ERROR(d2h(h_w_.data(), gate_w_, static_cast<size_t>(n) * k * 4));
+  ARBOR_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  ARBOR_RETURN_IF_ERROR(
+      experts->Run({layer, h_h_.data(), n, k, h_ids_.data(), h_w_.data()}, h_x_.data()));
+  ARBOR_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(x_.data(), h_x_.data(), rows, cudaMemcpyHostToDevice, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaStep::UploadBlocks(const kvcache::KvTree& kv, const std::vector<int>& blocks) {
+  const size_t fpb = layout_.floats_per_block();
+  for (int b : blocks) {
+    const float* host = kv.block_data(b);
+    for (size_t i = 0; i < fpb; ++i) h_kv_[i] = F32ToBF16(host[i]);
+    ARBOR_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(kv_.as<bf16_t>() + b * fpb, h_kv_.data(), fpb * 2,
+                                               cudaMemcpyHostToDevice, stream_));
+    ARBOR_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));  // h_kv_ is reused
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace arbor::engine

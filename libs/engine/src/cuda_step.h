@@ -1,0 +1,110 @@
+// The GPU side of Engine::Step (builds with ARBOR_HAVE_CUDA only; private to the engine).
+//
+// Owns device copies of the non-expert weights (f32; GEMMs through cuBLAS SGEMM), the RoPE
+// table, per-step buffers sized from EngineOptions, and a bf16 mirror of the KV tree's blocks
+// (same block ids, same KvLayout, bf16 elements). Per layer it runs RMSNorm, the QKV GEMM, RoPE,
+// the KV write into the mirror, tree attention (TreeDecodeCuda over the step's chunks; prefill
+// rows are queries too, masked by position), the output projection, RMSNorm, the gate GEMM and
+// gating on the GPU; the experts run through the engine's ExpertBackend on host buffers (remote
+// workers or the CUDA expert backend), so x and the routing cross to the host once per layer.
+// After the step the new tokens' KV is copied back into the host blocks, so the host KV tree
+// stays the source for ReadKv / ReadSegment; a host Append is mirrored by UploadBlocks.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "arbor/engine/engine.h"
+#include "arbor/kernels/decode_attention.h"
+#include "arbor/kernels/device_pool.h"
+
+struct cublasContext;
+
+namespace arbor::kernels {
+struct CublasApi;
+}  // namespace arbor::kernels
+
+namespace arbor::engine {
+
+// What one step hands the GPU: host arrays, as Engine builds them.
+struct CudaStepInput {
+  int n_tokens = 0;
+  const float* x = nullptr;                      // [n_tokens, hidden] embeddings
+  const int* positions = nullptr;                // [n_tokens]
+  const kvcache::KvTree::Slot* slots = nullptr;  // [n_tokens]
+  int n_chunks = 0;
+  const int* chunk_start = nullptr;
+  const int* chunk_len = nullptr;
+  const int* chunk_block_start = nullptr;  // [n_chunks + 1]
+  const int* chunk_block_ids = nullptr;    // block id of every chunk block
+  const int* chunk_query_start = nullptr;  // [n_chunks + 1]
+  const int* chunk_queries = nullptr;
+  const int* last_rows = nullptr;  // [n_last] token rows whose logits are wanted
+  int n_last = 0;
+};
+
+class CudaStep {
+ public:
+  // INVALID_ARGUMENT when the model's head_dim is not a multiple of 16 (the attention kernel's
+  // tile) or GQA groups exceed 64 heads; device errors otherwise.
+  static absl::StatusOr<std::unique_ptr<CudaStep>> Create(const model::ModelWeights* weights,
+                                                          const kvcache::KvLayout& layout,
+                                                          int kv_blocks,
+                                                          const EngineOptions& options);
+  ~CudaStep();
+
+  // Runs the step; writes logits [n_last, vocab] into `logits` and the new tokens' KV into the
+  // host blocks of `kv`.
+  absl::Status Run(const CudaStepInput& in, ExpertBackend* experts, kvcache::KvTree* kv,
+                   float* logits);
+  // Copies host blocks (converted to bf16) into the mirror, after a host Append.
+  absl::Status UploadBlocks(const kvcache::KvTree& kv, const std::vector<int>& blocks);
+
+ private:
+  CudaStep(const model::ModelWeights* weights, const kvcache::KvLayout& layout, int kv_blocks,
+           const EngineOptions& options);
+  absl::Status Init();
+  absl::Status Gemm(const float* x, const float* w, float* y, int m, int n, int k, float beta);
+  absl::Status Layer(int layer, int n_tokens, ExpertBackend* experts);
+
+  const model::ModelConfig config_;
+  const model::NonExpertWeights* w_;
+  const kvcache::KvLayout layout_;
+  const int kv_blocks_;
+  const EngineOptions options_;
+  std::unique_ptr<kernels::DevicePool> pool_;
+  cudaStream_t stream_ = nullptr;
+  const kernels::CublasApi* api_ = nullptr;
+  cublasContext* blas_ = nullptr;
+
+  struct LayerDev {
+    kernels::DeviceBuffer attn_norm, wqkv, wo, ffn_norm, gate;
+  };
+  std::vector<LayerDev> layers_;
+  kernels::DeviceBuffer final_norm_, lm_head_, rope_cos_, rope_sin_;
+  kernels::DeviceBuffer kv_;  // [kv_blocks, floats_per_block] bf16 mirror
+
+  // Per-step device buffers. N = max_batch_tokens.
+  kernels::DeviceBuffer x_, h_, qkv_, attn_, router_, ids_, gate_w_, pos_, slot_block_, slot_slot_,
+      last_, logits_;
+  // Attention chunks and plan, uploaded per step; each grows on demand.
+  struct Grown {
+    kernels::DeviceBuffer buf;
+    size_t bytes = 0;
+  };
+  absl::Status Grow(Grown& g, size_t bytes);
+  Grown chunk_start_, chunk_block_start_, chunk_query_start_, chunk_queries_, block_k_, block_v_,
+      items_, slot_start_, slots_, pm_, pl_, po_;
+  kernels::DecodeAttentionParams attn_params_;
+  std::vector<const kernels::bf16_t*> h_block_k_, h_block_v_;
+  std::vector<int> h_chunk_block_ids_;
+  int n_chunk_blocks_ = 0;
+
+  // Host staging.
+  std::vector<float> h_x_, h_h_, h_w_;
+  std::vector<int> h_ids_, h_slot_block_, h_slot_slot_, h_last_rows_;
+  std::vector<kernels::bf16_t> h_kv_;
+};
+
+}  // namespace arbor::engine
