@@ -8,6 +8,7 @@
 #include "arbor/common/dtype.h"
 #include "arbor/kernels/expert_ffn.h"
 #include "arbor/kernels/gating.h"
+#include "arbor/kernels/kv_write.h"
 #include "arbor/kernels/moe_permute.h"
 #include "arbor/kernels/rms_norm.h"
 #include "arbor/kernels/rope.h"
@@ -261,6 +262,29 @@ TEST_F(CudaTest, ExpertFfnRejectsGroupsOutsideTheRows) {
   p.x = p.y = p.gate_up = p.act = buf.as<bf16_t>();
   p.n_rows = 4, p.hidden = 8, p.inter = 4, p.groups = &g, p.n_groups = 1;
   EXPECT_EQ((*runner)->Run(p, nullptr).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(CudaTest, KvWriteMatchesCpu) {
+  const int heads = 8, hd = 128, bt = 16, tokens = 37, row = 3 * heads * hd;
+  const size_t head_stride = bt * hd, block = 2 * 2 * heads * head_stride;  // 2 layers
+  std::vector<float> qkv = Randn(static_cast<size_t>(tokens) * row, 31);
+  std::vector<int> blk(tokens), slot(tokens);
+  for (int t = 0; t < tokens; ++t) blk[t] = t / bt, slot[t] = t % bt;
+  std::vector<bf16_t> want(3 * block, 0);
+  KvWriteParams p;
+  p.qkv = qkv.data(), p.row_stride = row, p.k_col = heads * hd, p.v_col = 2 * heads * hd;
+  p.block = blk.data(), p.slot = slot.data(), p.n_tokens = tokens, p.blocks = want.data();
+  p.block_elems = block, p.k_offset = 2 * heads * head_stride;
+  p.v_offset = 3 * heads * head_stride, p.n_kv_heads = heads, p.head_dim = hd;
+  p.head_stride = head_stride;
+  KvWriteCpu(p);
+  DeviceBuffer dq = Up(qkv), db = Up(blk), ds = Up(slot),
+               dblocks = Up(std::vector<bf16_t>(want.size(), 0));
+  KvWriteParams g = p;
+  g.qkv = dq.as<float>(), g.block = db.as<int>(), g.slot = ds.as<int>();
+  g.blocks = dblocks.as<bf16_t>();
+  ASSERT_TRUE(KvWriteCuda(g, nullptr).ok());
+  EXPECT_EQ(Down<bf16_t>(dblocks, want.size()), want);
 }
 
 }  // namespace

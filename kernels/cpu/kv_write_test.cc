@@ -1,0 +1,48 @@
+#include "arbor/kernels/kv_write.h"
+
+#include <vector>
+
+#include "arbor/common/dtype.h"
+#include "gtest/gtest.h"
+
+namespace arbor::kernels {
+namespace {
+
+TEST(KvWriteTest, WritesEachTokensHeadsAtItsSlotAndLayer) {
+  // 2 kv heads of dim 4, 4-token blocks, 2 layers: a block is [layer, K/V, head, token, dim].
+  const int heads = 2, hd = 4, bt = 4, layers = 2;
+  const size_t head_stride = bt * hd, block = size_t{layers} * 2 * heads * head_stride;
+  std::vector<bf16_t> blocks(3 * block, 0);
+  // Two tokens: columns [q (8) | k (8) | v (8)], values = 100 * token + column.
+  std::vector<float> qkv(2 * 24);
+  for (int t = 0; t < 2; ++t) {
+    for (int c = 0; c < 24; ++c) qkv[t * 24 + c] = 100.0f * t + c;
+  }
+  const int blk[2] = {2, 0}, slot[2] = {3, 1};
+  const int layer = 1;
+  KvWriteParams p;
+  p.qkv = qkv.data(), p.row_stride = 24, p.k_col = 8, p.v_col = 16, p.block = blk;
+  p.slot = slot, p.n_tokens = 2, p.blocks = blocks.data(), p.block_elems = block;
+  p.k_offset = (layer * 2 + 0) * heads * head_stride;
+  p.v_offset = (layer * 2 + 1) * heads * head_stride;
+  p.n_kv_heads = heads, p.head_dim = hd, p.head_stride = head_stride;
+  ASSERT_TRUE(p.Validate().ok());
+  KvWriteCpu(p);
+  for (int t = 0; t < 2; ++t) {
+    for (int g = 0; g < heads; ++g) {
+      for (int d = 0; d < hd; ++d) {
+        const size_t at = blk[t] * block + g * head_stride + slot[t] * hd + d;
+        EXPECT_EQ(BF16ToF32(blocks[at + p.k_offset]), 100.0f * t + 8 + g * hd + d);
+        EXPECT_EQ(BF16ToF32(blocks[at + p.v_offset]), 100.0f * t + 16 + g * hd + d);
+      }
+    }
+  }
+  int written = 0;
+  for (bf16_t b : blocks) written += b != 0;
+  EXPECT_EQ(written, 2 * 2 * heads * hd);  // nothing outside the two tokens' rows
+  p.v_col = 20;                                // V would run past the row
+  EXPECT_FALSE(p.Validate().ok());
+}
+
+}  // namespace
+}  // namespace arbor::kernels
