@@ -91,7 +91,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const model::ModelWeights
 Engine::~Engine() = default;
 
 absl::Status Engine::Append(SeqId seq, absl::Span<const int> tokens, const void* kv) {
+#ifdef ARBOR_HAVE_CUDA
   const int before = kv_->Length(seq);
+#endif
   ARBOR_RETURN_IF_ERROR(kv_->Append(seq, tokens, kv));
   if (cuda_ == nullptr || tokens.empty()) return absl::OkStatus();
 #ifdef ARBOR_HAVE_CUDA
