@@ -224,11 +224,14 @@ __global__ void __launch_bounds__(32 * kPagedWarps) PagedDecodeKernel(DecodeAtte
   for (int t = item.tok_begin + warp; t < end; t += kPagedWarps) {
     const int b = p.chunk_block_start[c] + t / p.block_tokens;
     const size_t off = g * p.head_stride + static_cast<size_t>(t % p.block_tokens) * d + col0;
+    // Raw bf16 bits: reinterpret, never convert the integer (that would be a numeric cast).
+    const bf16* kb = reinterpret_cast<const bf16*>(p.block_k[b]) + off;
+    const bf16* vb = reinterpret_cast<const bf16*>(p.block_v[b]) + off;
     float k[kPerLane], v[kPerLane];
 #pragma unroll
     for (int i = 0; i < kPerLane; ++i) {
-      k[i] = __bfloat162float(p.block_k[b][off + i]);
-      v[i] = __bfloat162float(p.block_v[b][off + i]);
+      k[i] = __bfloat162float(kb[i]);
+      v[i] = __bfloat162float(vb[i]);
     }
 #pragma unroll
     for (int h = 0; h < kMaxGroup; ++h) {
