@@ -148,6 +148,15 @@ int main(int argc, char** argv) {
   auto registry = std::make_shared<prometheus::Registry>();
   auto service = arbor::router::RouterService::Create(
       weights->get(), tokenizer.get(), experts->get(), experts->get(), kvstore, options, *registry);
+  if (!service.ok() && backend == "auto" && options.engine.backend == "cuda" &&
+      absl::IsInvalidArgument(service.status())) {
+    // auto: a model the GPU kernels cannot run (e.g. head_dim not a multiple of 16) runs on cpu.
+    spdlog::warn("--backend=auto: {}; using cpu", service.status().ToString());
+    options.engine.backend = "cpu";
+    registry = std::make_shared<prometheus::Registry>();
+    service = arbor::router::RouterService::Create(weights->get(), tokenizer.get(), experts->get(),
+                                                   experts->get(), kvstore, options, *registry);
+  }
   if (!service.ok()) {
     spdlog::error("--backend={}: {}", options.engine.backend, service.status().ToString());
     return 2;
