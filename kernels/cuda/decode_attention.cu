@@ -193,31 +193,31 @@ constexpr int kPagedWarps = 4;
 constexpr int kMaxGroup = 8;    // query heads per kv head
 constexpr int kMaxPerLane = 8;  // head_dim / 32
 
-template <int kPerLane>
+// kPerLane = head_dim / 32 columns per lane; kGroup = query heads per kv head. Both are
+// template parameters so that every per-head array stays in registers.
+template <int kPerLane, int kGroup>
 __global__ void __launch_bounds__(32 * kPagedWarps) PagedDecodeKernel(DecodeAttentionParams p) {
-  __shared__ float red_m[kPagedWarps][kMaxGroup];
-  __shared__ float red_l[kPagedWarps][kMaxGroup];
+  __shared__ float red_m[kPagedWarps][kGroup];
+  __shared__ float red_l[kPagedWarps][kGroup];
   extern __shared__ __align__(16) float red_o[];  // [kPagedWarps, r, head_dim]
   const DecodeItem item = p.items[blockIdx.x];
-  const int g = blockIdx.y, c = item.chunk, d = p.head_dim, r = p.n_heads / p.n_kv_heads;
+  constexpr int r = kGroup;
+  const int g = blockIdx.y, c = item.chunk, d = p.head_dim;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int qrow = p.chunk_queries[p.chunk_query_start[c] + item.q_begin];
   const int pos = p.q_pos[qrow], base = p.chunk_start[c];
   const int col0 = lane * kPerLane;  // this lane's columns [col0, col0 + kPerLane)
 
-  float q[kMaxGroup][kPerLane], o[kMaxGroup][kPerLane], m[kMaxGroup], l[kMaxGroup];
+  float q[kGroup][kPerLane], o[kGroup][kPerLane], m[kGroup], l[kGroup];
 #pragma unroll
-  for (int h = 0; h < kMaxGroup; ++h) {
+  for (int h = 0; h < kGroup; ++h) {
     m[h] = -FLT_MAX;
     l[h] = 0.0f;
 #pragma unroll
     for (int i = 0; i < kPerLane; ++i) {
       o[h][i] = 0.0f;
-      q[h][i] =
-          h < r ? __bfloat162float(__float2bfloat16_rn(
-                      p.q[static_cast<size_t>(qrow) * p.q_row_stride + (g * r + h) * d + col0 + i] *
-                      p.scale))
-                : 0.0f;
+      q[h][i] = __bfloat162float(__float2bfloat16_rn(
+          p.q[static_cast<size_t>(qrow) * p.q_row_stride + (g * r + h) * d + col0 + i] * p.scale));
     }
   }
   const int end = min(item.tok_end, pos - base + 1);
@@ -234,8 +234,7 @@ __global__ void __launch_bounds__(32 * kPagedWarps) PagedDecodeKernel(DecodeAtte
       v[i] = __bfloat162float(vb[i]);
     }
 #pragma unroll
-    for (int h = 0; h < kMaxGroup; ++h) {
-      if (h >= r) break;
+    for (int h = 0; h < kGroup; ++h) {
       float dot = 0;
 #pragma unroll
       for (int i = 0; i < kPerLane; ++i) dot += q[h][i] * k[i];
@@ -251,11 +250,13 @@ __global__ void __launch_bounds__(32 * kPagedWarps) PagedDecodeKernel(DecodeAtte
     }
   }
   // Merge the warps.
-  for (int h = 0; h < r; ++h) {
+#pragma unroll
+  for (int h = 0; h < kGroup; ++h) {
     if (lane == 0) {
       red_m[warp][h] = m[h];
       red_l[warp][h] = l[h];
     }
+#pragma unroll
     for (int i = 0; i < kPerLane; ++i) red_o[(warp * r + h) * d + col0 + i] = o[h][i];
   }
   __syncthreads();
@@ -277,6 +278,29 @@ __global__ void __launch_bounds__(32 * kPagedWarps) PagedDecodeKernel(DecodeAtte
       p.partial_l[sh] = lsum;
     }
   }
+}
+
+template <int kPerLane>
+absl::Status LaunchPaged(const DecodeAttentionParams& p, int group, dim3 grid, size_t smem,
+                         cudaStream_t stream) {
+  switch (group) {
+    case 1:
+      PagedDecodeKernel<kPerLane, 1><<<grid, 32 * kPagedWarps, smem, stream>>>(p);
+      break;
+    case 2:
+      PagedDecodeKernel<kPerLane, 2><<<grid, 32 * kPagedWarps, smem, stream>>>(p);
+      break;
+    case 4:
+      PagedDecodeKernel<kPerLane, 4><<<grid, 32 * kPagedWarps, smem, stream>>>(p);
+      break;
+    case 8:
+      PagedDecodeKernel<kPerLane, 8><<<grid, 32 * kPagedWarps, smem, stream>>>(p);
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("paged_decode: ", group, " query heads per kv head not in {1, 2, 4, 8}"));
+  }
+  return LaunchStatus("PagedDecodeKernel");
 }
 
 // ---- merge: one block per query token ------------------------------------------------------
@@ -336,24 +360,25 @@ absl::Status PagedDecodeCuda(const DecodeAttentionParams& p, cudaStream_t stream
   if (p.n_items > 0) {
     const size_t smem = sizeof(float) * kPagedWarps * r * p.head_dim;
     const dim3 grid(p.n_items, p.n_kv_heads);
+    absl::Status st;
     switch (p.head_dim / 32) {
       case 1:
-        PagedDecodeKernel<1><<<grid, 32 * kPagedWarps, smem, stream>>>(p);
+        st = LaunchPaged<1>(p, r, grid, smem, stream);
         break;
       case 2:
-        PagedDecodeKernel<2><<<grid, 32 * kPagedWarps, smem, stream>>>(p);
+        st = LaunchPaged<2>(p, r, grid, smem, stream);
         break;
       case 4:
-        PagedDecodeKernel<4><<<grid, 32 * kPagedWarps, smem, stream>>>(p);
+        st = LaunchPaged<4>(p, r, grid, smem, stream);
         break;
       case 8:
-        PagedDecodeKernel<8><<<grid, 32 * kPagedWarps, smem, stream>>>(p);
+        st = LaunchPaged<8>(p, r, grid, smem, stream);
         break;
       default:
         return absl::InvalidArgumentError(
             absl::StrCat("paged_decode: head_dim ", p.head_dim, " not in {32, 64, 128, 256}"));
     }
-    if (absl::Status st = LaunchStatus("PagedDecodeKernel"); !st.ok()) return st;
+    if (!st.ok()) return st;
   }
   return Merge(p, stream);
 }
