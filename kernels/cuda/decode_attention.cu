@@ -303,6 +303,23 @@ absl::Status LaunchPaged(const DecodeAttentionParams& p, int group, dim3 grid, s
   return LaunchStatus("PagedDecodeKernel");
 }
 
+absl::Status LaunchPagedFor(const DecodeAttentionParams& p, int group, dim3 grid, size_t smem,
+                            cudaStream_t stream) {
+  switch (p.head_dim / 32) {
+    case 1:
+      return LaunchPaged<1>(p, group, grid, smem, stream);
+    case 2:
+      return LaunchPaged<2>(p, group, grid, smem, stream);
+    case 4:
+      return LaunchPaged<4>(p, group, grid, smem, stream);
+    case 8:
+      return LaunchPaged<8>(p, group, grid, smem, stream);
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("paged_decode: head_dim ", p.head_dim, " not in {32, 64, 128, 256}"));
+  }
+}
+
 // ---- merge: one block per query token ------------------------------------------------------
 __global__ void MergeKernel(DecodeAttentionParams p) {
   const int t = blockIdx.x, d = p.head_dim;
@@ -360,25 +377,7 @@ absl::Status PagedDecodeCuda(const DecodeAttentionParams& p, cudaStream_t stream
   if (p.n_items > 0) {
     const size_t smem = sizeof(float) * kPagedWarps * r * p.head_dim;
     const dim3 grid(p.n_items, p.n_kv_heads);
-    absl::Status st;
-    switch (p.head_dim / 32) {
-      case 1:
-        st = LaunchPaged<1>(p, r, grid, smem, stream);
-        break;
-      case 2:
-        st = LaunchPaged<2>(p, r, grid, smem, stream);
-        break;
-      case 4:
-        st = LaunchPaged<4>(p, r, grid, smem, stream);
-        break;
-      case 8:
-        st = LaunchPaged<8>(p, r, grid, smem, stream);
-        break;
-      default:
-        return absl::InvalidArgumentError(
-            absl::StrCat("paged_decode: head_dim ", p.head_dim, " not in {32, 64, 128, 256}"));
-    }
-    if (!st.ok()) return st;
+    if (absl::Status st = LaunchPagedFor(p, r, grid, smem, stream); !st.ok()) return st;
   }
   return Merge(p, stream);
 }
