@@ -17,6 +17,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
 #include "arbor/engine/local_model.h"
+#include "arbor/kernels/gpu.h"
 #include "nlohmann/json.hpp"
 
 ABSL_FLAG(std::string, model, "models/test-moe", "model folder");
@@ -26,6 +27,8 @@ ABSL_FLAG(int, prompt_tokens, 128, "prompt tokens per sequence");
 ABSL_FLAG(int, decode_steps, 32, "decode steps measured per batch size");
 ABSL_FLAG(int, max_batch_tokens, 512, "tokens per prefill step");
 ABSL_FLAG(int, threads, 0, "OpenBLAS threads; 0 = OpenBLAS default");
+ABSL_FLAG(std::string, backend, "cpu",
+          "cpu, or cuda (engine and experts on GPU 0), or auto (cuda when a device is present)");
 
 namespace {
 
@@ -60,6 +63,8 @@ int main(int argc, char** argv) {
   opts.max_seq_tokens = prompt + steps + 8;
   opts.kv_cache_tokens = max_batch * (prompt + steps + 16);
   opts.num_threads = absl::GetFlag(FLAGS_threads);
+  opts.backend = absl::GetFlag(FLAGS_backend);
+  if (opts.backend == "auto") opts.backend = arbor::kernels::CudaDeviceCount() > 0 ? "cuda" : "cpu";
   const auto t_load = Clock::now();
   auto loaded = arbor::engine::LocalModel::Load(absl::GetFlag(FLAGS_model), opts);
   if (!loaded.ok()) {
@@ -127,6 +132,7 @@ int main(int argc, char** argv) {
   }
   nlohmann::json out = {{"bench", "engine"},
                         {"model", absl::GetFlag(FLAGS_model)},
+                        {"backend", opts.backend},
                         {"config",
                          {{"hidden", cfg.hidden_size},
                           {"intermediate", cfg.intermediate_size},

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 build=${ARBOR_BUILD_DIR:-build}
 bins=("$build/tests/arbor_kernels_cuda_test" "$build/tests/arbor_engine_cuda_test"
       "$build/tests/arbor_expert_worker_service_test" "$build/tests/arbor_mesh_test"
-      "$build/bin/arbor_bench_kernels_cuda" "$build/bin/arbor-kvstore" "$build/bin/arbor-expert"
+      "$build/bin/arbor_bench_kernels_cuda" "$build/bin/arbor_bench_engine" "$build/bin/arbor-kvstore" "$build/bin/arbor-expert"
       "$build/bin/arbor-router" "$build/bin/arbor")
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT

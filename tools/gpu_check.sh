@@ -34,4 +34,10 @@ echo "== arbor_mesh_test (cuda)"
 tail -3 "$out/arbor_mesh_test.log"
 echo "== arbor_bench_kernels_cuda"
 /tmp/arbor-gpu/bin/arbor_bench_kernels_cuda | tee "$out/bench.jsonl" || failed=$((failed + 1))
+for backend in cpu cuda; do  # the whole engine (game24-moe), CPU then GPU, same flags
+  echo "== arbor_bench_engine --backend=$backend"
+  (cd "$src" && /tmp/arbor-gpu/bin/arbor_bench_engine --model models/game24-moe \
+     --backend "$backend" --batches 1,16,64) | tee "$out/engine_$backend.json" ||
+    failed=$((failed + 1))
+done
 exit "$failed"

@@ -5,11 +5,13 @@
 #include <string>
 #include <vector>
 
+#include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_format.h"
 #include "arbor/engine/generator.h"
 #include "arbor/engine/local_model.h"
+#include "arbor/kernels/gpu.h"
 #include "arbor/rpc/status.h"
 #include "arbor/v1/kvstore.grpc.pb.h"
 #include "arbor/v1/router.grpc.pb.h"
@@ -25,6 +27,7 @@ ABSL_FLAG(uint64_t, seed, 0, "sampling seed");
 ABSL_FLAG(std::vector<std::string>, stop, {}, "comma-separated stop strings");
 ABSL_FLAG(bool, ignore_eos, false, "keep generating past the end-of-sequence token");
 ABSL_FLAG(int, threads, 0, "OpenBLAS threads; 0 = OpenBLAS default");
+ABSL_DECLARE_FLAG(std::string, backend);  // defined in up.cc; shared by the subcommands
 ABSL_FLAG(bool, logprobs, false, "print each generated token with its log-probability");
 ABSL_FLAG(std::string, router, "",
           "generate through a running mesh: the router's address (e.g. 127.0.0.1:50071); "
@@ -148,6 +151,8 @@ int Generate() {
   engine::EngineOptions opts;
   opts.num_threads = absl::GetFlag(FLAGS_threads);
   opts.max_seqs = 1;
+  opts.backend = absl::GetFlag(FLAGS_backend);
+  if (opts.backend == "auto") opts.backend = kernels::CudaDeviceCount() > 0 ? "cuda" : "cpu";
   const std::string dir = absl::GetFlag(FLAGS_model);
   auto loaded = engine::LocalModel::Load(dir, opts);
   if (!loaded.ok()) {

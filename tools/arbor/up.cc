@@ -45,7 +45,9 @@ ABSL_FLAG(std::string, redis_url, "", "arbor up: the kv-store's state store (emp
 ABSL_FLAG(std::string, bin_dir, "",
           "arbor up: where the service binaries are (default: beside arbor)");
 ABSL_FLAG(std::string, backend, "auto",
-          "arbor up: the routers' and workers' --backend (auto, cpu or cuda)");
+          "arbor up: the routers' and workers' --backend; arbor generate (in process): where the "
+          "engine and experts run. auto (cuda when built with CUDA and a GPU is present), cpu or "
+          "cuda");
 ABSL_FLAG(int, kv_cache_tokens, 65536, "arbor up: the router's KV cache, in tokens");
 ABSL_FLAG(int, max_seqs, 64, "arbor up: sequences the router batches in one step");
 ABSL_FLAG(int, start_timeout_s, 120, "arbor up: how long to wait for every service");

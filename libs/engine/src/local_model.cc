@@ -18,7 +18,13 @@ absl::StatusOr<std::unique_ptr<LocalModel>> LocalModel::Load(const std::string& 
   }
   ARBOR_ASSIGN_OR_RETURN(m->experts,
                          CpuExpertBackend::Create(m->weights.get(), options.max_batch_tokens));
-  ARBOR_ASSIGN_OR_RETURN(m->engine, Engine::Create(m->weights.get(), m->experts.get(), options));
+  ExpertBackend* experts = m->experts.get();
+  if (options.backend == "cuda") {
+    ARBOR_ASSIGN_OR_RETURN(m->device_experts,
+                           CreateExpertBackend(m->weights.get(), options.max_batch_tokens, "cuda"));
+    experts = m->device_experts.get();
+  }
+  ARBOR_ASSIGN_OR_RETURN(m->engine, Engine::Create(m->weights.get(), experts, options));
   return m;
 }
 

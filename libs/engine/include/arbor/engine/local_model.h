@@ -19,10 +19,13 @@ struct LocalModel {
   std::unique_ptr<model::Checkpoint> checkpoint;
   std::unique_ptr<model::ModelWeights> weights;
   std::unique_ptr<model::Tokenizer> tokenizer;  // null when the folder has no tokenizer.model
-  std::unique_ptr<CpuExpertBackend> experts;
+  std::unique_ptr<CpuExpertBackend> experts;    // always built (the tests' CPU reference)
+  // With options.backend "cuda": the experts on the GPU too (CudaExpertBackend), which the
+  // engine then uses; null otherwise.
+  std::unique_ptr<ExpertBackend> device_experts;
   std::unique_ptr<Engine> engine;
 
-  // Loads `dir`. Errors name the file (and tensor) at fault.
+  // Loads `dir`. Errors name the file (and tensor) at fault; backend errors as Engine::Create.
   static absl::StatusOr<std::unique_ptr<LocalModel>> Load(const std::string& dir,
                                                           const EngineOptions& options);
 };
