@@ -4,7 +4,8 @@
 # lets the model play one puzzle alone in this process (a single greedy pass); starts the mesh
 # (`arbor up`: kv-store, two expert workers, router and planner on free loopback ports); plays
 # the same puzzle through it (the same tokens); solves two puzzles with tree-of-thought BFS,
-# printing each tree, the answer (the model's, unchecked) and the prefill that forking saved;
+# printing each tree, the answer (the model's, then judged by exact rational arithmetic, which the
+# search never uses) and the prefill that forking saved;
 # then scores a single greedy pass against BFS with 5 states per level on 10 held-out puzzles
 # (`arbor eval game24`: exact rational arithmetic, never the model), and stops the mesh.
 # Extra arguments go to both `arbor generate` calls.

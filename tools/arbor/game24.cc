@@ -4,8 +4,10 @@
 #include <cctype>
 #include <numeric>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 
 namespace arbor::cli::game24 {
 namespace {
@@ -182,5 +184,16 @@ std::vector<Puzzle> HeldOutPuzzles() {
 }
 
 std::string PuzzleText(const Puzzle& p) { return absl::StrJoin(p, " "); }
+
+std::vector<int> ParsePuzzle(std::string_view text) {
+  std::vector<int> numbers;
+  for (absl::string_view w :
+       absl::StrSplit(absl::string_view(text.data(), text.size()), ' ', absl::SkipEmpty())) {
+    int v = 0;
+    if (!absl::SimpleAtoi(w, &v) || v < 1 || v > 13) return {};
+    numbers.push_back(v);
+  }
+  return numbers.size() == 4 ? numbers : std::vector<int>{};
+}
 
 }  // namespace arbor::cli::game24

@@ -39,5 +39,8 @@ using Puzzle = std::array<int, 4>;
 std::vector<Puzzle> HeldOutPuzzles();
 // "4 9 10 13"
 std::string PuzzleText(const Puzzle& p);
+// The four numbers (each in 1..13) of a puzzle written as PuzzleText writes it, spaces free;
+// empty for anything else.
+std::vector<int> ParsePuzzle(std::string_view text);
 
 }  // namespace arbor::cli::game24

@@ -19,6 +19,16 @@ TEST(Game24Test, AcceptsExactAnswers) {
   EXPECT_TRUE(Check("6 * 4 - 0 * 7", {0, 4, 6, 7}));
 }
 
+TEST(Game24Test, ParsesPuzzlesAndNothingElse) {
+  EXPECT_EQ(ParsePuzzle("4 9 10 13"), (std::vector<int>{4, 9, 10, 13}));
+  EXPECT_EQ(ParsePuzzle("  1 1  1 12 "), (std::vector<int>{1, 1, 1, 12}));
+  EXPECT_EQ(ParsePuzzle(PuzzleText({2, 5, 6, 7})), (std::vector<int>{2, 5, 6, 7}));
+  for (const char* bad :
+       {"", "1 2 3", "1 2 3 4 5", "0 1 2 3", "1 2 3 14", "1 2 x 4", "1,2,3,4", "write a poem"}) {
+    EXPECT_TRUE(ParsePuzzle(bad).empty()) << bad;
+  }
+}
+
 TEST(Game24Test, RefusesWrongAnswers) {
   EXPECT_FALSE(Check("5 * 5 - 1", {1, 5, 5, 5}));                   // 24 without every number
   EXPECT_FALSE(Check("(13 - 9) * (10 - 4) * 1", {4, 9, 10, 13}));   // an extra number

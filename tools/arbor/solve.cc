@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "arbor/v1/planner.grpc.pb.h"
+#include "game24.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
 
@@ -63,8 +64,10 @@ std::string OneLine(std::string s) {
 }
 
 // Reads a Solve/Watch stream to its end, showing progress, then prints the tree and answer.
+// With `game24` (the puzzle's numbers), the answer is also judged by exact rational arithmetic
+// (the judge never takes part in the search).
 int Follow(const char* what, grpc::ClientContext& ctx, grpc::ClientReader<v1::SolveEvent>& stream,
-           v1::Planner::Stub& stub) {
+           v1::Planner::Stub& stub, const std::vector<int>& game24 = {}) {
   std::map<int, v1::Node> nodes;
   v1::SolveResult result;
   bool have_result = false;
@@ -140,6 +143,11 @@ int Follow(const char* what, grpc::ClientContext& ctx, grpc::ClientReader<v1::So
     const v1::SearchCounts& c = result.counts();
     std::printf("---\n%s: %s\n", result.solved() ? "answer" : "no answer; best state",
                 OneLine(result.answer()).c_str());
+    if (result.solved() && !game24.empty()) {
+      std::printf(
+          "judged: %s (exact rational arithmetic; the search did not use it)\n",
+          game24::Check(result.answer(), game24) ? "right, uses each number once = 24" : "WRONG");
+    }
     std::printf("best path: %s (score %.3f)\n", absl::StrJoin(best, " -> ").c_str(),
                 result.score());
     std::printf("nodes: %d; tokens: %lld generated, %lld prefilled, %lld reused; %.2f s\n",
@@ -217,7 +225,8 @@ int Solve(const std::vector<std::string>& args) {
   auto stub = Stub();
   grpc::ClientContext ctx;
   auto stream = stub->Solve(&ctx, req);
-  return Follow("solve", ctx, *stream, *stub);
+  return Follow("solve", ctx, *stream, *stub,
+                req.preset() == "game24" ? game24::ParsePuzzle(req.problem()) : std::vector<int>{});
 }
 
 int Watch(const std::vector<std::string>& args) {
