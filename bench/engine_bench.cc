@@ -17,7 +17,6 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
 #include "arbor/engine/local_model.h"
-#include "arbor/kernels/gpu.h"
 #include "nlohmann/json.hpp"
 
 ABSL_FLAG(std::string, model, "models/test-moe", "model folder");
@@ -64,7 +63,6 @@ int main(int argc, char** argv) {
   opts.kv_cache_tokens = max_batch * (prompt + steps + 16);
   opts.num_threads = absl::GetFlag(FLAGS_threads);
   opts.backend = absl::GetFlag(FLAGS_backend);
-  if (opts.backend == "auto") opts.backend = arbor::kernels::CudaDeviceCount() > 0 ? "cuda" : "cpu";
   const auto t_load = Clock::now();
   auto loaded = arbor::engine::LocalModel::Load(absl::GetFlag(FLAGS_model), opts);
   if (!loaded.ok()) {
@@ -132,7 +130,7 @@ int main(int argc, char** argv) {
   }
   nlohmann::json out = {{"bench", "engine"},
                         {"model", absl::GetFlag(FLAGS_model)},
-                        {"backend", opts.backend},
+                        {"backend", engine.options().backend},  // auto resolved
                         {"config",
                          {{"hidden", cfg.hidden_size},
                           {"intermediate", cfg.intermediate_size},

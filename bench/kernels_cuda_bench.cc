@@ -64,17 +64,20 @@ DeviceBuffer Alloc(DevicePool& pool, size_t bytes) {
   return std::move(*b);
 }
 
+template <typename T>
+DeviceBuffer Upload(DevicePool& pool, const std::vector<T>& v) {
+  auto d = pool.Upload(v.data(), v.size() * sizeof(T));
+  Die(d.status(), "upload");
+  return std::move(*d);
+}
+
 // Random bf16 values with standard deviation `scale`, generated on the host once per size.
 DeviceBuffer RandomBf16(DevicePool& pool, size_t n, float scale, uint32_t seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> nd(0, scale);
   std::vector<bf16_t> h(n);
   for (auto& x : h) x = F32ToBF16(nd(rng));
-  DeviceBuffer d = Alloc(pool, n * sizeof(bf16_t));
-  Die(CudaStatus(cudaMemcpy(d.data(), h.data(), n * sizeof(bf16_t), cudaMemcpyHostToDevice),
-                 "upload"),
-      "upload");
-  return d;
+  return Upload(pool, h);
 }
 
 double DeviceReport(DevicePool& pool) {
@@ -148,13 +151,6 @@ struct DevicePlan {
   DeviceBuffer items, slot_start, slots, pm, pl, po, start, block_start, qstart, queries, bk, bv;
   DecodeAttentionParams p;
 };
-
-template <typename T>
-DeviceBuffer Upload(DevicePool& pool, const std::vector<T>& v) {
-  DeviceBuffer d = Alloc(pool, std::max<size_t>(1, v.size()) * sizeof(T));
-  cudaMemcpy(d.data(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice);
-  return d;
-}
 
 void DecodeAttention(DevicePool& pool, int branches, double copy_gbps) {
   constexpr int kHeads = 32, kKvHeads = 8, kHd = 128, kBt = 16, kPrefix = 4096, kSuffix = 32;

@@ -20,6 +20,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "arbor/common/test_names.h"
 #include "arbor/engine/generator.h"
 #include "arbor/engine/local_model.h"
 #include "arbor/kernels/gpu.h"
@@ -266,13 +267,7 @@ TEST_P(MeshParityTest, GreedyThroughTheMeshIsTheInProcessEngine) {
 INSTANTIATE_TEST_SUITE_P(Models, MeshParityTest,
                          ::testing::Values("models/test-moe", "tests/data/tiny-mha-top1",
                                            "tests/data/tiny-gqa4-tied", "models/game24-moe"),
-                         [](const auto& info) {
-                           std::string n = info.param.substr(info.param.rfind('/') + 1);
-                           for (char& c : n) {
-                             if (!isalnum(static_cast<unsigned char>(c))) c = '_';
-                           }
-                           return n;
-                         });
+                         [](const auto& info) { return ModelTestName(info.param); });
 
 // On a GPU machine: workers and routers on --backend=cuda (bf16 experts and KV) give the CPU
 // engine's greedy tokens, including after a second router fetches the path's KV.
@@ -296,13 +291,7 @@ TEST_P(MeshCudaParityTest, GreedyThroughACudaMeshIsTheCpuEngine) {
 
 INSTANTIATE_TEST_SUITE_P(Models, MeshCudaParityTest,
                          ::testing::Values("models/test-moe", "models/game24-moe"),
-                         [](const auto& info) {
-                           std::string n = info.param.substr(info.param.rfind('/') + 1);
-                           for (char& c : n) {
-                             if (!isalnum(static_cast<unsigned char>(c))) c = '_';
-                           }
-                           return n;
-                         });
+                         [](const auto& info) { return ModelTestName(info.param); });
 
 const std::string kModel = kSource + "/models/test-moe";
 

@@ -14,35 +14,19 @@ using testing::WorstError;
 
 // Runs DecodeAttentionCpu over the case's chunks (tree = true) or per-sequence chunks.
 std::vector<float> RunCpu(const DecodeCase& c, bool tree, int max_queries, int split) {
-  const std::vector<int>& start = tree ? c.chunk_start : c.seq_chunk_start;
-  const std::vector<int>& len = tree ? c.chunk_len : c.seq_chunk_len;
-  const std::vector<int>& qstart = tree ? c.chunk_query_start : c.seq_query_start;
-  const std::vector<int>& queries = tree ? c.chunk_queries : c.seq_queries;
-  std::vector<int> block_start = tree ? c.chunk_block_start : c.seq_block_start;
+  const DecodeCase::Chunks ch = c.View(tree);
   std::vector<const bf16_t*> bk, bv;
-  if (tree) {
-    for (size_t b = 0; b < c.blocks_k.size(); ++b) {
-      bk.push_back(c.blocks_k[b].data()), bv.push_back(c.blocks_v[b].data());
-    }
-  } else {
-    for (int b : c.seq_blocks)
-      bk.push_back(c.blocks_k[b].data()), bv.push_back(c.blocks_v[b].data());
-  }
-  const int n_chunks = static_cast<int>(start.size());
-  DecodePlan plan = PlanDecode(n_chunks, len.data(), qstart.data(), queries.data(), c.n_tokens,
-                               max_queries, split);
+  for (int b : ch.blocks) bk.push_back(c.blocks_k[b].data()), bv.push_back(c.blocks_v[b].data());
+  const DecodePlan plan = PlanDecode(ch.n(), ch.len.data(), ch.query_start.data(),
+                                     ch.queries.data(), c.n_tokens, max_queries, split);
   std::vector<float> out(c.q.size(), -1.0f), pm(plan.n_slots * c.n_heads), pl(pm.size()),
       po(pm.size() * c.head_dim);
-  DecodeAttentionParams p;
-  p.q = c.q.data(), p.q_row_stride = c.n_heads * c.head_dim, p.out = out.data();
-  p.q_pos = c.q_pos.data(), p.n_tokens = c.n_tokens, p.n_heads = c.n_heads;
-  p.n_kv_heads = c.n_kv_heads, p.head_dim = c.head_dim;
-  p.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-  p.chunk_start = start.data(), p.chunk_block_start = block_start.data();
-  p.chunk_query_start = qstart.data(), p.chunk_queries = queries.data();
-  p.block_k = bk.data(), p.block_v = bv.data(), p.block_tokens = c.block_tokens;
-  p.head_stride = c.head_stride, p.items = plan.items.data();
-  p.n_items = static_cast<int>(plan.items.size());
+  DecodeAttentionParams p = c.Shapes();
+  p.q = c.q.data(), p.out = out.data(), p.q_pos = c.q_pos.data();
+  p.chunk_start = ch.start.data(), p.chunk_block_start = ch.block_start.data();
+  p.chunk_query_start = ch.query_start.data(), p.chunk_queries = ch.queries.data();
+  p.block_k = bk.data(), p.block_v = bv.data();
+  p.items = plan.items.data(), p.n_items = static_cast<int>(plan.items.size());
   p.query_slot_start = plan.query_slot_start.data(), p.query_slots = plan.query_slots.data();
   p.n_slots = plan.n_slots, p.partial_m = pm.data(), p.partial_l = pl.data();
   p.partial_o = po.data();

@@ -27,7 +27,31 @@ struct DecodeCase {
   // The per-sequence view: one chunk per query over its whole path's blocks.
   std::vector<int> seq_chunk_start, seq_chunk_len, seq_block_start{0}, seq_query_start{0};
   std::vector<int> seq_queries;
-  std::vector<int> seq_blocks;  // indices into blocks_k / blocks_v
+  std::vector<int> seq_blocks;   // indices into blocks_k / blocks_v
+  std::vector<int> tree_blocks;  // 0, 1, ...: the tree's chunks list every block once, in order
+
+  // The chunks a kernel runs over: the tree's (every node once, with all the queries below it)
+  // or the per-sequence ones (each query's own path). `blocks` indexes blocks_k / blocks_v.
+  struct Chunks {
+    const std::vector<int>&start, &len, &block_start, &query_start, &queries, &blocks;
+    int n() const { return static_cast<int>(start.size()); }
+  };
+  Chunks View(bool tree) const {
+    return tree ? Chunks{chunk_start,       chunk_len,     chunk_block_start,
+                         chunk_query_start, chunk_queries, tree_blocks}
+                : Chunks{seq_chunk_start, seq_chunk_len, seq_block_start,
+                         seq_query_start, seq_queries,   seq_blocks};
+  }
+
+  // The attention's shapes and scale; the caller sets every pointer and the plan.
+  DecodeAttentionParams Shapes() const {
+    DecodeAttentionParams p;
+    p.q_row_stride = n_heads * head_dim, p.n_tokens = n_tokens, p.n_heads = n_heads;
+    p.n_kv_heads = n_kv_heads, p.head_dim = head_dim;
+    p.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    p.block_tokens = block_tokens, p.head_stride = head_stride;
+    return p;
+  }
 };
 
 // A root of `prefix` tokens with `branches` children of 1..max_suffix tokens; when `deep`, the
@@ -110,6 +134,8 @@ inline DecodeCase MakeDecodeCase(uint32_t seed, int n_heads, int n_kv_heads, int
       c.seq_query_start.push_back(static_cast<int>(c.seq_queries.size()));
     }
   }
+
+  for (size_t b = 0; b < c.blocks_k.size(); ++b) c.tree_blocks.push_back(static_cast<int>(b));
 
   // Reference: TreeAttentionCpu over the bf16 values widened to f32.
   std::vector<std::vector<float>> fk, fv;

@@ -40,8 +40,50 @@ TEST(KvWriteTest, WritesEachTokensHeadsAtItsSlotAndLayer) {
   int written = 0;
   for (bf16_t b : blocks) written += b != 0;
   EXPECT_EQ(written, 2 * 2 * heads * hd);  // nothing outside the two tokens' rows
-  p.v_col = 20;                                // V would run past the row
+  p.v_col = 20;                            // V would run past the row
   EXPECT_FALSE(p.Validate().ok());
+}
+
+TEST(KvWriteTest, KvReadGivesBackEveryLayersRowsOfTheTokens) {
+  // 2 layers written by KvWrite, read back as token rows [layer, K/V, head, dim]. Values are
+  // integers below 256, exact in bf16.
+  const int heads = 2, hd = 4, bt = 4, layers = 2, tokens = 3, row = 3 * heads * hd;
+  const size_t head_stride = bt * hd, block = size_t{layers} * 2 * heads * head_stride;
+  std::vector<bf16_t> blocks(2 * block, 0);
+  std::vector<float> qkv(tokens * row);
+  for (size_t i = 0; i < qkv.size(); ++i) qkv[i] = static_cast<float>(i % 97);
+  const int blk[tokens] = {1, 1, 0}, slot[tokens] = {2, 3, 0};
+  for (int l = 0; l < layers; ++l) {
+    std::vector<float> layer_qkv = qkv;
+    for (float& v : layer_qkv) v += 100.0f * l;
+    KvWriteParams w;
+    w.qkv = layer_qkv.data(), w.row_stride = row, w.k_col = heads * hd, w.v_col = 2 * heads * hd;
+    w.block = blk, w.slot = slot, w.n_tokens = tokens, w.blocks = blocks.data();
+    w.block_elems = block, w.k_offset = (l * 2 + 0) * heads * head_stride;
+    w.v_offset = (l * 2 + 1) * heads * head_stride, w.n_kv_heads = heads, w.head_dim = hd;
+    w.head_stride = head_stride;
+    KvWriteCpu(w);
+  }
+  std::vector<float> out(tokens * layers * 2 * heads * hd, -1.0f);
+  KvReadParams r;
+  r.blocks = blocks.data(), r.block_elems = block, r.block = blk, r.slot = slot;
+  r.n_tokens = tokens, r.n_layers = layers, r.n_kv_heads = heads, r.head_dim = hd;
+  r.head_stride = head_stride, r.out = out.data();
+  ASSERT_TRUE(r.Validate().ok());
+  KvReadCpu(r);
+  for (int t = 0; t < tokens; ++t) {
+    for (int l = 0; l < layers; ++l) {
+      for (int kv = 0; kv < 2; ++kv) {
+        for (int i = 0; i < heads * hd; ++i) {
+          const float want = qkv[t * row + (1 + kv) * heads * hd + i] + 100.0f * l;
+          EXPECT_EQ(out[((t * layers + l) * 2 + kv) * heads * hd + i], want)
+              << "token " << t << " layer " << l << " kv " << kv << " element " << i;
+        }
+      }
+    }
+  }
+  r.block_elems = block - 1;  // too small for 2 layers
+  EXPECT_FALSE(r.Validate().ok());
 }
 
 }  // namespace

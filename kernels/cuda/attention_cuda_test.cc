@@ -17,12 +17,8 @@ using testing::MakeDecodeCase;
 using testing::WorstError;
 
 std::vector<float> RunGpu(CudaTest* t, const DecodeCase& c, bool tree, int split) {
-  const std::vector<int>& start = tree ? c.chunk_start : c.seq_chunk_start;
-  const std::vector<int>& len = tree ? c.chunk_len : c.seq_chunk_len;
-  const std::vector<int>& qstart = tree ? c.chunk_query_start : c.seq_query_start;
-  const std::vector<int>& queries = tree ? c.chunk_queries : c.seq_queries;
-  const std::vector<int>& block_start = tree ? c.chunk_block_start : c.seq_block_start;
-  std::vector<DeviceBuffer> blocks;
+  const DecodeCase::Chunks ch = c.View(tree);
+  std::vector<DeviceBuffer> blocks;  // every block on the device once; chunks point into them
   std::vector<const bf16_t*> all_k, all_v, bk, bv;
   for (size_t b = 0; b < c.blocks_k.size(); ++b) {
     blocks.push_back(t->Up(c.blocks_k[b]));
@@ -30,33 +26,24 @@ std::vector<float> RunGpu(CudaTest* t, const DecodeCase& c, bool tree, int split
     blocks.push_back(t->Up(c.blocks_v[b]));
     all_v.push_back(blocks.back().as<bf16_t>());
   }
-  if (tree) {
-    bk = all_k, bv = all_v;
-  } else {
-    for (int b : c.seq_blocks) bk.push_back(all_k[b]), bv.push_back(all_v[b]);
-  }
+  for (int b : ch.blocks) bk.push_back(all_k[b]), bv.push_back(all_v[b]);
   const int r = c.n_heads / c.n_kv_heads;
   const DecodePlan plan =
-      PlanDecode(static_cast<int>(start.size()), len.data(), qstart.data(), queries.data(),
-                 c.n_tokens, tree ? kTreeDecodeRows / r : 1, split);
+      PlanDecode(ch.n(), ch.len.data(), ch.query_start.data(), ch.queries.data(), c.n_tokens,
+                 tree ? kTreeDecodeRows / r : 1, split);
+  const size_t slots = static_cast<size_t>(plan.n_slots) * c.n_heads;
   DeviceBuffer dq = t->Up(c.q), dout = t->Up(std::vector<float>(c.q.size(), -1.0f)),
-               dpos = t->Up(c.q_pos), dstart = t->Up(start), dbs = t->Up(block_start),
-               dqs = t->Up(qstart), dqueries = t->Up(queries), dbk = t->Up(bk), dbv = t->Up(bv),
-               ditems = t->Up(plan.items), dslot_start = t->Up(plan.query_slot_start),
-               dslots = t->Up(plan.query_slots),
-               dpm = t->Up(std::vector<float>(static_cast<size_t>(plan.n_slots) * c.n_heads)),
-               dpl = t->Up(std::vector<float>(static_cast<size_t>(plan.n_slots) * c.n_heads)),
-               dpo = t->Up(
-                   std::vector<float>(static_cast<size_t>(plan.n_slots) * c.n_heads * c.head_dim));
-  DecodeAttentionParams p;
-  p.q = dq.as<float>(), p.q_row_stride = c.n_heads * c.head_dim, p.out = dout.as<float>();
-  p.q_pos = dpos.as<int>(), p.n_tokens = c.n_tokens, p.n_heads = c.n_heads;
-  p.n_kv_heads = c.n_kv_heads, p.head_dim = c.head_dim;
-  p.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+               dpos = t->Up(c.q_pos), dstart = t->Up(ch.start), dbs = t->Up(ch.block_start),
+               dqs = t->Up(ch.query_start), dqueries = t->Up(ch.queries), dbk = t->Up(bk),
+               dbv = t->Up(bv), ditems = t->Up(plan.items),
+               dslot_start = t->Up(plan.query_slot_start), dslots = t->Up(plan.query_slots),
+               dpm = t->Up(std::vector<float>(slots)), dpl = t->Up(std::vector<float>(slots)),
+               dpo = t->Up(std::vector<float>(slots * c.head_dim));
+  DecodeAttentionParams p = c.Shapes();
+  p.q = dq.as<float>(), p.out = dout.as<float>(), p.q_pos = dpos.as<int>();
   p.chunk_start = dstart.as<int>(), p.chunk_block_start = dbs.as<int>();
   p.chunk_query_start = dqs.as<int>(), p.chunk_queries = dqueries.as<int>();
   p.block_k = dbk.as<const bf16_t*>(), p.block_v = dbv.as<const bf16_t*>();
-  p.block_tokens = c.block_tokens, p.head_stride = c.head_stride;
   p.items = ditems.as<DecodeItem>(), p.n_items = static_cast<int>(plan.items.size());
   p.query_slot_start = dslot_start.as<int>(), p.query_slots = dslots.as<int>();
   p.n_slots = plan.n_slots, p.partial_m = dpm.as<float>(), p.partial_l = dpl.as<float>();

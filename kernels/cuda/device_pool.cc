@@ -97,6 +97,23 @@ absl::StatusOr<DeviceBuffer> DevicePool::Allocate(size_t bytes) {
   return buf;
 }
 
+absl::StatusOr<DeviceBuffer> DevicePool::Upload(const void* host, size_t bytes) {
+  absl::StatusOr<DeviceBuffer> buf = Allocate(std::max<size_t>(bytes, 1));
+  if (!buf.ok() || bytes == 0) return buf;
+  ARBOR_CUDA_RETURN_IF_ERROR(cudaMemcpy(buf->data(), host, bytes, cudaMemcpyHostToDevice));
+  return buf;
+}
+
+absl::Status DevicePool::AllocateAll(
+    std::initializer_list<std::pair<DeviceBuffer*, size_t>> wants) {
+  for (const auto& [buf, bytes] : wants) {
+    absl::StatusOr<DeviceBuffer> b = Allocate(bytes);
+    if (!b.ok()) return b.status();
+    *buf = std::move(*b);
+  }
+  return absl::OkStatus();
+}
+
 void DevicePool::Release(void* ptr, size_t class_bytes) {
   absl::MutexLock lock(&mu_);
   free_[class_bytes].push_back(ptr);

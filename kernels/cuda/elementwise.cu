@@ -192,7 +192,28 @@ __global__ void KvWriteKernel(KvWriteParams p) {
   }
 }
 
+// One block per token; a token's rows (layer, K/V, head) are head_stride apart in its block.
+__global__ void KvReadKernel(KvReadParams p) {
+  const int t = blockIdx.x;
+  const auto* base = reinterpret_cast<const __nv_bfloat16*>(p.blocks) +
+                     static_cast<size_t>(p.block[t]) * p.block_elems +
+                     static_cast<size_t>(p.slot[t]) * p.head_dim;
+  const int rows = 2 * p.n_layers * p.n_kv_heads;
+  float* out = p.out + static_cast<size_t>(t) * rows * p.head_dim;
+  for (int i = threadIdx.x; i < rows * p.head_dim; i += blockDim.x) {
+    const int r = i / p.head_dim, d = i % p.head_dim;
+    out[i] = __bfloat162float(base[r * p.head_stride + d]);
+  }
+}
+
 }  // namespace
+
+absl::Status KvReadCuda(const KvReadParams& p, cudaStream_t stream) {
+  if (absl::Status st = p.Validate(); !st.ok()) return st;
+  if (p.n_tokens == 0) return absl::OkStatus();
+  KvReadKernel<<<p.n_tokens, 256, 0, stream>>>(p);
+  return LaunchStatus("KvReadKernel");
+}
 
 absl::Status KvWriteCuda(const KvWriteParams& p, cudaStream_t stream) {
   if (absl::Status st = p.Validate(); !st.ok()) return st;

@@ -3,6 +3,7 @@
 #include <cublas_v2.h>
 
 #include "absl/strings/str_cat.h"
+#include "arbor/common/status_macros.h"
 #include "arbor/kernels/cublas_api.h"
 #include "arbor/kernels/cuda_check.h"
 #include "arbor/kernels/swiglu.h"
@@ -51,16 +52,16 @@ absl::StatusOr<std::unique_ptr<ExpertFfnRunner>> ExpertFfnRunner::Create(DeviceP
   r->handle_ = handle;
   ARBOR_CUBLAS_RETURN_IF_ERROR(r->api_->set_math_mode(handle, CUBLAS_DEFAULT_MATH));
   const size_t n = static_cast<size_t>(max_groups);
-  auto ptrs = pool->Allocate(6 * n * sizeof(void*));
+  auto ptrs = pool->Allocate(3 * n * sizeof(void*));
   if (!ptrs.ok()) return ptrs.status();
   r->ptrs_ = std::move(*ptrs);
-  r->host_ptrs_.resize(6 * n);
-  for (auto* v : {&r->m_, &r->n_, &r->k_, &r->lda_, &r->ldb_, &r->ldc_, &r->sizes_}) v->resize(n);
+  r->host_ptrs_.resize(3 * n);
+  for (auto* v : {&r->m_, &r->n_, &r->k_}) v->resize(n);
   r->transa_.assign(n, CUBLAS_OP_T);
   r->transb_.assign(n, CUBLAS_OP_N);
   r->alpha_.assign(n, 1.0f);
   r->beta_.assign(n, 0.0f);
-  std::fill(r->sizes_.begin(), r->sizes_.end(), 1);
+  r->sizes_.assign(n, 1);
   return r;
 }
 
@@ -75,92 +76,69 @@ absl::Status ExpertFfnRunner::Run(const ExpertFfnParams& p, cudaStream_t stream)
         absl::StrCat("expert_ffn: ", p.n_groups, " groups exceed max_groups ", max_groups_));
   }
   ARBOR_CUBLAS_RETURN_IF_ERROR(api_->set_stream(handle_, stream));
-  if (mode_ == ExpertGemm::kLoop) return RunLoop(p, stream);
-  absl::Status st = RunGrouped(p, stream);
+  absl::Status st = RunOnce(p, stream);
   if (mode_ == ExpertGemm::kAuto) {
     if (st.ok()) {
       mode_ = ExpertGemm::kGrouped;
     } else if (absl::IsUnimplemented(st)) {
       mode_ = ExpertGemm::kLoop;
-      return RunLoop(p, stream);
+      return RunOnce(p, stream);
     }
   }
   return st;
 }
 
-// Row-major X [rows, K] times row-major W [N, K] transposed is, in cuBLAS's column-major terms,
-// C^T [N, rows] = op_T(W as [K, N]) * X^T as [K, rows]: m = N, n = rows, k = K, lda = ldb = K.
-absl::Status ExpertFfnRunner::RunLoop(const ExpertFfnParams& p, cudaStream_t stream) {
-  const float one = 1.0f, zero = 0.0f;
-  const size_t h = p.hidden, i2 = 2 * static_cast<size_t>(p.inter), in = p.inter;
-  for (int g = 0; g < p.n_groups; ++g) {
-    const ExpertFfnGroup& gr = p.groups[g];
-    if (gr.n_rows == 0) continue;
-    ARBOR_CUBLAS_RETURN_IF_ERROR(
-        api_->gemm_ex(handle_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(i2), gr.n_rows, p.hidden,
-                      &one, gr.w13, CUDA_R_16BF, p.hidden, p.x + gr.row_begin * h, CUDA_R_16BF,
-                      p.hidden, &zero, p.gate_up + gr.row_begin * i2, CUDA_R_16BF,
-                      static_cast<int>(i2), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  }
-  if (absl::Status st = SwiGluBf16Cuda({p.gate_up, p.act, p.n_rows, p.inter}, stream); !st.ok()) {
-    return st;
-  }
-  for (int g = 0; g < p.n_groups; ++g) {
-    const ExpertFfnGroup& gr = p.groups[g];
-    if (gr.n_rows == 0) continue;
-    ARBOR_CUBLAS_RETURN_IF_ERROR(api_->gemm_ex(
-        handle_, CUBLAS_OP_T, CUBLAS_OP_N, p.hidden, gr.n_rows, p.inter, &one, gr.w2, CUDA_R_16BF,
-        p.inter, p.act + gr.row_begin * in, CUDA_R_16BF, p.inter, &zero, p.y + gr.row_begin * h,
-        CUDA_R_16BF, p.hidden, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  }
-  return absl::OkStatus();
+absl::Status ExpertFfnRunner::RunOnce(const ExpertFfnParams& p, cudaStream_t stream) {
+  ARBOR_RETURN_IF_ERROR(
+      Project(p, {&ExpertFfnGroup::w13, p.x, p.hidden, p.gate_up, 2 * p.inter}, stream));
+  ARBOR_RETURN_IF_ERROR(SwiGluBf16Cuda({p.gate_up, p.act, p.n_rows, p.inter}, stream));
+  return Project(p, {&ExpertFfnGroup::w2, p.act, p.inter, p.y, p.hidden}, stream);
 }
 
-absl::Status ExpertFfnRunner::RunGrouped(const ExpertFfnParams& p, cudaStream_t stream) {
-  const size_t h = p.hidden, i2 = 2 * static_cast<size_t>(p.inter), in = p.inter;
+// Row-major X [rows, K] times row-major W [N, K] transposed is, in cuBLAS's column-major terms,
+// C^T [N, rows] = op_T(W as [K, N]) * X^T as [K, rows]: m = N, n = rows, k = K, lda = ldb = K,
+// ldc = N.
+absl::Status ExpertFfnRunner::Project(const ExpertFfnParams& p, const Projection& pr,
+                                      cudaStream_t stream) {
+  if (mode_ == ExpertGemm::kLoop) {
+    const float one = 1.0f, zero = 0.0f;
+    for (int g = 0; g < p.n_groups; ++g) {
+      const ExpertFfnGroup& gr = p.groups[g];
+      if (gr.n_rows == 0) continue;
+      ARBOR_CUBLAS_RETURN_IF_ERROR(api_->gemm_ex(
+          handle_, CUBLAS_OP_T, CUBLAS_OP_N, pr.n_out, gr.n_rows, pr.k, &one, gr.*pr.weight,
+          CUDA_R_16BF, pr.k, pr.in + static_cast<size_t>(gr.row_begin) * pr.k, CUDA_R_16BF, pr.k,
+          &zero, pr.out + static_cast<size_t>(gr.row_begin) * pr.n_out, CUDA_R_16BF, pr.n_out,
+          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }
+    return absl::OkStatus();
+  }
+  // One grouped call: host_ptrs_ rows 0, 1, 2 = the A (weights), B (inputs), C (outputs) arrays.
   const size_t cap = static_cast<size_t>(max_groups_);
-  // host_ptrs_ rows: 0-2 = A, B, C of the w13 GEMM; 3-5 = A, B, C of the w2 GEMM.
   int used = 0;
   for (int g = 0; g < p.n_groups; ++g) {
     const ExpertFfnGroup& gr = p.groups[g];
     if (gr.n_rows == 0) continue;
-    host_ptrs_[0 * cap + used] = gr.w13;
-    host_ptrs_[1 * cap + used] = p.x + gr.row_begin * h;
-    host_ptrs_[2 * cap + used] = p.gate_up + gr.row_begin * i2;
-    host_ptrs_[3 * cap + used] = gr.w2;
-    host_ptrs_[4 * cap + used] = p.act + gr.row_begin * in;
-    host_ptrs_[5 * cap + used] = p.y + gr.row_begin * h;
+    host_ptrs_[0 * cap + used] = gr.*pr.weight;
+    host_ptrs_[1 * cap + used] = pr.in + static_cast<size_t>(gr.row_begin) * pr.k;
+    host_ptrs_[2 * cap + used] = pr.out + static_cast<size_t>(gr.row_begin) * pr.n_out;
     n_[used] = gr.n_rows;
     ++used;
   }
   if (used == 0) return absl::OkStatus();
-  // Pageable source: the call returns once the data is staged, so host_ptrs_ may be reused.
+  // Pageable source: the call returns once the data is staged, so host_ptrs_ may be reused; the
+  // device array is reused in stream order, after the previous call has read it.
   ARBOR_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
-      ptrs_.data(), host_ptrs_.data(), 6 * cap * sizeof(void*), cudaMemcpyHostToDevice, stream));
+      ptrs_.data(), host_ptrs_.data(), 3 * cap * sizeof(void*), cudaMemcpyHostToDevice, stream));
+  std::fill(m_.begin(), m_.begin() + used, pr.n_out);  // also ldc
+  std::fill(k_.begin(), k_.begin() + used, pr.k);      // also lda and ldb
   auto* dev = ptrs_.as<void*>();
-  const auto* ta = reinterpret_cast<const cublasOperation_t*>(transa_.data());
-  const auto* tb = reinterpret_cast<const cublasOperation_t*>(transb_.data());
-  std::fill(m_.begin(), m_.begin() + used, static_cast<int>(i2));
-  std::fill(k_.begin(), k_.begin() + used, p.hidden);
-  std::fill(lda_.begin(), lda_.begin() + used, p.hidden);
-  std::fill(ldb_.begin(), ldb_.begin() + used, p.hidden);
-  std::fill(ldc_.begin(), ldc_.begin() + used, static_cast<int>(i2));
   ARBOR_CUBLAS_RETURN_IF_ERROR(api_->gemm_grouped_batched_ex(
-      handle_, ta, tb, m_.data(), n_.data(), k_.data(), alpha_.data(), dev + 0 * cap, CUDA_R_16BF,
-      lda_.data(), dev + 1 * cap, CUDA_R_16BF, ldb_.data(), beta_.data(), dev + 2 * cap,
-      CUDA_R_16BF, ldc_.data(), used, sizes_.data(), CUBLAS_COMPUTE_32F));
-  if (absl::Status st = SwiGluBf16Cuda({p.gate_up, p.act, p.n_rows, p.inter}, stream); !st.ok()) {
-    return st;
-  }
-  std::fill(m_.begin(), m_.begin() + used, p.hidden);
-  std::fill(k_.begin(), k_.begin() + used, p.inter);
-  std::fill(lda_.begin(), lda_.begin() + used, p.inter);
-  std::fill(ldb_.begin(), ldb_.begin() + used, p.inter);
-  std::fill(ldc_.begin(), ldc_.begin() + used, p.hidden);
-  ARBOR_CUBLAS_RETURN_IF_ERROR(api_->gemm_grouped_batched_ex(
-      handle_, ta, tb, m_.data(), n_.data(), k_.data(), alpha_.data(), dev + 3 * cap, CUDA_R_16BF,
-      lda_.data(), dev + 4 * cap, CUDA_R_16BF, ldb_.data(), beta_.data(), dev + 5 * cap,
-      CUDA_R_16BF, ldc_.data(), used, sizes_.data(), CUBLAS_COMPUTE_32F));
+      handle_, reinterpret_cast<const cublasOperation_t*>(transa_.data()),
+      reinterpret_cast<const cublasOperation_t*>(transb_.data()), m_.data(), n_.data(), k_.data(),
+      alpha_.data(), dev + 0 * cap, CUDA_R_16BF, k_.data(), dev + 1 * cap, CUDA_R_16BF, k_.data(),
+      beta_.data(), dev + 2 * cap, CUDA_R_16BF, m_.data(), used, sizes_.data(),
+      CUBLAS_COMPUTE_32F));
   return absl::OkStatus();
 }
 

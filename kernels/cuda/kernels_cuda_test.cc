@@ -285,6 +285,21 @@ TEST_F(CudaTest, KvWriteMatchesCpu) {
   g.blocks = dblocks.as<bf16_t>();
   ASSERT_TRUE(KvWriteCuda(g, nullptr).ok());
   EXPECT_EQ(Down<bf16_t>(dblocks, want.size()), want);
+
+  // And back out as token rows of both layers (layer 0 stays zero), device against CPU.
+  KvReadParams r;
+  r.blocks = want.data(), r.block_elems = block, r.block = blk.data(), r.slot = slot.data();
+  r.n_tokens = tokens, r.n_layers = 2, r.n_kv_heads = heads, r.head_dim = hd;
+  r.head_stride = head_stride;
+  std::vector<float> rows(static_cast<size_t>(tokens) * 2 * 2 * heads * hd);
+  r.out = rows.data();
+  KvReadCpu(r);
+  DeviceBuffer drows = Up(std::vector<float>(rows.size(), -1.0f));
+  KvReadParams gr = r;
+  gr.blocks = dblocks.as<bf16_t>(), gr.block = db.as<int>(), gr.slot = ds.as<int>();
+  gr.out = drows.as<float>();
+  ASSERT_TRUE(KvReadCuda(gr, nullptr).ok());
+  EXPECT_EQ(Down<float>(drows, rows.size()), rows);
 }
 
 }  // namespace

@@ -6,7 +6,6 @@
 
 #include "arbor/kernels/cuda_check.h"
 #include "arbor/kernels/moe_permute.h"
-#include "common.cuh"
 
 namespace arbor::kernels {
 namespace {
@@ -16,10 +15,12 @@ constexpr int kWarps = kThreads / 32;
 
 __global__ void CountKernel(MoePermuteParams p) {
   const int e = blockIdx.x, n = p.n_tokens * p.top_k;
-  int count = 0;
-  for (int i = threadIdx.x; i < n; i += kThreads) count += p.expert_ids[i] == e;
-  const float total = BlockSum<kThreads>(static_cast<float>(count));  // exact below 2^24 rows
-  if (threadIdx.x == 0) p.expert_counts[e] = static_cast<int>(total);
+  int count = 0;  // the same in every thread
+  for (int chunk = 0; chunk < n; chunk += kThreads) {
+    const int i = chunk + threadIdx.x;
+    count += __syncthreads_count(i < n && p.expert_ids[i] == e);
+  }
+  if (threadIdx.x == 0) p.expert_counts[e] = count;
 }
 
 __device__ __forceinline__ int Padded(int count, int align) {

@@ -33,11 +33,7 @@ int main(int argc, char** argv) {
                                    "arbor-expert: runs a shard of a MoE model's experts")) {
     return 2;
   }
-  const std::string backend = absl::GetFlag(FLAGS_backend);
-  if (backend != "auto" && backend != "cpu" && backend != "cuda") {
-    spdlog::error("--backend={} is not one of auto, cpu, cuda", backend);
-    return 2;
-  }
+  const std::string backend = absl::GetFlag(FLAGS_backend);  // checked by CreateExpertBackend
   if (absl::GetFlag(FLAGS_blas_threads) > 0) {
     openblas_set_num_threads(absl::GetFlag(FLAGS_blas_threads));
   }

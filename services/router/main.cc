@@ -136,8 +136,8 @@ int main(int argc, char** argv) {
     spdlog::error("--backend={} is not one of auto, cpu, cuda", backend);
     return 2;
   }
-  options.engine.backend =
-      backend == "auto" ? (arbor::kernels::CudaDeviceCount() > 0 ? "cuda" : "cpu") : backend;
+  // auto: cuda when there is a device and the attention kernel fits the model, else cpu.
+  options.engine.backend = arbor::engine::ResolveEngineBackend(backend, cfg);
   spdlog::info("arbor-router backend={} (asked: {}; CUDA devices: {})", options.engine.backend,
                backend, arbor::kernels::CudaDeviceCount());
   options.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
@@ -148,15 +148,6 @@ int main(int argc, char** argv) {
   auto registry = std::make_shared<prometheus::Registry>();
   auto service = arbor::router::RouterService::Create(
       weights->get(), tokenizer.get(), experts->get(), experts->get(), kvstore, options, *registry);
-  if (!service.ok() && backend == "auto" && options.engine.backend == "cuda" &&
-      absl::IsInvalidArgument(service.status())) {
-    // auto: a model the GPU kernels cannot run (e.g. head_dim not a multiple of 16) runs on cpu.
-    spdlog::warn("--backend=auto: {}; using cpu", service.status().ToString());
-    options.engine.backend = "cpu";
-    registry = std::make_shared<prometheus::Registry>();
-    service = arbor::router::RouterService::Create(weights->get(), tokenizer.get(), experts->get(),
-                                                   experts->get(), kvstore, options, *registry);
-  }
   if (!service.ok()) {
     spdlog::error("--backend={}: {}", options.engine.backend, service.status().ToString());
     return 2;

@@ -11,7 +11,6 @@
 #include "absl/strings/str_format.h"
 #include "arbor/engine/generator.h"
 #include "arbor/engine/local_model.h"
-#include "arbor/kernels/gpu.h"
 #include "arbor/rpc/status.h"
 #include "arbor/v1/kvstore.grpc.pb.h"
 #include "arbor/v1/router.grpc.pb.h"
@@ -152,7 +151,6 @@ int Generate() {
   opts.num_threads = absl::GetFlag(FLAGS_threads);
   opts.max_seqs = 1;
   opts.backend = absl::GetFlag(FLAGS_backend);
-  if (opts.backend == "auto") opts.backend = kernels::CudaDeviceCount() > 0 ? "cuda" : "cpu";
   const std::string dir = absl::GetFlag(FLAGS_model);
   auto loaded = engine::LocalModel::Load(dir, opts);
   if (!loaded.ok()) {

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "arbor/common/test_names.h"
 #include "arbor/engine/cuda_expert_backend.h"
 #include "arbor/engine/local_model.h"
 #include "arbor/kernels/gpu.h"
@@ -121,11 +122,7 @@ TEST_P(CudaEngineTest, ForksAndAppendedKvContinueLikeTheCpuEngine) {
 
 INSTANTIATE_TEST_SUITE_P(Models, CudaEngineTest,
                          ::testing::Values("models/test-moe", "models/game24-moe"),
-                         [](const auto& info) {
-                           std::string n = info.param.substr(info.param.rfind('/') + 1);
-                           for (char& ch : n) ch = std::isalnum(ch) ? ch : '_';
-                           return n;
-                         });
+                         [](const auto& info) { return ModelTestName(info.param); });
 
 }  // namespace
 }  // namespace arbor::engine

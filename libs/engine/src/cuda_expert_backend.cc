@@ -56,9 +56,8 @@ absl::Status CudaExpertBackend::Init() {
   auto upload = [&](const std::vector<float>& w) -> absl::StatusOr<const bf16_t*> {
     staging.resize(w.size());
     for (size_t i = 0; i < w.size(); ++i) staging[i] = F32ToBF16(w[i]);
-    ARBOR_ASSIGN_OR_RETURN(DeviceBuffer buf, pool_->Allocate(w.size() * sizeof(bf16_t)));
-    ARBOR_CUDA_RETURN_IF_ERROR(
-        cudaMemcpy(buf.data(), staging.data(), w.size() * sizeof(bf16_t), cudaMemcpyHostToDevice));
+    ARBOR_ASSIGN_OR_RETURN(DeviceBuffer buf,
+                           pool_->Upload(staging.data(), w.size() * sizeof(bf16_t)));
     weight_bytes_ += w.size() * sizeof(bf16_t);
     weights_dev_.push_back(std::move(buf));
     return weights_dev_.back().as<const bf16_t>();
@@ -72,27 +71,19 @@ absl::Status CudaExpertBackend::Init() {
     }
   }
   const size_t n = options_.max_tokens, r = max_rows_, h = hidden_;
-  struct Want {
-    DeviceBuffer* buf;
-    size_t bytes;
-  };
-  for (const Want& want : {
-           Want{&x_, n * h * sizeof(float)},
-           Want{&out_, n * h * sizeof(float)},
-           Want{&ids_, n * top_k_ * sizeof(int)},
-           Want{&gate_w_, r * sizeof(float)},
-           Want{&counts_, n_experts_ * sizeof(int)},
-           Want{&offsets_, (n_experts_ + 1) * sizeof(int)},
-           Want{&row_token_, r * sizeof(int)},
-           Want{&slot_row_, r * sizeof(int)},
-           Want{&row_start_, (n + 1) * sizeof(int)},
-           Want{&x_perm_, r * h * sizeof(bf16_t)},
-           Want{&y_, r * h * sizeof(bf16_t)},
-           Want{&gate_up_, r * 2 * inter_ * sizeof(bf16_t)},
-           Want{&act_, r * inter_ * sizeof(bf16_t)},
-       }) {
-    ARBOR_ASSIGN_OR_RETURN(*want.buf, pool_->Allocate(want.bytes));
-  }
+  ARBOR_RETURN_IF_ERROR(pool_->AllocateAll({{&x_, n * h * sizeof(float)},
+                                            {&out_, n * h * sizeof(float)},
+                                            {&ids_, n * top_k_ * sizeof(int)},
+                                            {&gate_w_, r * sizeof(float)},
+                                            {&counts_, n_experts_ * sizeof(int)},
+                                            {&offsets_, (n_experts_ + 1) * sizeof(int)},
+                                            {&row_token_, r * sizeof(int)},
+                                            {&slot_row_, r * sizeof(int)},
+                                            {&row_start_, (n + 1) * sizeof(int)},
+                                            {&x_perm_, r * h * sizeof(bf16_t)},
+                                            {&y_, r * h * sizeof(bf16_t)},
+                                            {&gate_up_, r * 2 * inter_ * sizeof(bf16_t)},
+                                            {&act_, r * inter_ * sizeof(bf16_t)}}));
   h_counts_.resize(n_experts_);
   h_offsets_.resize(n_experts_ + 1);
   return absl::OkStatus();
@@ -120,10 +111,7 @@ absl::Status CudaExpertBackend::Run(const RoutedTokens& in, float* out) {
     }
   }
   if (in.n_tokens == 0) return absl::OkStatus();
-  const size_t xb = static_cast<size_t>(in.n_tokens) * hidden_ * sizeof(float);
-  ARBOR_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(x_.data(), in.x, xb, cudaMemcpyHostToDevice, stream_));
-  ARBOR_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(out_.data(), out, xb, cudaMemcpyHostToDevice, stream_));
+  ARBOR_RETURN_IF_ERROR(UploadRows(in.x, out, in.n_tokens));
   ARBOR_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(ids_.data(), in.expert_ids, n_rows * sizeof(int),
                                              cudaMemcpyHostToDevice, stream_));
   ARBOR_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(gate_w_.data(), in.weights, n_rows * sizeof(float),
@@ -140,26 +128,40 @@ absl::Status CudaExpertBackend::Run(const RoutedTokens& in, float* out) {
                                              (n_experts_ + 1) * sizeof(int), cudaMemcpyDeviceToHost,
                                              stream_));
   ARBOR_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));  // group sizes for the GEMMs
-  ARBOR_RETURN_IF_ERROR(kernels::GatherRowsCuda(
-      {x_.as<float>(), in.n_tokens, row_token_.as<int>(), x_perm_.as<bf16_t>(), n_rows, hidden_},
-      stream_));
-  std::vector<kernels::ExpertFfnGroup> groups;
+  groups_.clear();
   for (int e = 0; e < n_experts_; ++e) {
     if (h_counts_[e] == 0) continue;
-    groups.push_back({h_offsets_[e], h_counts_[e], w13_[in.layer * n_experts_ + e],
-                      w2_[in.layer * n_experts_ + e]});
+    groups_.push_back({h_offsets_[e], h_counts_[e], w13_[in.layer * n_experts_ + e],
+                       w2_[in.layer * n_experts_ + e]});
   }
-  kernels::MoeUnpermuteParams un;
-  un.y = y_.as<bf16_t>(), un.n_rows = n_rows, un.rows_per_token = top_k_;
-  un.rows = slot_row_.as<int>(), un.weights = gate_w_.as<float>(), un.out = out_.as<float>();
-  un.n_tokens = in.n_tokens, un.dim = hidden_;
-  ARBOR_RETURN_IF_ERROR(
-      ffn_->Run({x_perm_.as<bf16_t>(), y_.as<bf16_t>(), n_rows, hidden_, inter_, groups.data(),
-                 static_cast<int>(groups.size()), gate_up_.as<bf16_t>(), act_.as<bf16_t>()},
-                stream_));
-  ARBOR_RETURN_IF_ERROR(kernels::MoeUnpermuteCuda(un, stream_));
+  return Finish(in.n_tokens, n_rows, /*per_row_entries=*/false, out);
+}
+
+absl::Status CudaExpertBackend::UploadRows(const float* x, const float* out, int n) {
+  const size_t bytes = static_cast<size_t>(n) * hidden_ * sizeof(float);
+  ARBOR_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(x_.data(), x, bytes, cudaMemcpyHostToDevice, stream_));
   ARBOR_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(out, out_.data(), xb, cudaMemcpyDeviceToHost, stream_));
+      cudaMemcpyAsync(out_.data(), out, bytes, cudaMemcpyHostToDevice, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaExpertBackend::Finish(int n_x, int n_rows, bool per_row_entries, float* out) {
+  ARBOR_RETURN_IF_ERROR(kernels::GatherRowsCuda(
+      {x_.as<float>(), n_x, row_token_.as<int>(), x_perm_.as<bf16_t>(), n_rows, hidden_}, stream_));
+  ARBOR_RETURN_IF_ERROR(
+      ffn_->Run({x_perm_.as<bf16_t>(), y_.as<bf16_t>(), n_rows, hidden_, inter_, groups_.data(),
+                 static_cast<int>(groups_.size()), gate_up_.as<bf16_t>(), act_.as<bf16_t>()},
+                stream_));
+  kernels::MoeUnpermuteParams un;
+  un.y = y_.as<bf16_t>(), un.n_rows = n_rows;
+  un.row_start = per_row_entries ? row_start_.as<int>() : nullptr, un.rows_per_token = top_k_;
+  un.rows = slot_row_.as<int>(), un.weights = gate_w_.as<float>(), un.out = out_.as<float>();
+  un.n_tokens = n_x, un.dim = hidden_;
+  ARBOR_RETURN_IF_ERROR(kernels::MoeUnpermuteCuda(un, stream_));
+  ARBOR_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out, out_.data(),
+                                             static_cast<size_t>(n_x) * hidden_ * sizeof(float),
+                                             cudaMemcpyDeviceToHost, stream_));
+  // Also what keeps the pageable host staging valid until the device has read it.
   ARBOR_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   return absl::OkStatus();
 }
@@ -180,12 +182,12 @@ absl::Status CudaExpertBackend::RunGroups(int layer, const float* x, int n_x,
   if (n_x == 0 || n_rows == 0) return absl::OkStatus();
   // Grouped order = the request's order; then, per x row, its (grouped row, weight) entries.
   h_rows_.clear();
-  std::vector<kernels::ExpertFfnGroup> ffn_groups;
+  groups_.clear();
   h_row_start_.assign(n_x + 1, 0);
   for (const ExpertGroup& g : groups) {
     if (g.n == 0) continue;
-    ffn_groups.push_back({static_cast<int>(h_rows_.size()), g.n,
-                          w13_[layer * n_experts_ + g.expert], w2_[layer * n_experts_ + g.expert]});
+    groups_.push_back({static_cast<int>(h_rows_.size()), g.n, w13_[layer * n_experts_ + g.expert],
+                       w2_[layer * n_experts_ + g.expert]});
     for (int r = 0; r < g.n; ++r) {
       h_rows_.push_back(g.rows[r]);
       ++h_row_start_[g.rows[r] + 1];
@@ -194,19 +196,16 @@ absl::Status CudaExpertBackend::RunGroups(int layer, const float* x, int n_x,
   for (int t = 0; t < n_x; ++t) h_row_start_[t + 1] += h_row_start_[t];
   h_entry_rows_.assign(n_rows, 0);
   h_entry_w_.assign(n_rows, 0.0f);
-  std::vector<int> fill(h_row_start_.begin(), h_row_start_.end() - 1);
+  h_fill_.assign(h_row_start_.begin(), h_row_start_.end() - 1);
   int grouped = 0;
   for (const ExpertGroup& g : groups) {
     for (int r = 0; r < g.n; ++r, ++grouped) {
-      const int at = fill[g.rows[r]]++;
+      const int at = h_fill_[g.rows[r]]++;
       h_entry_rows_[at] = grouped;
       h_entry_w_[at] = g.weights[r];
     }
   }
-  const size_t xb = static_cast<size_t>(n_x) * hidden_ * sizeof(float);
-  ARBOR_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(x_.data(), x, xb, cudaMemcpyHostToDevice, stream_));
-  ARBOR_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(out_.data(), out, xb, cudaMemcpyHostToDevice, stream_));
+  ARBOR_RETURN_IF_ERROR(UploadRows(x, out, n_x));
   ARBOR_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
       row_token_.data(), h_rows_.data(), n_rows * sizeof(int), cudaMemcpyHostToDevice, stream_));
   ARBOR_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(row_start_.data(), h_row_start_.data(),
@@ -217,22 +216,7 @@ absl::Status CudaExpertBackend::RunGroups(int layer, const float* x, int n_x,
                                              stream_));
   ARBOR_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
       gate_w_.data(), h_entry_w_.data(), n_rows * sizeof(float), cudaMemcpyHostToDevice, stream_));
-  ARBOR_RETURN_IF_ERROR(kernels::GatherRowsCuda(
-      {x_.as<float>(), n_x, row_token_.as<int>(), x_perm_.as<bf16_t>(), n_rows, hidden_}, stream_));
-  ARBOR_RETURN_IF_ERROR(
-      ffn_->Run({x_perm_.as<bf16_t>(), y_.as<bf16_t>(), n_rows, hidden_, inter_, ffn_groups.data(),
-                 static_cast<int>(ffn_groups.size()), gate_up_.as<bf16_t>(), act_.as<bf16_t>()},
-                stream_));
-  kernels::MoeUnpermuteParams un;
-  un.y = y_.as<bf16_t>(), un.n_rows = n_rows, un.row_start = row_start_.as<int>();
-  un.rows = slot_row_.as<int>(), un.weights = gate_w_.as<float>(), un.out = out_.as<float>();
-  un.n_tokens = n_x, un.dim = hidden_;
-  ARBOR_RETURN_IF_ERROR(kernels::MoeUnpermuteCuda(un, stream_));
-  ARBOR_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(out, out_.data(), xb, cudaMemcpyDeviceToHost, stream_));
-  // Pageable host buffers above: this also keeps the staging vectors alive long enough.
-  ARBOR_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
-  return absl::OkStatus();
+  return Finish(n_x, n_rows, /*per_row_entries=*/true, out);
 }
 
 }  // namespace arbor::engine

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "arbor/common/test_names.h"
 #include "arbor/engine/local_model.h"
 #include "arbor/kernels/gpu.h"
 #include "gtest/gtest.h"
@@ -138,11 +139,7 @@ TEST_P(CudaExpertBackendTest, EngineWithCudaExpertsGivesTheReferenceGreedyTokens
 
 INSTANTIATE_TEST_SUITE_P(Models, CudaExpertBackendTest,
                          ::testing::Values("models/test-moe", "models/game24-moe"),
-                         [](const auto& info) {
-                           std::string n = info.param.substr(info.param.rfind('/') + 1);
-                           for (char& c : n) c = std::isalnum(c) ? c : '_';
-                           return n;
-                         });
+                         [](const auto& info) { return ModelTestName(info.param); });
 
 }  // namespace
 }  // namespace arbor::engine

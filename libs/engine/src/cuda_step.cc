@@ -29,14 +29,6 @@ absl::StatusOr<std::unique_ptr<CudaStep>> CudaStep::Create(const model::ModelWei
                                                            const kvcache::KvLayout& layout,
                                                            int kv_blocks,
                                                            const EngineOptions& options) {
-  const model::ModelConfig& c = weights->config();
-  const int group = c.num_attention_heads / c.num_key_value_heads;
-  if (c.head_dim % 16 != 0 || c.head_dim > 256 || group > kernels::kTreeDecodeRows) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cuda engine: head_dim ", c.head_dim, " (needs a multiple of 16, <= 256) or ",
-                     group, " query heads per kv head (max ", kernels::kTreeDecodeRows,
-                     ") is not supported by the attention kernel"));
-  }
   std::unique_ptr<CudaStep> s(new CudaStep(weights, layout, kv_blocks, options));
   ARBOR_RETURN_IF_ERROR(s->Init());
   return s;
@@ -68,12 +60,7 @@ absl::Status CudaStep::Init() {
   // f32 weights and plain SGEMM (no TF32): the CPU engine's arithmetic, up to summation order.
   ARBOR_CUBLAS_RETURN_IF_ERROR(api_->set_math_mode(handle, CUBLAS_PEDANTIC_MATH));
 
-  auto up = [&](const float* data, size_t n) -> absl::StatusOr<DeviceBuffer> {
-    ARBOR_ASSIGN_OR_RETURN(DeviceBuffer b, pool_->Allocate(n * sizeof(float)));
-    ARBOR_CUDA_RETURN_IF_ERROR(
-        cudaMemcpy(b.data(), data, n * sizeof(float), cudaMemcpyHostToDevice));
-    return b;
-  };
+  auto up = [&](const float* data, size_t n) { return pool_->Upload(data, n * sizeof(float)); };
   for (const model::LayerWeights& lw : w_->layers) {
     LayerDev d;
     ARBOR_ASSIGN_OR_RETURN(d.attn_norm, up(lw.attn_norm.data(), lw.attn_norm.size()));
@@ -98,18 +85,19 @@ absl::Status CudaStep::Init() {
   const size_t n = options_.max_batch_tokens, s = options_.max_seqs;
   const size_t qkv = config_.q_dim() + 2 * static_cast<size_t>(config_.kv_dim());
   const size_t k = config_.num_experts_per_tok;
-  struct Want {
-    DeviceBuffer* buf;
-    size_t bytes;
-  };
-  for (const Want& want :
-       {Want{&x_, n * hidden * 4}, Want{&h_, n * hidden * 4}, Want{&qkv_, n * qkv * 4},
-        Want{&attn_, n * config_.q_dim() * 4}, Want{&router_, n * config_.num_local_experts * 4},
-        Want{&ids_, n * k * 4}, Want{&gate_w_, n * k * 4}, Want{&pos_, n * 4},
-        Want{&slot_block_, n * 4}, Want{&slot_slot_, n * 4}, Want{&last_, s * hidden * 4},
-        Want{&logits_, s * vocab * 4}}) {
-    ARBOR_ASSIGN_OR_RETURN(*want.buf, pool_->Allocate(want.bytes));
-  }
+  ARBOR_RETURN_IF_ERROR(pool_->AllocateAll({{&x_, n * hidden * 4},
+                                            {&h_, n * hidden * 4},
+                                            {&qkv_, n * qkv * 4},
+                                            {&attn_, n * config_.q_dim() * 4},
+                                            {&router_, n * config_.num_local_experts * 4},
+                                            {&ids_, n * k * 4},
+                                            {&gate_w_, n * k * 4},
+                                            {&pos_, n * 4},
+                                            {&slot_block_, n * 4},
+                                            {&slot_slot_, n * 4},
+                                            {&last_, s * hidden * 4},
+                                            {&logits_, s * vocab * 4},
+                                            {&kv_rows_, n * layout_.token_floats() * 4}}));
   h_x_.resize(n * hidden);
   h_h_.resize(n * hidden);
   h_w_.resize(n * k);
@@ -117,6 +105,7 @@ absl::Status CudaStep::Init() {
   h_slot_block_.resize(n);
   h_slot_slot_.resize(n);
   h_kv_.resize(layout_.floats_per_block());
+  h_kv_rows_.resize(n * layout_.token_floats());
   return absl::OkStatus();
 }
 
@@ -237,28 +226,32 @@ absl::Status CudaStep::Run(const CudaStepInput& in, ExpertBackend* experts, kvca
         cudaMemcpyDeviceToHost, stream_));
   }
 
-  // The new tokens' KV back into the host blocks (block by block, slots of this step only).
-  const bf16_t* mirror = kv_.as<bf16_t>();
-  const size_t fpb = layout_.floats_per_block(), hd = layout_.head_dim;
-  for (int t = 0; t < n;) {
-    const int block = in.slots[t].block;
-    ARBOR_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(h_kv_.data(), mirror + block * fpb, fpb * 2,
-                                               cudaMemcpyDeviceToHost, stream_));
-    ARBOR_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
-    float* host = kv->block_data(block);
-    for (; t < n && in.slots[t].block == block; ++t) {
-      const size_t slot = static_cast<size_t>(in.slots[t].slot) * hd;
-      for (int l = 0; l < layout_.num_layers; ++l) {
-        for (int kvi = 0; kvi < 2; ++kvi) {
-          for (int g = 0; g < layout_.num_kv_heads; ++g) {
-            const size_t at = layout_.offset(l, kvi) + g * layout_.head_stride() + slot;
-            for (size_t d = 0; d < hd; ++d) host[at + d] = BF16ToF32(h_kv_[at + d]);
-          }
+  // The new tokens' KV back into the host blocks: packed on the device as token rows (only
+  // those bytes cross), then written row by row into each token's slot.
+  const size_t hd = layout_.head_dim, row = layout_.token_floats();
+  kernels::KvReadParams kr;
+  kr.blocks = kv_.as<bf16_t>(), kr.block_elems = layout_.floats_per_block();
+  kr.block = slot_block_.as<int>(), kr.slot = slot_slot_.as<int>(), kr.n_tokens = n;
+  kr.n_layers = layout_.num_layers, kr.n_kv_heads = layout_.num_kv_heads, kr.head_dim = hd;
+  kr.head_stride = layout_.head_stride(), kr.out = kv_rows_.as<float>();
+  ARBOR_RETURN_IF_ERROR(kernels::KvReadCuda(kr, stream_));
+  ARBOR_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(h_kv_rows_.data(), kv_rows_.data(),
+                                             n * row * sizeof(float), cudaMemcpyDeviceToHost,
+                                             stream_));
+  ARBOR_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  for (int t = 0; t < n; ++t) {
+    const float* src = h_kv_rows_.data() + t * row;  // [layers, 2, kv_heads, head_dim]
+    float* block = kv->block_data(in.slots[t].block);
+    for (int l = 0; l < layout_.num_layers; ++l) {
+      for (int kvi = 0; kvi < 2; ++kvi) {
+        for (int g = 0; g < layout_.num_kv_heads; ++g, src += hd) {
+          std::copy(src, src + hd,
+                    block + layout_.offset(l, kvi) + g * layout_.head_stride() +
+                        static_cast<size_t>(in.slots[t].slot) * hd);
         }
       }
     }
   }
-  ARBOR_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   return absl::OkStatus();
 }
 
@@ -346,9 +339,9 @@ absl::Status CudaStep::UploadBlocks(const kvcache::KvTree& kv, const std::vector
   for (int b : blocks) {
     const float* host = kv.block_data(b);
     for (size_t i = 0; i < fpb; ++i) h_kv_[i] = F32ToBF16(host[i]);
+    // From pageable memory the copy returns once staged, so h_kv_ may be refilled at once.
     ARBOR_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(kv_.as<bf16_t>() + b * fpb, h_kv_.data(), fpb * 2,
                                                cudaMemcpyHostToDevice, stream_));
-    ARBOR_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));  // h_kv_ is reused
   }
   return absl::OkStatus();
 }

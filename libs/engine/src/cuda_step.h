@@ -7,8 +7,9 @@
 // rows are queries too, masked by position), the output projection, RMSNorm, the gate GEMM and
 // gating on the GPU; the experts run through the engine's ExpertBackend on host buffers (remote
 // workers or the CUDA expert backend), so x and the routing cross to the host once per layer.
-// After the step the new tokens' KV is copied back into the host blocks, so the host KV tree
-// stays the source for ReadKv / ReadSegment; a host Append is mirrored by UploadBlocks.
+// After the step the new tokens' KV (packed on the device by KvReadCuda) is copied back into
+// the host blocks, so the host KV tree stays the source for ReadKv / ReadSegment; a host Append
+// is mirrored by UploadBlocks.
 #pragma once
 
 #include <memory>
@@ -46,8 +47,8 @@ struct CudaStepInput {
 
 class CudaStep {
  public:
-  // INVALID_ARGUMENT when the model's head_dim is not a multiple of 16 (the attention kernel's
-  // tile) or GQA groups exceed 64 heads; device errors otherwise.
+  // The caller (Engine::Create) has checked that the attention kernel can tile the model.
+  // Device errors as Status.
   static absl::StatusOr<std::unique_ptr<CudaStep>> Create(const model::ModelWeights* weights,
                                                           const kvcache::KvLayout& layout,
                                                           int kv_blocks,
@@ -88,6 +89,7 @@ class CudaStep {
   // Per-step device buffers. N = max_batch_tokens.
   kernels::DeviceBuffer x_, h_, qkv_, attn_, router_, ids_, gate_w_, pos_, slot_block_, slot_slot_,
       last_, logits_;
+  kernels::DeviceBuffer kv_rows_;  // [N, layout.token_floats()] the step's new KV, packed
   // Attention chunks and plan, uploaded per step; each grows on demand.
   struct Grown {
     kernels::DeviceBuffer buf;
@@ -103,8 +105,9 @@ class CudaStep {
 
   // Host staging.
   std::vector<float> h_x_, h_h_, h_w_;
-  std::vector<int> h_ids_, h_slot_block_, h_slot_slot_, h_last_rows_;
-  std::vector<kernels::bf16_t> h_kv_;
+  std::vector<int> h_ids_, h_slot_block_, h_slot_slot_;
+  std::vector<kernels::bf16_t> h_kv_;  // one block, for UploadBlocks
+  std::vector<float> h_kv_rows_;       // [N, layout.token_floats()]
 };
 
 }  // namespace arbor::engine

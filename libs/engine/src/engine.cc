@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "arbor/common/status_macros.h"
+#include "arbor/kernels/decode_attention.h"
 #include "arbor/kernels/gating.h"
 #include "arbor/kernels/gpu.h"
 #include "arbor/kernels/rms_norm.h"
@@ -33,7 +34,24 @@ void MatMulWT(const float* x, const float* w, float* y, int m, int n, int k, flo
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, x, k, w, k, beta, y, n);
 }
 
+// Whether TreeDecodeCuda can tile the model's attention (see decode_attention.h).
+absl::Status CudaAttentionSupports(const model::ModelConfig& c) {
+  const int group = c.num_attention_heads / c.num_key_value_heads;
+  if (c.head_dim % 16 != 0 || c.head_dim > 256 || group > kernels::kTreeDecodeRows) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "engine backend cuda: head_dim ", c.head_dim, " (needs a multiple of 16, <= 256) or ",
+        group, " query heads per kv head (max ", kernels::kTreeDecodeRows,
+        ") is not supported by the attention kernel"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+std::string ResolveEngineBackend(const std::string& backend, const model::ModelConfig& config) {
+  if (backend != "auto") return backend;
+  return kernels::CudaDeviceCount() > 0 && CudaAttentionSupports(config).ok() ? "cuda" : "cpu";
+}
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const model::ModelWeights* weights,
                                                        ExpertBackend* experts,
@@ -65,9 +83,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const model::ModelWeights
                                                  {.max_fork = opts.max_fork,
                                                   .max_seq_tokens = opts.max_seq_tokens,
                                                   .prefix_index = opts.prefix_cache}));
+  opts.backend = ResolveEngineBackend(opts.backend, c);
   if (opts.backend != "cpu" && opts.backend != "cuda") {
     return absl::InvalidArgumentError(
-        absl::StrCat("engine backend \"", opts.backend, "\" is not cpu or cuda"));
+        absl::StrCat("engine backend \"", opts.backend, "\" is not auto, cpu or cuda"));
   }
   std::unique_ptr<CudaStep> cuda;
   if (opts.backend == "cuda") {
@@ -75,6 +94,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const model::ModelWeights
     if (kernels::CudaDeviceCount() == 0) {
       return absl::FailedPreconditionError("engine backend cuda: no CUDA device is visible");
     }
+    ARBOR_RETURN_IF_ERROR(CudaAttentionSupports(c));
     ARBOR_ASSIGN_OR_RETURN(
         cuda, CudaStep::Create(weights, layout, layout.BlocksFor(opts.kv_cache_tokens), opts));
 #else
@@ -91,21 +111,16 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const model::ModelWeights
 Engine::~Engine() = default;
 
 absl::Status Engine::Append(SeqId seq, absl::Span<const int> tokens, const void* kv) {
-#ifdef ARBOR_HAVE_CUDA
-  const int before = kv_->Length(seq);
-#endif
+  [[maybe_unused]] const int before = kv_->Length(seq);  // read by the CUDA mirror only
   ARBOR_RETURN_IF_ERROR(kv_->Append(seq, tokens, kv));
   if (cuda_ == nullptr || tokens.empty()) return absl::OkStatus();
 #ifdef ARBOR_HAVE_CUDA
-  // Mirror the blocks that now hold positions [before, before + n) on the device.
-  ARBOR_RETURN_IF_ERROR(kv_->Path(seq, &path_, 0));
-  const int bt = kv_->layout().block_tokens, end = before + static_cast<int>(tokens.size());
+  // Mirror the leaf blocks the appended tokens went to (KvTree::Append wrote them there).
+  std::vector<kvcache::KvTree::Slot> slots(tokens.size());
+  ARBOR_RETURN_IF_ERROR(kv_->LeafSlots(seq, before, static_cast<int>(tokens.size()), slots.data()));
   std::vector<int> blocks;
-  for (const kvcache::PathEntry& e : path_) {
-    if (e.start + e.length <= before) continue;
-    const int first = (std::max(before, e.start) - e.start) / bt;
-    const int last = (std::min(end, e.start + e.length) - 1 - e.start) / bt;
-    for (int b = first; b <= last; ++b) blocks.push_back(e.blocks[b]);
+  for (const kvcache::KvTree::Slot& slot : slots) {
+    if (blocks.empty() || blocks.back() != slot.block) blocks.push_back(slot.block);
   }
   return cuda_->UploadBlocks(*kv_, blocks);
 #else
@@ -141,6 +156,7 @@ Engine::Engine(const model::ModelWeights* weights, ExpertBackend* experts,
   last_.resize(s * h);
   logits_.resize(s * config_.vocab_size);
   logits_row_.resize(s);
+  last_rows_.resize(s);
   // Chunk bookkeeping grows only for paths deeper than this.
   constexpr size_t kDepth = 64;
   path_.reserve(kDepth);
@@ -150,7 +166,6 @@ Engine::Engine(const model::ModelWeights* weights, ExpertBackend* experts,
   }
   chunk_queries_.reserve(n * kDepth);
   const size_t blocks = s * (kv_->layout().BlocksFor(options.max_seq_tokens) + kDepth);
-  chunk_blocks_.reserve(blocks);
   chunk_block_ids_.reserve(blocks);
   block_k_.reserve(blocks);
   block_v_.reserve(blocks);
@@ -232,7 +247,6 @@ absl::Status Engine::BuildChunks(std::span<const StepInput> inputs) {
   chunk_block_start_.assign(1, 0);
   chunk_query_start_.assign(1, 0);
   chunk_queries_.clear();
-  chunk_blocks_.clear();
   chunk_block_ids_.clear();
   const int bt = kv_->layout().block_tokens;
   for (size_t i = 0; i < refs_.size(); ++i) {
@@ -242,10 +256,9 @@ absl::Status Engine::BuildChunks(std::span<const StepInput> inputs) {
       chunk_start_.push_back(r.start);
       chunk_len_.push_back(r.length);
       for (int b = 0; b < (r.length + bt - 1) / bt; ++b) {
-        chunk_blocks_.push_back(kv_->block_data(r.blocks[b]));
         chunk_block_ids_.push_back(r.blocks[b]);
       }
-      chunk_block_start_.push_back(static_cast<int>(chunk_blocks_.size()));
+      chunk_block_start_.push_back(static_cast<int>(chunk_block_ids_.size()));
     }
     for (int t = query_start_[r.input]; t < query_start_[r.input + 1]; ++t) {
       chunk_queries_.push_back(t);
@@ -253,8 +266,8 @@ absl::Status Engine::BuildChunks(std::span<const StepInput> inputs) {
   }
   if (!refs_.empty()) chunk_query_start_.push_back(static_cast<int>(chunk_queries_.size()));
   n_chunks_ = static_cast<int>(chunk_start_.size());
-  block_k_.resize(chunk_blocks_.size());
-  block_v_.resize(chunk_blocks_.size());
+  block_k_.resize(chunk_block_ids_.size());
+  block_v_.resize(chunk_block_ids_.size());
   counters_.attention_chunks += n_chunks_;
   counters_.attention_chunk_refs += static_cast<int64_t>(refs_.size());
   return absl::OkStatus();
@@ -288,22 +301,22 @@ absl::Status Engine::Step(std::span<const StepInput> inputs) {
   const int n_tokens = t;
   ARBOR_RETURN_IF_ERROR(BuildChunks(inputs));
 
+  // Rows whose logits are wanted: the last token row of each input that asks for them.
+  int n_last = 0;
+  for (int s = 0; s < n_seqs; ++s) {
+    logits_row_[s] = inputs[s].want_logits ? n_last : -1;
+    if (inputs[s].want_logits) last_rows_[n_last++] = query_start_[s + 1] - 1;
+  }
+
 #ifdef ARBOR_HAVE_CUDA
   if (cuda_ != nullptr) {
-    std::vector<int> last_rows;
-    for (int s = 0; s < n_seqs; ++s) {
-      logits_row_[s] = -1;
-      if (!inputs[s].want_logits) continue;
-      logits_row_[s] = static_cast<int>(last_rows.size());
-      last_rows.push_back(query_start_[s + 1] - 1);
-    }
     CudaStepInput in;
     in.n_tokens = n_tokens, in.x = x_.data(), in.positions = positions_.data();
     in.slots = slots_.data(), in.n_chunks = n_chunks_, in.chunk_start = chunk_start_.data();
     in.chunk_len = chunk_len_.data(), in.chunk_block_start = chunk_block_start_.data();
     in.chunk_block_ids = chunk_block_ids_.data();
     in.chunk_query_start = chunk_query_start_.data(), in.chunk_queries = chunk_queries_.data();
-    in.last_rows = last_rows.data(), in.n_last = static_cast<int>(last_rows.size());
+    in.last_rows = last_rows_.data(), in.n_last = n_last;
     ARBOR_RETURN_IF_ERROR(cuda_->Run(in, experts_, kv_.get(), logits_.data()));
     return Finish(inputs);
   }
@@ -312,18 +325,14 @@ absl::Status Engine::Step(std::span<const StepInput> inputs) {
     ARBOR_RETURN_IF_ERROR(RunLayer(l, n_tokens));
   }
 
-  // Final norm and LM head for the last token of each input that wants logits.
-  int rows = 0;
-  for (int s = 0; s < n_seqs; ++s) {
-    logits_row_[s] = -1;
-    if (!inputs[s].want_logits) continue;
-    kernels::RmsNormCpu({x_.data() + static_cast<size_t>(query_start_[s + 1] - 1) * hidden,
-                         w_->final_norm.data(), last_.data() + static_cast<size_t>(rows) * hidden,
-                         1, hidden, hidden, config_.rms_norm_eps});
-    logits_row_[s] = rows++;
+  // Final norm and LM head of the wanted rows.
+  for (int i = 0; i < n_last; ++i) {
+    kernels::RmsNormCpu({x_.data() + static_cast<size_t>(last_rows_[i]) * hidden,
+                         w_->final_norm.data(), last_.data() + static_cast<size_t>(i) * hidden, 1,
+                         hidden, hidden, config_.rms_norm_eps});
   }
-  if (rows > 0) {
-    MatMulWT(last_.data(), w_->lm_head_data(), logits_.data(), rows, config_.vocab_size, hidden,
+  if (n_last > 0) {
+    MatMulWT(last_.data(), w_->lm_head_data(), logits_.data(), n_last, config_.vocab_size, hidden,
              0.0f);
   }
   return Finish(inputs);
@@ -372,9 +381,10 @@ absl::Status Engine::RunLayer(int layer, int n_tokens) {
                 block + layout.offset(layer, 1) + g * layout.head_stride() + in_block);
     }
   }
-  for (size_t b = 0; b < chunk_blocks_.size(); ++b) {
-    block_k_[b] = chunk_blocks_[b] + layout.offset(layer, 0);
-    block_v_[b] = chunk_blocks_[b] + layout.offset(layer, 1);
+  for (size_t b = 0; b < chunk_block_ids_.size(); ++b) {
+    const float* block = kv_->block_data(chunk_block_ids_[b]);
+    block_k_[b] = block + layout.offset(layer, 0);
+    block_v_[b] = block + layout.offset(layer, 1);
   }
   kernels::TreeAttentionParams ap;
   ap.q = qkv_.data();

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "arbor/common/test_names.h"
 #include "arbor/engine/generator.h"
 #include "arbor/engine/local_model.h"
 #include "arbor/model/safetensors.h"
@@ -173,11 +174,7 @@ TEST_P(EngineParityTest, GreedyGenerationReproducesReferenceTokens) {
 INSTANTIATE_TEST_SUITE_P(Models, EngineParityTest,
                          ::testing::Values("models/test-moe", "tests/data/tiny-mha-top1",
                                            "tests/data/tiny-gqa4-tied", "models/game24-moe"),
-                         [](const auto& info) {
-                           std::string n = info.param.substr(info.param.rfind('/') + 1);
-                           for (char& c : n) c = std::isalnum(c) ? c : '_';
-                           return n;
-                         });
+                         [](const auto& info) { return ModelTestName(info.param); });
 
 }  // namespace
 }  // namespace arbor::engine

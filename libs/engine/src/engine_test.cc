@@ -185,6 +185,19 @@ TEST(EngineTest, BackendOptionIsCheckedAndCudaNeedsADevice) {
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(bad.status().message().find("tpu"), absl::string_view::npos);
+  // auto: cuda only with a device and a head_dim the GPU kernel tiles (tiny-gqa4-tied has 12).
+  auto test_moe = *model::ModelConfig::Load(kModel);
+  auto gqa12 =
+      *model::ModelConfig::Load(std::string(ARBOR_SOURCE_DIR) + "/tests/data/tiny-gqa4-tied");
+  EXPECT_EQ(ResolveEngineBackend("auto", test_moe),
+            kernels::CudaDeviceCount() > 0 ? "cuda" : "cpu");
+  EXPECT_EQ(ResolveEngineBackend("auto", gqa12), "cpu");
+  EXPECT_EQ(ResolveEngineBackend("cuda", gqa12), "cuda");
+  EXPECT_EQ(ResolveEngineBackend("cpu", test_moe), "cpu");
+  o.backend = "auto";
+  auto resolved = LocalModel::Load(kModel, o);
+  ASSERT_TRUE(resolved.ok()) << resolved.status();
+  EXPECT_EQ((*resolved)->engine->options().backend, ResolveEngineBackend("auto", test_moe));
   if (kernels::CudaDeviceCount() == 0) {
     o.backend = "cuda";
     auto cuda = LocalModel::Load(kModel, o);

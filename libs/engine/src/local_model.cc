@@ -19,7 +19,7 @@ absl::StatusOr<std::unique_ptr<LocalModel>> LocalModel::Load(const std::string& 
   ARBOR_ASSIGN_OR_RETURN(m->experts,
                          CpuExpertBackend::Create(m->weights.get(), options.max_batch_tokens));
   ExpertBackend* experts = m->experts.get();
-  if (options.backend == "cuda") {
+  if (ResolveEngineBackend(options.backend, c) == "cuda") {
     ARBOR_ASSIGN_OR_RETURN(m->device_experts,
                            CreateExpertBackend(m->weights.get(), options.max_batch_tokens, "cuda"));
     experts = m->device_experts.get();

@@ -1,10 +1,10 @@
 // cuBLAS, loaded with dlopen on first use instead of linked (CUDA builds only).
 //
-// Why: libcublasLt carries ~94 KB of static TLS. A library linked at start-up puts its TLS at
-// the top of every thread's stack, and the metrics server (civetweb, through prometheus-cpp)
-// starts its threads with ~100 KB stacks, so linking cuBLAS makes every service's /metrics fail
-// to start ("Cannot create threads"), GPU or not. A dlopen'ed library's TLS is allocated per
-// thread on demand instead, and processes that never ask for the GPU never load cuBLAS at all.
+// Why: every service links the kernels, but only a process that asks for the GPU needs cuBLAS,
+// which is about half a gigabyte of libraries and carries ~94 KB of static TLS. Linked, its TLS
+// sits at the top of every thread's stack in every process, GPU or not (that is what once broke
+// civetweb's 100 KB-stack /metrics threads; see rpc/metrics_server.h); dlopen'ed, it is loaded
+// by the backends that use it and its TLS is allocated per thread on demand.
 #pragma once
 
 #include <cublas_v2.h>

@@ -7,8 +7,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -63,6 +65,10 @@ class DevicePool {
   // `bytes` (> 0) of device memory, 256-byte aligned, not initialised. RESOURCE_EXHAUSTED past
   // the limit or when the device is full (after trimming the free lists once).
   absl::StatusOr<DeviceBuffer> Allocate(size_t bytes);
+  // Allocate(max(bytes, 1)) holding a copy of `bytes` of host memory (synchronous copy).
+  absl::StatusOr<DeviceBuffer> Upload(const void* host, size_t bytes);
+  // Allocates every (buffer, bytes) pair into its buffer; the first error stops.
+  absl::Status AllocateAll(std::initializer_list<std::pair<DeviceBuffer*, size_t>> wants);
   // Returns every free block to the driver.
   void Trim();
   Stats stats() const;

@@ -63,17 +63,26 @@ class ExpertFfnRunner {
 
  private:
   ExpertFfnRunner(ExpertGemm mode, int max_groups) : mode_(mode), max_groups_(max_groups) {}
-  absl::Status RunGrouped(const ExpertFfnParams& p, cudaStream_t stream);
-  absl::Status RunLoop(const ExpertFfnParams& p, cudaStream_t stream);
+  // One projection of every group: out[rows] = in[rows] W^T, W = group.*weight [n_out, k].
+  struct Projection {
+    const bf16_t* ExpertFfnGroup::*weight;
+    const bf16_t* in;  // device [n_rows, k]
+    int k;
+    bf16_t* out;  // device [n_rows, n_out]
+    int n_out;
+  };
+  // Both projections and the SwiGLU between them, in the current mode (grouped unless kLoop).
+  absl::Status RunOnce(const ExpertFfnParams& p, cudaStream_t stream);
+  absl::Status Project(const ExpertFfnParams& p, const Projection& pr, cudaStream_t stream);
 
   ExpertGemm mode_;
   const int max_groups_;
   const CublasApi* api_ = nullptr;
   cublasContext* handle_ = nullptr;
-  DeviceBuffer ptrs_;                   // device [6, max_groups] matrix pointers
-  std::vector<const void*> host_ptrs_;  // [6, max_groups] staging for ptrs_
-  std::vector<int> m_, n_, k_, lda_, ldb_, ldc_, sizes_;
-  std::vector<int> transa_, transb_;  // cublasOperation_t values
+  DeviceBuffer ptrs_;                   // device [3, max_groups] A, B, C matrix pointers
+  std::vector<const void*> host_ptrs_;  // [3, max_groups] staging for ptrs_
+  std::vector<int> m_, n_, k_, sizes_;  // per group; m is also ldc, k also lda and ldb
+  std::vector<int> transa_, transb_;    // cublasOperation_t values
   std::vector<float> alpha_, beta_;
 };
 

@@ -46,10 +46,12 @@ class CudaExpertBackend : public ExpertBackend {
  private:
   CudaExpertBackend(const model::ModelWeights* weights, const CudaExpertOptions& options);
   absl::Status Init();
-  // Runs the FFN over `groups` (rows already gathered into x_perm_) and unpermutes into the
-  // device out buffer, then copies n_out rows of it to `out`.
-  absl::Status Finish(int layer, std::vector<kernels::ExpertFfnGroup>& groups, int n_rows,
-                      int n_out, float* out);
+  // Enqueues the copies of x and out ([n, hidden] each) to the device.
+  absl::Status UploadRows(const float* x, const float* out, int n);
+  // The shared tail, once row_token_, slot_row_ and gate_w_ (and row_start_ when
+  // `per_row_entries`; else top_k entries per row) and groups_ are set: gather, FFN, weighted
+  // unpermute into out_, then out_ back to `out` ([n_x, hidden]).
+  absl::Status Finish(int n_x, int n_rows, bool per_row_entries, float* out);
 
   const model::ModelWeights* weights_;
   const CudaExpertOptions options_;
@@ -76,7 +78,8 @@ class CudaExpertBackend : public ExpertBackend {
   kernels::DeviceBuffer gate_up_;    // [R, 2 * inter] bf16
   kernels::DeviceBuffer act_;        // [R, inter] bf16
   // Host staging.
-  std::vector<int> h_counts_, h_offsets_, h_rows_, h_row_start_, h_entry_rows_;
+  std::vector<kernels::ExpertFfnGroup> groups_;  // this call's GEMM problems
+  std::vector<int> h_counts_, h_offsets_, h_rows_, h_row_start_, h_fill_, h_entry_rows_;
   std::vector<float> h_entry_w_;
 };
 

@@ -36,11 +36,16 @@ struct EngineOptions {
   int max_fork = 64;         // children per Fork
   bool prefix_cache = true;  // AddSequence(prompt) reuses cached prompt prefixes
   int num_threads = 0;       // OpenBLAS threads; 0 keeps OpenBLAS's default
-  // Where attention, norms, RoPE, gating and the LM head run: "cpu" (OpenBLAS, f32 KV) or
-  // "cuda" (GPU 0, a bf16 mirror of the KV blocks; builds with CUDA only). The experts run on
-  // the ExpertBackend either way.
+  // Where attention, norms, RoPE, gating and the LM head run: "cpu" (OpenBLAS, f32 KV),
+  // "cuda" (GPU 0, a bf16 mirror of the KV blocks; builds with CUDA only) or "auto" (see
+  // ResolveEngineBackend). The experts run on the ExpertBackend either way.
   std::string backend = "cpu";
 };
+
+// "auto" stands for "cuda" when this build has CUDA, a device is visible and the model's
+// attention fits the GPU kernel (head_dim a multiple of 16 up to 256, at most 64 query heads per
+// kv head), else "cpu"; any other name is returned as it is.
+std::string ResolveEngineBackend(const std::string& backend, const model::ModelConfig& config);
 
 class CudaStep;
 
@@ -62,7 +67,8 @@ class Engine {
  public:
   // `weights` must hold the non-expert weights; `experts` runs the MoE FFN. Both must outlive
   // the engine. INVALID_ARGUMENT names the bad option.
-  // FAILED_PRECONDITION for backend cuda without CUDA in the build or a device.
+  // FAILED_PRECONDITION for backend cuda without CUDA in the build or a device; INVALID_ARGUMENT
+  // for cuda with a model whose attention the GPU kernel cannot tile.
   static absl::StatusOr<std::unique_ptr<Engine>> Create(const model::ModelWeights* weights,
                                                         ExpertBackend* experts,
                                                         const EngineOptions& options);
@@ -136,6 +142,7 @@ class Engine {
   std::vector<float> last_;                   // [S, hidden] final-normed last rows
   std::vector<float> logits_;                 // [S, vocab]
   std::vector<int> logits_row_;               // [S] row in logits_ of input i, or -1
+  std::vector<int> last_rows_;                // [S] token row of each logits_ row
   int n_inputs_ = 0;
 
   // Attention chunks: one per distinct (segment, length) on the step's paths, sorted by segment.
@@ -148,10 +155,9 @@ class Engine {
   std::vector<PathRef> refs_;
   std::vector<int> chunk_start_, chunk_len_, chunk_block_start_, chunk_query_start_;
   std::vector<int> chunk_queries_;     // token rows attending to each chunk
-  std::vector<float*> chunk_blocks_;   // block bases of every chunk, in chunk order
-  std::vector<int> chunk_block_ids_;   // the same blocks' ids
-  std::vector<const float*> block_k_;  // chunk_blocks_ at this layer's K
-  std::vector<const float*> block_v_;  // chunk_blocks_ at this layer's V
+  std::vector<int> chunk_block_ids_;   // blocks of every chunk, in chunk order
+  std::vector<const float*> block_k_;  // chunk_block_ids_' data at this layer's K
+  std::vector<const float*> block_v_;  // chunk_block_ids_' data at this layer's V
   int n_chunks_ = 0;
 
   std::unique_ptr<CudaStep> cuda_;  // set for backend "cuda"

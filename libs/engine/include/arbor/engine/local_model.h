@@ -20,8 +20,8 @@ struct LocalModel {
   std::unique_ptr<model::ModelWeights> weights;
   std::unique_ptr<model::Tokenizer> tokenizer;  // null when the folder has no tokenizer.model
   std::unique_ptr<CpuExpertBackend> experts;    // always built (the tests' CPU reference)
-  // With options.backend "cuda": the experts on the GPU too (CudaExpertBackend), which the
-  // engine then uses; null otherwise.
+  // With options.backend "cuda" (or "auto" resolving to it): the experts on the GPU too
+  // (CudaExpertBackend), which the engine then uses; null otherwise.
   std::unique_ptr<ExpertBackend> device_experts;
   std::unique_ptr<Engine> engine;
 
