@@ -135,7 +135,8 @@ struct Extended {
   grpc::Status status;
   std::vector<int> ids;
   std::vector<float> logprobs;
-  std::string streamed_text;  // the text pieces, concatenated
+  std::string streamed_text;                        // the text pieces, concatenated
+  std::vector<std::vector<v1::TokenLogprob>> tops;  // each token's top_logprobs
   v1::ExtendResult result;
   int results = 0;
 };
@@ -162,6 +163,7 @@ Extended Extend(v1::Router::Stub& router, const v1::ExtendRequest& req,
     if (e.has_token()) {
       out.ids.push_back(e.token().id());
       out.logprobs.push_back(e.token().logprob());
+      out.tops.emplace_back(e.token().top_logprobs().begin(), e.token().top_logprobs().end());
       out.streamed_text += e.token().text();
       if (on_token) on_token(static_cast<int>(out.ids.size()) - 1);
     } else {
@@ -248,11 +250,22 @@ TEST_P(MeshParityTest, GreedyThroughTheMeshIsTheInProcessEngine) {
   EXPECT_EQ(second.result.prefilled_tokens(), static_cast<int>(more.size()));
   EXPECT_EQ(second.result.version(), 3u);
 
-  // Continue on the first router with no input at all: the last token is recomputed.
-  const Extended third = Extend(mesh.router(0), Request(seq, {}, 5));
+  // Continue on the first router with no input at all: the last token is recomputed. Asking
+  // for the three most likely tokens changes nothing else; greedy, the first is the token.
+  v1::ExtendRequest with_tops = Request(seq, {}, 5);
+  with_tops.mutable_params()->set_top_logprobs(3);
+  const Extended third = Extend(mesh.router(0), with_tops);
   const std::vector<int> all = Concat(Concat(Concat(prompt, first.ids), more), second.ids);
   ExpectSameGeneration(third, Reference(model, all, 5), "continued without input");
   EXPECT_EQ(third.result.prefilled_tokens(), 1);
+  ASSERT_EQ(third.tops.size(), third.ids.size());
+  for (size_t i = 0; i < third.tops.size(); ++i) {
+    ASSERT_EQ(third.tops[i].size(), 3u) << i;
+    EXPECT_EQ(third.tops[i][0].id(), third.ids[i]) << i;
+    EXPECT_FLOAT_EQ(third.tops[i][0].logprob(), third.logprobs[i]) << i;
+    EXPECT_GE(third.tops[i][1].logprob(), third.tops[i][2].logprob()) << i;
+  }
+  EXPECT_TRUE(first.tops[0].empty());  // none unless asked for
 
   // Metrics, scraped the way Prometheus does.
   const std::string metrics = rpc::testing::HttpGet(mesh.router_metrics_port(0), "/metrics");
@@ -418,6 +431,9 @@ TEST(MeshTest, BadInputGetsTheRightCodeAndTheRouterKeepsServing) {
     r = Request(seq, {1}, 4);
     r.mutable_params()->set_top_p(1.5);
     cases.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "params.top_p"});
+    r = Request(seq, {1}, 4);
+    r.mutable_params()->set_top_logprobs(21);
+    cases.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "params.top_logprobs 21"});
     r = Request(seq, {1}, 4);
     r.mutable_params()->add_stop("");
     cases.push_back({r, grpc::StatusCode::INVALID_ARGUMENT, "params.stop[0]"});

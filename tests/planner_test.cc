@@ -9,9 +9,11 @@
 // - bad requests name the field.
 #include <signal.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -23,6 +25,7 @@
 #include "arbor/v1/planner.grpc.pb.h"
 #include "child_process.h"
 #include "gtest/gtest.h"
+#include "mesh_thought_source.h"
 #include "nlohmann/json.hpp"
 
 namespace arbor {
@@ -187,22 +190,43 @@ TEST(PlannerTest, BfsCompletesWithOrderedEventsAndReleasesItsKv) {
 
 // Values from labels: the value prompt on forks of every node, the first label the model writes
 // mapped to its score (none: 0); with the task's own templates instead of a preset.
+TEST(PlannerTest, ExpectedLabelScoreWeighsTheLabelsByProbability) {
+  auto top = [](std::vector<std::pair<int, double>> v) {
+    std::vector<v1::TokenLogprob> out;
+    for (auto [id, p] : v) {
+      out.emplace_back().set_id(id);
+      out.back().set_logprob(static_cast<float>(std::log(p)));
+    }
+    return out;
+  };
+  const std::map<int, float> labels = {{5, 20.0f}, {9, 1.0f}, {11, 5.0f}};
+  // Tokens that are no label (7) do not count; the labels' mass is renormalised.
+  EXPECT_NEAR(planner::ExpectedLabelScore(top({{5, 0.6}, {7, 0.3}, {9, 0.1}}), labels, -1),
+              (0.6 * 20 + 0.1 * 1) / 0.7, 1e-6);
+  EXPECT_NEAR(planner::ExpectedLabelScore(top({{11, 0.5}}), labels, -1), 5, 1e-6);
+  EXPECT_EQ(planner::ExpectedLabelScore(top({{7, 0.9}, {8, 0.1}}), labels, -1),
+            -1);  // none: the floor
+  EXPECT_EQ(planner::ExpectedLabelScore({}, labels, 0.5), 0.5);
+}
+
 TEST(PlannerTest, LabelValuesWithRequestTemplates) {
   PlannerMesh mesh;
   ASSERT_TRUE(mesh.ok()) << "see " << mesh.dir();
-  for (bool sampled : {false, true}) {
+  for (int mode : {0, 1, 2}) {  // greedy label, sampled labels, expected label
+    const bool sampled = mode == 1, expected = mode == 2;
     v1::SolveRequest req = Bfs(2, 2, 2);
     req.clear_preset();
     v1::TaskTemplates* t = req.mutable_templates();
     t->set_propose("Numbers: {problem}\n");
     t->set_value("Judge: ");
     t->set_step_stop("\n");
-    (*t->mutable_value_labels())["a"] = 20;
-    (*t->mutable_value_labels())["e"] = 1;
+    // Labels that start distinct tokens after "Judge: " (test-moe's pieces "▁s" and "▁b").
+    (*t->mutable_value_labels())["s"] = 20;
+    (*t->mutable_value_labels())["b"] = 1;
     if (sampled) {
       req.mutable_search()->mutable_value()->mutable_sampled()->set_samples(3);
     } else {
-      req.mutable_search()->mutable_value()->mutable_label();
+      req.mutable_search()->mutable_value()->mutable_label()->set_expected(expected);
     }
     const Solved s = SolveAll(mesh.planner(), req);
     ASSERT_TRUE(s.status.ok()) << s.status.error_message();
@@ -211,7 +235,7 @@ TEST(PlannerTest, LabelValuesWithRequestTemplates) {
       if (!e.has_node_scored()) continue;
       ++scored;
       const double v = e.node_scored().score();
-      if (sampled) {  // a mean of three scores from {0, 1, 20}
+      if (sampled || expected) {  // a mean of three scores; a weighted mean of 1 and 20, or 0
         EXPECT_GE(v, 0);
         EXPECT_LE(v, 20);
       } else {
@@ -221,6 +245,24 @@ TEST(PlannerTest, LabelValuesWithRequestTemplates) {
     EXPECT_EQ(scored, 2 + 4);
     EXPECT_EQ(mesh.Stats().live_sequences(), 0);  // value forks released too
   }
+  // The expected value reads one token: labels that start alike cannot be told apart (here
+  // both start with the piece "▁").
+  v1::SolveRequest req = Bfs(2, 2, 2);
+  req.clear_preset();
+  v1::TaskTemplates* t = req.mutable_templates();
+  t->set_propose("Numbers: {problem}\n");
+  t->set_value("Judge: ");
+  (*t->mutable_value_labels())["ab"] = 20;
+  (*t->mutable_value_labels())["ax"] = 1;
+  t->set_step_stop("\n");
+  req.mutable_search()->mutable_value()->mutable_label()->set_expected(true);
+  const Solved s = SolveAll(mesh.planner(), req);
+  EXPECT_EQ(s.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.status.error_message().find("\"ab\" and \"ax\" start with the same token"),
+            std::string::npos)
+      << s.status.error_message();
+  EXPECT_TRUE(
+      WaitFor([&] { return mesh.Stats().live_sequences() == 0; }, std::chrono::seconds(30)));
 }
 
 TEST(PlannerTest, CancelMidTaskReleasesItsKv) {
@@ -339,6 +381,12 @@ TEST(PlannerTest, BadRequestsNameTheField) {
   r = Bfs(2, 3, 2);
   r.mutable_search()->clear_bfs();
   cases.push_back({r, "no strategy"});
+  r = Bfs(2, 3, 2);
+  r.mutable_search()->mutable_generation()->set_top_p(1.5);
+  cases.push_back({r, "search.generation.top_p 1.5"});
+  r = Bfs(2, 3, 2);
+  r.mutable_search()->mutable_generation()->set_top_k(-1);
+  cases.push_back({r, "search.generation.top_k -1"});
   for (const Case& c : cases) {
     const Solved s = SolveAll(mesh.planner(), c.req);
     EXPECT_EQ(s.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.needle;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -15,6 +16,7 @@
 namespace arbor::planner {
 namespace {
 const std::string kValueStop = "\n";  // a value label is one line
+constexpr int kExpectedTop = 20;      // top_logprobs read for the expected label value
 }  // namespace
 
 std::string Render(const std::string& t, const std::string& problem, const std::string& state,
@@ -56,6 +58,19 @@ absl::StatusOr<Templates> ParsePreset(const std::string& path) {
     }
   }
   return t;
+}
+
+double ExpectedLabelScore(const std::vector<v1::TokenLogprob>& top,
+                          const std::map<int, float>& label_tokens, double none) {
+  double mass = 0, weighted = 0;
+  for (const v1::TokenLogprob& t : top) {
+    auto it = label_tokens.find(t.id());
+    if (it == label_tokens.end()) continue;
+    const double p = std::exp(static_cast<double>(t.logprob()));
+    mass += p;
+    weighted += p * it->second;
+  }
+  return mass > 0 ? weighted / mass : none;
 }
 
 MeshThoughtSource::MeshThoughtSource(v1::KvStore::Stub* kv, v1::Router::Stub* router,
@@ -178,6 +193,9 @@ std::vector<MeshThoughtSource::Generated> MeshThoughtSource::ExtendAll(
       double sum = 0;
       while (stream->Read(&e)) {
         if (e.has_token()) {
+          if (g.ids.empty()) {
+            g.first_top.assign(e.token().top_logprobs().begin(), e.token().top_logprobs().end());
+          }
           g.ids.push_back(e.token().id());
           sum += e.token().logprob();
         } else {
@@ -216,6 +234,8 @@ absl::StatusOr<std::vector<std::vector<Proposal>>> MeshThoughtSource::Propose(
       v1::GenerationParams* g = req.mutable_params();
       g->set_max_tokens(options_.max_thought_tokens);
       g->set_temperature(options_.temperature);
+      g->set_top_k(options_.top_k);
+      g->set_top_p(options_.top_p);
       g->set_seed(options_.seed * 1000003 + (++calls_));
       g->add_stop(templates_.step_stop);
       reqs.push_back(std::move(req));
@@ -283,6 +303,11 @@ absl::StatusOr<std::vector<double>> MeshThoughtSource::Evaluate(
   ARBOR_RETURN_IF_ERROR(CheckCancelled());
   // Label: the value prompt on forks of each node (sharing its KV), the label mapped to a score.
   const int k = options_.value == ValueMode::kSampled ? options_.value_samples : 1;
+  const bool expected = options_.value == ValueMode::kLabel && options_.label_expected;
+  const std::map<int, float>* label_tokens = nullptr;
+  if (expected) {
+    ARBOR_ASSIGN_OR_RETURN(label_tokens, LabelTokens());
+  }
   std::vector<uint64_t> forks;
   std::vector<v1::ExtendRequest> reqs;
   for (const SearchNode* n : nodes) {
@@ -292,8 +317,13 @@ absl::StatusOr<std::vector<double>> MeshThoughtSource::Evaluate(
       req.set_sequence_id(seq);
       req.set_text(Render(templates_.value, problem_, n->state, n->thought));
       v1::GenerationParams* g = req.mutable_params();
-      g->set_max_tokens(8);
+      g->set_max_tokens(expected ? 1 : 8);  // expected: the first token's distribution
+      g->set_top_logprobs(expected ? kExpectedTop : 0);
       g->set_temperature(options_.value == ValueMode::kSampled ? options_.temperature : 0.0f);
+      if (options_.value == ValueMode::kSampled) {
+        g->set_top_k(options_.top_k);
+        g->set_top_p(options_.top_p);
+      }
       g->set_seed(options_.seed * 1000003 + (++calls_));
       g->add_stop(kValueStop);
       reqs.push_back(std::move(req));
@@ -309,6 +339,10 @@ absl::StatusOr<std::vector<double>> MeshThoughtSource::Evaluate(
     for (int j = 0; j < k; ++j) {
       const Generated& g = gen[i * k + j];
       ARBOR_RETURN_IF_ERROR(g.status);
+      if (expected) {  // among the kExpectedTop most likely first tokens
+        sum += ExpectedLabelScore(g.first_top, *label_tokens, lowest);
+        continue;
+      }
       std::string text;
       text.reserve(g.result.text().size());
       for (unsigned char c : g.result.text()) text.push_back(static_cast<char>(std::tolower(c)));
@@ -327,6 +361,45 @@ absl::StatusOr<std::vector<double>> MeshThoughtSource::Evaluate(
     values[i] = sum / k;
   }
   return values;
+}
+
+absl::StatusOr<std::vector<int>> MeshThoughtSource::Tokenize(const std::string& text) {
+  v1::TokenizeRequest req;
+  req.set_text(text);
+  v1::TokenizeResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline());
+  const grpc::Status st = router_->Tokenize(&ctx, req, &resp);
+  if (!st.ok()) return rpc::FromGrpcStatus(st, "router Tokenize");
+  return std::vector<int>(resp.ids().begin(), resp.ids().end());
+}
+
+absl::StatusOr<const std::map<int, float>*> MeshThoughtSource::LabelTokens() {
+  if (label_tokens_) return &*label_tokens_;
+  // A label's first token as the model would write it: right after the value prompt.
+  const std::string prompt = Render(templates_.value, problem_, "", "");
+  ARBOR_ASSIGN_OR_RETURN(const std::vector<int> before, Tokenize(prompt));
+  std::map<int, float> tokens;
+  std::map<int, std::string> label_of;
+  for (const auto& [label, score] : templates_.value_labels) {
+    ARBOR_ASSIGN_OR_RETURN(const std::vector<int> with, Tokenize(prompt + label));
+    if (with.size() <= before.size() || !std::equal(before.begin(), before.end(), with.begin())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("value label \"", label,
+                       "\" does not start a token of its own after the value prompt; the "
+                       "expected label value needs labels that do"));
+    }
+    const int id = with[before.size()];
+    if (label_of.count(id)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "value labels \"", label_of[id], "\" and \"", label,
+          "\" start with the same token; the expected label value needs distinct first tokens"));
+    }
+    label_of[id] = label;
+    tokens[id] = score;
+  }
+  label_tokens_ = std::move(tokens);
+  return &*label_tokens_;
 }
 
 absl::Status MeshThoughtSource::ReleaseOwner(const std::string& owner) {

@@ -13,6 +13,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,10 +44,19 @@ std::string Render(const std::string& t, const std::string& problem, const std::
 
 enum class ValueMode { kLogProb, kLabel, kSampled };
 
+// The expected label value: the labels' scores (by first token id) weighted by their
+// probabilities among `top` (token log-probs); `none` when no label's token is among them.
+double ExpectedLabelScore(const std::vector<v1::TokenLogprob>& top,
+                          const std::map<int, float>& label_tokens, double none);
+
 struct SourceOptions {
   ValueMode value = ValueMode::kLogProb;
   int value_samples = 1;
+  // kLabel: weigh the labels' scores by the probability of each label's first token.
+  bool label_expected = false;
   float temperature = 0.8f;
+  int top_k = 0;       // thoughts (and sampled values): 0 = all tokens
+  float top_p = 1.0f;  // thoughts (and sampled values): nucleus mass in (0, 1]
   int max_thought_tokens = 64;
   uint64_t seed = 0;
   std::chrono::system_clock::time_point deadline = std::chrono::system_clock::time_point::max();
@@ -96,6 +106,7 @@ class MeshThoughtSource : public ThoughtSource {
     absl::Status status;
     std::vector<int> ids;
     double mean_logprob = 0;
+    std::vector<v1::TokenLogprob> first_top;  // the first token's top_logprobs
     v1::ExtendResult result;
   };
   // Runs the Extends in parallel on the pool and waits for all.
@@ -103,6 +114,11 @@ class MeshThoughtSource : public ThoughtSource {
   absl::StatusOr<std::vector<uint64_t>> Fork(uint64_t seq, int n);
   std::chrono::system_clock::time_point Deadline() const;
   absl::Status CheckCancelled() const;
+  absl::StatusOr<std::vector<int>> Tokenize(const std::string& text);
+  // Each value label's first token id -> its score, as the router tokenizes the label after the
+  // value prompt; fetched once. INVALID_ARGUMENT if a label does not start a token of its own
+  // there or two labels start with the same token.
+  absl::StatusOr<const std::map<int, float>*> LabelTokens();
 
   v1::KvStore::Stub* kv_;
   v1::Router::Stub* router_;
@@ -112,9 +128,10 @@ class MeshThoughtSource : public ThoughtSource {
   SourceOptions options_;
   std::function<bool()> is_cancelled_;
   SourceCounts counts_;
-  std::map<uint64_t, double> logprob_;        // handle -> thought mean log-prob
-  std::map<uint64_t, std::vector<int>> ids_;  // handle -> the node's own tokens
-  uint64_t calls_ = 0;                        // varies the sampling seed per call
+  std::map<uint64_t, double> logprob_;                // handle -> thought mean log-prob
+  std::map<uint64_t, std::vector<int>> ids_;          // handle -> the node's own tokens
+  uint64_t calls_ = 0;                                // varies the sampling seed per call
+  std::optional<std::map<int, float>> label_tokens_;  // first token id -> the label's score
 };
 
 }  // namespace arbor::planner

@@ -210,6 +210,8 @@ absl::Status PlannerService::ValidateRequest(const v1::SolveRequest& req) const 
   }
   ARBOR_RETURN_IF_ERROR(
       Range("search.generation.temperature", s.generation().temperature(), 0, 100));
+  ARBOR_RETURN_IF_ERROR(Range("search.generation.top_k", s.generation().top_k(), 0, 1 << 20));
+  ARBOR_RETURN_IF_ERROR(Range("search.generation.top_p", s.generation().top_p(), 0, 1));
   if (s.generation().max_thought_tokens() != 0) {
     ARBOR_RETURN_IF_ERROR(Range("search.generation.max_thought_tokens",
                                 s.generation().max_thought_tokens(), 1, 1024));
@@ -372,7 +374,10 @@ void PlannerService::Run(std::shared_ptr<Task> task, v1::TaskCheckpoint restored
              : s.value().has_sampled() ? ValueMode::kSampled
                                        : ValueMode::kLogProb;
   so.value_samples = std::max(1, s.value().sampled().samples());
+  so.label_expected = s.value().label().expected();
   so.temperature = s.generation().temperature() > 0 ? s.generation().temperature() : 0.8f;
+  so.top_k = s.generation().top_k();
+  so.top_p = s.generation().top_p() > 0 ? s.generation().top_p() : 1.0f;
   so.max_thought_tokens =
       s.generation().max_thought_tokens() > 0 ? s.generation().max_thought_tokens() : 64;
   so.seed = s.generation().seed();

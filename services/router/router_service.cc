@@ -45,6 +45,7 @@ engine::GenerationParams ParamsFromProto(const v1::GenerationParams& p) {
   g.sampling.seed = p.seed();
   g.stop.assign(p.stop().begin(), p.stop().end());
   g.ignore_eos = p.ignore_eos();
+  g.top_logprobs = p.top_logprobs();
   return g;
 }
 
@@ -570,6 +571,12 @@ void RouterService::Emit(Job& job, bool finished) {
     v1::GeneratedToken* t = e.mutable_token();
     t->set_id(r.token_ids[i]);
     t->set_logprob(r.logprobs[i]);
+    const size_t k = static_cast<size_t>(job.params.top_logprobs);
+    for (size_t j = i * k; j < (i + 1) * k && j < r.top_ids.size(); ++j) {
+      v1::TokenLogprob* top = t->add_top_logprobs();
+      top->set_id(r.top_ids[j]);
+      top->set_logprob(r.top_logprobs[j]);
+    }
     if (i + 1 == r.token_ids.size() && stable > job.sent_bytes) {
       t->set_text(r.text.substr(job.sent_bytes, stable - job.sent_bytes));
       job.sent_bytes = stable;

@@ -39,6 +39,8 @@ ABSL_DECLARE_FLAG(std::string, planner);
 ABSL_DECLARE_FLAG(int, proposals);
 ABSL_DECLARE_FLAG(std::string, value);
 ABSL_DECLARE_FLAG(double, thought_temperature);
+ABSL_DECLARE_FLAG(int, thought_top_k);
+ABSL_DECLARE_FLAG(double, thought_top_p);
 ABSL_DECLARE_FLAG(uint64_t, search_seed);
 
 ABSL_FLAG(std::string, modes, "greedy,bfs1,bfs5", "eval: comma-separated greedy and bfsN");
@@ -166,7 +168,7 @@ int Eval(const std::vector<std::string>& args) {
   }
   v1::SearchSpec check;
   if (!SetValueAndGeneration(check)) {
-    std::fprintf(stderr, "arbor eval: --value must be logprob, label or sampled\n");
+    std::fprintf(stderr, "arbor eval: --value must be logprob, label, expected or sampled\n");
     return 2;
   }
   // The model's game24 preset, as the planner reads it: the greedy pass starts from its propose
@@ -188,6 +190,8 @@ int Eval(const std::vector<std::string>& args) {
                            {"proposals_per_node", absl::GetFlag(FLAGS_proposals)},
                            {"value", absl::GetFlag(FLAGS_value)},
                            {"thought_temperature", absl::GetFlag(FLAGS_thought_temperature)},
+                           {"thought_top_k", absl::GetFlag(FLAGS_thought_top_k)},
+                           {"thought_top_p", absl::GetFlag(FLAGS_thought_top_p)},
                            {"modes", nlohmann::json::array()}};
   int errors = 0;
   for (const Mode& mode : modes) {

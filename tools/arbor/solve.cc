@@ -25,9 +25,13 @@ ABSL_FLAG(int, depth, 3, "solve: search depth");
 ABSL_FLAG(double, value_threshold, 0, "solve: dfs prunes nodes valued below this");
 ABSL_FLAG(double, uct_c, 1.0, "solve: mcts exploration constant");
 ABSL_FLAG(int, rollouts, 16, "solve: mcts rollouts");
-ABSL_FLAG(std::string, value, "logprob", "solve: logprob, label or sampled");
+ABSL_FLAG(std::string, value, "logprob",
+          "solve: logprob, label (greedy), expected (label scores weighted by probability) or "
+          "sampled");
 ABSL_FLAG(int, samples, 3, "solve: value samples with --value=sampled");
 ABSL_FLAG(double, thought_temperature, 0.8, "solve: sampling temperature of thoughts");
+ABSL_FLAG(int, thought_top_k, 0, "solve: thoughts keep the k most likely tokens; 0 = all");
+ABSL_FLAG(double, thought_top_p, 1.0, "solve: nucleus mass thoughts sample from, (0, 1]");
 ABSL_FLAG(int, max_thought_tokens, 48, "solve: tokens per thought at most");
 ABSL_FLAG(uint64_t, search_seed, 0, "solve: sampling seed");
 ABSL_FLAG(int, max_nodes, 0, "solve: node budget (0: the planner's default)");
@@ -168,8 +172,8 @@ int Follow(const char* what, grpc::ClientContext& ctx, grpc::ClientReader<v1::So
 
 bool SetValueAndGeneration(v1::SearchSpec& s) {
   const std::string value = absl::GetFlag(FLAGS_value);
-  if (value == "label") {
-    s.mutable_value()->mutable_label();
+  if (value == "label" || value == "expected") {
+    s.mutable_value()->mutable_label()->set_expected(value == "expected");
   } else if (value == "sampled") {
     s.mutable_value()->mutable_sampled()->set_samples(absl::GetFlag(FLAGS_samples));
   } else if (value == "logprob") {
@@ -178,6 +182,8 @@ bool SetValueAndGeneration(v1::SearchSpec& s) {
     return false;
   }
   s.mutable_generation()->set_temperature(absl::GetFlag(FLAGS_thought_temperature));
+  s.mutable_generation()->set_top_k(absl::GetFlag(FLAGS_thought_top_k));
+  s.mutable_generation()->set_top_p(static_cast<float>(absl::GetFlag(FLAGS_thought_top_p)));
   s.mutable_generation()->set_max_thought_tokens(absl::GetFlag(FLAGS_max_thought_tokens));
   s.mutable_generation()->set_seed(absl::GetFlag(FLAGS_search_seed));
   return true;
@@ -216,7 +222,7 @@ int Solve(const std::vector<std::string>& args) {
     return 2;
   }
   if (!SetValueAndGeneration(*s)) {
-    std::fprintf(stderr, "arbor solve: --value must be logprob, label or sampled\n");
+    std::fprintf(stderr, "arbor solve: --value must be logprob, label, expected or sampled\n");
     return 2;
   }
   req.mutable_budget()->set_max_nodes(absl::GetFlag(FLAGS_max_nodes));

@@ -16,8 +16,8 @@ int Watch(const std::vector<std::string>& args);
 int Cancel(const std::vector<std::string>& args);
 
 // The search's value mode (--value, --samples) and generation settings (--thought_temperature,
-// --max_thought_tokens, --search_seed) from the flags; false if --value is not one of logprob,
-// label or sampled.
+// --thought_top_k, --thought_top_p, --max_thought_tokens, --search_seed) from the flags; false if
+// --value is not one of logprob, label, expected or sampled.
 bool SetValueAndGeneration(v1::SearchSpec& s);
 
 }  // namespace arbor::cli

@@ -28,6 +28,10 @@ absl::Status GenerationParams::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("max_tokens ", max_tokens, " out of range [0, 1048576]"));
   }
+  if (top_logprobs < 0 || top_logprobs > 20) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("top_logprobs ", top_logprobs, " out of range [0, 20]"));
+  }
   if (stop.size() > 16) {
     return absl::InvalidArgumentError(
         absl::StrCat("stop holds ", stop.size(), " strings, at most 16"));
@@ -94,6 +98,8 @@ absl::StatusOr<int> Generator::Submit(std::vector<int> prompt_ids, const Generat
   r->result.prompt_ids = std::move(prompt_ids);
   r->result.token_ids.reserve(params.max_tokens);
   r->result.logprobs.reserve(params.max_tokens);
+  r->result.top_ids.reserve(static_cast<size_t>(params.max_tokens) * params.top_logprobs);
+  r->result.top_logprobs.reserve(static_cast<size_t>(params.max_tokens) * params.top_logprobs);
   r->rng.seed(params.sampling.seed);
   if (tokenizer_ != nullptr) r->decoder = std::make_unique<model::StreamDecoder>(tokenizer_);
   const int id = next_id_++;
@@ -137,6 +143,9 @@ void Generator::Advance(Request& r, const float* logits) {
   const SampledToken tok = sampler_.Sample(logits, r.params.sampling, r.rng);
   r.result.token_ids.push_back(tok.id);
   r.result.logprobs.push_back(tok.logprob);
+  if (r.params.top_logprobs > 0) {
+    sampler_.TopLogprobs(logits, r.params.top_logprobs, &r.result.top_ids, &r.result.top_logprobs);
+  }
   if (!r.params.ignore_eos && tok.id == engine_->config().eos_token_id.value_or(-1)) {
     Finish(r, FinishReason::kEos);
     return;

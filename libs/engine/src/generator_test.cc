@@ -1,5 +1,7 @@
 #include "arbor/engine/generator.h"
 
+#include <cmath>
+
 #include "../../model/src/test_util.h"
 #include "arbor/engine/local_model.h"
 #include "gtest/gtest.h"
@@ -135,6 +137,35 @@ TEST_F(GeneratorTest, SeededSamplingIsReproducible) {
   EXPECT_NE(GenerateOne(*m_, "4 9 10 13", p).token_ids, a.token_ids);
 }
 
+TEST_F(GeneratorTest, TopLogprobsComeWithEveryTokenAndLeaveSamplingAlone) {
+  GenerationParams p;
+  p.max_tokens = 9;
+  p.ignore_eos = true;
+  p.sampling = {0.9f, 0, 1.0f, 77};
+  const auto plain = GenerateOne(*m_, "4 9 10 13", p);
+  EXPECT_TRUE(plain.top_ids.empty());
+  p.top_logprobs = 4;
+  const auto r = GenerateOne(*m_, "4 9 10 13", p);
+  EXPECT_EQ(r.token_ids, plain.token_ids);  // same seed, same tokens
+  ASSERT_EQ(r.top_ids.size(), 9u * 4);
+  ASSERT_EQ(r.top_logprobs.size(), 9u * 4);
+  for (size_t i = 0; i < r.token_ids.size(); ++i) {
+    double mass = 0;
+    for (size_t j = i * 4; j < i * 4 + 4; ++j) {
+      if (j > i * 4) {
+        EXPECT_GE(r.top_logprobs[j - 1], r.top_logprobs[j]);
+      }
+      mass += std::exp(r.top_logprobs[j]);
+      // The sampled token's log-prob is the same number when it is among the four.
+      if (r.top_ids[j] == r.token_ids[i]) {
+        EXPECT_FLOAT_EQ(r.top_logprobs[j], r.logprobs[i]);
+      }
+    }
+    EXPECT_LE(mass, 1.0 + 1e-5);
+    EXPECT_LE(r.logprobs[i], r.top_logprobs[i * 4]);
+  }
+}
+
 TEST_F(GeneratorTest, MaxTokensZeroOnlyFeedsThePrompt) {
   Generator gen(m_->engine.get(), m_->tokenizer.get());
   GenerationParams p;
@@ -230,6 +261,9 @@ TEST_F(GeneratorTest, SubmitRejectsBadRequests) {
   EXPECT_NE(gen.Submit({1, 2}, p, {.sequence = seq, .held = 2}).status().message().find("held 2"),
             absl::string_view::npos);
   p.max_tokens = 4;
+  p.top_logprobs = 21;
+  EXPECT_NE(gen.Submit({1}, p).status().message().find("top_logprobs 21"), absl::string_view::npos);
+  p.top_logprobs = 0;
   p.stop = {""};
   EXPECT_NE(gen.Submit({1}, p).status().message().find("stop[0] of 0 bytes"),
             absl::string_view::npos);

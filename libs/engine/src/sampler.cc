@@ -20,15 +20,36 @@ absl::Status SamplingParams::Validate() const {
   return absl::OkStatus();
 }
 
-Sampler::Sampler(int vocab_size) : vocab_(vocab_size), order_(vocab_size), probs_(vocab_size) {}
+namespace {
+// log(sum(exp(logits))), stable.
+float LogSumExp(const float* logits, int n) {
+  const float mx = *std::max_element(logits, logits + n);
+  double z = 0;
+  for (int i = 0; i < n; ++i) z += std::exp(static_cast<double>(logits[i]) - mx);
+  return mx + static_cast<float>(std::log(z));
+}
+}  // namespace
+
+Sampler::Sampler(int vocab_size)
+    : vocab_(vocab_size), order_(vocab_size), probs_(vocab_size), top_(vocab_size) {}
+
+void Sampler::TopLogprobs(const float* logits, int k, std::vector<int>* ids,
+                          std::vector<float>* logprobs) {
+  k = std::clamp(k, 1, vocab_);
+  const float lse = LogSumExp(logits, vocab_);
+  std::iota(top_.begin(), top_.end(), 0);
+  std::partial_sort(top_.begin(), top_.begin() + k, top_.end(), [logits](int a, int b) {
+    return logits[a] != logits[b] ? logits[a] > logits[b] : a < b;
+  });
+  for (int i = 0; i < k; ++i) {
+    ids->push_back(top_[i]);
+    logprobs->push_back(logits[top_[i]] - lse);
+  }
+}
 
 SampledToken Sampler::Sample(const float* logits, const SamplingParams& params,
                              std::mt19937_64& rng) {
-  // log-sum-exp of the raw logits, for the reported log-prob.
-  const float mx = *std::max_element(logits, logits + vocab_);
-  double z = 0;
-  for (int i = 0; i < vocab_; ++i) z += std::exp(static_cast<double>(logits[i]) - mx);
-  const float lse = mx + static_cast<float>(std::log(z));
+  const float lse = LogSumExp(logits, vocab_);  // for the reported log-prob
 
   int chosen;
   if (params.temperature == 0.0f) {

@@ -75,6 +75,25 @@ TEST(SamplerTest, SameSeedSameTokensAndLogprobsAreTheModelsOwn) {
   EXPECT_NE(ra, rc);
 }
 
+TEST(SamplerTest, TopLogprobsAreTheMostLikelyInOrderWithTheirLogSoftmax) {
+  Sampler s(6);
+  std::vector<int> ids = {99};  // appended to, not replaced
+  std::vector<float> lp = {0.5f};
+  s.TopLogprobs(kLogits.data(), 3, &ids, &lp);
+  EXPECT_EQ(ids, (std::vector<int>{99, 1, 5, 3}));
+  const auto p = Softmax(kLogits, 1.0);
+  ASSERT_EQ(lp.size(), 4u);
+  for (size_t i = 1; i < ids.size(); ++i) EXPECT_NEAR(lp[i], std::log(p[ids[i]]), 1e-6);
+  // k is clamped to the vocabulary; ties go to the lower id.
+  const std::vector<float> tied = {2.0f, 1.0f, 2.0f};
+  Sampler t(3);
+  ids.clear();
+  lp.clear();
+  t.TopLogprobs(tied.data(), 10, &ids, &lp);
+  EXPECT_EQ(ids, (std::vector<int>{0, 2, 1}));
+  EXPECT_FLOAT_EQ(lp[0], lp[1]);
+}
+
 TEST(SamplerTest, ValidateNamesTheField) {
   EXPECT_NE(SamplingParams{-1.0f}.Validate().message().find("temperature"),
             absl::string_view::npos);

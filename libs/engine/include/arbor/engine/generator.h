@@ -26,6 +26,7 @@ struct GenerationParams {
   int max_tokens = 64;            // in [0, 1 << 20]; 0 = only feed the prompt
   std::vector<std::string> stop;  // stop strings (need a tokenizer); up to 16, each 1..256 bytes
   bool ignore_eos = false;
+  int top_logprobs = 0;  // in [0, 20]: per generated token, the k most likely tokens
 
   absl::Status Validate() const;
 };
@@ -34,7 +35,10 @@ struct GenerationResult {
   std::vector<int> prompt_ids;
   std::vector<int> token_ids;   // generated, including the EOS or the token that hit a stop
   std::vector<float> logprobs;  // one per generated token
-  std::string text;             // decoded generation, cut before the stop string
+  // top_logprobs entries per generated token (params.top_logprobs of them, most likely first).
+  std::vector<int> top_ids;
+  std::vector<float> top_logprobs;
+  std::string text;  // decoded generation, cut before the stop string
   FinishReason finish = FinishReason::kNone;
 };
 

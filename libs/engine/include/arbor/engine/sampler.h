@@ -32,10 +32,15 @@ class Sampler {
 
   SampledToken Sample(const float* logits, const SamplingParams& params, std::mt19937_64& rng);
 
+  // Appends the `k` most likely tokens (ties to the lower id) and their log-probabilities
+  // under the model's distribution (temperature 1), most likely first. k in [1, vocab].
+  void TopLogprobs(const float* logits, int k, std::vector<int>* ids, std::vector<float>* logprobs);
+
  private:
   int vocab_;
   std::vector<int> order_;    // [vocab] candidate token ids
   std::vector<float> probs_;  // [vocab]
+  std::vector<int> top_;      // [vocab] scratch of TopLogprobs
 };
 
 }  // namespace arbor::engine
