@@ -141,6 +141,103 @@ class Tracker:
         return f"{ANSWER_PREFIX} {self.items[0][1]} = 24"
 
 
+def parse_expr(text):
+    """The tree of an arithmetic expression over non-negative integers, + - * / and parentheses:
+    an int leaf or (op, left, right), left-associative; None if it does not parse."""
+    toks = text.replace("(", " ( ").replace(")", " ) ").split()
+    at = 0
+
+    def atom():
+        nonlocal at
+        if at >= len(toks):
+            return None
+        t = toks[at]
+        at += 1
+        if t == "(":
+            e = sum_()
+            if e is None or at >= len(toks) or toks[at] != ")":
+                return None
+            at += 1
+            return e
+        return int(t) if t.isdigit() else None
+
+    def chain(sub, ops):
+        nonlocal at
+        e = sub()
+        while e is not None and at < len(toks) and toks[at] in ops:
+            op = toks[at]
+            at += 1
+            r = sub()
+            e = None if r is None else (op, e, r)
+        return e
+
+    product = lambda: chain(atom, "*/")
+    sum_ = lambda: chain(product, "+-")
+    tree = sum_()
+    return tree if at == len(toks) else None
+
+
+def expr_value(tree):
+    """Exact value of a parse_expr tree; None on division by zero."""
+    if isinstance(tree, int):
+        return Fraction(tree)
+    op, a, b = tree
+    x, y = expr_value(a), expr_value(b)
+    if x is None or y is None or (op == "/" and y == 0):
+        return None
+    return {"+": x + y, "-": x - y, "*": x * y, "/": x / y if op == "/" else None}[op]
+
+
+def expr_numbers(tree):
+    return [tree] if isinstance(tree, int) else expr_numbers(tree[1]) + expr_numbers(tree[2])
+
+
+def expr_text(tree):
+    """The tree written as Tracker writes answers: compound operands in parentheses."""
+    if isinstance(tree, int):
+        return str(tree)
+    op, a, b = tree
+    wrap = lambda e: e if isinstance(e, int) else f"({expr_text(e)})"
+    return f"{wrap(a)} {op} {wrap(b)}"
+
+
+def swap_operands(expr, rng):
+    """`expr` with the operands of one of its - or / swapped, or None if it has neither."""
+    tree = parse_expr(expr)
+    nodes = []
+
+    def walk(t, path):
+        if isinstance(t, int):
+            return
+        if t[0] in "-/":
+            nodes.append(path)
+        walk(t[1], path + (1,))
+        walk(t[2], path + (2,))
+
+    walk(tree, ())
+    if not nodes:
+        return None
+    target = rng.choice(nodes)
+
+    def rebuild(t, path):
+        if path == target:
+            return (t[0], t[2], t[1])
+        if isinstance(t, int):
+            return t
+        return (t[0], rebuild(t[1], path + (1,)), rebuild(t[2], path + (2,)))
+
+    return expr_text(rebuild(tree, ()))
+
+
+def answer_right(puzzle, line):
+    """True if the answer line uses exactly the puzzle's numbers once each and makes 24."""
+    if not line.startswith(ANSWER_PREFIX) or not line.endswith(" = 24"):
+        return False
+    tree = parse_expr(line[len(ANSWER_PREFIX):-len(" = 24")])
+    return (tree is not None and sorted(expr_numbers(tree)) == sorted(puzzle)
+            and expr_value(tree) == TARGET)
+
+
 def parse_step(text):
     """(x, op, y, result) of a step line "x op y = r (left: ...)"."""
     lhs, rest = text.split(" = ", 1)

@@ -58,34 +58,81 @@ def wrong_result(x, y, r, last, rng):
     return rng.choice(cands)
 
 
-def play(puzzle, rng, solve, corrupt=False):
-    """One line of play: the step texts, the states after each step, the answer line (or None)
-    and the index of a wrong step (or 3). With `solve` every step keeps the state solvable;
-    with `corrupt` one step gets its arithmetic wrong (the rest of the line follows from it)."""
+def play(puzzle, rng, solve):
+    """One line of play: the step texts, the states before and after each step and the answer
+    line (or None). With `solve` every step keeps the state solvable."""
     state = g.key([Fraction(x) for x in puzzle])
     tracker = g.Tracker(puzzle)
-    steps, states = [], []
-    bad = rng.randrange(3) if corrupt else 3
-    for d in range(3):
+    steps, states = [], [state]
+    for _ in range(3):
         ms = g.moves(state)
-        if solve and d < bad:
+        if solve:
             ms = [m for m in ms if g.solvable(m[4])] or ms
         m = rng.choice(ms)
-        x, op, y, r = g.parse_step(m[0])
-        text, new = m[0], m[4]
-        if d == bad:
-            r = wrong_result(x, y, r, d == 2, rng)
-            rest = list(state)
-            rest.remove(x)
-            rest.remove(y)
-            new = g.key(rest + [r])
-            text = f"{g.fmt(x)} {op} {g.fmt(y)} = {g.fmt(r)} (left: {g.fmt_state(new)})"
-        tracker.apply(x, op, y, r)
-        steps.append(text)
-        states.append(new)
-        state = new
+        tracker.apply(*g.parse_step(m[0]))
+        steps.append(m[0])
+        state = m[4]
+        states.append(state)
     answer = tracker.answer() if state[0] == g.TARGET else None
-    return steps, states, answer, bad
+    return steps, states, answer
+
+
+def slipped_step(state, last, rng):
+    """A step from `state` written wrong, as a small model slips: a wrong result (the numbers
+    left following from it), a right result with the numbers left miscopied, or an operand
+    that is not in the state."""
+    text, _, _, _, _ = rng.choice(g.moves(state))
+    x, op, y, r = g.parse_step(text)
+    rest = list(state)
+    rest.remove(x)
+    rest.remove(y)
+    kind = rng.randrange(3)
+    if kind == 0:
+        r = wrong_result(x, y, r, last, rng)
+        left = rest + [r]
+    elif kind == 1:
+        left = rest + [r]
+        i = rng.randrange(len(left))
+        if len(left) > 1 and rng.random() < 0.5:
+            del left[i]  # a number dropped
+        else:
+            left[i] = left[i] + rng.choice([-2, -1, 1, 2]) if left[i] > 2 else left[i] + 1
+    else:
+        absent = [Fraction(v) for v in range(1, 14) if Fraction(v) not in state]
+        z = rng.choice(absent)
+        x, y = (z, y) if z >= y else (y, z)
+        if op == "/" and rng.random() < 0.5 and x != y:
+            x, y = y, x  # y / x with a divisor that is not there
+        r = {"+": x + y, "-": x - y, "*": x * y, "/": x / y if y else x}[op]
+        left = rest + [r]
+    left = g.key(max(v, Fraction(0)) for v in left)
+    return f"{g.fmt(x)} {op} {g.fmt(y)} = {g.fmt(r)} (left: {g.fmt_state(left)})"
+
+
+def wrong_answer(puzzle, answer, rng):
+    """The answer line of a right line of play with one slip of composition: a number changed,
+    an operator changed, or the operands of - or / swapped. None if the slip still makes 24
+    from the puzzle's numbers."""
+    toks = answer[len(g.ANSWER_PREFIX) + 1:-len(" = 24")].split(" ")
+    nums = [i for i, t in enumerate(toks) if t.strip("()").isdigit()]
+    ops = [i for i, t in enumerate(toks) if t in "+-*/"]
+    kind = rng.randrange(3)
+    if kind == 0:
+        i = rng.choice(nums)
+        t = toks[i]
+        v = t.strip("()")
+        toks[i] = t.replace(v, str(rng.choice([n for n in range(1, 14) if str(n) != v])))
+    elif kind == 1:
+        i = rng.choice(ops)
+        toks[i] = rng.choice([o for o in "+-*/" if o != toks[i]])
+    else:
+        expr = " ".join(toks)
+        flipped = g.swap_operands(expr, rng)
+        if flipped is None:
+            return None
+        toks = flipped.split(" ")
+    text = f"{g.ANSWER_PREFIX} {' '.join(toks)} = 24"
+    return None if g.answer_right(puzzle, text) else text
 
 
 class Encoder:
@@ -103,17 +150,19 @@ class Encoder:
         return ids
 
 
-def build_row(enc, puzzle, rng, solve, corrupt=False):
+def build_row(enc, puzzle, rng, solve, checks=0.0):
     """(ids, targets, branch, cut, positions) of one tree-packed row. branch[i] is 0 on the main
-    branch, b > 0 on side branch b, which sees main tokens before cut[b]. A corrupted row (one
-    wrong step) trains only its labels: "impossible" from the wrong step on, so the model learns
-    to judge its own arithmetic; its steps are never a target."""
-    steps, states, answer, bad = play(puzzle, rng, solve, corrupt)
+    branch, b > 0 on side branch b, which sees main tokens before cut[b]. Side branches: after
+    every line of the main branch, the value prompt and that state's label; and, each with
+    probability `checks`, before a step a slipped version of a step (or, before the answer line,
+    a wrong answer) followed by the value prompt and "impossible", so the model learns to judge
+    the arithmetic of what it proposed. A slipped line is context only, never a target."""
+    steps, states, answer = play(puzzle, rng, solve)
     prompt = g.PROPOSE.format(problem=g.problem_text(puzzle))
     ids = [BOS] + enc.line(prompt[:-1]) + [enc.nl]
     tgt = [-100] * len(ids)  # tgt[i]: the token after i (same branch), or -100
     lines = steps + ([answer] if answer else [])
-    ends = []
+    ends = [len(ids)]
     for text in lines:
         piece = enc.line(text) + [enc.nl]
         tgt[-1] = piece[0]
@@ -123,19 +172,28 @@ def build_row(enc, puzzle, rng, solve, corrupt=False):
     tgt[-1] = EOS
     ids.append(EOS)
     tgt.append(-100)
-    if corrupt:
-        tgt = [-100] * len(tgt)
-    labels = [g.label(s) if d < bad else "impossible" for d, s in enumerate(states)]
-    labels += (["sure" if bad == 3 else "impossible"] if answer else [])
+    # (cut, context line or None, label): the value of every main line, then the slips.
+    sides = [(ends[d + 1], None, g.label(s)) for d, s in enumerate(states[1:])]
+    if answer:
+        sides.append((ends[4], None, "sure"))
+    if checks > 0:
+        for d in range(3):
+            if rng.random() < checks:
+                sides.append((ends[d], slipped_step(states[d], d == 2, rng), "impossible"))
+        if answer and rng.random() < checks:
+            wrong = wrong_answer(puzzle, answer, rng)
+            if wrong:
+                sides.append((ends[3], wrong, "impossible"))
     branch = [0] * len(ids)
     pos = list(range(len(ids)))
     cut = [0]
     value_ids = enc.line(g.VALUE[:-1]) + [enc.nl]
-    for b, (end, lab) in enumerate(zip(ends, labels), start=1):
+    for b, (end, context, lab) in enumerate(sides, start=1):
+        ctx = enc.line(context) + [enc.nl] if context else []
         lab_ids = enc.line(lab) + [enc.nl]
-        piece = value_ids + lab_ids
-        t = [-100] * len(value_ids) + lab_ids[1:] + [-100]
-        t[len(value_ids) - 1] = lab_ids[0]
+        piece = ctx + value_ids + lab_ids
+        t = [-100] * (len(ctx) + len(value_ids)) + lab_ids[1:] + [-100]
+        t[len(ctx) + len(value_ids) - 1] = lab_ids[0]
         ids += piece
         tgt += t
         branch += [b] * len(piece)
@@ -176,14 +234,24 @@ def is_solvable(p):
     return g.solvable(g.key([Fraction(x) for x in p]))
 
 
-def sample_rows(enc, train, train_solvable, rng, n, corrupt=0.0):
+def sample_rows(enc, train, train_solvable, rng, n, checks=0.0):
     rows = []
     for _ in range(n):
         solve = rng.random() < 0.5
         p = rng.choice(train_solvable if solve else train)
-        # No random draw when corruption is off: the stream stays that of the checked-in model.
-        rows.append(build_row(enc, p, rng, solve, corrupt=corrupt > 0 and rng.random() < corrupt))
+        rows.append(build_row(enc, p, rng, solve, checks))
     return rows
+
+
+def batches(enc, train, train_solvable, rng, size, checks, pool=8):
+    """Endless batches of `size` rows. Rows are drawn `pool` batches at a time and batched by
+    length, so a batch pads to little more than its own rows (the slips make lengths vary)."""
+    while True:
+        rows = sorted(sample_rows(enc, train, train_solvable, rng, size * pool, checks),
+                      key=lambda r: len(r[0]))
+        chunks = [rows[i:i + size] for i in range(0, len(rows), size)]
+        rng.shuffle(chunks)
+        yield from chunks
 
 
 # ---- tokenizer -------------------------------------------------------------------------------
@@ -195,7 +263,7 @@ def train_tokenizer(train, train_solvable, seed, vocab_size):
     for _ in range(20000):
         solve = rng.random() < 0.5
         p = rng.choice(train_solvable if solve else train)
-        steps, _, answer, _ = play(p, rng, solve)
+        steps, _, answer = play(p, rng, solve)
         lines += [f"Input: {g.problem_text(p)}"] + steps + ([answer] if answer else [])
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
@@ -332,20 +400,31 @@ def hf_config(c):
 # ---- quick checks in Python (the real evaluation is `arbor eval game24` over the mesh) -------
 @torch.no_grad()
 def quick_eval(model, enc, held, rng, n=200):
-    """Token accuracy of steps and labels on held-out lines of play; value accuracy by depth."""
+    """On held-out lines of play: accuracy on the tokens the model writes, on the value labels,
+    and on the "impossible" of slipped steps and wrong answers."""
     model.eval()
     held_solvable = [p for p in held if is_solvable(p)]
-    rows = [build_row(enc, rng.choice(held_solvable), rng, rng.random() < 0.5) for _ in range(n)]
+    rows = [build_row(enc, rng.choice(held_solvable), rng, rng.random() < 0.5, checks=1.0)
+            for _ in range(n)]
+    value_first = enc.line(g.VALUE[:-1])[0]
+    slip = np.zeros((n, max(len(r[0]) for r in rows)), bool)  # label targets after a slip
+    for i, (ids, tgt, br, _, _) in enumerate(rows):
+        first = {}
+        for j, b in enumerate(br):
+            first.setdefault(b, ids[j])
+            slip[i, j] = b > 0 and first[b] != value_first and tgt[j] != -100
     ids, tgt, pos, mask, valid = make_batch(rows)
     logits, _ = model(ids, pos, mask, valid)
-    pred = logits.argmax(-1)
-    ok = (pred == tgt) & (tgt != -100)
+    ok = (logits.argmax(-1) == tgt) & (tgt != -100)
     label_tok = {enc.line(lab)[0] for lab in g.LABELS}
     is_label = torch.zeros_like(tgt, dtype=torch.bool)
     for t in label_tok:
         is_label |= tgt == t
-    res = {"token_acc": (ok.sum() / (tgt != -100).sum()).item(),
-           "label_acc": ((ok & is_label).sum() / is_label.sum()).item()}
+    slip = torch.from_numpy(slip)
+    clean = is_label & ~slip
+    rate = lambda sel: round(((ok & sel).sum() / sel.sum()).item(), 4)
+    res = {"token_acc": rate((tgt != -100) & ~slip), "label_acc": rate(clean),
+           "slip_acc": rate(slip & is_label)}
     model.train()
     return res
 
@@ -408,9 +487,9 @@ def main():
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=24)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--corrupt", type=float, default=0.0,
-                    help="share of rows with one wrong step that train only 'impossible' labels "
-                         "(0.25 measured worse; see docs/REASONING.md)")
+    ap.add_argument("--checks", type=float, default=0.0,
+                    help="chance per line of a side branch with a slipped step (or wrong answer) "
+                         "labelled impossible (0.5 measured no better; see docs/REASONING.md)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -437,9 +516,12 @@ def main():
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / args.steps))))
     eval_rng = random.Random(args.seed + 1)
+    # With slips, row lengths vary: batch them by length. Without, draw each batch as it comes
+    # (the stream of the checked-in model).
+    data = batches(enc, train, train_solvable, rng, args.batch, args.checks) if args.checks else None
     for step in range(args.steps):
-        ids, tgt, pos, mask, valid = make_batch(
-            sample_rows(enc, train, train_solvable, rng, args.batch, args.corrupt))
+        rows = next(data) if data else sample_rows(enc, train, train_solvable, rng, args.batch)
+        ids, tgt, pos, mask, valid = make_batch(rows)
         logits, aux = model(ids, pos, mask, valid)
         loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), tgt.view(-1), ignore_index=-100)
         (loss + 0.01 * aux).backward()
