@@ -66,6 +66,24 @@ class AnswerJudgeTest(unittest.TestCase):
             self.assertEqual(independent_value(expr), g.TARGET, answer)
 
 
+class StepExpressionsTest(unittest.TestCase):
+    def test_each_step_carries_the_expression_of_its_number(self):
+        rng = random.Random(11)
+        t.STEP_EXPRESSIONS = True
+        try:
+            for _ in range(200):
+                p = tuple(sorted(rng.randint(1, 13) for _ in range(4)))
+                steps, _, answer = t.play(p, rng, solve=True)
+                for text in steps:
+                    _, _, _, r = g.parse_step(text)  # the step format still parses
+                    expr = text[text.rindex(" [") + 2:-1]
+                    self.assertEqual(independent_value(expr), r, text)
+                if answer:
+                    self.assertEqual(answer, f"{g.ANSWER_PREFIX} {expr} = 24")
+        finally:
+            t.STEP_EXPRESSIONS = False
+
+
 class SlipsTest(unittest.TestCase):
     def test_slipped_steps_are_never_legal_steps(self):
         rng = random.Random(7)

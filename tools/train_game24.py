@@ -58,6 +58,12 @@ def wrong_result(x, y, r, last, rng):
     return rng.choice(cands)
 
 
+# --step_expressions: every step line ends with the expression, over the puzzle's numbers, of the
+# number it makes ("10 - 4 = 6 (left: 4 6) [10 - (13 - 9)]"), so that each line composes its two
+# operands' expressions from the lines before and the answer line copies the last one.
+STEP_EXPRESSIONS = False
+
+
 def play(puzzle, rng, solve):
     """One line of play: the step texts, the states before and after each step and the answer
     line (or None). With `solve` every step keeps the state solvable."""
@@ -70,7 +76,7 @@ def play(puzzle, rng, solve):
             ms = [m for m in ms if g.solvable(m[4])] or ms
         m = rng.choice(ms)
         tracker.apply(*g.parse_step(m[0]))
-        steps.append(m[0])
+        steps.append(f"{m[0]} [{tracker.items[-1][1]}]" if STEP_EXPRESSIONS else m[0])
         state = m[4]
         states.append(state)
     answer = tracker.answer() if state[0] == g.TARGET else None
@@ -490,7 +496,11 @@ def main():
     ap.add_argument("--checks", type=float, default=0.0,
                     help="chance per line of a side branch with a slipped step (or wrong answer) "
                          "labelled impossible (0.5 measured no better; see docs/REASONING.md)")
+    ap.add_argument("--step_expressions", action="store_true",
+                    help="end every step line with the expression of the number it makes")
     args = ap.parse_args()
+    global STEP_EXPRESSIONS
+    STEP_EXPRESSIONS = args.step_expressions
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
