@@ -201,32 +201,22 @@ def expr_text(tree):
     return f"{wrap(a)} {op} {wrap(b)}"
 
 
-def swap_operands(expr, rng):
-    """`expr` with the operands of one of its - or / swapped, or None if it has neither."""
-    tree = parse_expr(expr)
-    nodes = []
+def expr_nodes(tree, path=()):
+    """(path, node) of every node of a parse_expr tree in pre-order; a path is the child
+    indices (1 = left, 2 = right) from the root."""
+    yield path, tree
+    if not isinstance(tree, int):
+        yield from expr_nodes(tree[1], path + (1,))
+        yield from expr_nodes(tree[2], path + (2,))
 
-    def walk(t, path):
-        if isinstance(t, int):
-            return
-        if t[0] in "-/":
-            nodes.append(path)
-        walk(t[1], path + (1,))
-        walk(t[2], path + (2,))
 
-    walk(tree, ())
-    if not nodes:
-        return None
-    target = rng.choice(nodes)
-
-    def rebuild(t, path):
-        if path == target:
-            return (t[0], t[2], t[1])
-        if isinstance(t, int):
-            return t
-        return (t[0], rebuild(t[1], path + (1,)), rebuild(t[2], path + (2,)))
-
-    return expr_text(rebuild(tree, ()))
+def expr_replace(tree, path, node):
+    """`tree` with the node at `path` replaced by `node`."""
+    if not path:
+        return node
+    parts = list(tree)
+    parts[path[0]] = expr_replace(tree[path[0]], path[1:], node)
+    return tuple(parts)
 
 
 def answer_right(puzzle, line):

@@ -87,8 +87,7 @@ def slipped_step(state, last, rng):
     """A step from `state` written wrong, as a small model slips: a wrong result (the numbers
     left following from it), a right result with the numbers left miscopied, or an operand
     that is not in the state."""
-    text, _, _, _, _ = rng.choice(g.moves(state))
-    x, op, y, r = g.parse_step(text)
+    x, op, y, r = g.parse_step(rng.choice(g.moves(state))[0])
     rest = list(state)
     rest.remove(x)
     rest.remove(y)
@@ -117,27 +116,28 @@ def slipped_step(state, last, rng):
 
 def wrong_answer(puzzle, answer, rng):
     """The answer line of a right line of play with one slip of composition: a number changed,
-    an operator changed, or the operands of - or / swapped. None if the slip still makes 24
-    from the puzzle's numbers."""
-    toks = answer[len(g.ANSWER_PREFIX) + 1:-len(" = 24")].split(" ")
-    nums = [i for i, t in enumerate(toks) if t.strip("()").isdigit()]
-    ops = [i for i, t in enumerate(toks) if t in "+-*/"]
+    an operator changed, or the operands of - or / swapped. None if there is no such slip to
+    make, or it still makes 24 from the puzzle's numbers."""
+    tree = g.parse_expr(answer[len(g.ANSWER_PREFIX):-len(" = 24")])
+    nodes = list(g.expr_nodes(tree))
+    # Numbers and operators in the order they are written (in-order).
+    written = lambda n: tuple(0 if c == 1 else 2 for c in n[0]) + (1,)
+    nums = sorted((n for n in nodes if isinstance(n[1], int)), key=written)
+    ops = sorted((n for n in nodes if not isinstance(n[1], int)), key=written)
     kind = rng.randrange(3)
     if kind == 0:
-        i = rng.choice(nums)
-        t = toks[i]
-        v = t.strip("()")
-        toks[i] = t.replace(v, str(rng.choice([n for n in range(1, 14) if str(n) != v])))
+        path, v = rng.choice(nums)
+        new = rng.choice([n for n in range(1, 14) if n != v])
     elif kind == 1:
-        i = rng.choice(ops)
-        toks[i] = rng.choice([o for o in "+-*/" if o != toks[i]])
+        path, (op, a, b) = rng.choice(ops)
+        new = (rng.choice([o for o in "+-*/" if o != op]), a, b)
     else:
-        expr = " ".join(toks)
-        flipped = g.swap_operands(expr, rng)
-        if flipped is None:
+        swappable = [n for n in nodes if not isinstance(n[1], int) and n[1][0] in "-/"]
+        if not swappable:
             return None
-        toks = flipped.split(" ")
-    text = f"{g.ANSWER_PREFIX} {' '.join(toks)} = 24"
+        path, (op, a, b) = rng.choice(swappable)
+        new = (op, b, a)
+    text = f"{g.ANSWER_PREFIX} {g.expr_text(g.expr_replace(tree, path, new))} = 24"
     return None if g.answer_right(puzzle, text) else text
 
 

@@ -30,20 +30,19 @@ float LogSumExp(const float* logits, int n) {
 }
 }  // namespace
 
-Sampler::Sampler(int vocab_size)
-    : vocab_(vocab_size), order_(vocab_size), probs_(vocab_size), top_(vocab_size) {}
+Sampler::Sampler(int vocab_size) : vocab_(vocab_size), order_(vocab_size), probs_(vocab_size) {}
 
 void Sampler::TopLogprobs(const float* logits, int k, std::vector<int>* ids,
                           std::vector<float>* logprobs) {
   k = std::clamp(k, 1, vocab_);
   const float lse = LogSumExp(logits, vocab_);
-  std::iota(top_.begin(), top_.end(), 0);
-  std::partial_sort(top_.begin(), top_.begin() + k, top_.end(), [logits](int a, int b) {
+  std::iota(order_.begin(), order_.end(), 0);
+  std::partial_sort(order_.begin(), order_.begin() + k, order_.end(), [logits](int a, int b) {
     return logits[a] != logits[b] ? logits[a] > logits[b] : a < b;
   });
   for (int i = 0; i < k; ++i) {
-    ids->push_back(top_[i]);
-    logprobs->push_back(logits[top_[i]] - lse);
+    ids->push_back(order_[i]);
+    logprobs->push_back(logits[order_[i]] - lse);
   }
 }
 

@@ -38,9 +38,8 @@ class Sampler {
 
  private:
   int vocab_;
-  std::vector<int> order_;    // [vocab] candidate token ids
+  std::vector<int> order_;    // [vocab] candidate token ids (scratch of Sample and TopLogprobs)
   std::vector<float> probs_;  // [vocab]
-  std::vector<int> top_;      // [vocab] scratch of TopLogprobs
 };
 
 }  // namespace arbor::engine
