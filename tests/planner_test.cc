@@ -153,6 +153,7 @@ TEST(PlannerTest, BfsCompletesWithOrderedEventsAndReleasesItsKv) {
     if (e.has_node_created()) {
       EXPECT_TRUE(created.insert(e.node_created().id()).second) << "duplicate node";
       EXPECT_TRUE(e.node_created().parent_id() == 0 || created.count(e.node_created().parent_id()));
+      EXPECT_LT(e.node_created().logprob(), 0);  // the thought's mean log-prob under the model
     } else if (e.has_node_scored()) {
       EXPECT_TRUE(created.count(e.node_scored().id())) << "scored before created";
       scored.insert(e.node_scored().id());
@@ -186,6 +187,19 @@ TEST(PlannerTest, BfsCompletesWithOrderedEventsAndReleasesItsKv) {
   EXPECT_EQ(task.status(), v1::TASK_STATUS_SUCCEEDED);
   EXPECT_EQ(task.nodes_size(), 10);
   EXPECT_EQ(mesh.Stats().live_sequences(), 0);  // every sequence of the task released
+
+  // root_proposals widens the first level only: 5 + 2 x 3 nodes under the root.
+  v1::SolveRequest wide = Bfs(2, 3, 2);
+  wide.mutable_search()->mutable_bfs()->set_root_proposals(5);
+  const Solved w = SolveAll(mesh.planner(), wide);
+  ASSERT_TRUE(w.status.ok()) << w.status.error_message();
+  int first_level = 0, second_level = 0;
+  for (const v1::SolveEvent& e : w.events) {
+    if (!e.has_node_created()) continue;
+    (e.node_created().depth() == 1 ? first_level : second_level)++;
+  }
+  EXPECT_EQ(first_level, 5);
+  EXPECT_EQ(second_level, 2 * 3);
 }
 
 // Values from labels: the value prompt on forks of every node, the first label the model writes
@@ -347,6 +361,14 @@ TEST(PlannerTest, KillNineAndRestartResumesTheTaskOnce) {
   grpc::ClientContext lctx;
   ASSERT_TRUE(mesh.planner().ListTasks(&lctx, list, &tasks).ok());
   EXPECT_EQ(tasks.tasks_size(), 1);
+  // The restored nodes keep their thoughts' log-probs (ties between values depend on them).
+  v1::GetTaskRequest get;
+  get.set_task_id("resume-me");
+  v1::Task task;
+  grpc::ClientContext gctx;
+  ASSERT_TRUE(mesh.planner().GetTask(&gctx, get, &task).ok());
+  ASSERT_EQ(task.nodes_size(), 1 + 4 + 5 * 8);
+  for (int i = 1; i < task.nodes_size(); ++i) EXPECT_LT(task.nodes(i).logprob(), 0) << i;
   EXPECT_TRUE(WaitFor([&] { return mesh.Stats().live_sequences() == 0; }, std::chrono::seconds(30)))
       << mesh.Stats().live_sequences();
   const std::string log = mesh.PlannerLog();
@@ -387,6 +409,9 @@ TEST(PlannerTest, BadRequestsNameTheField) {
   r = Bfs(2, 3, 2);
   r.mutable_search()->mutable_generation()->set_top_k(-1);
   cases.push_back({r, "search.generation.top_k -1"});
+  r = Bfs(2, 3, 2);
+  r.mutable_search()->mutable_bfs()->set_root_proposals(65);
+  cases.push_back({r, "search.bfs.root_proposals 65"});
   for (const Case& c : cases) {
     const Solved s = SolveAll(mesh.planner(), c.req);
     EXPECT_EQ(s.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.needle;

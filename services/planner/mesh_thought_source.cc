@@ -272,7 +272,7 @@ absl::StatusOr<std::vector<std::vector<Proposal>>> MeshThoughtSource::Propose(
           q.answer_text = a;
         }
       }
-      logprob_[seq] = g.mean_logprob;
+      q.logprob = g.mean_logprob;
       ids_[seq] = g.ids;
       out[p].push_back(std::move(q));
     }
@@ -288,16 +288,11 @@ absl::StatusOr<std::vector<std::vector<Proposal>>> MeshThoughtSource::Propose(
   return out;
 }
 
-double MeshThoughtSource::thought_logprob(uint64_t handle) const {
-  auto it = logprob_.find(handle);
-  return it == logprob_.end() ? 0 : it->second;
-}
-
 absl::StatusOr<std::vector<double>> MeshThoughtSource::Evaluate(
     const std::vector<const SearchNode*>& nodes) {
   std::vector<double> values(nodes.size(), 0.0);
   if (options_.value == ValueMode::kLogProb) {
-    for (size_t i = 0; i < nodes.size(); ++i) values[i] = thought_logprob(nodes[i]->handle);
+    for (size_t i = 0; i < nodes.size(); ++i) values[i] = nodes[i]->logprob;
     return values;
   }
   ARBOR_RETURN_IF_ERROR(CheckCancelled());

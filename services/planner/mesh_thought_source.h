@@ -91,8 +91,6 @@ class MeshThoughtSource : public ThoughtSource {
 
   const SourceCounts& counts() const { return counts_; }
   void set_counts(const SourceCounts& c) { counts_ = c; }
-  // Mean log-prob of a node's thought, by handle (set by Propose).
-  double thought_logprob(uint64_t handle) const;
   // A node's own token ids, by handle: the root's prompt, a child's generated thought.
   const std::vector<int>& token_ids(uint64_t handle) const;
   // Whether the kv-store still holds `seq`.
@@ -128,7 +126,6 @@ class MeshThoughtSource : public ThoughtSource {
   SourceOptions options_;
   std::function<bool()> is_cancelled_;
   SourceCounts counts_;
-  std::map<uint64_t, double> logprob_;                // handle -> thought mean log-prob
   std::map<uint64_t, std::vector<int>> ids_;          // handle -> the node's own tokens
   uint64_t calls_ = 0;                                // varies the sampling seed per call
   std::optional<std::map<int, float>> label_tokens_;  // first token id -> the label's score

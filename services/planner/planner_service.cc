@@ -61,16 +61,19 @@ absl::StatusOr<SearchSpec> SpecFromProto(const v1::SearchSpec& s) {
       return SearchSpec{.strategy = Strategy::kBfs,
                         .breadth = s.bfs().breadth(),
                         .proposals_per_node = s.bfs().proposals_per_node(),
+                        .root_proposals = s.bfs().root_proposals(),
                         .depth = s.bfs().depth()};
     case v1::SearchSpec::kDfs:
       return SearchSpec{.strategy = Strategy::kDfs,
                         .proposals_per_node = s.dfs().proposals_per_node(),
+                        .root_proposals = s.dfs().root_proposals(),
                         .depth = s.dfs().depth(),
                         .value_threshold = s.dfs().value_threshold()};
     case v1::SearchSpec::kBeam:
       return SearchSpec{.strategy = Strategy::kBeam,
                         .breadth = s.beam().beam_width(),
                         .proposals_per_node = s.beam().proposals_per_node(),
+                        .root_proposals = s.beam().root_proposals(),
                         .depth = s.beam().depth()};
     case v1::SearchSpec::kMcts:
       return SearchSpec{.strategy = Strategy::kMcts,
@@ -92,6 +95,7 @@ v1::Node ToProto(const SearchNode& n) {
   p.set_state(n.state);
   p.set_score(n.score);
   p.set_pruned(n.pruned);
+  p.set_logprob(n.logprob);
   return p;
 }
 
@@ -421,7 +425,8 @@ void PlannerService::Run(std::shared_ptr<Task> task, v1::TaskCheckpoint restored
                                               .state = cn.node().state(),
                                               .answer = cn.answer(),
                                               .answer_text = cn.answer_text(),
-                                              .handle = cn.sequence_id()});
+                                              .handle = cn.sequence_id(),
+                                              .logprob = cn.node().logprob()});
       }
       SearchNode& n = tree.mutable_node(i);
       if (i == 0) {  // children got these from AddChild

@@ -21,6 +21,8 @@ ABSL_FLAG(std::string, preset, "game24", "solve: the task preset of the model");
 ABSL_FLAG(std::string, strategy, "bfs", "solve: bfs, dfs, beam or mcts");
 ABSL_FLAG(int, breadth, 2, "solve: states kept per level (bfs) or beam width (beam)");
 ABSL_FLAG(int, proposals, 3, "solve: proposals per node");
+ABSL_FLAG(int, root_proposals, 0,
+          "solve: proposals for the root (bfs, dfs, beam); 0 = --proposals");
 ABSL_FLAG(int, depth, 3, "solve: search depth");
 ABSL_FLAG(double, value_threshold, 0, "solve: dfs prunes nodes valued below this");
 ABSL_FLAG(double, uct_c, 1.0, "solve: mcts exploration constant");
@@ -204,14 +206,17 @@ int Solve(const std::vector<std::string>& args) {
   if (strategy == "bfs") {
     s->mutable_bfs()->set_breadth(absl::GetFlag(FLAGS_breadth));
     s->mutable_bfs()->set_proposals_per_node(absl::GetFlag(FLAGS_proposals));
+    s->mutable_bfs()->set_root_proposals(absl::GetFlag(FLAGS_root_proposals));
     s->mutable_bfs()->set_depth(absl::GetFlag(FLAGS_depth));
   } else if (strategy == "dfs") {
     s->mutable_dfs()->set_proposals_per_node(absl::GetFlag(FLAGS_proposals));
+    s->mutable_dfs()->set_root_proposals(absl::GetFlag(FLAGS_root_proposals));
     s->mutable_dfs()->set_depth(absl::GetFlag(FLAGS_depth));
     s->mutable_dfs()->set_value_threshold(absl::GetFlag(FLAGS_value_threshold));
   } else if (strategy == "beam") {
     s->mutable_beam()->set_beam_width(absl::GetFlag(FLAGS_breadth));
     s->mutable_beam()->set_proposals_per_node(absl::GetFlag(FLAGS_proposals));
+    s->mutable_beam()->set_root_proposals(absl::GetFlag(FLAGS_root_proposals));
     s->mutable_beam()->set_depth(absl::GetFlag(FLAGS_depth));
   } else if (strategy == "mcts") {
     s->mutable_mcts()->set_uct_c(absl::GetFlag(FLAGS_uct_c));

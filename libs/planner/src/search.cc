@@ -35,6 +35,7 @@ absl::Status SearchSpec::Validate() const {
     return absl::OkStatus();
   };
   ARBOR_RETURN_IF_ERROR(range("proposals_per_node", proposals_per_node, 1, 64));
+  ARBOR_RETURN_IF_ERROR(range("root_proposals", root_proposals, 0, 64));
   ARBOR_RETURN_IF_ERROR(range("depth", depth, 1, 32));
   switch (strategy) {
     case Strategy::kBfs:
@@ -66,6 +67,8 @@ int SearchTree::AddChild(int parent, const Proposal& p) {
   n.answer = p.answer;
   n.answer_text = p.answer_text;
   n.handle = p.handle;
+  n.logprob = p.logprob;
+  n.path_logprob = nodes_[parent].path_logprob + p.logprob;
   nodes_[parent].children.push_back(n.id);
   nodes_.push_back(std::move(n));
   return nodes_.back().id;
@@ -145,15 +148,19 @@ class Searcher {
       const int room = budget_.max_nodes - tree_.size();
       std::vector<const SearchNode*> ps;
       for (int p : fresh) ps.push_back(&tree_.node(p));
+      // The root is always expanded alone (it is the whole first level).
+      const int per_node = fresh.size() == 1 && fresh[0] == 0 && spec_.root_proposals > 0
+                               ? spec_.root_proposals
+                               : spec_.proposals_per_node;
       ARBOR_ASSIGN_OR_RETURN(std::vector<std::vector<Proposal>> proposals,
-                             source_.Propose(ps, spec_.proposals_per_node));
+                             source_.Propose(ps, per_node));
       if (proposals.size() != fresh.size()) {
         return absl::InternalError(absl::StrCat("thought source answered ", proposals.size(),
                                                 " proposal lists for ", fresh.size(), " parents"));
       }
       for (size_t i = 0; i < fresh.size(); ++i) {
         tree_.mutable_node(fresh[i]).expanded = true;
-        for (size_t j = 0; j < proposals[i].size() && j < size_t(spec_.proposals_per_node); ++j) {
+        for (size_t j = 0; j < proposals[i].size() && j < size_t(per_node); ++j) {
           if (static_cast<int>(created.size()) == room) {
             capped = true;
             break;
@@ -185,7 +192,8 @@ class Searcher {
     int best_answer = -1;
     for (int id : children) {
       const SearchNode& n = tree_.node(id);
-      if (n.answer && (best_answer < 0 || n.score > tree_.node(best_answer).score)) {
+      if (n.answer &&
+          (best_answer < 0 || Before(id, n.score, best_answer, tree_.node(best_answer).score))) {
         best_answer = id;
       }
     }
@@ -206,13 +214,18 @@ class Searcher {
     if (observer_.pruned) observer_.pruned(n);
   }
 
-  // Orders by key descending, ties by id ascending (so results never depend on sort stability).
+  // Whether node a ranks before node b whose keys are ka and kb: the higher key, then the path
+  // the model is surer of, then the lower id (so results never depend on sort stability).
+  bool Before(int a, double ka, int b, double kb) const {
+    if (ka != kb) return ka > kb;
+    const double la = tree_.node(a).path_logprob, lb = tree_.node(b).path_logprob;
+    if (la != lb) return la > lb;
+    return a < b;
+  }
+
   template <typename Key>
   void SortByKey(std::vector<int>& ids, Key key) const {
-    std::sort(ids.begin(), ids.end(), [&](int a, int b) {
-      const double ka = key(a), kb = key(b);
-      return ka != kb ? ka > kb : a < b;
-    });
+    std::sort(ids.begin(), ids.end(), [&](int a, int b) { return Before(a, key(a), b, key(b)); });
   }
 
   // BFS (rank by the node's value) and beam search (rank by the path's summed value).
@@ -322,7 +335,10 @@ class Searcher {
       const SearchNode& n = tree_.node(id);
       if (n.pruned || !n.scored) continue;
       const SearchNode& b = tree_.node(best);
-      if (best == 0 || n.depth > b.depth || (n.depth == b.depth && n.score > b.score)) best = id;
+      if (best == 0 || n.depth > b.depth ||
+          (n.depth == b.depth && Before(id, n.score, best, b.score))) {
+        best = id;
+      }
     }
     return best;
   }

@@ -9,12 +9,14 @@ namespace arbor::planner {
 namespace {
 
 // A deterministic world: child j of state S is "S.j"; its value is kByDigit[j] unless overridden;
-// one state may be marked as the answer. Each proposal costs 10 tokens.
+// one state may be marked as the answer; a proposal's log-prob is logprobs[state] (else 0).
+// Each proposal costs 10 tokens.
 class FakeSource : public ThoughtSource {
  public:
   absl::StatusOr<std::vector<std::vector<Proposal>>> Propose(
       const std::vector<const SearchNode*>& parents, int n) override {
     ++propose_calls;
+    asked.push_back(n);
     if (fail_propose) return absl::UnavailableError("router down");
     std::vector<std::vector<Proposal>> out;
     for (const SearchNode* p : parents) {
@@ -22,6 +24,7 @@ class FakeSource : public ThoughtSource {
       for (int j = 0; j < n - drop; ++j) {
         Proposal q{.thought = "t" + std::to_string(j), .state = p->state + "." + std::to_string(j)};
         q.answer = q.state == answer_state;
+        if (auto it = logprobs.find(q.state); it != logprobs.end()) q.logprob = it->second;
         if (q.answer) q.answer_text = "answer " + q.state;
         out.back().push_back(q);
         tokens += 10;
@@ -43,7 +46,9 @@ class FakeSource : public ThoughtSource {
 
   static constexpr double kByDigit[10] = {1, 3, 2, 0, 0, 0, 0, 0, 0, 0};
   std::map<std::string, double> values;
+  std::map<std::string, double> logprobs;
   std::string answer_state;
+  std::vector<int> asked;  // n of every Propose call
   int64_t tokens = 0;
   int propose_calls = 0;
   int drop = 0;  // proposals fewer than asked
@@ -242,6 +247,72 @@ TEST(SearchTest, RerunningOnARestoredTreeReplaysThenContinues) {
   }
 }
 
+TEST(SearchTest, EqualValuesGoToThePathTheModelIsSurerOf) {
+  FakeSource src;
+  // Every node is worth 1: only the thoughts' log-probs tell them apart.
+  for (const char* s : {"r.0", "r.1", "r.2", "r.0.0", "r.0.1", "r.0.2", "r.1.0", "r.1.1", "r.1.2",
+                        "r.2.0", "r.2.1", "r.2.2"}) {
+    src.values[s] = 1;
+  }
+  // Level 1: r.2 (-0.1) > r.1 (-0.5) > r.0 (-0.9). Paths at level 2: r.1.1 = -0.5 - 0.1 = -0.6
+  // beats r.2.0 = -0.1 - 0.7 = -0.8, r.2.2 = -0.1 - 0.8 = -0.9 and the rest (-0.1 - 1 at best).
+  src.logprobs = {{"r.0", -0.9},   {"r.1", -0.5}, {"r.2", -0.1}, {"r.1.1", -0.1}, {"r.2.0", -0.7},
+                  {"r.2.2", -0.8}, {"r.1.0", -2}, {"r.1.2", -2}, {"r.2.1", -3}};
+  SearchTree tree("r");
+  auto r = RunSearch(Spec(Strategy::kBfs, 2, 3, 2), {}, src, tree);
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::vector<std::string> kept;
+  for (int id = 0; id < tree.size(); ++id) {
+    if (!tree.node(id).pruned && id > 0) kept.push_back(tree.node(id).state);
+  }
+  EXPECT_EQ(kept, (std::vector<std::string>{"r.1", "r.2", "r.2.0", "r.1.1"}));  // by id
+  EXPECT_DOUBLE_EQ(tree.node(r->best_node).path_logprob, -0.6);
+  EXPECT_EQ(tree.node(r->best_node).state, "r.1.1");
+
+  // Among answers of equal value, the surer path's answer is the one returned.
+  SearchTree answers("r");
+  struct AllAnswers : FakeSource {
+    absl::StatusOr<std::vector<std::vector<Proposal>>> Propose(
+        const std::vector<const SearchNode*>& parents, int n) override {
+      auto out = FakeSource::Propose(parents, n);
+      for (auto& list : *out) {
+        for (Proposal& q : list) q.answer = true;
+      }
+      return out;
+    }
+  } all;
+  all.values = src.values;
+  all.logprobs = {{"r.0", -0.2}, {"r.1", -0.4}, {"r.2", -0.3}};
+  auto a = RunSearch(Spec(Strategy::kBfs, 2, 3, 2), {}, all, answers);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(answers.node(a->answer_node).state, "r.0");  // -0.2 > -0.3 > -0.4, all worth 1
+}
+
+TEST(SearchTest, TheRootDrawsRootProposals) {
+  FakeSource src;
+  SearchSpec spec = Spec(Strategy::kBfs, 2, 3, 3);
+  spec.root_proposals = 5;
+  SearchTree tree("r");
+  ASSERT_TRUE(RunSearch(spec, {}, src, tree).ok());
+  EXPECT_EQ(src.asked, (std::vector<int>{5, 3, 3}));
+  EXPECT_EQ(tree.node(0).children.size(), 5u);
+  EXPECT_EQ(tree.size(), 1 + 5 + 2 * 3 + 2 * 3);
+
+  // 0 means proposals_per_node, for every strategy; DFS and beam honour it too.
+  for (Strategy s : {Strategy::kBfs, Strategy::kDfs, Strategy::kBeam}) {
+    FakeSource plain, wide;
+    SearchSpec a = Spec(s, 2, 3, 2), b = a;
+    b.root_proposals = 7;
+    SearchTree ta("r"), tb("r");
+    ASSERT_TRUE(RunSearch(a, {}, plain, ta).ok());
+    ASSERT_TRUE(RunSearch(b, {}, wide, tb).ok());
+    EXPECT_EQ(plain.asked.front(), 3);
+    EXPECT_EQ(wide.asked.front(), 7);
+    EXPECT_EQ(tb.node(0).children.size(), 7u);
+    for (size_t i = 1; i < wide.asked.size(); ++i) EXPECT_EQ(wide.asked[i], 3);
+  }
+}
+
 TEST(SearchTest, BadSpecsAndSourceErrors) {
   FakeSource src;
   SearchTree tree("r");
@@ -253,11 +324,14 @@ TEST(SearchTest, BadSpecsAndSourceErrors) {
   mcts.uct_c = -1;
   SearchSpec rollouts = Spec(Strategy::kMcts, 0, 2, 2);
   rollouts.rollouts = 0;
-  for (const Case& c : {Case{Spec(Strategy::kBfs, 2, 0, 2), "proposals_per_node 0"},
-                        Case{Spec(Strategy::kBfs, 2, 2, 33), "depth 33"},
-                        Case{Spec(Strategy::kBfs, 65, 2, 2), "breadth 65"},
-                        Case{Spec(Strategy::kBeam, 0, 2, 2), "beam_width 0"},
-                        Case{mcts, "uct_c -1"}, Case{rollouts, "rollouts 0"}}) {
+  SearchSpec root = Spec(Strategy::kBfs, 2, 2, 2);
+  root.root_proposals = 65;
+  for (const Case& c :
+       {Case{Spec(Strategy::kBfs, 2, 0, 2), "proposals_per_node 0"},
+        Case{Spec(Strategy::kBfs, 2, 2, 33), "depth 33"},
+        Case{Spec(Strategy::kBfs, 65, 2, 2), "breadth 65"},
+        Case{Spec(Strategy::kBeam, 0, 2, 2), "beam_width 0"}, Case{mcts, "uct_c -1"},
+        Case{rollouts, "rollouts 0"}, Case{root, "root_proposals 65"}}) {
     auto r = RunSearch(c.spec, {}, src, tree);
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_NE(r.status().message().find(c.needle), absl::string_view::npos) << r.status();

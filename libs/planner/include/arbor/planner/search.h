@@ -9,6 +9,9 @@
 //   Beam  like BFS, ranked by the path's summed value instead of the node's own.
 //   MCTS  UCT selection from the root, expansion of the selected leaf, its children valued as
 //         the rollout result, backed up the path; `rollouts` iterations.
+// Ties between equal values go to the path the model is surer of (the summed mean log-probs of
+// its thoughts), so a source whose values are coarse labels still ranks its nodes finely: a step
+// with slipped arithmetic is usually one the model wrote with a less likely token.
 // Every strategy stops at the first node the source marks as an answer, when the budget runs
 // out, or when the tree is exhausted. Deterministic given a deterministic source, and resumable:
 // run again on a tree restored from a checkpoint, a strategy replays the expansions it holds
@@ -37,6 +40,10 @@ struct SearchNode {
   bool answer = false;  // the source says this state answers the problem
   std::string answer_text;
   uint64_t handle = 0;  // from the Proposal (the root's is set by the caller)
+  double logprob = 0;   // from the Proposal
+  // The sum of `logprob` from the root to here: the model's confidence in the path. Among
+  // nodes of equal score the search ranks the higher path_logprob first (then the lower id).
+  double path_logprob = 0;
   // MCTS statistics (recomputed when a restored tree is replayed).
   int visits = 0;
   double value_sum = 0;
@@ -51,6 +58,7 @@ struct Proposal {
   bool answer = false;
   std::string answer_text;
   uint64_t handle = 0;  // the source's own reference (e.g. the node's kv-store sequence)
+  double logprob = 0;   // the thought's mean token log-probability under the model, if known
 };
 
 class ThoughtSource {
@@ -72,6 +80,7 @@ struct SearchSpec {
   Strategy strategy = Strategy::kBfs;
   int breadth = 2;  // BFS: nodes kept per level; Beam: beam width
   int proposals_per_node = 3;
+  int root_proposals = 0;      // proposals for the root; 0 = proposals_per_node
   int depth = 3;               // the deepest level (the root is level 0)
   double value_threshold = 0;  // DFS: children valued below are pruned
   double uct_c = 1.0;          // MCTS exploration constant
