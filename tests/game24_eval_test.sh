@@ -8,7 +8,7 @@
 set -euo pipefail
 arbor=$1
 source_dir=$2
-floor=${3:-9}
+floor=${3:-13}
 source "$source_dir/tools/arbor_up.bash"
 arbor_up "$arbor" --model "$source_dir/models/game24-moe" --workers 2
 out=$(timeout 600 "$arbor" eval game24 --model "$source_dir/models/game24-moe" \

@@ -30,7 +30,8 @@ cat "$ARBOR_UP_DIR/up.out"
 echo "== tree-of-thought search through the planner =="
 for puzzle in "4 9 10 13" "2 5 6 7"; do
   ./build/bin/arbor solve --planner "$(arbor_endpoint planner)" --preset game24 --strategy bfs \
-    --breadth 5 --proposals 10 --depth 4 --value label --thought_temperature 0.4 "$puzzle"
+    --breadth 5 --proposals 10 --root_proposals 50 --depth 4 --value label \
+    --thought_temperature 0.4 "$puzzle"
 done
 
 echo "== greedy vs. tree search on 10 held-out puzzles =="

@@ -3,13 +3,15 @@
 //   greedy  one Extend at temperature 0 from the propose prompt, to the model's end of text;
 //           the first "Answer:" line is the answer (a single path, no search).
 //   bfsN    the planner's BFS keeping N states per level, proposals and values from the model
-//           (value prompt, label read greedily); the planner's top answer is the answer. Also
-//           counted, apart: whether any answer line the search wrote is right (what an
-//           arithmetic verifier choosing among them would get).
+//           (value prompt, label read greedily), the root drawing N x --proposals thoughts
+//           (--wide_root); the planner's top answer is the answer. Also counted, apart:
+//           whether any answer line the search wrote is right (what an arithmetic verifier
+//           choosing among them would get).
 // Puzzles run --concurrency at a time (the router batches them into shared steps). Prints one
 // line per puzzle and a summary per mode; --json_out writes the summary and every puzzle.
 #include "eval.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -47,6 +49,9 @@ ABSL_FLAG(std::string, modes, "greedy,bfs1,bfs5", "eval: comma-separated greedy 
 ABSL_FLAG(int, puzzles, 0, "eval: how many held-out puzzles, spread evenly (0: all)");
 ABSL_FLAG(int, concurrency, 4, "eval: puzzles in flight at once");
 ABSL_FLAG(std::string, json_out, "", "eval: write the results here as JSON");
+ABSL_FLAG(bool, wide_root, true,
+          "eval: bfsN's root draws N x --proposals thoughts (at most 64), as many as each later "
+          "level draws from its N states; false: --proposals like every node");
 
 namespace arbor::cli {
 namespace {
@@ -105,6 +110,9 @@ Outcome Bfs(const game24::Puzzle& p, const planner::Templates& preset, int bread
   v1::SearchSpec* s = req.mutable_search();
   s->mutable_bfs()->set_breadth(breadth);
   s->mutable_bfs()->set_proposals_per_node(absl::GetFlag(FLAGS_proposals));
+  if (absl::GetFlag(FLAGS_wide_root)) {
+    s->mutable_bfs()->set_root_proposals(std::min(64, breadth * absl::GetFlag(FLAGS_proposals)));
+  }
   s->mutable_bfs()->set_depth(4);  // three steps, then the answer line
   SetValueAndGeneration(*s);       // --value checked by Eval
   s->mutable_generation()->set_seed(seed);
@@ -188,6 +196,7 @@ int Eval(const std::vector<std::string>& args) {
 
   nlohmann::json report = {{"puzzles", puzzles.size()},
                            {"proposals_per_node", absl::GetFlag(FLAGS_proposals)},
+                           {"wide_root", absl::GetFlag(FLAGS_wide_root)},
                            {"value", absl::GetFlag(FLAGS_value)},
                            {"thought_temperature", absl::GetFlag(FLAGS_thought_temperature)},
                            {"thought_top_k", absl::GetFlag(FLAGS_thought_top_k)},
