@@ -27,6 +27,8 @@ def main():
     parser.add_argument("--preset", default="game24")
     parser.add_argument("--breadth", type=int, default=2)
     parser.add_argument("--proposals", type=int, default=3)
+    parser.add_argument("--root_proposals", type=int, default=0,
+                        help="proposals for the root (0: --proposals)")
     parser.add_argument("--depth", type=int, default=2)
     parser.add_argument("--max_thought_tokens", type=int, default=12)
     parser.add_argument("--timeout", type=float, default=120)
@@ -38,6 +40,7 @@ def main():
         search=planner_pb2.SearchSpec(
             bfs=planner_pb2.Bfs(breadth=args.breadth,
                                 proposals_per_node=args.proposals,
+                                root_proposals=args.root_proposals,
                                 depth=args.depth),
             generation=planner_pb2.GenerationSettings(
                 max_thought_tokens=args.max_thought_tokens)))
