@@ -28,6 +28,7 @@ All three come from exhaustive search over the rules above.
 from fractions import Fraction
 from functools import lru_cache
 import itertools
+import operator
 
 PROPOSE = ("Use the numbers and + - * / to make 24, one operation per line.\n"
            "Input: {problem}\nSteps:\n")
@@ -141,6 +142,9 @@ class Tracker:
         return f"{ANSWER_PREFIX} {self.items[0][1]} = 24"
 
 
+OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
+
+
 def parse_expr(text):
     """The tree of an arithmetic expression over non-negative integers, + - * / and parentheses:
     an int leaf or (op, left, right), left-associative; None if it does not parse."""
@@ -185,7 +189,7 @@ def expr_value(tree):
     x, y = expr_value(a), expr_value(b)
     if x is None or y is None or (op == "/" and y == 0):
         return None
-    return {"+": x + y, "-": x - y, "*": x * y, "/": x / y if op == "/" else None}[op]
+    return OPS[op](x, y)
 
 
 def expr_numbers(tree):

@@ -108,7 +108,7 @@ def slipped_step(state, last, rng):
         x, y = (z, y) if z >= y else (y, z)
         if op == "/" and rng.random() < 0.5 and x != y:
             x, y = y, x  # y / x with a divisor that is not there
-        r = {"+": x + y, "-": x - y, "*": x * y, "/": x / y if y else x}[op]
+        r = x if op == "/" and y == 0 else g.OPS[op](x, y)
         left = rest + [r]
     left = g.key(max(v, Fraction(0)) for v in left)
     return f"{g.fmt(x)} {op} {g.fmt(y)} = {g.fmt(r)} (left: {g.fmt_state(left)})"

@@ -374,8 +374,7 @@ absl::StatusOr<const std::map<int, float>*> MeshThoughtSource::LabelTokens() {
   // A label's first token as the model would write it: right after the value prompt.
   const std::string prompt = Render(templates_.value, problem_, "", "");
   ARBOR_ASSIGN_OR_RETURN(const std::vector<int> before, Tokenize(prompt));
-  std::map<int, float> tokens;
-  std::map<int, std::string> label_of;
+  std::map<int, std::string> label_of;  // first token id -> label
   for (const auto& [label, score] : templates_.value_labels) {
     ARBOR_ASSIGN_OR_RETURN(const std::vector<int> with, Tokenize(prompt + label));
     if (with.size() <= before.size() || !std::equal(before.begin(), before.end(), with.begin())) {
@@ -384,16 +383,15 @@ absl::StatusOr<const std::map<int, float>*> MeshThoughtSource::LabelTokens() {
                        "\" does not start a token of its own after the value prompt; the "
                        "expected label value needs labels that do"));
     }
-    const int id = with[before.size()];
-    if (label_of.count(id)) {
+    const auto [it, fresh] = label_of.emplace(with[before.size()], label);
+    if (!fresh) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "value labels \"", label_of[id], "\" and \"", label,
+          "value labels \"", it->second, "\" and \"", label,
           "\" start with the same token; the expected label value needs distinct first tokens"));
     }
-    label_of[id] = label;
-    tokens[id] = score;
   }
-  label_tokens_ = std::move(tokens);
+  label_tokens_.emplace();
+  for (const auto& [id, label] : label_of) (*label_tokens_)[id] = templates_.value_labels.at(label);
   return &*label_tokens_;
 }
 

@@ -144,7 +144,8 @@ void Generator::Advance(Request& r, const float* logits) {
   r.result.token_ids.push_back(tok.id);
   r.result.logprobs.push_back(tok.logprob);
   if (r.params.top_logprobs > 0) {
-    sampler_.TopLogprobs(logits, r.params.top_logprobs, &r.result.top_ids, &r.result.top_logprobs);
+    sampler_.TopLogprobs(logits, r.params.top_logprobs, tok.log_normalizer, &r.result.top_ids,
+                         &r.result.top_logprobs);
   }
   if (!r.params.ignore_eos && tok.id == engine_->config().eos_token_id.value_or(-1)) {
     Finish(r, FinishReason::kEos);

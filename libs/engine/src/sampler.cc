@@ -32,17 +32,16 @@ float LogSumExp(const float* logits, int n) {
 
 Sampler::Sampler(int vocab_size) : vocab_(vocab_size), order_(vocab_size), probs_(vocab_size) {}
 
-void Sampler::TopLogprobs(const float* logits, int k, std::vector<int>* ids,
+void Sampler::TopLogprobs(const float* logits, int k, float log_normalizer, std::vector<int>* ids,
                           std::vector<float>* logprobs) {
   k = std::clamp(k, 1, vocab_);
-  const float lse = LogSumExp(logits, vocab_);
   std::iota(order_.begin(), order_.end(), 0);
   std::partial_sort(order_.begin(), order_.begin() + k, order_.end(), [logits](int a, int b) {
     return logits[a] != logits[b] ? logits[a] > logits[b] : a < b;
   });
   for (int i = 0; i < k; ++i) {
     ids->push_back(order_[i]);
-    logprobs->push_back(logits[order_[i]] - lse);
+    logprobs->push_back(logits[order_[i]] - log_normalizer);
   }
 }
 
@@ -96,7 +95,7 @@ SampledToken Sampler::Sample(const float* logits, const SamplingParams& params,
       }
     }
   }
-  return SampledToken{chosen, logits[chosen] - lse};
+  return SampledToken{chosen, logits[chosen] - lse, lse};
 }
 
 }  // namespace arbor::engine

@@ -79,7 +79,9 @@ TEST(SamplerTest, TopLogprobsAreTheMostLikelyInOrderWithTheirLogSoftmax) {
   Sampler s(6);
   std::vector<int> ids = {99};  // appended to, not replaced
   std::vector<float> lp = {0.5f};
-  s.TopLogprobs(kLogits.data(), 3, &ids, &lp);
+  std::mt19937_64 rng(1);
+  const SampledToken greedy = s.Sample(kLogits.data(), {}, rng);
+  s.TopLogprobs(kLogits.data(), 3, greedy.log_normalizer, &ids, &lp);
   EXPECT_EQ(ids, (std::vector<int>{99, 1, 5, 3}));
   const auto p = Softmax(kLogits, 1.0);
   ASSERT_EQ(lp.size(), 4u);
@@ -89,7 +91,7 @@ TEST(SamplerTest, TopLogprobsAreTheMostLikelyInOrderWithTheirLogSoftmax) {
   Sampler t(3);
   ids.clear();
   lp.clear();
-  t.TopLogprobs(tied.data(), 10, &ids, &lp);
+  t.TopLogprobs(tied.data(), 10, t.Sample(tied.data(), {}, rng).log_normalizer, &ids, &lp);
   EXPECT_EQ(ids, (std::vector<int>{0, 2, 1}));
   EXPECT_FLOAT_EQ(lp[0], lp[1]);
 }

@@ -23,7 +23,8 @@ struct SamplingParams {
 
 struct SampledToken {
   int id = 0;
-  float logprob = 0;  // log-probability under the model's own distribution (temperature 1)
+  float logprob = 0;         // log-probability under the model's own distribution (temperature 1)
+  float log_normalizer = 0;  // log-sum-exp of the logits: logprob = logits[id] - log_normalizer
 };
 
 class Sampler {
@@ -33,8 +34,10 @@ class Sampler {
   SampledToken Sample(const float* logits, const SamplingParams& params, std::mt19937_64& rng);
 
   // Appends the `k` most likely tokens (ties to the lower id) and their log-probabilities
-  // under the model's distribution (temperature 1), most likely first. k in [1, vocab].
-  void TopLogprobs(const float* logits, int k, std::vector<int>* ids, std::vector<float>* logprobs);
+  // under the model's distribution (temperature 1), most likely first. k in [1, vocab];
+  // `log_normalizer` is the one Sample returned for these logits (computed once per token).
+  void TopLogprobs(const float* logits, int k, float log_normalizer, std::vector<int>* ids,
+                   std::vector<float>* logprobs);
 
  private:
   int vocab_;
