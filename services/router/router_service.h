@@ -15,6 +15,10 @@
 // A client that cancels (or whose deadline passes) before the commit starts gets CANCELLED and
 // nothing is committed; a commit against a sequence someone else extended meanwhile is ABORTED.
 // gRPC threads only validate and hand work over; blocking calls run on the io pool.
+//
+// The parts: extend_codec.h (validation, proto <-> engine), router_kv_client.h (GetPath, the
+// fetch-range split, commit assembly, Commit), kv_admission.h (reserve, wait, unreserve),
+// router_metrics.h; this file is the Extend pipeline that carries a job through them.
 #pragma once
 
 #include <atomic>
@@ -34,14 +38,14 @@
 #include "arbor/model/tokenizer.h"
 #include "arbor/rpc/event_stream.h"
 #include "arbor/rpc/rpc_metrics.h"
-#include "arbor/v1/kvstore.grpc.pb.h"
 #include "arbor/v1/router.grpc.pb.h"
+#include "extend_codec.h"
 #include "grpcpp/channel.h"
-#include "prometheus/counter.h"
-#include "prometheus/gauge.h"
-#include "prometheus/histogram.h"
+#include "kv_admission.h"
 #include "prometheus/registry.h"
 #include "remote_expert_backend.h"
+#include "router_kv_client.h"
+#include "router_metrics.h"
 
 namespace arbor::router {
 
@@ -92,7 +96,7 @@ class RouterService final : public v1::Router::CallbackService {
   void CommitAndFinish(std::shared_ptr<Job> job);
   // Loop stages.
   void Admit(std::shared_ptr<Job> job);
-  // Admits waiting jobs, in order, while their KV fits.
+  // Places the waiting jobs that now fit, in order.
   void AdmitWaiting();
   // Creates the job's local sequence and starts its fetch or its generation.
   void Place(std::shared_ptr<Job> job);
@@ -104,29 +108,25 @@ class RouterService final : public v1::Router::CallbackService {
   // Returns a job's KV reservation and admits what now fits.
   void Unreserve(Job& job);
   void End(Job& job, const absl::Status& status);
-  absl::Status ValidateRequest(const v1::ExtendRequest& req) const;
   // CANCELLED or, while shutting down, UNAVAILABLE.
   absl::Status Interrupted(const Job& job) const;
   std::chrono::system_clock::time_point Deadline(const Job& job) const;
-  void ExportMetrics();
+  // Fails every job of a step that failed (nothing of it was applied).
+  void FailAll(const absl::Status& status);
 
   const model::ModelWeights* weights_;
   const model::Tokenizer* tokenizer_;
   const RemoteExpertBackend* remote_;
   RouterOptions options_;
-  std::unique_ptr<v1::KvStore::Stub> kvstore_;
+  ExtendLimits limits_;
+  RouterKvClient kvstore_;
+  rpc::RpcMetrics rpc_metrics_;
+  RouterMetrics metrics_;  // step loop only
 
-  // Counts every routed token per (layer, expert) before handing it to the real backend.
-  class CountingBackend;
-  std::unique_ptr<CountingBackend> counting_;
-  std::unique_ptr<engine::Engine> engine_;                  // step loop only
-  std::unique_ptr<engine::Generator> generator_;            // step loop only
-  absl::flat_hash_map<int, std::shared_ptr<Job>> running_;  // generator id -> job; loop only
-  // Admission by KV: every admitted job holds an upper bound of the cache blocks it can use, so
-  // a step never runs out of KV; jobs that do not fit yet wait here in order. Loop only.
-  std::deque<std::shared_ptr<Job>> waiting_;
-  int reserved_blocks_ = 0;
-  int capacity_blocks_ = 0;
+  std::unique_ptr<engine::Engine> engine_;                        // step loop only
+  std::unique_ptr<engine::Generator> generator_;                  // step loop only
+  absl::flat_hash_map<int, std::shared_ptr<Job>> running_;        // generator id -> job; loop only
+  std::unique_ptr<KvAdmission<std::shared_ptr<Job>>> admission_;  // step loop only
 
   mutable absl::Mutex mu_;
   std::deque<std::function<void()>> inbox_ ABSL_GUARDED_BY(mu_);
@@ -134,23 +134,6 @@ class RouterService final : public v1::Router::CallbackService {
   std::atomic<int> pending_{0};  // Extend calls accepted and not yet ended
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> next_job_{1};
-
-  rpc::RpcMetrics rpc_metrics_;
-  prometheus::Family<prometheus::Counter>& tokens_family_;
-  prometheus::Counter& prefill_tokens_;
-  prometheus::Counter& decode_tokens_;
-  prometheus::Counter& fetched_tokens_;
-  prometheus::Counter& cached_tokens_;
-  prometheus::Family<prometheus::Counter>& expert_tokens_family_;
-  std::vector<std::vector<prometheus::Counter*>> expert_tokens_;  // [layer][expert]
-  std::vector<std::vector<int64_t>> expert_tokens_seen_;          // exported so far
-  prometheus::Counter& expert_calls_;
-  prometheus::Counter& expert_retries_;
-  int64_t calls_seen_ = 0, retries_seen_ = 0;
-  prometheus::Gauge& kv_usage_;
-  prometheus::Gauge& live_sequences_;
-  prometheus::Histogram& step_seconds_;
-  prometheus::Histogram& step_tokens_;
 
   ThreadPool io_;
   std::thread loop_;  // last: started once everything above exists

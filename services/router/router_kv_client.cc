@@ -1,0 +1,121 @@
+#include "router_kv_client.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "arbor/rpc/status.h"
+#include "grpcpp/client_context.h"
+
+namespace arbor::router {
+
+std::vector<FetchRange> SplitFetch(const std::vector<v1::PathSegment>& segments, int from, int to) {
+  std::vector<FetchRange> ranges;
+  for (const v1::PathSegment& s : segments) {
+    const int lo = std::max(from, s.start()), hi = std::min(to, s.start() + s.length());
+    if (lo >= hi) continue;
+    ranges.push_back(
+        {.segment_id = s.segment_id(), .first = lo - s.start(), .length = hi - lo, .position = lo});
+  }
+  return ranges;
+}
+
+absl::StatusOr<v1::CommitRequest> AssembleCommit(
+    uint64_t seq, uint64_t version, const std::vector<int>& tokens, const kvcache::KvLayout& layout,
+    const std::function<absl::Status(float* kv)>& read_kv) {
+  v1::CommitRequest commit;
+  commit.set_sequence_id(seq);
+  commit.set_expected_version(version);
+  commit.mutable_token_ids()->Add(tokens.begin(), tokens.end());
+  const int count = static_cast<int>(tokens.size());
+  if (count == 0) return commit;
+  v1::Tensor* kv = commit.mutable_kv();
+  kv->set_dtype(v1::DTYPE_F32);
+  const std::vector<int64_t> shape = layout.TokensShape(count);
+  kv->mutable_shape()->Add(shape.begin(), shape.end());
+  kv->mutable_data()->resize(count * layout.token_floats() * sizeof(float));
+  absl::Status st = read_kv(reinterpret_cast<float*>(kv->mutable_data()->data()));
+  if (!st.ok()) return st;
+  return commit;
+}
+
+RouterKvClient::RouterKvClient(std::shared_ptr<grpc::Channel> channel)
+    : stub_(v1::KvStore::NewStub(std::move(channel))) {}
+
+absl::StatusOr<KvPath> RouterKvClient::GetPath(uint64_t seq, Deadline deadline) {
+  v1::GetPathRequest req;
+  req.set_sequence_id(seq);
+  req.set_include_token_ids(true);
+  v1::GetPathResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(deadline);
+  const grpc::Status gs = stub_->GetPath(&ctx, req, &resp);
+  if (!gs.ok()) return rpc::FromGrpcStatus(gs, "kv-store GetPath");
+  KvPath path;
+  path.segments.assign(resp.segments().begin(), resp.segments().end());
+  path.length = resp.length();
+  path.version = resp.version();
+  path.tokens.assign(resp.token_ids().begin(), resp.token_ids().end());
+  if (static_cast<int>(path.tokens.size()) != path.length) {
+    return absl::InternalError(absl::StrCat("kv-store GetPath returned ", path.tokens.size(),
+                                            " token ids for a path of length ", path.length));
+  }
+  return path;
+}
+
+absl::Status RouterKvClient::Fetch(const std::vector<v1::PathSegment>& segments, int from, int to,
+                                   const kvcache::KvLayout& layout, Deadline deadline, float* out) {
+  const size_t row = layout.token_floats();
+  const std::vector<FetchRange> ranges = SplitFetch(segments, from, to);
+  v1::ReadSegmentsRequest req;
+  for (const FetchRange& f : ranges) {
+    v1::ReadSegmentsRequest::Range* r = req.add_segments();
+    r->set_segment_id(f.segment_id);
+    r->set_first(f.first);
+    r->set_length(f.length);
+  }
+  grpc::ClientContext ctx;
+  ctx.set_deadline(deadline);
+  auto reader = stub_->ReadSegments(&ctx, req);
+  v1::SegmentChunk chunk;
+  int received = 0;
+  size_t range = 0;
+  absl::Status st;
+  while (reader->Read(&chunk)) {
+    while (range < ranges.size() && ranges[range].segment_id != chunk.segment_id()) ++range;
+    const v1::Tensor& kv = chunk.kv();
+    const int n = kv.shape_size() == 5 ? static_cast<int>(kv.shape(0)) : -1;
+    // chunk.first_token() counts from the segment's start.
+    const int pos = range < ranges.size()
+                        ? ranges[range].position - ranges[range].first + chunk.first_token()
+                        : -1;
+    if (range == ranges.size() || kv.dtype() != v1::DTYPE_F32 || n < 1 ||
+        std::vector<int64_t>(kv.shape().begin(), kv.shape().end()) != layout.TokensShape(n) ||
+        kv.data().size() != n * row * sizeof(float) || pos < from || pos + n > to) {
+      st = absl::InternalError(absl::StrCat("kv-store sent a malformed chunk of segment ",
+                                            chunk.segment_id(), " at token ", chunk.first_token()));
+      ctx.TryCancel();
+      break;
+    }
+    std::memcpy(out + (pos - from) * row, kv.data().data(), kv.data().size());
+    received += n;
+  }
+  const grpc::Status fs = reader->Finish();
+  if (st.ok()) st = rpc::FromGrpcStatus(fs, "kv-store ReadSegments");
+  if (st.ok() && received != to - from) {
+    st = absl::InternalError(
+        absl::StrCat("kv-store sent ", received, " tokens of KV, not ", to - from));
+  }
+  return st;
+}
+
+absl::StatusOr<uint64_t> RouterKvClient::Commit(const v1::CommitRequest& req, Deadline deadline) {
+  v1::CommitResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(deadline);
+  const grpc::Status cs = stub_->Commit(&ctx, req, &resp);
+  if (!cs.ok()) return rpc::FromGrpcStatus(cs, "kv-store Commit");
+  return resp.version();
+}
+
+}  // namespace arbor::router

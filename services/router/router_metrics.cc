@@ -1,0 +1,129 @@
+#include "router_metrics.h"
+
+#include <string>
+
+namespace arbor::router {
+
+// Counts routed tokens per (layer, expert), then runs the real backend.
+class RouterMetrics::CountingBackend : public engine::ExpertBackend {
+ public:
+  CountingBackend(engine::ExpertBackend* inner, int layers, int experts)
+      : inner_(inner), counts_(layers, std::vector<int64_t>(experts, 0)) {}
+
+  absl::Status Run(const engine::RoutedTokens& t, float* out) override {
+    if (t.layer >= 0 && t.layer < static_cast<int>(counts_.size())) {
+      std::vector<int64_t>& c = counts_[t.layer];
+      for (int i = 0; i < t.n_tokens * t.top_k; ++i) {
+        const int e = t.expert_ids[i];
+        if (e >= 0 && e < static_cast<int>(c.size())) ++c[e];
+      }
+    }
+    return inner_->Run(t, out);
+  }
+  const char* name() const override { return inner_->name(); }
+  const std::vector<std::vector<int64_t>>& counts() const { return counts_; }
+
+ private:
+  engine::ExpertBackend* inner_;
+  std::vector<std::vector<int64_t>> counts_;  // [layer][expert]
+};
+
+namespace {
+
+prometheus::Counter& Counter(prometheus::Registry& r, const char* name, const char* help) {
+  return prometheus::BuildCounter().Name(name).Help(help).Register(r).Add({});
+}
+prometheus::Gauge& Gauge(prometheus::Registry& r, const char* name, const char* help) {
+  return prometheus::BuildGauge().Name(name).Help(help).Register(r).Add({});
+}
+prometheus::Histogram& Histogram(prometheus::Registry& r, const char* name, const char* help,
+                                 prometheus::Histogram::BucketBoundaries buckets) {
+  return prometheus::BuildHistogram().Name(name).Help(help).Register(r).Add({}, buckets);
+}
+
+}  // namespace
+
+RouterMetrics::RouterMetrics(prometheus::Registry& registry, engine::ExpertBackend* inner,
+                             const RemoteExpertBackend* remote, int layers, int experts)
+    : counting_(std::make_unique<CountingBackend>(inner, layers, experts)),
+      remote_(remote),
+      tokens_(prometheus::BuildCounter()
+                  .Name("arbor_router_tokens_total")
+                  .Help("tokens by kind: prefill and decode (computed here), fetched (KV "
+                        "read from the kv-store), cached (KV found in the router's cache)")
+                  .Register(registry)),
+      prefill_(tokens_.Add({{"kind", "prefill"}})),
+      decode_(tokens_.Add({{"kind", "decode"}})),
+      fetched_(tokens_.Add({{"kind", "fetched"}})),
+      cached_(tokens_.Add({{"kind", "cached"}})),
+      expert_tokens_family_(prometheus::BuildCounter()
+                                .Name("arbor_router_expert_tokens_total")
+                                .Help("tokens routed to each (layer, expert)")
+                                .Register(registry)),
+      expert_calls_(Counter(registry, "arbor_router_expert_calls_total",
+                            "RunExperts calls sent to expert workers")),
+      expert_retries_(Counter(registry, "arbor_router_expert_retries_total",
+                              "RunExperts calls re-sent to another replica after a failure")),
+      kv_usage_(Gauge(registry, "arbor_router_kv_usage",
+                      "fraction of the router's KV cache blocks in use, 0..1")),
+      live_sequences_(Gauge(registry, "arbor_router_live_sequences",
+                            "Extend calls generating in the step loop")),
+      step_seconds_(Histogram(registry, "arbor_router_step_duration_seconds",
+                              "time of one batched forward step",
+                              {1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1, 3})),
+      step_tokens_(Histogram(registry, "arbor_router_step_tokens", "tokens fed in one batched step",
+                             {1, 2, 4, 8, 16, 32, 64, 128, 256, 512})) {
+  expert_tokens_.resize(layers);
+  expert_tokens_seen_.assign(layers, std::vector<int64_t>(experts, 0));
+  for (int l = 0; l < layers; ++l) {
+    for (int e = 0; e < experts; ++e) {
+      expert_tokens_[l].push_back(&expert_tokens_family_.Add(
+          {{"layer", std::to_string(l)}, {"expert", std::to_string(e)}}));
+    }
+  }
+}
+
+RouterMetrics::~RouterMetrics() = default;
+
+engine::ExpertBackend* RouterMetrics::experts() { return counting_.get(); }
+
+void RouterMetrics::ObserveStep(double seconds, int64_t prefill_tokens, int64_t decode_tokens) {
+  step_seconds_.Observe(seconds);
+  prefill_.Increment(static_cast<double>(prefill_tokens));
+  decode_.Increment(static_cast<double>(decode_tokens));
+  step_tokens_.Observe(static_cast<double>(prefill_tokens + decode_tokens));
+}
+
+void RouterMetrics::ObserveFailedStep(double seconds) { step_seconds_.Observe(seconds); }
+
+void RouterMetrics::AddReused(int64_t cached, int64_t fetched) {
+  cached_.Increment(static_cast<double>(cached));
+  fetched_.Increment(static_cast<double>(fetched));
+}
+
+void RouterMetrics::Export(const kvcache::KvTreeStats& kv, int live_sequences) {
+  const auto& counts = counting_->counts();
+  for (size_t l = 0; l < counts.size(); ++l) {
+    for (size_t e = 0; e < counts[l].size(); ++e) {
+      const int64_t delta = counts[l][e] - expert_tokens_seen_[l][e];
+      if (delta > 0) expert_tokens_[l][e]->Increment(static_cast<double>(delta));
+      expert_tokens_seen_[l][e] = counts[l][e];
+    }
+  }
+  if (remote_ != nullptr) {
+    const RemoteExpertCounters& rc = remote_->counters();
+    if (rc.calls > calls_seen_) {
+      expert_calls_.Increment(static_cast<double>(rc.calls - calls_seen_));
+    }
+    if (rc.retries > retries_seen_) {
+      expert_retries_.Increment(static_cast<double>(rc.retries - retries_seen_));
+    }
+    calls_seen_ = rc.calls;
+    retries_seen_ = rc.retries;
+  }
+  kv_usage_.Set(kv.blocks_capacity > 0 ? static_cast<double>(kv.blocks_in_use) / kv.blocks_capacity
+                                       : 0.0);
+  live_sequences_.Set(static_cast<double>(live_sequences));
+}
+
+}  // namespace arbor::router

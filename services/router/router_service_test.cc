@@ -1,0 +1,261 @@
+// The router in one process: the real router and kv-store on loopback over the checked-in test
+// model (token ids, experts on the CPU). KV admission (an Extend that waits for room, one that can
+// never fit), KV fetched across segment boundaries by a router with an empty cache, the commit
+// of new tokens with their KV, and cancellation before the commit. The pure parts (fetch-range
+// split, commit assembly, admission order) are tested without a mesh.
+#include "router_service.h"
+
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "in_process_mesh_for_test.h"
+
+namespace arbor::router {
+namespace {
+
+using std::chrono::seconds;
+
+// ---- without a mesh ----
+
+v1::PathSegment Segment(uint64_t id, int start, int length) {
+  v1::PathSegment s;
+  s.set_segment_id(id);
+  s.set_start(start);
+  s.set_length(length);
+  return s;
+}
+
+TEST(SplitFetchTest, RangesStartAndEndInsideSegments) {
+  const std::vector<v1::PathSegment> path = {Segment(7, 0, 10), Segment(3, 10, 5),
+                                             Segment(9, 15, 20)};
+  std::vector<FetchRange> r = SplitFetch(path, 4, 18);
+  ASSERT_EQ(r.size(), 3u);
+  EXPECT_EQ(r[0].segment_id, 7u);
+  EXPECT_EQ(r[0].first, 4);
+  EXPECT_EQ(r[0].length, 6);
+  EXPECT_EQ(r[0].position, 4);
+  EXPECT_EQ(r[1].segment_id, 3u);
+  EXPECT_EQ(r[1].first, 0);
+  EXPECT_EQ(r[1].length, 5);
+  EXPECT_EQ(r[2].segment_id, 9u);
+  EXPECT_EQ(r[2].first, 0);
+  EXPECT_EQ(r[2].length, 3);
+  EXPECT_EQ(r[2].position, 15);
+  EXPECT_TRUE(SplitFetch(path, 12, 12).empty());
+  r = SplitFetch(path, 11, 13);  // inside one segment
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].first, 1);
+  EXPECT_EQ(r[0].length, 2);
+}
+
+TEST(AssembleCommitTest, TokensAndKvInTheWireLayout) {
+  const kvcache::KvLayout layout{2, 2, 4, 4};  // 32 floats per token
+  absl::StatusOr<v1::CommitRequest> c = AssembleCommit(5, 9, {10, 11, 12}, layout, [](float* kv) {
+    for (int i = 0; i < 3 * 32; ++i) kv[i] = static_cast<float>(i);
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->sequence_id(), 5u);
+  EXPECT_EQ(c->expected_version(), 9u);
+  EXPECT_EQ(std::vector<int>(c->token_ids().begin(), c->token_ids().end()),
+            (std::vector<int>{10, 11, 12}));
+  EXPECT_EQ(std::vector<int64_t>(c->kv().shape().begin(), c->kv().shape().end()),
+            (std::vector<int64_t>{3, 2, 2, 2, 4}));
+  ASSERT_EQ(c->kv().data().size(), 3u * 32 * sizeof(float));
+  EXPECT_EQ(reinterpret_cast<const float*>(c->kv().data().data())[95], 95.0f);
+  // No new tokens: no KV.
+  c = AssembleCommit(5, 9, {}, layout, [](float*) { return absl::InternalError("not called"); });
+  ASSERT_TRUE(c.ok());
+  EXPECT_FALSE(c->has_kv());
+  // A failed read fails the commit.
+  EXPECT_EQ(AssembleCommit(5, 9, {1}, layout, [](float*) { return absl::InternalError("x"); })
+                .status()
+                .code(),
+            absl::StatusCode::kInternal);
+}
+
+TEST(KvAdmissionTest, WaitsInOrderAndRefusesWhatCanNeverFit) {
+  KvAdmission<int> a(10);
+  ASSERT_TRUE(a.Enqueue(1, 6, "job 1", 16).ok());
+  EXPECT_EQ(a.AdmitWaiting(), std::vector<int>{1});
+  ASSERT_TRUE(a.Enqueue(2, 6, "job 2", 16).ok());
+  ASSERT_TRUE(a.Enqueue(3, 1, "job 3", 16).ok());
+  EXPECT_TRUE(a.AdmitWaiting().empty());  // 3 would fit, but does not overtake 2
+  EXPECT_EQ(a.waiting(), 2);
+  const absl::Status too_big = a.Enqueue(4, 11, "job 4", 16);
+  EXPECT_EQ(too_big.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(too_big.message(),
+            "job 4 may need 176 tokens of KV; the router's cache holds 160 (--kv_cache_tokens)");
+  a.Release(6);
+  EXPECT_EQ(a.AdmitWaiting(), (std::vector<int>{2, 3}));
+  EXPECT_EQ(a.reserved(), 7);
+  ASSERT_TRUE(a.Enqueue(5, 9, "job 5", 16).ok());
+  EXPECT_EQ(a.RemoveWaiting([](int j) { return j == 5; }), std::vector<int>{5});
+  EXPECT_EQ(a.waiting(), 0);
+}
+
+// ---- with the mesh ----
+
+class RouterServiceTest : public ::testing::Test {
+ protected:
+  void StartMesh(RouterOptions options = {}) {
+    auto mesh = testing::InProcessMesh::Start({.router = options});
+    ASSERT_TRUE(mesh.ok()) << mesh.status();
+    mesh_ = std::move(*mesh);
+    kv_ = v1::KvStore::NewStub(mesh_->kvstore_channel());
+    router_ = v1::Router::NewStub(mesh_->router_channel());
+  }
+
+  uint64_t NewSequence() {
+    grpc::ClientContext ctx;
+    v1::CreateSequenceRequest req;
+    v1::CreateSequenceResponse resp;
+    EXPECT_TRUE(kv_->CreateSequence(&ctx, req, &resp).ok());
+    return resp.sequence_id();
+  }
+  std::vector<uint64_t> Fork(uint64_t seq, int n) {
+    grpc::ClientContext ctx;
+    v1::ForkRequest req;
+    req.set_sequence_id(seq);
+    req.set_n(n);
+    v1::ForkResponse resp;
+    EXPECT_TRUE(kv_->Fork(&ctx, req, &resp).ok());
+    return {resp.sequence_ids().begin(), resp.sequence_ids().end()};
+  }
+  v1::GetPathResponse Path(uint64_t seq) {
+    grpc::ClientContext ctx;
+    v1::GetPathRequest req;
+    req.set_sequence_id(seq);
+    req.set_include_token_ids(true);
+    v1::GetPathResponse resp;
+    EXPECT_TRUE(kv_->GetPath(&ctx, req, &resp).ok());
+    return resp;
+  }
+
+  struct Extended {
+    std::vector<int> tokens;
+    v1::ExtendResult result;
+    grpc::Status status;
+  };
+  static v1::ExtendRequest Request(uint64_t seq, std::vector<int> input, int max_tokens) {
+    v1::ExtendRequest req;
+    req.set_sequence_id(seq);
+    for (int t : input) req.mutable_token_ids()->add_ids(t);
+    req.mutable_params()->set_max_tokens(max_tokens);
+    req.mutable_params()->set_ignore_eos(true);
+    return req;
+  }
+  static Extended Extend(v1::Router::Stub& router, const v1::ExtendRequest& req) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + seconds(60));
+    auto reader = router.Extend(&ctx, req);
+    Extended out;
+    v1::ExtendEvent e;
+    while (reader->Read(&e)) {
+      if (e.has_token()) out.tokens.push_back(e.token().id());
+      if (e.has_result()) out.result = e.result();
+    }
+    out.status = reader->Finish();
+    return out;
+  }
+
+  std::unique_ptr<testing::InProcessMesh> mesh_;
+  std::unique_ptr<v1::KvStore::Stub> kv_;
+  std::unique_ptr<v1::Router::Stub> router_;
+};
+
+// The path is three segments (a prompt, a fork's extension, a second fork's extension); a router
+// with an empty cache fetches KV ranges across all of them and must continue the sequence
+// exactly as the router that computed it does.
+TEST_F(RouterServiceTest, FetchAcrossSegmentsContinuesLikeTheCachedRouter) {
+  ASSERT_NO_FATAL_FAILURE(StartMesh());
+  const uint64_t root = NewSequence();
+  Extended e = Extend(*router_, Request(root, {1, 17, 33, 49, 65, 81, 97, 113, 129}, 6));
+  ASSERT_TRUE(e.status.ok()) << e.status.error_message();
+  const uint64_t child = Fork(root, 1)[0];
+  e = Extend(*router_, Request(child, {20, 30, 40}, 5));
+  ASSERT_TRUE(e.status.ok()) << e.status.error_message();
+  EXPECT_EQ(e.result.generated_tokens(), 5);
+  const std::vector<uint64_t> twins = Fork(child, 2);
+  const v1::GetPathResponse path = Path(twins[0]);
+  ASSERT_GE(path.segments_size(), 2);
+  const uint64_t version = path.version();
+  const int length = path.length();
+
+  auto cold_host = mesh_->StartRouter({});
+  ASSERT_TRUE(cold_host.ok()) << cold_host.status();
+  auto cold = v1::Router::NewStub(
+      grpc::CreateChannel((*cold_host)->address(), grpc::InsecureChannelCredentials()));
+  Extended warm_run = Extend(*router_, Request(twins[0], {7}, 8));
+  Extended cold_run = Extend(*cold, Request(twins[1], {7}, 8));
+  ASSERT_TRUE(warm_run.status.ok()) << warm_run.status.error_message();
+  ASSERT_TRUE(cold_run.status.ok()) << cold_run.status.error_message();
+  EXPECT_EQ(cold_run.tokens, warm_run.tokens);
+  // The warm router's cache keeps whole blocks only: it fetches at most the partial last one.
+  EXPECT_LT(warm_run.result.fetched_tokens(), cold_run.result.fetched_tokens());
+  // The cold router computes only the last context token; everything before it was fetched.
+  EXPECT_EQ(cold_run.result.fetched_tokens(), length);
+  EXPECT_EQ(cold_run.result.prefilled_tokens(), 1);
+  // Both committed: the twins' paths hold the input and the generated tokens, at a new version.
+  for (uint64_t seq : twins) {
+    const v1::GetPathResponse after = Path(seq);
+    EXPECT_EQ(after.length(), length + 1 + 8);
+    EXPECT_NE(after.version(), version);
+    EXPECT_EQ(after.token_ids(length), 7);
+  }
+  (*cold_host)->Shutdown();
+}
+
+// The cache holds 64 tokens; each Extend may need up to 40 (+2 partial blocks), so the second
+// waits for the first to finish; one that may need more than the whole cache is refused at once.
+TEST_F(RouterServiceTest, KvAdmissionWaitsForRoomAndRefusesWhatCanNeverFit) {
+  RouterOptions options;
+  options.engine.kv_cache_tokens = 64;
+  options.engine.kv_block_tokens = 4;
+  ASSERT_NO_FATAL_FAILURE(StartMesh(options));
+  const uint64_t a = NewSequence(), b = NewSequence();
+  Extended ra, rb;
+  std::thread ta([&] { ra = Extend(*router_, Request(a, {1, 5, 9, 13}, 28)); });
+  std::thread tb([&] { rb = Extend(*router_, Request(b, {1, 6, 10, 14}, 28)); });
+  ta.join();
+  tb.join();
+  ASSERT_TRUE(ra.status.ok()) << ra.status.error_message();
+  ASSERT_TRUE(rb.status.ok()) << rb.status.error_message();
+  EXPECT_EQ(ra.tokens.size(), 28u);
+  EXPECT_EQ(rb.tokens.size(), 28u);
+
+  const uint64_t c = NewSequence();
+  Extended rc = Extend(*router_, Request(c, {1, 2, 3}, 100));
+  EXPECT_EQ(rc.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(rc.status.error_message().find("(--kv_cache_tokens)"), std::string::npos)
+      << rc.status.error_message();
+  EXPECT_EQ(Path(c).length(), 0);  // nothing committed
+}
+
+// A client that cancels while tokens stream gets CANCELLED, and the kv-store is unchanged.
+TEST_F(RouterServiceTest, CancelBeforeTheCommitCommitsNothing) {
+  ASSERT_NO_FATAL_FAILURE(StartMesh());
+  const uint64_t seq = NewSequence();
+  Extended first = Extend(*router_, Request(seq, {1, 17, 33}, 2));
+  ASSERT_TRUE(first.status.ok());
+  const v1::GetPathResponse before = Path(seq);
+
+  grpc::ClientContext ctx;
+  auto reader = router_->Extend(&ctx, Request(seq, {40, 41}, 4000));
+  v1::ExtendEvent e;
+  ASSERT_TRUE(reader->Read(&e));  // generating
+  ctx.TryCancel();
+  while (reader->Read(&e)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  // The router has let the job go once a new Extend of the same sequence commits on top of the
+  // old version: the cancelled one left nothing behind.
+  Extended after = Extend(*router_, Request(seq, {50}, 1));
+  ASSERT_TRUE(after.status.ok()) << after.status.error_message();
+  const v1::GetPathResponse now = Path(seq);
+  EXPECT_EQ(now.length(), before.length() + 2);
+  EXPECT_EQ(now.token_ids(before.length()), 50);
+}
+
+}  // namespace
+}  // namespace arbor::router
