@@ -25,7 +25,7 @@
 #include "arbor/v1/planner.grpc.pb.h"
 #include "child_process.h"
 #include "gtest/gtest.h"
-#include "mesh_thought_source.h"
+#include "arbor/planner/task_language.h"
 #include "nlohmann/json.hpp"
 
 namespace arbor {
@@ -204,25 +204,6 @@ TEST(PlannerTest, BfsCompletesWithOrderedEventsAndReleasesItsKv) {
 
 // Values from labels: the value prompt on forks of every node, the first label the model writes
 // mapped to its score (none: 0); with the task's own templates instead of a preset.
-TEST(PlannerTest, ExpectedLabelScoreWeighsTheLabelsByProbability) {
-  auto top = [](std::vector<std::pair<int, double>> v) {
-    std::vector<v1::TokenLogprob> out;
-    for (auto [id, p] : v) {
-      out.emplace_back().set_id(id);
-      out.back().set_logprob(static_cast<float>(std::log(p)));
-    }
-    return out;
-  };
-  const std::map<int, float> labels = {{5, 20.0f}, {9, 1.0f}, {11, 5.0f}};
-  // Tokens that are no label (7) do not count; the labels' mass is renormalised.
-  EXPECT_NEAR(planner::ExpectedLabelScore(top({{5, 0.6}, {7, 0.3}, {9, 0.1}}), labels, -1),
-              (0.6 * 20 + 0.1 * 1) / 0.7, 1e-6);
-  EXPECT_NEAR(planner::ExpectedLabelScore(top({{11, 0.5}}), labels, -1), 5, 1e-6);
-  EXPECT_EQ(planner::ExpectedLabelScore(top({{7, 0.9}, {8, 0.1}}), labels, -1),
-            -1);  // none: the floor
-  EXPECT_EQ(planner::ExpectedLabelScore({}, labels, 0.5), 0.5);
-}
-
 TEST(PlannerTest, LabelValuesWithRequestTemplates) {
   PlannerMesh mesh;
   ASSERT_TRUE(mesh.ok()) << "see " << mesh.dir();

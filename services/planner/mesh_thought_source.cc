@@ -6,72 +6,15 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_replace.h"
 #include "absl/synchronization/blocking_counter.h"
-#include "arbor/common/mapped_file.h"
 #include "arbor/common/status_macros.h"
 #include "arbor/rpc/status.h"
-#include "nlohmann/json.hpp"
 
 namespace arbor::planner {
 namespace {
 const std::string kValueStop = "\n";  // a value label is one line
 constexpr int kExpectedTop = 20;      // top_logprobs read for the expected label value
 }  // namespace
-
-std::string Render(const std::string& t, const std::string& problem, const std::string& state,
-                   const std::string& thought) {
-  return absl::StrReplaceAll(t,
-                             {{"{problem}", problem}, {"{state}", state}, {"{thought}", thought}});
-}
-
-absl::StatusOr<Templates> ParsePreset(const std::string& path) {
-  ARBOR_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
-  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object"));
-  }
-  Templates t;
-  for (auto [field, out] : {std::pair{"propose", &t.propose}, std::pair{"value", &t.value},
-                            std::pair{"answer", &t.answer}, std::pair{"step_stop", &t.step_stop},
-                            std::pair{"answer_prefix", &t.answer_prefix}}) {
-    if (!j.contains(field)) continue;
-    if (!j[field].is_string()) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": \"", field, "\" must be a string"));
-    }
-    *out = j[field].get<std::string>();
-  }
-  if (t.propose.empty() || t.step_stop.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": \"propose\" and \"step_stop\" must be non-empty"));
-  }
-  if (j.contains("value_labels")) {
-    if (!j["value_labels"].is_object()) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": \"value_labels\" must be an object"));
-    }
-    for (const auto& [label, score] : j["value_labels"].items()) {
-      if (!score.is_number()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(path, ": value_labels.", label, " must be a number"));
-      }
-      t.value_labels[label] = score.get<float>();
-    }
-  }
-  return t;
-}
-
-double ExpectedLabelScore(const std::vector<v1::TokenLogprob>& top,
-                          const std::map<int, float>& label_tokens, double none) {
-  double mass = 0, weighted = 0;
-  for (const v1::TokenLogprob& t : top) {
-    auto it = label_tokens.find(t.id());
-    if (it == label_tokens.end()) continue;
-    const double p = std::exp(static_cast<double>(t.logprob()));
-    mass += p;
-    weighted += p * it->second;
-  }
-  return mass > 0 ? weighted / mass : none;
-}
 
 MeshThoughtSource::MeshThoughtSource(v1::KvStore::Stub* kv, v1::Router::Stub* router,
                                      ThreadPool* pool, std::string problem, Templates templates,
@@ -194,7 +137,9 @@ std::vector<MeshThoughtSource::Generated> MeshThoughtSource::ExtendAll(
       while (stream->Read(&e)) {
         if (e.has_token()) {
           if (g.ids.empty()) {
-            g.first_top.assign(e.token().top_logprobs().begin(), e.token().top_logprobs().end());
+            for (const v1::TokenLogprob& t : e.token().top_logprobs()) {
+              g.first_top.push_back({.id = t.id(), .logprob = t.logprob()});
+            }
           }
           g.ids.push_back(e.token().id());
           sum += e.token().logprob();

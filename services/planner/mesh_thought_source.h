@@ -21,33 +21,14 @@
 #include "absl/synchronization/mutex.h"
 #include "arbor/common/thread_pool.h"
 #include "arbor/planner/search.h"
+#include "arbor/planner/task_language.h"
 #include "arbor/v1/kvstore.grpc.pb.h"
 #include "arbor/v1/planner.pb.h"
 #include "arbor/v1/router.grpc.pb.h"
 
 namespace arbor::planner {
 
-// A task's prompts (a preset or the request's own); "{problem}", "{state}" and "{thought}" are
-// replaced where they appear.
-struct Templates {
-  std::string propose, value, answer, step_stop = "\n", answer_prefix;
-  std::map<std::string, float> value_labels;
-};
-
-// A preset file (<model>/presets/<name>.json: the Templates fields, value_labels an object of
-// numbers). INVALID_ARGUMENT naming the file and the field that is wrong.
-absl::StatusOr<Templates> ParsePreset(const std::string& path);
-
-// "{problem}", "{state}", "{thought}" replaced in `t`.
-std::string Render(const std::string& t, const std::string& problem, const std::string& state,
-                   const std::string& thought);
-
 enum class ValueMode { kLogProb, kLabel, kSampled };
-
-// The expected label value: the labels' scores (by first token id) weighted by their
-// probabilities among `top` (token log-probs); `none` when no label's token is among them.
-double ExpectedLabelScore(const std::vector<v1::TokenLogprob>& top,
-                          const std::map<int, float>& label_tokens, double none);
 
 struct SourceOptions {
   ValueMode value = ValueMode::kLogProb;
@@ -104,7 +85,7 @@ class MeshThoughtSource : public ThoughtSource {
     absl::Status status;
     std::vector<int> ids;
     double mean_logprob = 0;
-    std::vector<v1::TokenLogprob> first_top;  // the first token's top_logprobs
+    std::vector<TokenLogprob> first_top;  // the first token's top_logprobs
     v1::ExtendResult result;
   };
   // Runs the Extends in parallel on the pool and waits for all.

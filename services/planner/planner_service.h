@@ -2,32 +2,34 @@
 // task_id, attaches to it) and streams its events: nodes created, scored and pruned, the answer
 // when found, progress after every expansion round, and the result last. Each task runs on its
 // own thread: a search strategy (libs/planner) over a MeshThoughtSource (kv-store forks, router
-// Extends). After every round the task is checkpointed to the state store; a planner started on
-// the same state store resumes the tasks still running there (the strategy replays the restored
-// tree and continues) and releases any kv-store sequence a crash left behind. A task that ends,
-// fails or is cancelled releases all its KV.
+// Extends). After every round the task is checkpointed to the state store (task_checkpoint.h); a
+// planner started on the same state store resumes the tasks still running there (the strategy
+// replays the restored tree and continues) and releases any kv-store sequence a crash left
+// behind. A task that ends, fails or is cancelled releases all its KV.
+//
+// The parts: solve_request.h checks and translates a request once; task_registry.h admits,
+// finds, lists and evicts tasks; task.h is one task's events, watchers and checkpoint;
+// task_checkpoint.h is the checkpoint codec and the restore; this file wires them together.
 #pragma once
 
 #include <atomic>
 #include <map>
 #include <memory>
 #include <string>
-#include <thread>
-#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "arbor/common/thread_pool.h"
-#include "arbor/rpc/event_stream.h"
+#include "arbor/planner/task_language.h"
 #include "arbor/rpc/rpc_metrics.h"
 #include "arbor/statestore/state_store.h"
 #include "arbor/v1/kvstore.grpc.pb.h"
 #include "arbor/v1/planner.grpc.pb.h"
 #include "arbor/v1/router.grpc.pb.h"
-#include "mesh_thought_source.h"
-#include "prometheus/counter.h"
-#include "prometheus/gauge.h"
+#include "planner_metrics.h"
 #include "prometheus/registry.h"
+#include "task.h"
+#include "task_registry.h"
 
 namespace arbor::planner {
 
@@ -50,7 +52,7 @@ class PlannerService final : public v1::Planner::CallbackService {
       std::shared_ptr<grpc::Channel> kvstore, std::shared_ptr<grpc::Channel> router,
       statestore::StateStore* state, const PlannerOptions& options, prometheus::Registry& registry);
   // Cancels the running tasks (their checkpoints stay RUNNING, so a restart resumes them) and
-  // joins their threads.
+  // waits for their threads to end.
   ~PlannerService() override;
 
   grpc::ServerWriteReactor<v1::SolveEvent>* Solve(grpc::CallbackServerContext* ctx,
@@ -68,22 +70,29 @@ class PlannerService final : public v1::Planner::CallbackService {
   const std::map<std::string, Templates>& presets() const { return presets_; }
 
  private:
-  struct Task;
-  using Stream = rpc::EventStream<v1::SolveEvent>;
   PlannerService(std::shared_ptr<grpc::Channel> kvstore, std::shared_ptr<grpc::Channel> router,
                  statestore::StateStore* state, const PlannerOptions& options,
                  prometheus::Registry& registry);
 
-  absl::Status ValidateRequest(const v1::SolveRequest& req) const;
-  absl::StatusOr<Templates> TemplatesFor(const v1::SolveRequest& req) const;
-  // Starts a task's thread (new, or resumed from `checkpoint`).
-  void Start(std::shared_ptr<Task> task, const v1::TaskCheckpoint* checkpoint);
+  PlanDefaults defaults() const;
+  // Starts a task's thread (new, or resumed from `checkpoint`). The thread is detached and
+  // counted; the destructor waits for the count to reach zero.
+  void Start(std::shared_ptr<Task> task, v1::TaskCheckpoint checkpoint);
   void Run(std::shared_ptr<Task> task, v1::TaskCheckpoint checkpoint);
-  void Publish(Task& task, v1::SolveEvent event);
-  void Checkpoint(Task& task);
-  void Attach(Task& task, std::shared_ptr<Stream> stream);
-  std::shared_ptr<Task> Find(const std::string& id) const;
+  // A new task's root: its kv-store sequence holding the rendered propose prompt.
+  absl::Status CreateRoot(Task& task, MeshThoughtSource& source, SearchTree& tree);
+  // The tree of a resumed task, with every sequence it may still fork alive again.
+  absl::Status Restore(Task& task, MeshThoughtSource& source, v1::TaskCheckpoint& restored,
+                       SearchTree& tree);
+  // Ends a task: releases every sequence it holds (by owner, so whatever a crash left behind
+  // too), records the outcome in the task and its checkpoint, and tells the watchers. While the
+  // planner shuts down a cancelled task keeps its checkpoint RUNNING instead.
+  void Finish(Task& task, MeshThoughtSource& source, absl::Status status,
+              const v1::SolveResult& result, double seconds);
+  void WriteCheckpoint(Task& task);
+  // Loads every task checkpoint of the state store and starts the running ones.
   absl::Status Resume();
+  void ResumeOne(const std::string& key, const v1::TaskCheckpoint& cp);
 
   std::unique_ptr<v1::KvStore::Stub> kv_;
   std::unique_ptr<v1::Router::Stub> router_;
@@ -91,14 +100,13 @@ class PlannerService final : public v1::Planner::CallbackService {
   PlannerOptions options_;
   std::map<std::string, Templates> presets_;
   rpc::RpcMetrics rpc_metrics_;
-  prometheus::Family<prometheus::Counter>& tasks_total_;
-  prometheus::Gauge& running_gauge_;
-  prometheus::Family<prometheus::Counter>& tokens_total_;
-
-  mutable absl::Mutex mu_;
-  std::map<std::string, std::shared_ptr<Task>> tasks_ ABSL_GUARDED_BY(mu_);
+  PlannerMetrics metrics_;
+  TaskRegistry registry_;
   std::atomic<uint64_t> next_id_{1};
   std::atomic<bool> stopping_{false};
+
+  absl::Mutex threads_mu_;
+  int live_threads_ ABSL_GUARDED_BY(threads_mu_) = 0;  // task threads not yet ended
   ThreadPool io_;
 };
 

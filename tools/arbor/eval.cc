@@ -30,7 +30,7 @@
 #include "game24.h"
 #include "generate.h"
 #include "grpcpp/grpcpp.h"
-#include "mesh_thought_source.h"
+#include "arbor/planner/task_language.h"
 #include "nlohmann/json.hpp"
 #include "solve.h"
 

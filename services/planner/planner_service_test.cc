@@ -1,0 +1,311 @@
+// The planner service in one process: the real planner, kv-store and router on loopback (the
+// embedded model, experts on the CPU). Restoring a checkpointed tree whose sequences the
+// kv-store lost, checkpoints that do not describe a task, and task admission with its limits.
+// The parts that need no mesh are in planner_parts_test.cc.
+#include "planner_service.h"
+
+#include <thread>
+
+#include "absl/synchronization/notification.h"
+#include "arbor/rpc/server_host.h"
+#include "arbor/statestore/state_store.h"
+#include "gtest/gtest.h"
+#include "in_process_mesh_for_test.h"
+#include "task_checkpoint.h"
+
+namespace arbor::planner {
+namespace {
+
+using std::chrono::seconds;
+
+v1::SolveRequest Game24Solve(const std::string& task_id, const std::string& tenant = "") {
+  v1::SolveRequest req;
+  req.set_task_id(task_id);
+  req.set_tenant(tenant);
+  req.set_problem("4 9 10 13");
+  req.set_preset("game24");
+  v1::Bfs* bfs = req.mutable_search()->mutable_bfs();
+  bfs->set_breadth(2);
+  bfs->set_proposals_per_node(3);
+  bfs->set_depth(3);
+  req.mutable_search()->mutable_generation()->set_seed(7);
+  return req;
+}
+
+// A planner on loopback over a mesh's channels and a state store.
+class PlannerHost {
+ public:
+  PlannerHost(std::shared_ptr<grpc::Channel> kv, std::shared_ptr<grpc::Channel> router,
+              statestore::StateStore* state, PlannerOptions options = {}) {
+    registry_ = std::make_shared<prometheus::Registry>();
+    if (options.model_dir.empty()) options.model_dir = "models/game24-moe";
+    options.io_threads = 8;
+    auto service =
+        PlannerService::Create(std::move(kv), std::move(router), state, options, *registry_);
+    EXPECT_TRUE(service.ok()) << service.status();
+    if (!service.ok()) return;
+    service_ = std::move(*service);
+    host_ = *rpc::ServerHost::Start({}, {service_.get()}, registry_);
+    stub_ = v1::Planner::NewStub(
+        grpc::CreateChannel(host_->address(), grpc::InsecureChannelCredentials()));
+  }
+  ~PlannerHost() { Stop(); }
+  void Stop() {
+    if (host_) host_->Shutdown();
+    service_.reset();
+    host_.reset();
+  }
+  v1::Planner::Stub& stub() { return *stub_; }
+
+  // Solve to the end: the events and the final status.
+  struct Solved {
+    std::vector<v1::SolveEvent> events;
+    grpc::Status status;
+  };
+  Solved Solve(const v1::SolveRequest& req) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + seconds(120));
+    auto reader = stub_->Solve(&ctx, req);
+    Solved out;
+    v1::SolveEvent e;
+    while (reader->Read(&e)) out.events.push_back(e);
+    out.status = reader->Finish();
+    return out;
+  }
+  absl::StatusOr<v1::Task> GetTask(const std::string& id) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + seconds(10));
+    v1::GetTaskRequest req;
+    req.set_task_id(id);
+    v1::Task t;
+    grpc::Status st = stub_->GetTask(&ctx, req, &t);
+    if (!st.ok())
+      return absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
+    return t;
+  }
+  // Waits (bounded) until GetTask says the task is no longer RUNNING.
+  absl::StatusOr<v1::Task> AwaitEnd(const std::string& id) {
+    const auto until = std::chrono::steady_clock::now() + seconds(120);
+    while (std::chrono::steady_clock::now() < until) {
+      absl::StatusOr<v1::Task> t = GetTask(id);
+      if (!t.ok() || t->status() != v1::TASK_STATUS_RUNNING) return t;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return absl::DeadlineExceededError(id + " still running");
+  }
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<PlannerService> service_;
+  std::unique_ptr<rpc::ServerHost> host_;
+  std::unique_ptr<v1::Planner::Stub> stub_;
+};
+
+int LiveSequences(testing::InProcessMesh& mesh) { return mesh.kv_tree().stats().live_sequences; }
+
+// ---- with the mesh ----
+
+class PlannerServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto mesh =
+        testing::InProcessMesh::Start({.model_dir = "models/game24-moe", .tokenizer = true});
+    ASSERT_TRUE(mesh.ok()) << mesh.status();
+    mesh_ = std::move(*mesh);
+  }
+  std::unique_ptr<testing::InProcessMesh> mesh_;
+};
+
+// A task run to the end, its checkpoint cut back to the first round (plus one node of the
+// second that was never scored) and marked RUNNING, as a crash would leave it. Every sequence
+// it names was released when it ended, so the planner that finds it must rebuild the ones the
+// search still forks from their token ids, and the search must go on from there.
+TEST_F(PlannerServiceTest, RestoresACheckpointedTreeWithLostSequences) {
+  v1::TaskCheckpoint cp;
+  {
+    PlannerHost first(mesh_->kvstore_channel(), mesh_->router_channel(), mesh_->state());
+    PlannerHost::Solved s = first.Solve(Game24Solve("resume-me"));
+    ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+    absl::StatusOr<statestore::VersionedValue> v = mesh_->state()->Get(TaskKey("resume-me"));
+    ASSERT_TRUE(v.ok());
+    ASSERT_TRUE(cp.ParseFromString(v->value));
+  }
+  ASSERT_EQ(LiveSequences(*mesh_), 0);
+  ASSERT_EQ(cp.status(), v1::TASK_STATUS_SUCCEEDED);
+  int first_round = 1;
+  while (first_round < cp.nodes_size() && cp.nodes(first_round).node().depth() == 1) {
+    ++first_round;
+  }
+  ASSERT_GT(first_round, 1);
+  ASSERT_LT(first_round, cp.nodes_size()) << "the search must have gone below the first round";
+  // Keep the root, the first round, and one unscored node of the second round.
+  while (cp.nodes_size() > first_round + 1) cp.mutable_nodes()->RemoveLast();
+  cp.mutable_nodes(first_round)->set_scored(false);
+  std::vector<std::string> restored_thoughts;
+  for (int i = 0; i < first_round; ++i) {
+    if (i > 0 && cp.nodes(i).node().parent_id() == 0) cp.mutable_nodes(i)->set_expanded(false);
+    restored_thoughts.push_back(cp.nodes(i).node().thought());
+  }
+  cp.mutable_nodes(cp.nodes(first_round).node().parent_id())->set_expanded(true);
+  cp.set_status(v1::TASK_STATUS_RUNNING);
+  cp.clear_result();
+  ASSERT_TRUE(mesh_->state()->Put(TaskKey("resume-me"), cp.SerializeAsString()).ok());
+
+  PlannerHost second(mesh_->kvstore_channel(), mesh_->router_channel(), mesh_->state());
+  absl::StatusOr<v1::Task> t = second.AwaitEnd("resume-me");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->status(), v1::TASK_STATUS_SUCCEEDED) << t->error();
+  ASSERT_GT(t->nodes_size(), first_round);
+  for (int i = 0; i < first_round; ++i) EXPECT_EQ(t->nodes(i).thought(), restored_thoughts[i]);
+  // The search forked the restored, unpruned first-round nodes again: their sequences were
+  // rebuilt (a fork of a released sequence fails the task).
+  int below_restored = 0;
+  for (const v1::Node& n : t->nodes()) {
+    if (n.id() >= first_round && n.parent_id() > 0 && n.parent_id() < first_round) {
+      ++below_restored;
+    }
+  }
+  EXPECT_GT(below_restored, 0);
+  EXPECT_EQ(LiveSequences(*mesh_), 0);  // all released at the end
+}
+
+TEST_F(PlannerServiceTest, CheckpointsThatAreNoTaskFailOrAreSkipped) {
+  // A tree whose node 3 names a parent that does not exist.
+  v1::TaskCheckpoint forged;
+  *forged.mutable_request() = Game24Solve("forged");
+  for (int i = 0; i < 4; ++i) {
+    v1::TaskCheckpoint::CheckpointNode* n = forged.add_nodes();
+    n->mutable_node()->set_id(i);
+    n->mutable_node()->set_parent_id(i - 1);
+    n->set_scored(true);
+  }
+  forged.set_status(v1::TASK_STATUS_RUNNING);
+  forged.mutable_nodes(3)->mutable_node()->set_parent_id(9);
+  ASSERT_TRUE(mesh_->state()->Put(TaskKey("forged"), forged.SerializeAsString()).ok());
+  v1::TaskCheckpoint huge = forged;
+  *huge.mutable_request() = Game24Solve("huge");
+  huge.mutable_nodes(3)->mutable_node()->set_parent_id(2);
+  huge.mutable_request()->mutable_budget()->set_max_nodes(2000000000);
+  huge.set_status(v1::TASK_STATUS_RUNNING);
+  ASSERT_TRUE(mesh_->state()->Put(TaskKey("huge"), huge.SerializeAsString()).ok());
+  ASSERT_TRUE(mesh_->state()->Put(TaskKey("garbage"), "\xff\x01 not a checkpoint").ok());
+
+  PlannerHost planner(mesh_->kvstore_channel(), mesh_->router_channel(), mesh_->state());
+  absl::StatusOr<v1::Task> t = planner.AwaitEnd("forged");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->status(), v1::TASK_STATUS_FAILED);
+  EXPECT_EQ(t->error(),
+            "planner/task/forged: checkpoint nodes[3].node.parent_id 9 is not an earlier node");
+  t = planner.AwaitEnd("huge");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->status(), v1::TASK_STATUS_FAILED);
+  EXPECT_NE(t->error().find("budget.max_nodes 2e+09 out of range"), std::string::npos)
+      << t->error();
+  EXPECT_EQ(planner.GetTask("garbage").status().code(), absl::StatusCode::kNotFound);
+  // Nothing stored is lost: the bytes that are no checkpoint stay where they were.
+  EXPECT_TRUE(mesh_->state()->Get(TaskKey("garbage")).ok());
+  // And the planner serves.
+  PlannerHost::Solved s = planner.Solve(Game24Solve("after"));
+  EXPECT_TRUE(s.status.ok()) << s.status.error_message();
+}
+
+// A router whose Extends hang until the test lets them go, so tasks stay running.
+class HeldRouter final : public v1::Router::CallbackService {
+ public:
+  grpc::ServerWriteReactor<v1::ExtendEvent>* Extend(grpc::CallbackServerContext* ctx,
+                                                    const v1::ExtendRequest* req) override {
+    auto stream = rpc::EventStream<v1::ExtendEvent>::Create();
+    absl::MutexLock lock(&mu_);
+    if (released_) {
+      stream->Close(absl::UnavailableError("released"));
+    } else {
+      held_.push_back(stream);
+    }
+    return stream.get();
+  }
+  int held() {
+    absl::MutexLock lock(&mu_);
+    return static_cast<int>(held_.size());
+  }
+  void ReleaseAll() {
+    absl::MutexLock lock(&mu_);
+    released_ = true;
+    for (auto& s : held_) s->Close(absl::UnavailableError("released"));
+    held_.clear();
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::shared_ptr<rpc::EventStream<v1::ExtendEvent>>> held_ ABSL_GUARDED_BY(mu_);
+  bool released_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+TEST_F(PlannerServiceTest, AdmissionKeepsTheTaskAndTenantLimits) {
+  HeldRouter held;
+  auto held_host = *rpc::ServerHost::Start({}, {&held}, std::make_shared<prometheus::Registry>());
+  PlannerHost planner(mesh_->kvstore_channel(),
+                      grpc::CreateChannel(held_host->address(), grpc::InsecureChannelCredentials()),
+                      mesh_->state(), {.max_tasks = 3, .max_tasks_per_tenant = 1});
+  // Each admitted task's root Extend hangs at the held router: the task keeps running.
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  auto start = [&](const std::string& id, const std::string& tenant) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    return planner.stub().Solve(contexts.back().get(), Game24Solve(id, tenant));
+  };
+  auto a1 = start("a1", "a");
+  auto b1 = start("b1", "b");
+  const auto until = std::chrono::steady_clock::now() + seconds(30);
+  while (held.held() < 2 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(held.held(), 2);
+  v1::SolveEvent e;
+  auto a2 = start("a2", "a");
+  EXPECT_FALSE(a2->Read(&e));
+  grpc::Status st = a2->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(st.error_message(), "tenant \"a\" runs 1 tasks, its limit (--max_tasks_per_tenant)");
+  auto c1 = start("c1", "c");
+  auto d1 = start("d1", "d");
+  EXPECT_FALSE(d1->Read(&e));
+  st = d1->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(st.error_message(), "the planner runs 3 tasks, its limit (--max_tasks); retry later");
+  // A Solve of a running task's id attaches to it, whatever the limits.
+  EXPECT_EQ(planner.GetTask("a1")->status(), v1::TASK_STATUS_RUNNING);
+  auto again = start("a1", "a");
+  // A cancelled task no longer counts against its tenant.
+  {
+    grpc::ClientContext ctx;
+    v1::CancelTaskRequest req;
+    req.set_task_id("a1");
+    v1::Task resp;
+    ASSERT_TRUE(planner.stub().CancelTask(&ctx, req, &resp).ok());
+  }
+  auto a3 = start("a3", "a");
+  while (held.held() < 4 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(held.held(), 4);
+  held.ReleaseAll();
+  // Every task ends (the cancelled one CANCELLED, the others failing on the router), and the
+  // attached stream ends with its task.
+  EXPECT_EQ(planner.AwaitEnd("a1")->status(), v1::TASK_STATUS_CANCELLED);
+  EXPECT_EQ(planner.AwaitEnd("b1")->status(), v1::TASK_STATUS_FAILED);
+  EXPECT_EQ(planner.AwaitEnd("c1")->status(), v1::TASK_STATUS_FAILED);
+  EXPECT_EQ(planner.AwaitEnd("a3")->status(), v1::TASK_STATUS_FAILED);
+  while (again->Read(&e)) {
+  }
+  EXPECT_EQ(again->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  for (auto* s : {&a1, &b1, &c1, &a3}) {
+    while ((*s)->Read(&e)) {
+    }
+    (*s)->Finish();
+  }
+  planner.Stop();
+  held_host->Shutdown();
+  EXPECT_EQ(LiveSequences(*mesh_), 0);
+}
+
+}  // namespace
+}  // namespace arbor::planner

@@ -1,0 +1,46 @@
+// Solve requests, checked and translated once: the range of every client-set field (planner.proto
+// states them) and the request's search spec, budget, source options and templates as the
+// search library and the thought source take them. Pure functions; thread-safe.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "arbor/planner/search.h"
+#include "arbor/planner/task_language.h"
+#include "arbor/v1/planner.pb.h"
+#include "mesh_thought_source.h"
+
+namespace arbor::planner {
+
+// What a request leaves 0 and the planner fills in.
+struct PlanDefaults {
+  int max_nodes = 200;
+  int64_t max_tokens = 200000;
+  std::chrono::milliseconds call_timeout{120000};
+};
+
+// One task's plan: everything Run needs from the request, in the libraries' types.
+struct TaskPlan {
+  SearchSpec spec;
+  Budget budget;         // without a deadline: Start sets it
+  SourceOptions source;  // without a deadline: Start sets it
+  Templates templates;
+  int deadline_ms = 0;  // Budget.deadline_ms; 0 = none
+
+  // Sets the budget's and the source's deadline `deadline_ms` from now.
+  void Start();
+};
+
+// Whether `id` is 1..128 characters of [A-Za-z0-9_-].
+bool ValidTaskId(const std::string& id);
+
+// The request checked against planner.proto's ranges and translated. INVALID_ARGUMENT naming
+// the field (e.g. "search.bfs.breadth 0 out of range [1, 64]") or the unknown preset.
+absl::StatusOr<TaskPlan> PlanTask(const v1::SolveRequest& req,
+                                  const std::map<std::string, Templates>& presets,
+                                  const PlanDefaults& defaults);
+
+}  // namespace arbor::planner

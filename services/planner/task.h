@@ -1,0 +1,58 @@
+// One planner task as the service keeps it: the request and its plan, the events so far and the
+// streams watching them, the outcome, and the checkpoint kept in step with the tree. Shared by
+// the task's thread, the registry and every RPC that reads it; the mutable parts are guarded by
+// `mu`, so every method is thread-safe.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "arbor/rpc/event_stream.h"
+#include "arbor/v1/planner.pb.h"
+#include "solve_request.h"
+
+namespace arbor::planner {
+
+struct Task {
+  using Stream = rpc::EventStream<v1::SolveEvent>;
+
+  // Set before the task is shared, then read-only.
+  std::string id, tenant;
+  v1::SolveRequest request;  // with task_id set
+  TaskPlan plan;             // checked and translated once, at Solve or resume
+
+  std::atomic<bool> cancel{false};
+  std::atomic<int64_t> finished_at{0};  // steady clock ticks when it finished (for eviction)
+
+  mutable absl::Mutex mu;
+  v1::TaskStatus status ABSL_GUARDED_BY(mu) = v1::TASK_STATUS_RUNNING;
+  std::string error ABSL_GUARDED_BY(mu);
+  std::vector<v1::SolveEvent> events ABSL_GUARDED_BY(mu);
+  std::vector<std::shared_ptr<Stream>> watchers ABSL_GUARDED_BY(mu);
+  // Set once the task has ended (or, shutting down, stopped): what watchers are closed with.
+  std::optional<absl::Status> final_status ABSL_GUARDED_BY(mu);
+  v1::SolveResult result ABSL_GUARDED_BY(mu);
+  // The tree as of the last round, and the sequences the task holds.
+  v1::TaskCheckpoint checkpoint ABSL_GUARDED_BY(mu);
+
+  // GetTask's view (nodes included).
+  v1::Task Snapshot() const;
+  bool finished() const;
+  // Replays the events so far into `stream`, then keeps it watching (or closes it when the task
+  // has ended).
+  void Attach(std::shared_ptr<Stream> stream);
+  // Sends `event` to every watcher and keeps it for later ones.
+  void Publish(v1::SolveEvent event);
+  // Ends the task for its watchers: `status` closes them now and any that attach later.
+  void Close(const absl::Status& status);
+  // The checkpoint with the task's status and error, serialized.
+  std::string CheckpointBytes();
+};
+
+}  // namespace arbor::planner
