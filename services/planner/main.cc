@@ -3,9 +3,9 @@
 // still running there. SIGTERM/SIGINT: NOT_SERVING, grace, drain (running tasks stay
 // checkpointed as running). Every flag can also be set from the environment as ARBOR_<FLAG>.
 #include "absl/flags/flag.h"
+#include "arbor/mesh/call.h"
 #include "arbor/rpc/server_host.h"
 #include "arbor/rpc/service_main.h"
-#include "grpcpp/grpcpp.h"
 #include "planner_service.h"
 #include "remote_state_store.h"
 #include "spdlog/spdlog.h"
@@ -28,16 +28,12 @@ int main(int argc, char** argv) {
                                    "arbor-planner: tree-of-thought search over the mesh")) {
     return 2;
   }
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  auto kv_channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_kvstore),
-                                              grpc::InsecureChannelCredentials(), args);
-  auto router_channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_router),
-                                                  grpc::InsecureChannelCredentials(), args);
-  auto kv_stub = arbor::v1::KvStore::NewStub(kv_channel);
-  auto state = arbor::planner::NewRemoteStateStore(kv_stub.get());
+  auto kv_channel = arbor::mesh::NewChannel(absl::GetFlag(FLAGS_kvstore));
+  auto router_channel = arbor::mesh::NewChannel(absl::GetFlag(FLAGS_router));
+  arbor::mesh::KvStoreClient state_client(
+      kv_channel, {.timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_call_timeout_ms)),
+                   .wait_for_ready = true});
+  auto state = arbor::planner::NewRemoteStateStore(&state_client);
   auto registry = std::make_shared<prometheus::Registry>();
   auto service = arbor::planner::PlannerService::Create(
       kv_channel, router_channel, state.get(),

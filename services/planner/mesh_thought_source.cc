@@ -16,7 +16,7 @@ const std::string kValueStop = "\n";  // a value label is one line
 constexpr int kExpectedTop = 20;      // top_logprobs read for the expected label value
 }  // namespace
 
-MeshThoughtSource::MeshThoughtSource(v1::KvStore::Stub* kv, v1::Router::Stub* router,
+MeshThoughtSource::MeshThoughtSource(mesh::KvStoreClient* kv, mesh::RouterClient* router,
                                      ThreadPool* pool, std::string problem, Templates templates,
                                      SourceOptions options, std::function<bool()> is_cancelled)
     : kv_(kv),
@@ -27,10 +27,6 @@ MeshThoughtSource::MeshThoughtSource(v1::KvStore::Stub* kv, v1::Router::Stub* ro
       options_(options),
       is_cancelled_(std::move(is_cancelled)) {}
 
-std::chrono::system_clock::time_point MeshThoughtSource::Deadline() const {
-  return std::min(options_.deadline, std::chrono::system_clock::now() + options_.call_timeout);
-}
-
 absl::Status MeshThoughtSource::CheckCancelled() const {
   if (is_cancelled_ && is_cancelled_()) return absl::CancelledError("the task was cancelled");
   if (std::chrono::system_clock::now() >= options_.deadline) {
@@ -40,42 +36,27 @@ absl::Status MeshThoughtSource::CheckCancelled() const {
 }
 
 absl::StatusOr<uint64_t> MeshThoughtSource::CreateRoot(const std::string& owner) {
-  v1::CreateSequenceResponse created;
-  {
-    v1::CreateSequenceRequest req;
-    req.set_owner(owner);
-    grpc::ClientContext ctx;
-    ctx.set_deadline(Deadline());
-    const grpc::Status st = kv_->CreateSequence(&ctx, req, &created);
-    if (!st.ok()) return rpc::FromGrpcStatus(st);
-  }
+  v1::CreateSequenceRequest create;
+  create.set_owner(owner);
+  ARBOR_ASSIGN_OR_RETURN(const v1::CreateSequenceResponse created,
+                         kv_->CreateSequence(create, options_.deadline));
   v1::ExtendRequest req;
   req.set_sequence_id(created.sequence_id());
   req.set_text(Render(templates_.propose, problem_, "", ""));
   req.set_add_bos(true);
   std::vector<Generated> out = ExtendAll({req});
   ARBOR_RETURN_IF_ERROR(out[0].status);
-  v1::GetPathRequest preq;
-  preq.set_sequence_id(created.sequence_id());
-  preq.set_include_token_ids(true);
-  v1::GetPathResponse path;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(Deadline());
-  const grpc::Status st = kv_->GetPath(&ctx, preq, &path);
-  if (!st.ok()) return rpc::FromGrpcStatus(st);
+  ARBOR_ASSIGN_OR_RETURN(
+      const v1::GetPathResponse path,
+      kv_->GetPath(created.sequence_id(), /*token_ids=*/true, options_.deadline));
   ids_[created.sequence_id()].assign(path.token_ids().begin(), path.token_ids().end());
   return created.sequence_id();
 }
 
 absl::StatusOr<bool> MeshThoughtSource::Exists(uint64_t seq) {
-  v1::GetPathRequest req;
-  req.set_sequence_id(seq);
-  v1::GetPathResponse resp;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(Deadline());
-  const grpc::Status st = kv_->GetPath(&ctx, req, &resp);
-  if (st.error_code() == grpc::StatusCode::NOT_FOUND) return false;
-  if (!st.ok()) return rpc::FromGrpcStatus(st);
+  absl::StatusOr<v1::GetPathResponse> path = kv_->GetPath(seq, false, options_.deadline);
+  if (absl::IsNotFound(path.status())) return false;
+  if (!path.ok()) return path.status();
   return true;
 }
 
@@ -84,13 +65,8 @@ absl::StatusOr<uint64_t> MeshThoughtSource::Rebuild(const std::vector<int>& toke
   v1::CreateSequenceRequest req;
   req.set_owner(owner);
   req.mutable_prompt_token_ids()->Add(tokens.begin(), tokens.end());
-  v1::CreateSequenceResponse created;
-  {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(Deadline());
-    const grpc::Status st = kv_->CreateSequence(&ctx, req, &created);
-    if (!st.ok()) return rpc::FromGrpcStatus(st);
-  }
+  ARBOR_ASSIGN_OR_RETURN(const v1::CreateSequenceResponse created,
+                         kv_->CreateSequence(req, options_.deadline));
   counts_.reused += created.reused_tokens();
   if (created.reused_tokens() < static_cast<int>(tokens.size())) {
     v1::ExtendRequest ext;
@@ -109,32 +85,15 @@ const std::vector<int>& MeshThoughtSource::token_ids(uint64_t handle) const {
   return it == ids_.end() ? kNone : it->second;
 }
 
-absl::StatusOr<std::vector<uint64_t>> MeshThoughtSource::Fork(uint64_t seq, int n) {
-  v1::ForkRequest req;
-  req.set_sequence_id(seq);
-  req.set_n(n);
-  v1::ForkResponse resp;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(Deadline());
-  const grpc::Status st = kv_->Fork(&ctx, req, &resp);
-  if (!st.ok()) return rpc::FromGrpcStatus(st, absl::StrCat("kv-store Fork of ", seq));
-  return std::vector<uint64_t>(resp.sequence_ids().begin(), resp.sequence_ids().end());
-}
-
 std::vector<MeshThoughtSource::Generated> MeshThoughtSource::ExtendAll(
     const std::vector<v1::ExtendRequest>& reqs) {
   std::vector<Generated> out(reqs.size());
   absl::BlockingCounter done(static_cast<int>(reqs.size()));
-  const auto deadline = Deadline();
   for (size_t i = 0; i < reqs.size(); ++i) {
-    pool_->Schedule([this, &reqs, &out, &done, i, deadline] {
+    pool_->Schedule([this, &reqs, &out, &done, i] {
       Generated& g = out[i];
-      grpc::ClientContext ctx;
-      ctx.set_deadline(deadline);
-      auto stream = router_->Extend(&ctx, reqs[i]);
-      v1::ExtendEvent e;
       double sum = 0;
-      while (stream->Read(&e)) {
+      g.status = router_->Extend(reqs[i], options_.deadline, [&](const v1::ExtendEvent& e) {
         if (e.has_token()) {
           if (g.ids.empty()) {
             for (const v1::TokenLogprob& t : e.token().top_logprobs()) {
@@ -146,10 +105,8 @@ std::vector<MeshThoughtSource::Generated> MeshThoughtSource::ExtendAll(
         } else {
           g.result = e.result();
         }
-      }
-      const grpc::Status st = stream->Finish();
-      g.status = rpc::FromGrpcStatus(
-          st, absl::StrCat("router Extend of sequence ", reqs[i].sequence_id()));
+        return true;
+      });
       g.mean_logprob = g.ids.empty() ? 0 : sum / static_cast<double>(g.ids.size());
       done.DecrementCount();
     });
@@ -168,7 +125,7 @@ absl::StatusOr<std::vector<std::vector<Proposal>>> MeshThoughtSource::Propose(
   ARBOR_RETURN_IF_ERROR(CheckCancelled());
   std::vector<std::vector<uint64_t>> kids;
   for (const SearchNode* p : parents) {
-    ARBOR_ASSIGN_OR_RETURN(std::vector<uint64_t> k, Fork(p->handle, n));
+    ARBOR_ASSIGN_OR_RETURN(std::vector<uint64_t> k, kv_->Fork(p->handle, n, options_.deadline));
     kids.push_back(std::move(k));
   }
   std::vector<v1::ExtendRequest> reqs;
@@ -251,7 +208,7 @@ absl::StatusOr<std::vector<double>> MeshThoughtSource::Evaluate(
   std::vector<uint64_t> forks;
   std::vector<v1::ExtendRequest> reqs;
   for (const SearchNode* n : nodes) {
-    ARBOR_ASSIGN_OR_RETURN(std::vector<uint64_t> f, Fork(n->handle, k));
+    ARBOR_ASSIGN_OR_RETURN(std::vector<uint64_t> f, kv_->Fork(n->handle, k, options_.deadline));
     for (uint64_t seq : f) {
       v1::ExtendRequest req;
       req.set_sequence_id(seq);
@@ -304,14 +261,7 @@ absl::StatusOr<std::vector<double>> MeshThoughtSource::Evaluate(
 }
 
 absl::StatusOr<std::vector<int>> MeshThoughtSource::Tokenize(const std::string& text) {
-  v1::TokenizeRequest req;
-  req.set_text(text);
-  v1::TokenizeResponse resp;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(Deadline());
-  const grpc::Status st = router_->Tokenize(&ctx, req, &resp);
-  if (!st.ok()) return rpc::FromGrpcStatus(st, "router Tokenize");
-  return std::vector<int>(resp.ids().begin(), resp.ids().end());
+  return router_->Tokenize(text, /*add_bos=*/false, options_.deadline);
 }
 
 absl::StatusOr<const std::map<int, float>*> MeshThoughtSource::LabelTokens() {
@@ -340,27 +290,14 @@ absl::StatusOr<const std::map<int, float>*> MeshThoughtSource::LabelTokens() {
   return &*label_tokens_;
 }
 
+// Releases run whatever the task's deadline (a task that ran out of time still gives its KV
+// back): only the client's own timeout bounds them.
 absl::Status MeshThoughtSource::ReleaseOwner(const std::string& owner) {
-  v1::ReleaseOwnerRequest req;
-  req.set_owner(owner);
-  v1::ReleaseOwnerResponse resp;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-  ctx.set_wait_for_ready(true);
-  return rpc::FromGrpcStatus(kv_->ReleaseOwner(&ctx, req, &resp));
+  return kv_->ReleaseOwner(owner, mesh::kNoDeadline).status();
 }
 
 absl::Status MeshThoughtSource::Release(const std::vector<uint64_t>& seqs) {
-  for (size_t i = 0; i < seqs.size(); i += 1024) {
-    v1::ReleaseRequest req;
-    for (size_t j = i; j < std::min(seqs.size(), i + 1024); ++j) req.add_sequence_ids(seqs[j]);
-    v1::ReleaseResponse resp;
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    const grpc::Status st = kv_->Release(&ctx, req, &resp);
-    if (!st.ok()) return rpc::FromGrpcStatus(st);
-  }
-  return absl::OkStatus();
+  return kv_->Release(seqs, mesh::kNoDeadline);
 }
 
 }  // namespace arbor::planner

@@ -20,11 +20,11 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "arbor/common/thread_pool.h"
+#include "arbor/mesh/kvstore_client.h"
+#include "arbor/mesh/router_client.h"
 #include "arbor/planner/search.h"
 #include "arbor/planner/task_language.h"
-#include "arbor/v1/kvstore.grpc.pb.h"
 #include "arbor/v1/planner.pb.h"
-#include "arbor/v1/router.grpc.pb.h"
 
 namespace arbor::planner {
 
@@ -40,8 +40,8 @@ struct SourceOptions {
   float top_p = 1.0f;  // thoughts (and sampled values): nucleus mass in (0, 1]
   int max_thought_tokens = 64;
   uint64_t seed = 0;
+  // Every call's deadline (the clients cap each call by their own timeout too).
   std::chrono::system_clock::time_point deadline = std::chrono::system_clock::time_point::max();
-  std::chrono::milliseconds call_timeout{120000};
 };
 
 struct SourceCounts {
@@ -50,8 +50,8 @@ struct SourceCounts {
 
 class MeshThoughtSource : public ThoughtSource {
  public:
-  // The stubs and pool must outlive the source; `is_cancelled` is polled between calls.
-  MeshThoughtSource(v1::KvStore::Stub* kv, v1::Router::Stub* router, ThreadPool* pool,
+  // The clients and pool must outlive the source; `is_cancelled` is polled between calls.
+  MeshThoughtSource(mesh::KvStoreClient* kv, mesh::RouterClient* router, ThreadPool* pool,
                     std::string problem, Templates templates, SourceOptions options,
                     std::function<bool()> is_cancelled);
 
@@ -90,8 +90,6 @@ class MeshThoughtSource : public ThoughtSource {
   };
   // Runs the Extends in parallel on the pool and waits for all.
   std::vector<Generated> ExtendAll(const std::vector<v1::ExtendRequest>& reqs);
-  absl::StatusOr<std::vector<uint64_t>> Fork(uint64_t seq, int n);
-  std::chrono::system_clock::time_point Deadline() const;
   absl::Status CheckCancelled() const;
   absl::StatusOr<std::vector<int>> Tokenize(const std::string& text);
   // Each value label's first token id -> its score, as the router tokenizes the label after the
@@ -99,8 +97,8 @@ class MeshThoughtSource : public ThoughtSource {
   // there or two labels start with the same token.
   absl::StatusOr<const std::map<int, float>*> LabelTokens();
 
-  v1::KvStore::Stub* kv_;
-  v1::Router::Stub* router_;
+  mesh::KvStoreClient* kv_;
+  mesh::RouterClient* router_;
   ThreadPool* pool_;
   std::string problem_;
   Templates templates_;

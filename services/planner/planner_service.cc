@@ -60,8 +60,8 @@ absl::StatusOr<std::unique_ptr<PlannerService>> PlannerService::Create(
 PlannerService::PlannerService(std::shared_ptr<grpc::Channel> kvstore,
                                std::shared_ptr<grpc::Channel> router, statestore::StateStore* state,
                                const PlannerOptions& options, prometheus::Registry& registry)
-    : kv_(v1::KvStore::NewStub(std::move(kvstore))),
-      router_(v1::Router::NewStub(std::move(router))),
+    : kv_(std::move(kvstore), {.timeout = options.call_timeout}),
+      router_(std::move(router), {.timeout = options.call_timeout}),
       state_(state),
       options_(options),
       rpc_metrics_("planner", registry),
@@ -80,9 +80,7 @@ PlannerService::~PlannerService() {
 }
 
 PlanDefaults PlannerService::defaults() const {
-  return {.max_nodes = options_.default_max_nodes,
-          .max_tokens = options_.default_max_tokens,
-          .call_timeout = options_.call_timeout};
+  return {.max_nodes = options_.default_max_nodes, .max_tokens = options_.default_max_tokens};
 }
 
 void PlannerService::WriteCheckpoint(Task& task) {
@@ -142,8 +140,8 @@ void PlannerService::Run(std::shared_ptr<Task> task, v1::TaskCheckpoint restored
   const v1::SolveRequest& req = task->request;
   TaskPlan plan = task->plan;
   plan.Start();
-  MeshThoughtSource source(kv_.get(), router_.get(), &io_, req.problem(), plan.templates,
-                           plan.source, [task] { return task->cancel.load(); });
+  MeshThoughtSource source(&kv_, &router_, &io_, req.problem(), plan.templates, plan.source,
+                           [task] { return task->cancel.load(); });
   SearchTree tree("");
   absl::Status status = restored.nodes_size() > 0 ? Restore(*task, source, restored, tree)
                                                   : CreateRoot(*task, source, tree);
@@ -350,9 +348,7 @@ void PlannerService::ResumeOne(const std::string& key, const v1::TaskCheckpoint&
   } else if (refused) {
     WriteCheckpoint(*task);
     // Whatever KV it held goes, as with any task that fails.
-    MeshThoughtSource(kv_.get(), router_.get(), &io_, "", {}, {}, nullptr)
-        .ReleaseOwner(TaskKey(task->id))
-        .IgnoreError();
+    kv_.ReleaseOwner(TaskKey(task->id), mesh::kNoDeadline).IgnoreError();
   }
 }
 

@@ -20,12 +20,12 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "arbor/common/thread_pool.h"
+#include "arbor/mesh/kvstore_client.h"
+#include "arbor/mesh/router_client.h"
 #include "arbor/planner/task_language.h"
 #include "arbor/rpc/rpc_metrics.h"
 #include "arbor/statestore/state_store.h"
-#include "arbor/v1/kvstore.grpc.pb.h"
 #include "arbor/v1/planner.grpc.pb.h"
-#include "arbor/v1/router.grpc.pb.h"
 #include "planner_metrics.h"
 #include "prometheus/registry.h"
 #include "task.h"
@@ -39,8 +39,8 @@ struct PlannerOptions {
   int max_tasks_per_tenant = 4;  // running tasks of one tenant
   int default_max_nodes = 200;   // Budget.max_nodes 0
   int64_t default_max_tokens = 200000;
-  int io_threads = 64;  // concurrent Extend calls, over all tasks
-  std::chrono::milliseconds call_timeout{120000};
+  int io_threads = 64;                             // concurrent Extend calls, over all tasks
+  std::chrono::milliseconds call_timeout{120000};  // every kv-store and router call
   int max_finished_tasks = 1000;  // finished tasks kept for GetTask/ListTasks (oldest dropped)
 };
 
@@ -94,8 +94,8 @@ class PlannerService final : public v1::Planner::CallbackService {
   absl::Status Resume();
   void ResumeOne(const std::string& key, const v1::TaskCheckpoint& cp);
 
-  std::unique_ptr<v1::KvStore::Stub> kv_;
-  std::unique_ptr<v1::Router::Stub> router_;
+  mesh::KvStoreClient kv_;
+  mesh::RouterClient router_;
   statestore::StateStore* state_;
   PlannerOptions options_;
   std::map<std::string, Templates> presets_;

@@ -2,16 +2,15 @@
 // the StateStore interface (the kv-store keeps it in Redis or in memory). Thread-safe.
 #pragma once
 
-#include <chrono>
 #include <memory>
 
+#include "arbor/mesh/kvstore_client.h"
 #include "arbor/statestore/state_store.h"
-#include "arbor/v1/kvstore.grpc.pb.h"
 
 namespace arbor::planner {
 
-// `kv` must outlive the store; every call gets `timeout` as its deadline.
-std::unique_ptr<statestore::StateStore> NewRemoteStateStore(
-    v1::KvStore::Stub* kv, std::chrono::milliseconds timeout = std::chrono::seconds(30));
+// `kv` must outlive the store. Every call is bounded by the client's timeout; give it
+// wait_for_ready so that a kv-store still starting is waited for.
+std::unique_ptr<statestore::StateStore> NewRemoteStateStore(mesh::KvStoreClient* kv);
 
 }  // namespace arbor::planner

@@ -121,7 +121,7 @@ absl::Status CheckBudget(const v1::Budget& b) {
   return absl::OkStatus();
 }
 
-SourceOptions SourceFromProto(const v1::SearchSpec& s, std::chrono::milliseconds call_timeout) {
+SourceOptions SourceFromProto(const v1::SearchSpec& s) {
   SourceOptions so;
   so.value = s.value().has_label()     ? ValueMode::kLabel
              : s.value().has_sampled() ? ValueMode::kSampled
@@ -134,7 +134,6 @@ SourceOptions SourceFromProto(const v1::SearchSpec& s, std::chrono::milliseconds
   so.top_p = g.top_p() > 0 ? g.top_p() : 1.0f;
   so.max_thought_tokens = g.max_thought_tokens() > 0 ? g.max_thought_tokens() : 64;
   so.seed = g.seed();
-  so.call_timeout = call_timeout;
   return so;
 }
 
@@ -186,7 +185,7 @@ absl::StatusOr<TaskPlan> PlanTask(const v1::SolveRequest& req,
   plan.budget.max_nodes = b.max_nodes() > 0 ? b.max_nodes() : defaults.max_nodes;
   plan.budget.max_tokens = b.max_tokens() > 0 ? b.max_tokens() : defaults.max_tokens;
   plan.deadline_ms = b.deadline_ms();
-  plan.source = SourceFromProto(s, defaults.call_timeout);
+  plan.source = SourceFromProto(s);
   plan.templates =
       req.has_templates() ? TemplatesFromProto(req.templates()) : presets.at(req.preset());
   return plan;

@@ -19,7 +19,6 @@ namespace arbor::planner {
 struct PlanDefaults {
   int max_nodes = 200;
   int64_t max_tokens = 200000;
-  std::chrono::milliseconds call_timeout{120000};
 };
 
 // One task's plan: everything Run needs from the request, in the libraries' types.

@@ -20,7 +20,7 @@ using Clock = std::chrono::steady_clock;
 
 struct RemoteExpertBackend::Worker {
   std::string address;
-  std::unique_ptr<v1::ExpertWorker::Stub> stub;
+  std::unique_ptr<mesh::ExpertClient> client;
   Clock::time_point unhealthy_until{};
 };
 
@@ -34,22 +34,11 @@ struct Batch {
   std::vector<int> items;                    // (token, slot) indices this batch covers
   v1::RunExpertsRequest request;
   v1::RunExpertsResponse response;
-  grpc::ClientContext context;
-  grpc::Status status;
+  absl::Status status;
 };
 
-// Workers restart (or start after the router): reconnect within a second, not gRPC's default
-// backoff of up to two minutes.
-grpc::ChannelArguments MeshChannelArguments() {
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  return args;
-}
-
-bool Retryable(grpc::StatusCode code) {
-  return code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::DEADLINE_EXCEEDED;
+bool Retryable(const absl::Status& st) {
+  return absl::IsUnavailable(st) || absl::IsDeadlineExceeded(st);
 }
 
 }  // namespace
@@ -114,17 +103,13 @@ absl::StatusOr<std::unique_ptr<RemoteExpertBackend>> RemoteExpertBackend::Create
     const std::string& address = wp.address;
     auto w = std::make_unique<Worker>();
     w->address = address;
-    w->stub = v1::ExpertWorker::NewStub(grpc::CreateCustomChannel(
-        address, grpc::InsecureChannelCredentials(), MeshChannelArguments()));
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + options.describe_timeout);
-    ctx.set_wait_for_ready(true);  // a worker still starting is waited for, up to the deadline
-    v1::DescribeResponse d;
-    const grpc::Status st = w->stub->Describe(&ctx, v1::DescribeRequest(), &d);
-    if (!st.ok()) {
-      return absl::UnavailableError(absl::StrCat("expert worker ", address,
-                                                 " did not describe itself: ", st.error_message()));
-    }
+    // A worker still starting is waited for, up to the Describe deadline.
+    w->client = std::make_unique<mesh::ExpertClient>(
+        address, mesh::ClientOptions{.timeout = options.call_timeout});
+    absl::StatusOr<v1::DescribeResponse> described =
+        w->client->Describe(std::chrono::system_clock::now() + options.describe_timeout);
+    if (!described.ok()) return absl::UnavailableError(described.status().message());
+    const v1::DescribeResponse& d = *described;
     if (d.hidden_size() != config.hidden_size ||
         d.num_hidden_layers() != config.num_hidden_layers ||
         d.num_local_experts() != config.num_local_experts) {
@@ -233,14 +218,13 @@ absl::Status RemoteExpertBackend::Run(const engine::RoutedTokens& in, float* out
         std::memcpy(data->data() + r * hidden * sizeof(float),
                     in.x + static_cast<size_t>(b.tokens[r]) * hidden, hidden * sizeof(float));
       }
-      b.context.set_deadline(std::chrono::system_clock::now() + options_.call_timeout);
       ++counters_.calls;
       counters_.rows_per_worker[w] += static_cast<int64_t>(b.tokens.size());
-      workers_[w]->stub->async()->RunExperts(&b.context, &b.request, &b.response,
-                                             [&b, &done](grpc::Status s) {
-                                               b.status = std::move(s);
-                                               done.DecrementCount();
-                                             });
+      workers_[w]->client->RunExpertsAsync(&b.request, &b.response, mesh::kNoDeadline,
+                                           [&b, &done](absl::Status s) {
+                                             b.status = std::move(s);
+                                             done.DecrementCount();
+                                           });
     }
     done.Wait();
     // Add the partial sums that came back; re-route what failed.
@@ -249,9 +233,8 @@ absl::Status RemoteExpertBackend::Run(const engine::RoutedTokens& in, float* out
       if (!batches[w]) continue;
       Batch& b = *batches[w];
       if (!b.status.ok()) {
-        const absl::Status st =
-            rpc::FromGrpcStatus(b.status, absl::StrCat("expert worker ", workers_[w]->address));
-        if (!Retryable(b.status.error_code())) return st;
+        const absl::Status& st = b.status;
+        if (!Retryable(st)) return st;
         last_error = std::string(st.message());
         spdlog::warn("{}; retrying its rows on another replica", last_error);
         workers_[w]->unhealthy_until = Clock::now() + options_.unhealthy_for;

@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "arbor/engine/expert_backend.h"
+#include "arbor/mesh/expert_client.h"
 #include "arbor/model/config.h"
 #include "arbor/v1/expert.grpc.pb.h"
 

@@ -4,8 +4,6 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "arbor/rpc/status.h"
-#include "grpcpp/client_context.h"
 
 namespace arbor::router {
 
@@ -39,23 +37,18 @@ absl::StatusOr<v1::CommitRequest> AssembleCommit(
   return commit;
 }
 
-RouterKvClient::RouterKvClient(std::shared_ptr<grpc::Channel> channel)
-    : stub_(v1::KvStore::NewStub(std::move(channel))) {}
+RouterKvClient::RouterKvClient(std::shared_ptr<grpc::Channel> channel,
+                               std::chrono::milliseconds timeout)
+    : kv_(std::move(channel), {.timeout = timeout}) {}
 
 absl::StatusOr<KvPath> RouterKvClient::GetPath(uint64_t seq, Deadline deadline) {
-  v1::GetPathRequest req;
-  req.set_sequence_id(seq);
-  req.set_include_token_ids(true);
-  v1::GetPathResponse resp;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(deadline);
-  const grpc::Status gs = stub_->GetPath(&ctx, req, &resp);
-  if (!gs.ok()) return rpc::FromGrpcStatus(gs, "kv-store GetPath");
+  absl::StatusOr<v1::GetPathResponse> resp = kv_.GetPath(seq, /*token_ids=*/true, deadline);
+  if (!resp.ok()) return resp.status();
   KvPath path;
-  path.segments.assign(resp.segments().begin(), resp.segments().end());
-  path.length = resp.length();
-  path.version = resp.version();
-  path.tokens.assign(resp.token_ids().begin(), resp.token_ids().end());
+  path.segments.assign(resp->segments().begin(), resp->segments().end());
+  path.length = resp->length();
+  path.version = resp->version();
+  path.tokens.assign(resp->token_ids().begin(), resp->token_ids().end());
   if (static_cast<int>(path.tokens.size()) != path.length) {
     return absl::InternalError(absl::StrCat("kv-store GetPath returned ", path.tokens.size(),
                                             " token ids for a path of length ", path.length));
@@ -74,14 +67,9 @@ absl::Status RouterKvClient::Fetch(const std::vector<v1::PathSegment>& segments,
     r->set_first(f.first);
     r->set_length(f.length);
   }
-  grpc::ClientContext ctx;
-  ctx.set_deadline(deadline);
-  auto reader = stub_->ReadSegments(&ctx, req);
-  v1::SegmentChunk chunk;
   int received = 0;
   size_t range = 0;
-  absl::Status st;
-  while (reader->Read(&chunk)) {
+  absl::Status st = kv_.ReadSegments(req, deadline, [&](const v1::SegmentChunk& chunk) {
     while (range < ranges.size() && ranges[range].segment_id != chunk.segment_id()) ++range;
     const v1::Tensor& kv = chunk.kv();
     const int n = kv.shape_size() == 5 ? static_cast<int>(kv.shape(0)) : -1;
@@ -92,16 +80,14 @@ absl::Status RouterKvClient::Fetch(const std::vector<v1::PathSegment>& segments,
     if (range == ranges.size() || kv.dtype() != v1::DTYPE_F32 || n < 1 ||
         std::vector<int64_t>(kv.shape().begin(), kv.shape().end()) != layout.TokensShape(n) ||
         kv.data().size() != n * row * sizeof(float) || pos < from || pos + n > to) {
-      st = absl::InternalError(absl::StrCat("kv-store sent a malformed chunk of segment ",
-                                            chunk.segment_id(), " at token ", chunk.first_token()));
-      ctx.TryCancel();
-      break;
+      return absl::InternalError(absl::StrCat("kv-store sent a malformed chunk of segment ",
+                                              chunk.segment_id(), " at token ",
+                                              chunk.first_token()));
     }
     std::memcpy(out + (pos - from) * row, kv.data().data(), kv.data().size());
     received += n;
-  }
-  const grpc::Status fs = reader->Finish();
-  if (st.ok()) st = rpc::FromGrpcStatus(fs, "kv-store ReadSegments");
+    return absl::OkStatus();
+  });
   if (st.ok() && received != to - from) {
     st = absl::InternalError(
         absl::StrCat("kv-store sent ", received, " tokens of KV, not ", to - from));
@@ -110,12 +96,7 @@ absl::Status RouterKvClient::Fetch(const std::vector<v1::PathSegment>& segments,
 }
 
 absl::StatusOr<uint64_t> RouterKvClient::Commit(const v1::CommitRequest& req, Deadline deadline) {
-  v1::CommitResponse resp;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(deadline);
-  const grpc::Status cs = stub_->Commit(&ctx, req, &resp);
-  if (!cs.ok()) return rpc::FromGrpcStatus(cs, "kv-store Commit");
-  return resp.version();
+  return kv_.Commit(req, deadline);
 }
 
 }  // namespace arbor::router

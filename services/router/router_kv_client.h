@@ -12,12 +12,11 @@
 
 #include "absl/status/statusor.h"
 #include "arbor/kvcache/kv_tree.h"
-#include "arbor/v1/kvstore.grpc.pb.h"
-#include "grpcpp/channel.h"
+#include "arbor/mesh/kvstore_client.h"
 
 namespace arbor::router {
 
-using Deadline = std::chrono::system_clock::time_point;
+using mesh::Deadline;
 
 // A kv-store sequence as GetPath saw it.
 struct KvPath {
@@ -46,7 +45,8 @@ absl::StatusOr<v1::CommitRequest> AssembleCommit(
 
 class RouterKvClient {
  public:
-  explicit RouterKvClient(std::shared_ptr<grpc::Channel> channel);
+  // Every call is bounded by the Extend's deadline and `timeout`.
+  RouterKvClient(std::shared_ptr<grpc::Channel> channel, std::chrono::milliseconds timeout);
 
   // The path with its token ids. The kv-store's status, with context, on failure; INTERNAL when
   // its answer is inconsistent.
@@ -59,7 +59,7 @@ class RouterKvClient {
   absl::StatusOr<uint64_t> Commit(const v1::CommitRequest& req, Deadline deadline);
 
  private:
-  std::unique_ptr<v1::KvStore::Stub> stub_;
+  mesh::KvStoreClient kv_;
 };
 
 }  // namespace arbor::router

@@ -97,7 +97,7 @@ RouterService::RouterService(const model::ModelWeights* weights, const model::To
               .max_text_bytes = options.max_text_bytes,
               .max_new_tokens = options.max_new_tokens,
               .max_seq_tokens = options.engine.max_seq_tokens},
-      kvstore_(std::move(kvstore)),
+      kvstore_(std::move(kvstore), options.kvstore_timeout),
       rpc_metrics_("router", registry),
       metrics_(registry, experts, remote, weights->config().num_hidden_layers,
                weights->config().num_local_experts),
@@ -116,10 +116,6 @@ RouterService::~RouterService() {
 void RouterService::Post(std::function<void()> fn) {
   absl::MutexLock lock(&mu_);
   inbox_.push_back(std::move(fn));
-}
-
-std::chrono::system_clock::time_point RouterService::Deadline(const Job& job) const {
-  return std::min(job.client_deadline, std::chrono::system_clock::now() + options_.kvstore_timeout);
 }
 
 grpc::ServerWriteReactor<v1::ExtendEvent>* RouterService::Extend(grpc::CallbackServerContext* ctx,
@@ -197,7 +193,7 @@ void RouterService::Prepare(std::shared_ptr<Job> job) {
   } else if (req.has_token_ids()) {
     job->input.assign(req.token_ids().ids().begin(), req.token_ids().ids().end());
   }
-  absl::StatusOr<KvPath> path = kvstore_.GetPath(job->seq, Deadline(*job));
+  absl::StatusOr<KvPath> path = kvstore_.GetPath(job->seq, job->client_deadline);
   if (!path.ok()) {
     Post([this, job, st = path.status()] { Fail(job, st); });
     return;
@@ -219,7 +215,7 @@ void RouterService::Fetch(std::shared_ptr<Job> job) {
   job->fetched.assign(static_cast<size_t>(job->fetch_to - job->fetch_from) * layout.token_floats(),
                       0.0f);
   const absl::Status st = kvstore_.Fetch(job->path, job->fetch_from, job->fetch_to, layout,
-                                         Deadline(*job), job->fetched.data());
+                                         job->client_deadline, job->fetched.data());
   if (!st.ok()) {
     Post([this, job, st] { Fail(job, st); });
     return;
@@ -233,7 +229,7 @@ void RouterService::CommitAndFinish(std::shared_ptr<Job> job) {
     return;
   }
   if (job->commit.token_ids_size() > 0) {
-    absl::StatusOr<uint64_t> version = kvstore_.Commit(job->commit, Deadline(*job));
+    absl::StatusOr<uint64_t> version = kvstore_.Commit(job->commit, job->client_deadline);
     if (!version.ok()) {
       End(*job, version.status());
       return;

@@ -110,7 +110,6 @@ class RouterService final : public v1::Router::CallbackService {
   void End(Job& job, const absl::Status& status);
   // CANCELLED or, while shutting down, UNAVAILABLE.
   absl::Status Interrupted(const Job& job) const;
-  std::chrono::system_clock::time_point Deadline(const Job& job) const;
   // Fails every job of a step that failed (nothing of it was applied).
   void FailAll(const absl::Status& status);
 

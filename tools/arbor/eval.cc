@@ -24,13 +24,11 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "arbor/v1/kvstore.grpc.pb.h"
-#include "arbor/v1/planner.grpc.pb.h"
-#include "arbor/v1/router.grpc.pb.h"
+#include "arbor/mesh/planner_client.h"
+#include "arbor/planner/task_language.h"
 #include "game24.h"
 #include "generate.h"
 #include "grpcpp/grpcpp.h"
-#include "arbor/planner/task_language.h"
 #include "nlohmann/json.hpp"
 #include "solve.h"
 
@@ -77,8 +75,8 @@ std::string AnswerAfter(const std::string& text, const std::string& prefix) {
   return a;
 }
 
-Outcome Greedy(const game24::Puzzle& p, const planner::Templates& preset, v1::KvStore::Stub& kv,
-               v1::Router::Stub& router) {
+Outcome Greedy(const game24::Puzzle& p, const planner::Templates& preset, mesh::KvStoreClient& kv,
+               mesh::RouterClient& router) {
   Outcome o;
   const auto t0 = std::chrono::steady_clock::now();
   v1::ExtendRequest req;
@@ -102,7 +100,7 @@ Outcome Greedy(const game24::Puzzle& p, const planner::Templates& preset, v1::Kv
 }
 
 Outcome Bfs(const game24::Puzzle& p, const planner::Templates& preset, int breadth, uint64_t seed,
-            v1::Planner::Stub& planner) {
+            mesh::PlannerClient& planner) {
   Outcome o;
   v1::SolveRequest req;
   req.set_problem(game24::PuzzleText(p));
@@ -116,23 +114,21 @@ Outcome Bfs(const game24::Puzzle& p, const planner::Templates& preset, int bread
   s->mutable_bfs()->set_depth(4);  // three steps, then the answer line
   SetValueAndGeneration(*s);       // --value checked by Eval
   s->mutable_generation()->set_seed(seed);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(10));
-  auto stream = planner.Solve(&ctx, req);
-  v1::SolveEvent e;
   v1::SolveResult result;
   std::vector<std::string> answers;  // every answer line the search wrote
-  while (stream->Read(&e)) {
-    if (e.has_result()) result = e.result();
-    if (e.has_node_created()) {
-      std::string a = AnswerAfter(e.node_created().thought(), preset.answer_prefix);
-      if (!a.empty()) answers.push_back(std::move(a));
-    }
-  }
-  const grpc::Status st = stream->Finish();
+  const absl::Status st = planner.Solve(
+      req, std::chrono::system_clock::now() + std::chrono::minutes(10),
+      [&](const v1::SolveEvent& e) {
+        if (e.has_result()) result = e.result();
+        if (e.has_node_created()) {
+          std::string a = AnswerAfter(e.node_created().thought(), preset.answer_prefix);
+          if (!a.empty()) answers.push_back(std::move(a));
+        }
+        return true;
+      });
   for (const std::string& a : answers) o.any_solved |= game24::Check(a, Numbers(p));
   if (!st.ok()) {
-    o.error = absl::StrCat("planner Solve: ", st.error_message());
+    o.error = std::string(st.message());
     return o;
   }
   o.tokens = result.counts().tokens_generated();
@@ -187,12 +183,11 @@ int Eval(const std::vector<std::string>& args) {
     std::fprintf(stderr, "arbor eval: %s\n", preset.status().ToString().c_str());
     return 1;
   }
-  auto kv = v1::KvStore::NewStub(
-      grpc::CreateChannel(absl::GetFlag(FLAGS_kvstore), grpc::InsecureChannelCredentials()));
-  auto router = v1::Router::NewStub(
-      grpc::CreateChannel(absl::GetFlag(FLAGS_router), grpc::InsecureChannelCredentials()));
-  auto planner = v1::Planner::NewStub(
-      grpc::CreateChannel(absl::GetFlag(FLAGS_planner), grpc::InsecureChannelCredentials()));
+  // The clients' own timeouts are the longest any one call may take here.
+  const mesh::ClientOptions long_calls{.timeout = std::chrono::minutes(10)};
+  mesh::KvStoreClient kv(mesh::NewChannel(absl::GetFlag(FLAGS_kvstore)), long_calls);
+  mesh::RouterClient router(mesh::NewChannel(absl::GetFlag(FLAGS_router)), long_calls);
+  mesh::PlannerClient planner(mesh::NewChannel(absl::GetFlag(FLAGS_planner)), long_calls);
 
   nlohmann::json report = {{"puzzles", puzzles.size()},
                            {"proposals_per_node", absl::GetFlag(FLAGS_proposals)},
@@ -210,9 +205,9 @@ int Eval(const std::vector<std::string>& args) {
     const auto t0 = std::chrono::steady_clock::now();
     auto work = [&] {
       for (size_t i; (i = next++) < puzzles.size();) {
-        out[i] = mode.breadth == 0 ? Greedy(puzzles[i], *preset, *kv, *router)
+        out[i] = mode.breadth == 0 ? Greedy(puzzles[i], *preset, kv, router)
                                    : Bfs(puzzles[i], *preset, mode.breadth,
-                                         absl::GetFlag(FLAGS_search_seed) + i, *planner);
+                                         absl::GetFlag(FLAGS_search_seed) + i, planner);
         std::lock_guard<std::mutex> lock(print_mu);
         std::printf("%-7s %-12s %-8s %s%s\n", mode.name.c_str(),
                     game24::PuzzleText(puzzles[i]).c_str(),

@@ -44,10 +44,8 @@ namespace {
 int GenerateRemote() {
   const auto deadline =
       std::chrono::system_clock::now() + std::chrono::seconds(absl::GetFlag(FLAGS_timeout_s));
-  auto kvstore = v1::KvStore::NewStub(
-      grpc::CreateChannel(absl::GetFlag(FLAGS_kvstore), grpc::InsecureChannelCredentials()));
-  auto router = v1::Router::NewStub(
-      grpc::CreateChannel(absl::GetFlag(FLAGS_router), grpc::InsecureChannelCredentials()));
+  mesh::KvStoreClient kvstore(mesh::NewChannel(absl::GetFlag(FLAGS_kvstore)));
+  mesh::RouterClient router(mesh::NewChannel(absl::GetFlag(FLAGS_router)));
   v1::ExtendRequest req;
   const std::string prompt = absl::GetFlag(FLAGS_prompt);
   req.set_text(prompt);
@@ -68,7 +66,7 @@ int GenerateRemote() {
   std::vector<v1::GeneratedToken> tokens;
   uint64_t sequence_id = 0;
   const absl::StatusOr<v1::ExtendResult> result = ExtendNewSequence(
-      *kvstore, *router, std::move(req), deadline, absl::GetFlag(FLAGS_keep_sequence),
+      kvstore, router, std::move(req), deadline, absl::GetFlag(FLAGS_keep_sequence),
       [&](const v1::GeneratedToken& t) {
         if (first_token_s < 0) {
           first_token_s =
@@ -111,37 +109,24 @@ int GenerateRemote() {
 }  // namespace
 
 absl::StatusOr<v1::ExtendResult> ExtendNewSequence(
-    v1::KvStore::Stub& kv, v1::Router::Stub& router, v1::ExtendRequest req,
+    mesh::KvStoreClient& kv, mesh::RouterClient& router, v1::ExtendRequest req,
     std::chrono::system_clock::time_point deadline, bool keep,
     const std::function<void(const v1::GeneratedToken&)>& on_token, uint64_t* sequence_id) {
-  v1::CreateSequenceResponse created;
-  {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(deadline);
-    const grpc::Status st = kv.CreateSequence(&ctx, {}, &created);
-    if (!st.ok()) return rpc::FromGrpcStatus(st, "kv-store CreateSequence");
-  }
-  if (sequence_id != nullptr) *sequence_id = created.sequence_id();
-  req.set_sequence_id(created.sequence_id());
-  grpc::ClientContext ctx;
-  ctx.set_deadline(deadline);
-  auto stream = router.Extend(&ctx, req);
+  absl::StatusOr<v1::CreateSequenceResponse> created = kv.CreateSequence({}, deadline);
+  if (!created.ok()) return created.status();
+  if (sequence_id != nullptr) *sequence_id = created->sequence_id();
+  req.set_sequence_id(created->sequence_id());
   v1::ExtendResult result;
-  v1::ExtendEvent event;
-  while (stream->Read(&event)) {
+  const absl::Status st = router.Extend(req, deadline, [&](const v1::ExtendEvent& event) {
     if (event.has_token() && on_token) on_token(event.token());
     if (event.has_result()) result = event.result();
-  }
-  const grpc::Status st = stream->Finish();
+    return true;
+  });
   if (!keep) {
-    v1::ReleaseRequest rel;
-    rel.add_sequence_ids(created.sequence_id());
-    v1::ReleaseResponse released;
-    grpc::ClientContext rctx;
-    rctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    kv.Release(&rctx, rel, &released).ok();  // best effort; the error is not the caller's
+    // Best effort, whatever the deadline; the error is not the caller's.
+    kv.Release({created->sequence_id()}, mesh::kNoDeadline).IgnoreError();
   }
-  if (!st.ok()) return rpc::FromGrpcStatus(st, "router Extend");
+  if (!st.ok()) return st;
   return result;
 }
 

@@ -7,8 +7,8 @@
 #include <functional>
 
 #include "absl/status/statusor.h"
-#include "arbor/v1/kvstore.grpc.pb.h"
-#include "arbor/v1/router.grpc.pb.h"
+#include "arbor/mesh/kvstore_client.h"
+#include "arbor/mesh/router_client.h"
 
 namespace arbor::cli {
 
@@ -19,7 +19,7 @@ int Generate();
 // calling `on_token` for every streamed token, and releases the sequence unless `keep`. The
 // new sequence's id goes to `*sequence_id` when given. Errors say which call failed.
 absl::StatusOr<v1::ExtendResult> ExtendNewSequence(
-    v1::KvStore::Stub& kv, v1::Router::Stub& router, v1::ExtendRequest req,
+    mesh::KvStoreClient& kv, mesh::RouterClient& router, v1::ExtendRequest req,
     std::chrono::system_clock::time_point deadline, bool keep,
     const std::function<void(const v1::GeneratedToken&)>& on_token,
     uint64_t* sequence_id = nullptr);

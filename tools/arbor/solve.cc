@@ -10,10 +10,9 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "arbor/v1/planner.grpc.pb.h"
+#include "arbor/mesh/planner_client.h"
 #include "game24.h"
 #include "google/protobuf/util/json_util.h"
-#include "grpcpp/grpcpp.h"
 
 ABSL_FLAG(std::string, planner, "127.0.0.1:50081",
           "solve/tasks/watch/cancel: the planner's address");
@@ -46,14 +45,16 @@ ABSL_FLAG(bool, json, false, "solve/watch: print the final task as JSON");
 namespace arbor::cli {
 namespace {
 
-std::unique_ptr<v1::Planner::Stub> Stub() {
-  return v1::Planner::NewStub(
-      grpc::CreateChannel(absl::GetFlag(FLAGS_planner), grpc::InsecureChannelCredentials()));
+// Streams (Solve, Watch) run as long as the task; the other calls are quick.
+mesh::PlannerClient Client() {
+  return mesh::PlannerClient(mesh::NewChannel(absl::GetFlag(FLAGS_planner)),
+                             {.timeout = std::chrono::hours(24)});
 }
+mesh::Deadline Quick() { return std::chrono::system_clock::now() + std::chrono::seconds(30); }
 
-int RpcError(const char* what, const grpc::Status& st) {
+int RpcError(const char* what, const absl::Status& st) {
   std::fprintf(stderr, "arbor %s: planner %s: %s\n", what, absl::GetFlag(FLAGS_planner).c_str(),
-               st.error_message().c_str());
+               std::string(st.message()).c_str());
   return 1;
 }
 
@@ -69,18 +70,19 @@ std::string OneLine(std::string s) {
   return s;
 }
 
-// Reads a Solve/Watch stream to its end, showing progress, then prints the tree and answer.
-// With `game24` (the puzzle's numbers), the answer is also judged by exact rational arithmetic
-// (the judge never takes part in the search).
-int Follow(const char* what, grpc::ClientContext& ctx, grpc::ClientReader<v1::SolveEvent>& stream,
-           v1::Planner::Stub& stub, const std::vector<int>& game24 = {}) {
+// Reads a Solve/Watch stream (`open` runs it, handing each event to the callback) to its end,
+// showing progress, then prints the tree and answer. With `game24` (the puzzle's numbers), the
+// answer is also judged by exact rational arithmetic (the judge never takes part in the search).
+using Opener =
+    std::function<absl::Status(const std::function<bool(const v1::SolveEvent&)>& on_event)>;
+int Follow(const char* what, const Opener& open, mesh::PlannerClient& client,
+           const std::vector<int>& game24 = {}) {
   std::map<int, v1::Node> nodes;
   v1::SolveResult result;
   bool have_result = false;
   std::vector<std::string> answers;
-  v1::SolveEvent e;
   const bool tty = isatty(fileno(stderr));
-  while (stream.Read(&e)) {
+  const absl::Status st = open([&](const v1::SolveEvent& e) {
     switch (e.event_case()) {
       case v1::SolveEvent::kNodeCreated:
         nodes[e.node_created().id()] = e.node_created();
@@ -109,22 +111,17 @@ int Follow(const char* what, grpc::ClientContext& ctx, grpc::ClientReader<v1::So
       default:
         break;
     }
-  }
+    return true;
+  });
   if (tty) std::fprintf(stderr, "\n");
-  const grpc::Status st = stream.Finish();
   if (!st.ok()) return RpcError(what, st);
   if (absl::GetFlag(FLAGS_json)) {
-    v1::GetTaskRequest req;
-    req.set_task_id(result.task_id());
-    v1::Task task;
-    grpc::ClientContext gctx;
-    if (const grpc::Status gs = stub.GetTask(&gctx, req, &task); !gs.ok()) {
-      return RpcError(what, gs);
-    }
+    absl::StatusOr<v1::Task> task = client.GetTask(result.task_id(), Quick());
+    if (!task.ok()) return RpcError(what, task.status());
     std::string json;
     google::protobuf::util::JsonPrintOptions opts;
     opts.add_whitespace = true;
-    (void)google::protobuf::util::MessageToJsonString(task, &json, opts);
+    (void)google::protobuf::util::MessageToJsonString(*task, &json, opts);
     std::printf("%s", json.c_str());
     return 0;
   }
@@ -233,11 +230,10 @@ int Solve(const std::vector<std::string>& args) {
   req.mutable_budget()->set_max_nodes(absl::GetFlag(FLAGS_max_nodes));
   req.mutable_budget()->set_max_tokens(absl::GetFlag(FLAGS_max_search_tokens));
   req.mutable_budget()->set_deadline_ms(absl::GetFlag(FLAGS_deadline_ms));
-  auto stub = Stub();
-  grpc::ClientContext ctx;
-  auto stream = stub->Solve(&ctx, req);
-  return Follow("solve", ctx, *stream, *stub,
-                req.preset() == "game24" ? game24::ParsePuzzle(req.problem()) : std::vector<int>{});
+  mesh::PlannerClient client = Client();
+  return Follow(
+      "solve", [&](const auto& on_event) { return client.Solve(req, mesh::kNoDeadline, on_event); },
+      client, req.preset() == "game24" ? game24::ParsePuzzle(req.problem()) : std::vector<int>{});
 }
 
 int Watch(const std::vector<std::string>& args) {
@@ -245,12 +241,11 @@ int Watch(const std::vector<std::string>& args) {
     std::fprintf(stderr, "usage: arbor watch [flags] TASK_ID\n");
     return 2;
   }
-  v1::WatchTaskRequest req;
-  req.set_task_id(args[0]);
-  auto stub = Stub();
-  grpc::ClientContext ctx;
-  auto stream = stub->WatchTask(&ctx, req);
-  return Follow("watch", ctx, *stream, *stub);
+  mesh::PlannerClient client = Client();
+  return Follow(
+      "watch",
+      [&](const auto& on_event) { return client.WatchTask(args[0], mesh::kNoDeadline, on_event); },
+      client);
 }
 
 int Cancel(const std::vector<std::string>& args) {
@@ -258,16 +253,10 @@ int Cancel(const std::vector<std::string>& args) {
     std::fprintf(stderr, "usage: arbor cancel [flags] TASK_ID\n");
     return 2;
   }
-  v1::CancelTaskRequest req;
-  req.set_task_id(args[0]);
-  v1::Task task;
-  grpc::ClientContext ctx;
-  auto stub = Stub();
-  if (const grpc::Status st = stub->CancelTask(&ctx, req, &task); !st.ok()) {
-    return RpcError("cancel", st);
-  }
-  std::printf("task %s: cancelling (was %s)\n", task.task_id().c_str(),
-              v1::TaskStatus_Name(task.status()).c_str());
+  absl::StatusOr<v1::Task> task = Client().CancelTask(args[0], Quick());
+  if (!task.ok()) return RpcError("cancel", task.status());
+  std::printf("task %s: cancelling (was %s)\n", task->task_id().c_str(),
+              v1::TaskStatus_Name(task->status()).c_str());
   return 0;
 }
 
@@ -275,13 +264,9 @@ int Tasks(const std::vector<std::string>& args) {
   v1::ListTasksRequest req;
   req.set_tenant(absl::GetFlag(FLAGS_tenant));
   req.set_limit(1000);
-  v1::ListTasksResponse resp;
-  grpc::ClientContext ctx;
-  auto stub = Stub();
-  if (const grpc::Status st = stub->ListTasks(&ctx, req, &resp); !st.ok()) {
-    return RpcError("tasks", st);
-  }
-  for (const v1::Task& t : resp.tasks()) {
+  absl::StatusOr<v1::ListTasksResponse> resp = Client().ListTasks(req, Quick());
+  if (!resp.ok()) return RpcError("tasks", resp.status());
+  for (const v1::Task& t : resp->tasks()) {
     std::printf("%-32s %-24s %-10s %s\n", t.task_id().c_str(),
                 v1::TaskStatus_Name(t.status()).c_str(), t.tenant().c_str(),
                 OneLine(t.problem()).c_str());

@@ -1,0 +1,109 @@
+// How Arbor's mesh clients call: every call's deadline is the caller's, capped by the client's
+// own per-call timeout; calls that are safe to repeat are retried, with backoff, while the
+// service is UNAVAILABLE and time remains; every error names the service, the method and the
+// object ("kv-store Fork of sequence 12: ..."). The typed clients (kvstore_client.h,
+// router_client.h, expert_client.h, planner_client.h) are the only code that builds a
+// grpc::ClientContext. Thread-safe.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "arbor/rpc/status.h"
+#include "grpcpp/grpcpp.h"
+
+namespace arbor::mesh {
+
+using Deadline = std::chrono::system_clock::time_point;
+// For calls that must run whatever the caller's deadline (e.g. releasing KV after a task's
+// deadline passed): only the client's own timeout applies.
+inline constexpr Deadline kNoDeadline = Deadline::max();
+
+struct ClientOptions {
+  std::chrono::milliseconds timeout{30000};  // a call's own limit; the caller's deadline caps it
+  int attempts = 3;  // tries of a call safe to repeat while the service is UNAVAILABLE
+  std::chrono::milliseconds backoff{100};  // before the second try; doubles after each
+  // Wait for a service that is still starting (to the deadline) instead of failing at once.
+  bool wait_for_ready = false;
+};
+
+struct ChannelOptions {
+  int max_message_bytes = 64 << 20;  // both directions
+};
+
+// A channel to `address` (host:port) that reconnects within a second after its peer restarts
+// (gRPC's default backoff grows to two minutes), with the message limits set.
+std::shared_ptr<grpc::Channel> NewChannel(const std::string& address,
+                                          const ChannelOptions& options = {});
+
+enum class Repeat { kNo, kIdempotent };
+
+class CallPolicy {
+ public:
+  explicit CallPolicy(ClientOptions options) : options_(options) {}
+
+  // The deadline of a call the caller bounds by `caller`.
+  Deadline DeadlineFor(Deadline caller) const {
+    const Deadline own = std::chrono::system_clock::now() + options_.timeout;
+    return std::min(caller, own);
+  }
+  // Sets up one attempt's context.
+  void Prepare(grpc::ClientContext& ctx, Deadline deadline, bool wait_for_ready) const {
+    ctx.set_deadline(deadline);
+    ctx.set_wait_for_ready(wait_for_ready || options_.wait_for_ready);
+  }
+
+  // Runs `attempt` (one try with a fresh context) until it succeeds, fails for good, or (when
+  // `repeat`) the service stays UNAVAILABLE for every try or the deadline. Errors carry `what`.
+  absl::Status Run(Repeat repeat, Deadline caller, const std::string& what,
+                   const std::function<grpc::Status(grpc::ClientContext&)>& attempt,
+                   bool wait_for_ready = false) const {
+    const Deadline deadline = DeadlineFor(caller);
+    std::chrono::milliseconds backoff = options_.backoff;
+    for (int i = 1;; ++i) {
+      grpc::ClientContext ctx;
+      Prepare(ctx, deadline, wait_for_ready);
+      const grpc::Status st = attempt(ctx);
+      if (st.ok()) return absl::OkStatus();
+      const bool again =
+          repeat == Repeat::kIdempotent && st.error_code() == grpc::StatusCode::UNAVAILABLE &&
+          i < options_.attempts && std::chrono::system_clock::now() + backoff < deadline;
+      if (!again) return rpc::FromGrpcStatus(st, what);
+      std::this_thread::sleep_for(backoff);
+      backoff *= 2;
+    }
+  }
+
+  // A server stream read to its end: `on_event` for each event (returning false cancels the
+  // call, which then ends CANCELLED). Never retried: events already seen cannot be taken back.
+  template <typename Event>
+  absl::Status Stream(
+      Deadline caller, const std::string& what,
+      const std::function<std::unique_ptr<grpc::ClientReader<Event>>(grpc::ClientContext&)>& open,
+      const std::function<bool(const Event&)>& on_event) const {
+    grpc::ClientContext ctx;
+    Prepare(ctx, DeadlineFor(caller), false);
+    std::unique_ptr<grpc::ClientReader<Event>> reader = open(ctx);
+    Event e;
+    while (reader->Read(&e)) {
+      if (!on_event(e)) {
+        ctx.TryCancel();
+        while (reader->Read(&e)) {
+        }
+        break;
+      }
+    }
+    return rpc::FromGrpcStatus(reader->Finish(), what);
+  }
+
+  const ClientOptions& options() const { return options_; }
+
+ private:
+  ClientOptions options_;
+};
+
+}  // namespace arbor::mesh

@@ -1,0 +1,54 @@
+// The kv-store's typed client: the KV tree's calls and the state store's, each bounded by the
+// caller's deadline and this client's timeout, the idempotent ones (reads, releases, deletes)
+// retried while the kv-store is UNAVAILABLE, every error naming the call and its object. Not
+// retried: CreateSequence and Fork (a lost answer would leak sequences), Commit (versioned: a
+// repeat after success is ABORTED), PutState and CompareAndSetState. Thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "arbor/mesh/call.h"
+#include "arbor/v1/kvstore.grpc.pb.h"
+
+namespace arbor::mesh {
+
+class KvStoreClient {
+ public:
+  explicit KvStoreClient(std::shared_ptr<grpc::Channel> channel, ClientOptions options = {});
+
+  absl::StatusOr<v1::CreateSequenceResponse> CreateSequence(const v1::CreateSequenceRequest& req,
+                                                            Deadline deadline);
+  // The children's sequence ids.
+  absl::StatusOr<std::vector<uint64_t>> Fork(uint64_t seq, int n, Deadline deadline);
+  // Unknown ids are ignored. Sent in batches of at most 1024.
+  absl::Status Release(const std::vector<uint64_t>& seqs, Deadline deadline);
+  // Waits for a kv-store still starting (to the deadline). Returns how many were released.
+  absl::StatusOr<int> ReleaseOwner(const std::string& owner, Deadline deadline);
+  absl::StatusOr<v1::GetPathResponse> GetPath(uint64_t seq, bool token_ids, Deadline deadline);
+  // Streams the ranges' KV; `on_chunk` may stop the stream by returning an error (returned).
+  absl::Status ReadSegments(const v1::ReadSegmentsRequest& req, Deadline deadline,
+                            const std::function<absl::Status(const v1::SegmentChunk&)>& on_chunk);
+  // The sequence's new version. ABORTED when it moved past `req.expected_version()`.
+  absl::StatusOr<uint64_t> Commit(const v1::CommitRequest& req, Deadline deadline);
+  absl::StatusOr<v1::StatsResponse> Stats(Deadline deadline);
+
+  // The state store. Versions as in statestore::StateStore.
+  absl::StatusOr<int64_t> PutState(const std::string& key, const std::string& value,
+                                   Deadline deadline);
+  absl::StatusOr<v1::GetStateResponse> GetState(const std::string& key, Deadline deadline);
+  absl::Status DeleteState(const std::string& key, Deadline deadline);
+  absl::StatusOr<int64_t> CompareAndSetState(const std::string& key, int64_t expected_version,
+                                             const std::string& value, Deadline deadline);
+  absl::StatusOr<std::vector<std::string>> ListState(const std::string& prefix, int limit,
+                                                     Deadline deadline);
+
+ private:
+  std::unique_ptr<v1::KvStore::Stub> stub_;
+  CallPolicy policy_;
+};
+
+}  // namespace arbor::mesh

@@ -1,0 +1,31 @@
+#include "arbor/mesh/expert_client.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace arbor::mesh {
+
+ExpertClient::ExpertClient(const std::string& address, ClientOptions options)
+    : address_(address), stub_(v1::ExpertWorker::NewStub(NewChannel(address))), policy_(options) {}
+
+absl::StatusOr<v1::DescribeResponse> ExpertClient::Describe(Deadline deadline) {
+  v1::DescribeResponse resp;
+  absl::Status st = policy_.Run(
+      Repeat::kIdempotent, deadline, absl::StrCat("expert worker ", address_, " Describe"),
+      [&](grpc::ClientContext& ctx) { return stub_->Describe(&ctx, v1::DescribeRequest(), &resp); },
+      /*wait_for_ready=*/true);
+  if (!st.ok()) return st;
+  return resp;
+}
+
+void ExpertClient::RunExpertsAsync(const v1::RunExpertsRequest* req, v1::RunExpertsResponse* resp,
+                                   Deadline deadline, std::function<void(absl::Status)> done) {
+  auto ctx = std::make_shared<grpc::ClientContext>();  // lives until the callback has run
+  policy_.Prepare(*ctx, policy_.DeadlineFor(deadline), false);
+  stub_->async()->RunExperts(
+      ctx.get(), req, resp,
+      [ctx, done = std::move(done),
+       what = absl::StrCat("expert worker ", address_, " RunExperts of layer ", req->layer())](
+          grpc::Status s) { done(rpc::FromGrpcStatus(s, what)); });
+}
+
+}  // namespace arbor::mesh

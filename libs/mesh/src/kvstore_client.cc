@@ -1,0 +1,168 @@
+#include "arbor/mesh/kvstore_client.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+
+namespace arbor::mesh {
+
+KvStoreClient::KvStoreClient(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
+    : stub_(v1::KvStore::NewStub(std::move(channel))), policy_(options) {}
+
+absl::StatusOr<v1::CreateSequenceResponse> KvStoreClient::CreateSequence(
+    const v1::CreateSequenceRequest& req, Deadline deadline) {
+  v1::CreateSequenceResponse resp;
+  absl::Status st = policy_.Run(
+      Repeat::kNo, deadline, "kv-store CreateSequence",
+      [&](grpc::ClientContext& ctx) { return stub_->CreateSequence(&ctx, req, &resp); });
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<std::vector<uint64_t>> KvStoreClient::Fork(uint64_t seq, int n, Deadline deadline) {
+  v1::ForkRequest req;
+  req.set_sequence_id(seq);
+  req.set_n(n);
+  v1::ForkResponse resp;
+  absl::Status st =
+      policy_.Run(Repeat::kNo, deadline, absl::StrCat("kv-store Fork of ", seq),
+                  [&](grpc::ClientContext& ctx) { return stub_->Fork(&ctx, req, &resp); });
+  if (!st.ok()) return st;
+  return std::vector<uint64_t>(resp.sequence_ids().begin(), resp.sequence_ids().end());
+}
+
+absl::Status KvStoreClient::Release(const std::vector<uint64_t>& seqs, Deadline deadline) {
+  for (size_t i = 0; i < seqs.size(); i += 1024) {
+    v1::ReleaseRequest req;
+    for (size_t j = i; j < std::min(seqs.size(), i + 1024); ++j) req.add_sequence_ids(seqs[j]);
+    v1::ReleaseResponse resp;
+    absl::Status st =
+        policy_.Run(Repeat::kIdempotent, deadline,
+                    absl::StrCat("kv-store Release of ", req.sequence_ids_size(), " sequences"),
+                    [&](grpc::ClientContext& ctx) { return stub_->Release(&ctx, req, &resp); });
+    if (!st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> KvStoreClient::ReleaseOwner(const std::string& owner, Deadline deadline) {
+  v1::ReleaseOwnerRequest req;
+  req.set_owner(owner);
+  v1::ReleaseOwnerResponse resp;
+  absl::Status st = policy_.Run(
+      Repeat::kIdempotent, deadline, absl::StrCat("kv-store ReleaseOwner of \"", owner, "\""),
+      [&](grpc::ClientContext& ctx) { return stub_->ReleaseOwner(&ctx, req, &resp); },
+      /*wait_for_ready=*/true);
+  if (!st.ok()) return st;
+  return resp.released();
+}
+
+absl::StatusOr<v1::GetPathResponse> KvStoreClient::GetPath(uint64_t seq, bool token_ids,
+                                                           Deadline deadline) {
+  v1::GetPathRequest req;
+  req.set_sequence_id(seq);
+  req.set_include_token_ids(token_ids);
+  v1::GetPathResponse resp;
+  absl::Status st =
+      policy_.Run(Repeat::kIdempotent, deadline, "kv-store GetPath",
+                  [&](grpc::ClientContext& ctx) { return stub_->GetPath(&ctx, req, &resp); });
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::Status KvStoreClient::ReadSegments(
+    const v1::ReadSegmentsRequest& req, Deadline deadline,
+    const std::function<absl::Status(const v1::SegmentChunk&)>& on_chunk) {
+  absl::Status stopped;
+  absl::Status st = policy_.Stream<v1::SegmentChunk>(
+      deadline, "kv-store ReadSegments",
+      [&](grpc::ClientContext& ctx) { return stub_->ReadSegments(&ctx, req); },
+      [&](const v1::SegmentChunk& chunk) {
+        stopped = on_chunk(chunk);
+        return stopped.ok();
+      });
+  return stopped.ok() ? st : stopped;
+}
+
+absl::StatusOr<uint64_t> KvStoreClient::Commit(const v1::CommitRequest& req, Deadline deadline) {
+  v1::CommitResponse resp;
+  absl::Status st =
+      policy_.Run(Repeat::kNo, deadline, "kv-store Commit",
+                  [&](grpc::ClientContext& ctx) { return stub_->Commit(&ctx, req, &resp); });
+  if (!st.ok()) return st;
+  return resp.version();
+}
+
+absl::StatusOr<v1::StatsResponse> KvStoreClient::Stats(Deadline deadline) {
+  v1::StatsResponse resp;
+  absl::Status st = policy_.Run(
+      Repeat::kIdempotent, deadline, "kv-store Stats",
+      [&](grpc::ClientContext& ctx) { return stub_->Stats(&ctx, v1::StatsRequest(), &resp); });
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<int64_t> KvStoreClient::PutState(const std::string& key, const std::string& value,
+                                                Deadline deadline) {
+  v1::PutStateRequest req;
+  req.set_key(key);
+  req.set_value(value);
+  v1::PutStateResponse resp;
+  absl::Status st =
+      policy_.Run(Repeat::kNo, deadline, absl::StrCat("kv-store PutState of ", key),
+                  [&](grpc::ClientContext& ctx) { return stub_->PutState(&ctx, req, &resp); });
+  if (!st.ok()) return st;
+  return resp.version();
+}
+
+absl::StatusOr<v1::GetStateResponse> KvStoreClient::GetState(const std::string& key,
+                                                             Deadline deadline) {
+  v1::GetStateRequest req;
+  req.set_key(key);
+  v1::GetStateResponse resp;
+  absl::Status st =
+      policy_.Run(Repeat::kIdempotent, deadline, absl::StrCat("kv-store GetState of ", key),
+                  [&](grpc::ClientContext& ctx) { return stub_->GetState(&ctx, req, &resp); });
+  if (!st.ok()) return st;
+  return resp;
+}
+
+absl::Status KvStoreClient::DeleteState(const std::string& key, Deadline deadline) {
+  v1::DeleteStateRequest req;
+  req.set_key(key);
+  v1::DeleteStateResponse resp;
+  return policy_.Run(
+      Repeat::kIdempotent, deadline, absl::StrCat("kv-store DeleteState of ", key),
+      [&](grpc::ClientContext& ctx) { return stub_->DeleteState(&ctx, req, &resp); });
+}
+
+absl::StatusOr<int64_t> KvStoreClient::CompareAndSetState(const std::string& key,
+                                                          int64_t expected_version,
+                                                          const std::string& value,
+                                                          Deadline deadline) {
+  v1::CompareAndSetStateRequest req;
+  req.set_key(key);
+  req.set_expected_version(expected_version);
+  req.set_value(value);
+  v1::CompareAndSetStateResponse resp;
+  absl::Status st = policy_.Run(
+      Repeat::kNo, deadline, absl::StrCat("kv-store CompareAndSetState of ", key),
+      [&](grpc::ClientContext& ctx) { return stub_->CompareAndSetState(&ctx, req, &resp); });
+  if (!st.ok()) return st;
+  return resp.version();
+}
+
+absl::StatusOr<std::vector<std::string>> KvStoreClient::ListState(const std::string& prefix,
+                                                                  int limit, Deadline deadline) {
+  v1::ListStateRequest req;
+  req.set_prefix(prefix);
+  req.set_limit(limit);
+  v1::ListStateResponse resp;
+  absl::Status st =
+      policy_.Run(Repeat::kIdempotent, deadline, absl::StrCat("kv-store ListState of ", prefix),
+                  [&](grpc::ClientContext& ctx) { return stub_->ListState(&ctx, req, &resp); });
+  if (!st.ok()) return st;
+  return std::vector<std::string>(resp.keys().begin(), resp.keys().end());
+}
+
+}  // namespace arbor::mesh
