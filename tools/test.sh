@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README's test command: installs what is missing, builds with -Werror, runs every test
+# The README's test command: installs what is missing, builds with -Werror, runs clang's
+# thread-safety analysis over every translation unit with lock annotations, runs every test
 # through CTest, then rebuilds the tests with AddressSanitizer + UndefinedBehaviorSanitizer
 # (CPU only) and runs them again, the checkpoint loader's bad-input tests among them.
 set -euo pipefail
@@ -8,6 +9,8 @@ bash tools/setup.sh
 
 echo "== build (warnings are errors) =="
 ARBOR_BUILD_DIR=build bash tools/build.sh -DARBOR_WERROR=ON
+echo "== thread-safety analysis (clang, every annotated translation unit) =="
+/usr/bin/python3 tools/thread_safety.py build
 echo "== tests =="
 ctest --test-dir build --output-on-failure --timeout 600
 
