@@ -30,6 +30,7 @@
 #include "arbor/common/process.h"
 #include "arbor/engine/generator.h"
 #include "arbor/engine/local_model.h"
+#include "arbor/mesh/kv_wire.h"
 #include "arbor/rpc/server_host.h"
 #include "arbor/v1/router.grpc.pb.h"
 #include "kvstore_service.h"
@@ -55,7 +56,6 @@ using Clock = std::chrono::steady_clock;
 // Small KV rows (1 layer, 1 kv head, head_dim 8): fork cost does not depend on them, and 1M
 // tokens then fit in 64 MB.
 const arbor::kvcache::KvLayout kLayout{1, 1, 8, 16};
-constexpr int kRowFloats = 16;
 constexpr int kCommitChunk = 32768;  // tokens per Commit RPC (2 MiB of KV)
 
 double Percentile(std::vector<double> v, double p) {
@@ -281,12 +281,8 @@ int main(int argc, char** argv) {
       req.set_sequence_id(created.sequence_id());
       req.set_expected_version(version);
       for (int i = 0; i < n; ++i) req.add_token_ids(5);
-      auto* kv = req.mutable_kv();
-      kv->set_dtype(arbor::v1::DTYPE_F32);
-      for (int64_t d : {static_cast<int64_t>(n), int64_t{1}, int64_t{2}, int64_t{1}, int64_t{8}}) {
-        kv->add_shape(d);
-      }
-      kv->mutable_data()->assign(static_cast<size_t>(n) * kRowFloats * 4, '\0');
+      float* rows = arbor::mesh::PrepareKv(kLayout, n, req.mutable_kv());
+      std::fill(rows, rows + static_cast<size_t>(n) * kLayout.token_floats(), 0.0f);
       arbor::v1::CommitResponse resp;
       const grpc::Status st = call([&](auto* c) { return stub->Commit(c, req, &resp); });
       if (!st.ok()) {

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "arbor/common/status_macros.h"
+#include "arbor/mesh/kv_wire.h"
 #include "arbor/rpc/status.h"
 #include "spdlog/spdlog.h"
 
@@ -231,7 +232,6 @@ class KvStoreService::SegmentReader : public grpc::ServerWriteReactor<v1::Segmen
  public:
   SegmentReader(KvStoreService* service, const v1::ReadSegmentsRequest* req)
       : service_(service), req_(req), t0_(std::chrono::steady_clock::now()) {
-    row_floats_ = service->tree_->layout().token_floats();
     if (req->segments_size() < 1 || req->segments_size() > service->limits_.max_read_ranges) {
       Done(absl::InvalidArgumentError(absl::StrCat("segments holds ", req->segments_size(),
                                                    " ranges, allowed [1, ",
@@ -278,14 +278,9 @@ class KvStoreService::SegmentReader : public grpc::ServerWriteReactor<v1::Segmen
     chunk_.Clear();
     chunk_.set_segment_id(r.segment_id());
     chunk_.set_first_token(r.first() + offset_);
-    v1::Tensor* kv = chunk_.mutable_kv();
-    kv->set_dtype(v1::DTYPE_F32);
-    const std::vector<int64_t> shape = service_->tree_->layout().TokensShape(count);
-    kv->mutable_shape()->Add(shape.begin(), shape.end());
-    std::string* data = kv->mutable_data();
-    data->resize(count * row_floats_ * sizeof(float));
-    const absl::Status st = service_->tree_->ReadSegment(r.segment_id(), r.first() + offset_, count,
-                                                         reinterpret_cast<float*>(data->data()));
+    float* rows = mesh::PrepareKv(service_->tree_->layout(), count, chunk_.mutable_kv());
+    const absl::Status st =
+        service_->tree_->ReadSegment(r.segment_id(), r.first() + offset_, count, rows);
     if (!st.ok()) {
       Done(absl::Status(st.code(), absl::StrCat("segments[", range_, "]: ", st.message())));
       return;
@@ -302,7 +297,6 @@ class KvStoreService::SegmentReader : public grpc::ServerWriteReactor<v1::Segmen
   KvStoreService* service_;
   const v1::ReadSegmentsRequest* req_;
   std::chrono::steady_clock::time_point t0_;
-  size_t row_floats_ = 0;
   int range_ = 0, offset_ = 0;
   v1::SegmentChunk chunk_;
 };
@@ -317,21 +311,7 @@ absl::Status KvStoreService::DoCommit(const v1::CommitRequest& req, v1::CommitRe
   const int n = req.token_ids_size();
   if (n < 1) return absl::InvalidArgumentError("token_ids is empty");
   ARBOR_RETURN_IF_ERROR(CheckTokens(req.token_ids(), "token_ids"));
-  if (req.kv().dtype() != v1::DTYPE_F32) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("kv.dtype ", v1::DType_Name(req.kv().dtype()), " is not DTYPE_F32"));
-  }
-  const std::vector<int64_t> want = l.TokensShape(n);
-  const std::vector<int64_t> got(req.kv().shape().begin(), req.kv().shape().end());
-  if (got != want) {
-    return absl::InvalidArgumentError(absl::StrCat("kv.shape [", absl::StrJoin(got, ", "),
-                                                   "] is not [", absl::StrJoin(want, ", "), "]"));
-  }
-  const size_t bytes = n * l.token_floats() * sizeof(float);
-  if (req.kv().data().size() != bytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("kv.data holds ", req.kv().data().size(), " bytes; kv.shape needs ", bytes));
-  }
+  ARBOR_RETURN_IF_ERROR(mesh::CheckKv(req.kv(), l, n, "kv").status());
   absl::MutexLock lock(&mu_);
   auto it = versions_.find(req.sequence_id());
   if (it == versions_.end()) {

@@ -27,12 +27,7 @@ absl::StatusOr<v1::CommitRequest> AssembleCommit(
   commit.mutable_token_ids()->Add(tokens.begin(), tokens.end());
   const int count = static_cast<int>(tokens.size());
   if (count == 0) return commit;
-  v1::Tensor* kv = commit.mutable_kv();
-  kv->set_dtype(v1::DTYPE_F32);
-  const std::vector<int64_t> shape = layout.TokensShape(count);
-  kv->mutable_shape()->Add(shape.begin(), shape.end());
-  kv->mutable_data()->resize(count * layout.token_floats() * sizeof(float));
-  absl::Status st = read_kv(reinterpret_cast<float*>(kv->mutable_data()->data()));
+  absl::Status st = read_kv(mesh::PrepareKv(layout, count, commit.mutable_kv()));
   if (!st.ok()) return st;
   return commit;
 }
@@ -71,21 +66,18 @@ absl::Status RouterKvClient::Fetch(const std::vector<v1::PathSegment>& segments,
   size_t range = 0;
   absl::Status st = kv_.ReadSegments(req, deadline, [&](const v1::SegmentChunk& chunk) {
     while (range < ranges.size() && ranges[range].segment_id != chunk.segment_id()) ++range;
-    const v1::Tensor& kv = chunk.kv();
-    const int n = kv.shape_size() == 5 ? static_cast<int>(kv.shape(0)) : -1;
+    const absl::StatusOr<int> n = mesh::CheckKv(chunk.kv(), layout, -1, "kv");
     // chunk.first_token() counts from the segment's start.
     const int pos = range < ranges.size()
                         ? ranges[range].position - ranges[range].first + chunk.first_token()
                         : -1;
-    if (range == ranges.size() || kv.dtype() != v1::DTYPE_F32 || n < 1 ||
-        std::vector<int64_t>(kv.shape().begin(), kv.shape().end()) != layout.TokensShape(n) ||
-        kv.data().size() != n * row * sizeof(float) || pos < from || pos + n > to) {
-      return absl::InternalError(absl::StrCat("kv-store sent a malformed chunk of segment ",
-                                              chunk.segment_id(), " at token ",
-                                              chunk.first_token()));
+    if (range == ranges.size() || !n.ok() || pos < from || pos + *n > to) {
+      return absl::InternalError(absl::StrCat(
+          "kv-store sent a malformed chunk of segment ", chunk.segment_id(), " at token ",
+          chunk.first_token(), n.ok() ? "" : ": ", n.ok() ? "" : n.status().message()));
     }
-    std::memcpy(out + (pos - from) * row, kv.data().data(), kv.data().size());
-    received += n;
+    mesh::CopyKvRows(chunk.kv(), out + (pos - from) * row);
+    received += *n;
     return absl::OkStatus();
   });
   if (st.ok() && received != to - from) {

@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "arbor/kvcache/kv_tree.h"
+#include "arbor/mesh/kv_wire.h"
 #include "arbor/mesh/kvstore_client.h"
 
 namespace arbor::router {
