@@ -6,6 +6,7 @@
 #include "absl/strings/str_join.h"
 #include "arbor/common/dtype.h"
 #include "arbor/common/status_macros.h"
+#include "arbor/rpc/metric_families.h"
 #include "arbor/rpc/status.h"
 
 namespace arbor::expert_worker {
@@ -46,10 +47,8 @@ ExpertWorkerService::ExpertWorkerService(const model::ModelWeights* weights, std
       backend_(std::move(backend)),
       backend_name_(backend_->name()),
       rpc_metrics_("expert", registry),
-      expert_tokens_(prometheus::BuildCounter()
-                         .Name("arbor_expert_tokens_total")
-                         .Help("rows run through each hosted expert")
-                         .Register(registry)),
+      expert_tokens_(rpc::CounterFamily(registry, "arbor_expert_tokens_total",
+                                        "rows run through each hosted expert")),
       pool_(limits.threads) {}
 
 ExpertWorkerService::~ExpertWorkerService() = default;

@@ -7,6 +7,7 @@
 #include "absl/strings/str_join.h"
 #include "arbor/common/status_macros.h"
 #include "arbor/mesh/kv_wire.h"
+#include "arbor/rpc/metric_families.h"
 #include "arbor/rpc/status.h"
 #include "spdlog/spdlog.h"
 
@@ -17,31 +18,15 @@ KvStoreService::KvStoreService(kvcache::KvTree* tree, statestore::StateStore* st
       state_(state),
       limits_(limits),
       rpc_metrics_("kvstore", registry),
-      kv_usage_(prometheus::BuildGauge()
-                    .Name("arbor_kvstore_kv_usage")
-                    .Help("fraction of KV blocks in use, 0-1")
-                    .Register(registry)
-                    .Add({})),
-      live_sequences_(prometheus::BuildGauge()
-                          .Name("arbor_kvstore_live_sequences")
-                          .Help("sequences not yet released")
-                          .Register(registry)
-                          .Add({})),
-      forks_(prometheus::BuildCounter()
-                 .Name("arbor_kvstore_forks_total")
-                 .Help("Fork calls that succeeded")
-                 .Register(registry)
-                 .Add({})),
-      reused_tokens_(prometheus::BuildCounter()
-                         .Name("arbor_kvstore_prefix_reused_tokens_total")
-                         .Help("prompt tokens served from the prefix index")
-                         .Register(registry)
-                         .Add({})),
-      committed_tokens_(prometheus::BuildCounter()
-                            .Name("arbor_kvstore_committed_tokens_total")
-                            .Help("tokens appended by Commit")
-                            .Register(registry)
-                            .Add({})),
+      kv_usage_(
+          rpc::Gauge(registry, "arbor_kvstore_kv_usage", "fraction of KV blocks in use, 0-1")),
+      live_sequences_(
+          rpc::Gauge(registry, "arbor_kvstore_live_sequences", "sequences not yet released")),
+      forks_(rpc::Counter(registry, "arbor_kvstore_forks_total", "Fork calls that succeeded")),
+      reused_tokens_(rpc::Counter(registry, "arbor_kvstore_prefix_reused_tokens_total",
+                                  "prompt tokens served from the prefix index")),
+      committed_tokens_(rpc::Counter(registry, "arbor_kvstore_committed_tokens_total",
+                                     "tokens appended by Commit")),
       pool_(limits.threads) {}
 
 KvStoreService::~KvStoreService() = default;

@@ -1,21 +1,15 @@
 #include "planner_metrics.h"
 
+#include "arbor/rpc/metric_families.h"
+
 namespace arbor::planner {
 
 PlannerMetrics::PlannerMetrics(prometheus::Registry& registry)
-    : running_(prometheus::BuildGauge()
-                   .Name("arbor_planner_running_tasks")
-                   .Help("tasks running now")
-                   .Register(registry)
-                   .Add({})),
-      tasks_(prometheus::BuildCounter()
-                 .Name("arbor_planner_tasks_total")
-                 .Help("tasks finished, by status")
-                 .Register(registry)),
-      tokens_(prometheus::BuildCounter()
-                  .Name("arbor_planner_tokens_total")
-                  .Help("tokens of finished tasks: generated, prefilled, reused")
-                  .Register(registry)) {}
+    : running_(rpc::Gauge(registry, "arbor_planner_running_tasks", "tasks running now")),
+      tasks_(
+          rpc::CounterFamily(registry, "arbor_planner_tasks_total", "tasks finished, by status")),
+      tokens_(rpc::CounterFamily(registry, "arbor_planner_tokens_total",
+                                 "tokens of finished tasks: generated, prefilled, reused")) {}
 
 void PlannerMetrics::TaskFinished(v1::TaskStatus status, const SourceCounts& counts) {
   tasks_.Add({{"status", v1::TaskStatus_Name(status)}}).Increment();

@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "arbor/rpc/metric_families.h"
+
 namespace arbor::router {
 
 // Counts routed tokens per (layer, expert), then runs the real backend.
@@ -28,38 +30,24 @@ class RouterMetrics::CountingBackend : public engine::ExpertBackend {
   std::vector<std::vector<int64_t>> counts_;  // [layer][expert]
 };
 
-namespace {
-
-prometheus::Counter& Counter(prometheus::Registry& r, const char* name, const char* help) {
-  return prometheus::BuildCounter().Name(name).Help(help).Register(r).Add({});
-}
-prometheus::Gauge& Gauge(prometheus::Registry& r, const char* name, const char* help) {
-  return prometheus::BuildGauge().Name(name).Help(help).Register(r).Add({});
-}
-prometheus::Histogram& Histogram(prometheus::Registry& r, const char* name, const char* help,
-                                 prometheus::Histogram::BucketBoundaries buckets) {
-  return prometheus::BuildHistogram().Name(name).Help(help).Register(r).Add({}, buckets);
-}
-
-}  // namespace
+using rpc::Counter;
+using rpc::Gauge;
+using rpc::Histogram;
 
 RouterMetrics::RouterMetrics(prometheus::Registry& registry, engine::ExpertBackend* inner,
                              const RemoteExpertBackend* remote, int layers, int experts)
     : counting_(std::make_unique<CountingBackend>(inner, layers, experts)),
       remote_(remote),
-      tokens_(prometheus::BuildCounter()
-                  .Name("arbor_router_tokens_total")
-                  .Help("tokens by kind: prefill and decode (computed here), fetched (KV "
-                        "read from the kv-store), cached (KV found in the router's cache)")
-                  .Register(registry)),
+      tokens_(rpc::CounterFamily(
+          registry, "arbor_router_tokens_total",
+          "tokens by kind: prefill and decode (computed here), fetched (KV read from the "
+          "kv-store), cached (KV found in the router's cache)")),
       prefill_(tokens_.Add({{"kind", "prefill"}})),
       decode_(tokens_.Add({{"kind", "decode"}})),
       fetched_(tokens_.Add({{"kind", "fetched"}})),
       cached_(tokens_.Add({{"kind", "cached"}})),
-      expert_tokens_family_(prometheus::BuildCounter()
-                                .Name("arbor_router_expert_tokens_total")
-                                .Help("tokens routed to each (layer, expert)")
-                                .Register(registry)),
+      expert_tokens_family_(rpc::CounterFamily(registry, "arbor_router_expert_tokens_total",
+                                               "tokens routed to each (layer, expert)")),
       expert_calls_(Counter(registry, "arbor_router_expert_calls_total",
                             "RunExperts calls sent to expert workers")),
       expert_retries_(Counter(registry, "arbor_router_expert_retries_total",

@@ -8,13 +8,12 @@ ExpertClient::ExpertClient(const std::string& address, ClientOptions options)
     : address_(address), stub_(v1::ExpertWorker::NewStub(NewChannel(address))), policy_(options) {}
 
 absl::StatusOr<v1::DescribeResponse> ExpertClient::Describe(Deadline deadline) {
-  v1::DescribeResponse resp;
-  absl::Status st = policy_.Run(
+  return policy_.Call<v1::DescribeResponse>(
       Repeat::kIdempotent, deadline, absl::StrCat("expert worker ", address_, " Describe"),
-      [&](grpc::ClientContext& ctx) { return stub_->Describe(&ctx, v1::DescribeRequest(), &resp); },
+      [&](grpc::ClientContext& ctx, auto* resp) {
+        return stub_->Describe(&ctx, v1::DescribeRequest(), resp);
+      },
       /*wait_for_ready=*/true);
-  if (!st.ok()) return st;
-  return resp;
 }
 
 void ExpertClient::RunExpertsAsync(const v1::RunExpertsRequest* req, v1::RunExpertsResponse* resp,

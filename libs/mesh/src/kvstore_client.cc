@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "arbor/common/status_macros.h"
 
 namespace arbor::mesh {
 
@@ -11,23 +12,20 @@ KvStoreClient::KvStoreClient(std::shared_ptr<grpc::Channel> channel, ClientOptio
 
 absl::StatusOr<v1::CreateSequenceResponse> KvStoreClient::CreateSequence(
     const v1::CreateSequenceRequest& req, Deadline deadline) {
-  v1::CreateSequenceResponse resp;
-  absl::Status st = policy_.Run(
+  return policy_.Call<v1::CreateSequenceResponse>(
       Repeat::kNo, deadline, "kv-store CreateSequence",
-      [&](grpc::ClientContext& ctx) { return stub_->CreateSequence(&ctx, req, &resp); });
-  if (!st.ok()) return st;
-  return resp;
+      [&](grpc::ClientContext& ctx, auto* resp) { return stub_->CreateSequence(&ctx, req, resp); });
 }
 
 absl::StatusOr<std::vector<uint64_t>> KvStoreClient::Fork(uint64_t seq, int n, Deadline deadline) {
   v1::ForkRequest req;
   req.set_sequence_id(seq);
   req.set_n(n);
-  v1::ForkResponse resp;
-  absl::Status st =
-      policy_.Run(Repeat::kNo, deadline, absl::StrCat("kv-store Fork of ", seq),
-                  [&](grpc::ClientContext& ctx) { return stub_->Fork(&ctx, req, &resp); });
-  if (!st.ok()) return st;
+  ARBOR_ASSIGN_OR_RETURN(
+      const v1::ForkResponse resp,
+      policy_.Call<v1::ForkResponse>(
+          Repeat::kNo, deadline, absl::StrCat("kv-store Fork of ", seq),
+          [&](grpc::ClientContext& ctx, auto* resp) { return stub_->Fork(&ctx, req, resp); }));
   return std::vector<uint64_t>(resp.sequence_ids().begin(), resp.sequence_ids().end());
 }
 
@@ -35,12 +33,15 @@ absl::Status KvStoreClient::Release(const std::vector<uint64_t>& seqs, Deadline 
   for (size_t i = 0; i < seqs.size(); i += 1024) {
     v1::ReleaseRequest req;
     for (size_t j = i; j < std::min(seqs.size(), i + 1024); ++j) req.add_sequence_ids(seqs[j]);
-    v1::ReleaseResponse resp;
-    absl::Status st =
-        policy_.Run(Repeat::kIdempotent, deadline,
-                    absl::StrCat("kv-store Release of ", req.sequence_ids_size(), " sequences"),
-                    [&](grpc::ClientContext& ctx) { return stub_->Release(&ctx, req, &resp); });
-    if (!st.ok()) return st;
+    ARBOR_RETURN_IF_ERROR(
+        policy_
+            .Call<v1::ReleaseResponse>(
+                Repeat::kIdempotent, deadline,
+                absl::StrCat("kv-store Release of ", req.sequence_ids_size(), " sequences"),
+                [&](grpc::ClientContext& ctx, auto* resp) {
+                  return stub_->Release(&ctx, req, resp);
+                })
+            .status());
   }
   return absl::OkStatus();
 }
@@ -48,12 +49,14 @@ absl::Status KvStoreClient::Release(const std::vector<uint64_t>& seqs, Deadline 
 absl::StatusOr<int> KvStoreClient::ReleaseOwner(const std::string& owner, Deadline deadline) {
   v1::ReleaseOwnerRequest req;
   req.set_owner(owner);
-  v1::ReleaseOwnerResponse resp;
-  absl::Status st = policy_.Run(
-      Repeat::kIdempotent, deadline, absl::StrCat("kv-store ReleaseOwner of \"", owner, "\""),
-      [&](grpc::ClientContext& ctx) { return stub_->ReleaseOwner(&ctx, req, &resp); },
-      /*wait_for_ready=*/true);
-  if (!st.ok()) return st;
+  ARBOR_ASSIGN_OR_RETURN(
+      const v1::ReleaseOwnerResponse resp,
+      policy_.Call<v1::ReleaseOwnerResponse>(
+          Repeat::kIdempotent, deadline, absl::StrCat("kv-store ReleaseOwner of \"", owner, "\""),
+          [&](grpc::ClientContext& ctx, auto* resp) {
+            return stub_->ReleaseOwner(&ctx, req, resp);
+          },
+          /*wait_for_ready=*/true));
   return resp.released();
 }
 
@@ -62,12 +65,9 @@ absl::StatusOr<v1::GetPathResponse> KvStoreClient::GetPath(uint64_t seq, bool to
   v1::GetPathRequest req;
   req.set_sequence_id(seq);
   req.set_include_token_ids(token_ids);
-  v1::GetPathResponse resp;
-  absl::Status st =
-      policy_.Run(Repeat::kIdempotent, deadline, "kv-store GetPath",
-                  [&](grpc::ClientContext& ctx) { return stub_->GetPath(&ctx, req, &resp); });
-  if (!st.ok()) return st;
-  return resp;
+  return policy_.Call<v1::GetPathResponse>(
+      Repeat::kIdempotent, deadline, "kv-store GetPath",
+      [&](grpc::ClientContext& ctx, auto* resp) { return stub_->GetPath(&ctx, req, resp); });
 }
 
 absl::Status KvStoreClient::ReadSegments(
@@ -85,21 +85,19 @@ absl::Status KvStoreClient::ReadSegments(
 }
 
 absl::StatusOr<uint64_t> KvStoreClient::Commit(const v1::CommitRequest& req, Deadline deadline) {
-  v1::CommitResponse resp;
-  absl::Status st =
-      policy_.Run(Repeat::kNo, deadline, "kv-store Commit",
-                  [&](grpc::ClientContext& ctx) { return stub_->Commit(&ctx, req, &resp); });
-  if (!st.ok()) return st;
+  ARBOR_ASSIGN_OR_RETURN(
+      const v1::CommitResponse resp,
+      policy_.Call<v1::CommitResponse>(
+          Repeat::kNo, deadline, "kv-store Commit",
+          [&](grpc::ClientContext& ctx, auto* resp) { return stub_->Commit(&ctx, req, resp); }));
   return resp.version();
 }
 
 absl::StatusOr<v1::StatsResponse> KvStoreClient::Stats(Deadline deadline) {
-  v1::StatsResponse resp;
-  absl::Status st = policy_.Run(
-      Repeat::kIdempotent, deadline, "kv-store Stats",
-      [&](grpc::ClientContext& ctx) { return stub_->Stats(&ctx, v1::StatsRequest(), &resp); });
-  if (!st.ok()) return st;
-  return resp;
+  return policy_.Call<v1::StatsResponse>(Repeat::kIdempotent, deadline, "kv-store Stats",
+                                         [&](grpc::ClientContext& ctx, auto* resp) {
+                                           return stub_->Stats(&ctx, v1::StatsRequest(), resp);
+                                         });
 }
 
 absl::StatusOr<int64_t> KvStoreClient::PutState(const std::string& key, const std::string& value,
@@ -107,11 +105,11 @@ absl::StatusOr<int64_t> KvStoreClient::PutState(const std::string& key, const st
   v1::PutStateRequest req;
   req.set_key(key);
   req.set_value(value);
-  v1::PutStateResponse resp;
-  absl::Status st =
-      policy_.Run(Repeat::kNo, deadline, absl::StrCat("kv-store PutState of ", key),
-                  [&](grpc::ClientContext& ctx) { return stub_->PutState(&ctx, req, &resp); });
-  if (!st.ok()) return st;
+  ARBOR_ASSIGN_OR_RETURN(
+      const v1::PutStateResponse resp,
+      policy_.Call<v1::PutStateResponse>(
+          Repeat::kNo, deadline, absl::StrCat("kv-store PutState of ", key),
+          [&](grpc::ClientContext& ctx, auto* resp) { return stub_->PutState(&ctx, req, resp); }));
   return resp.version();
 }
 
@@ -119,21 +117,19 @@ absl::StatusOr<v1::GetStateResponse> KvStoreClient::GetState(const std::string& 
                                                              Deadline deadline) {
   v1::GetStateRequest req;
   req.set_key(key);
-  v1::GetStateResponse resp;
-  absl::Status st =
-      policy_.Run(Repeat::kIdempotent, deadline, absl::StrCat("kv-store GetState of ", key),
-                  [&](grpc::ClientContext& ctx) { return stub_->GetState(&ctx, req, &resp); });
-  if (!st.ok()) return st;
-  return resp;
+  return policy_.Call<v1::GetStateResponse>(
+      Repeat::kIdempotent, deadline, absl::StrCat("kv-store GetState of ", key),
+      [&](grpc::ClientContext& ctx, auto* resp) { return stub_->GetState(&ctx, req, resp); });
 }
 
 absl::Status KvStoreClient::DeleteState(const std::string& key, Deadline deadline) {
   v1::DeleteStateRequest req;
   req.set_key(key);
-  v1::DeleteStateResponse resp;
-  return policy_.Run(
-      Repeat::kIdempotent, deadline, absl::StrCat("kv-store DeleteState of ", key),
-      [&](grpc::ClientContext& ctx) { return stub_->DeleteState(&ctx, req, &resp); });
+  return policy_
+      .Call<v1::DeleteStateResponse>(
+          Repeat::kIdempotent, deadline, absl::StrCat("kv-store DeleteState of ", key),
+          [&](grpc::ClientContext& ctx, auto* resp) { return stub_->DeleteState(&ctx, req, resp); })
+      .status();
 }
 
 absl::StatusOr<int64_t> KvStoreClient::CompareAndSetState(const std::string& key,
@@ -144,11 +140,13 @@ absl::StatusOr<int64_t> KvStoreClient::CompareAndSetState(const std::string& key
   req.set_key(key);
   req.set_expected_version(expected_version);
   req.set_value(value);
-  v1::CompareAndSetStateResponse resp;
-  absl::Status st = policy_.Run(
-      Repeat::kNo, deadline, absl::StrCat("kv-store CompareAndSetState of ", key),
-      [&](grpc::ClientContext& ctx) { return stub_->CompareAndSetState(&ctx, req, &resp); });
-  if (!st.ok()) return st;
+  ARBOR_ASSIGN_OR_RETURN(
+      const v1::CompareAndSetStateResponse resp,
+      policy_.Call<v1::CompareAndSetStateResponse>(
+          Repeat::kNo, deadline, absl::StrCat("kv-store CompareAndSetState of ", key),
+          [&](grpc::ClientContext& ctx, auto* resp) {
+            return stub_->CompareAndSetState(&ctx, req, resp);
+          }));
   return resp.version();
 }
 
@@ -157,11 +155,11 @@ absl::StatusOr<std::vector<std::string>> KvStoreClient::ListState(const std::str
   v1::ListStateRequest req;
   req.set_prefix(prefix);
   req.set_limit(limit);
-  v1::ListStateResponse resp;
-  absl::Status st =
-      policy_.Run(Repeat::kIdempotent, deadline, absl::StrCat("kv-store ListState of ", prefix),
-                  [&](grpc::ClientContext& ctx) { return stub_->ListState(&ctx, req, &resp); });
-  if (!st.ok()) return st;
+  ARBOR_ASSIGN_OR_RETURN(
+      const v1::ListStateResponse resp,
+      policy_.Call<v1::ListStateResponse>(
+          Repeat::kIdempotent, deadline, absl::StrCat("kv-store ListState of ", prefix),
+          [&](grpc::ClientContext& ctx, auto* resp) { return stub_->ListState(&ctx, req, resp); }));
   return std::vector<std::string>(resp.keys().begin(), resp.keys().end());
 }
 

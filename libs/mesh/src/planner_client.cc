@@ -27,33 +27,24 @@ absl::Status PlannerClient::WatchTask(const std::string& task_id, Deadline deadl
 absl::StatusOr<v1::Task> PlannerClient::GetTask(const std::string& task_id, Deadline deadline) {
   v1::GetTaskRequest req;
   req.set_task_id(task_id);
-  v1::Task resp;
-  absl::Status st =
-      policy_.Run(Repeat::kIdempotent, deadline, absl::StrCat("planner GetTask of ", task_id),
-                  [&](grpc::ClientContext& ctx) { return stub_->GetTask(&ctx, req, &resp); });
-  if (!st.ok()) return st;
-  return resp;
+  return policy_.Call<v1::Task>(
+      Repeat::kIdempotent, deadline, absl::StrCat("planner GetTask of ", task_id),
+      [&](grpc::ClientContext& ctx, auto* resp) { return stub_->GetTask(&ctx, req, resp); });
 }
 
 absl::StatusOr<v1::Task> PlannerClient::CancelTask(const std::string& task_id, Deadline deadline) {
   v1::CancelTaskRequest req;
   req.set_task_id(task_id);
-  v1::Task resp;
-  absl::Status st =
-      policy_.Run(Repeat::kIdempotent, deadline, absl::StrCat("planner CancelTask of ", task_id),
-                  [&](grpc::ClientContext& ctx) { return stub_->CancelTask(&ctx, req, &resp); });
-  if (!st.ok()) return st;
-  return resp;
+  return policy_.Call<v1::Task>(
+      Repeat::kIdempotent, deadline, absl::StrCat("planner CancelTask of ", task_id),
+      [&](grpc::ClientContext& ctx, auto* resp) { return stub_->CancelTask(&ctx, req, resp); });
 }
 
 absl::StatusOr<v1::ListTasksResponse> PlannerClient::ListTasks(const v1::ListTasksRequest& req,
                                                                Deadline deadline) {
-  v1::ListTasksResponse resp;
-  absl::Status st =
-      policy_.Run(Repeat::kIdempotent, deadline, "planner ListTasks",
-                  [&](grpc::ClientContext& ctx) { return stub_->ListTasks(&ctx, req, &resp); });
-  if (!st.ok()) return st;
-  return resp;
+  return policy_.Call<v1::ListTasksResponse>(
+      Repeat::kIdempotent, deadline, "planner ListTasks",
+      [&](grpc::ClientContext& ctx, auto* resp) { return stub_->ListTasks(&ctx, req, resp); });
 }
 
 }  // namespace arbor::mesh

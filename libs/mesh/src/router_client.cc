@@ -1,6 +1,7 @@
 #include "arbor/mesh/router_client.h"
 
 #include "absl/strings/str_cat.h"
+#include "arbor/common/status_macros.h"
 
 namespace arbor::mesh {
 
@@ -19,11 +20,11 @@ absl::StatusOr<std::vector<int>> RouterClient::Tokenize(const std::string& text,
   v1::TokenizeRequest req;
   req.set_text(text);
   req.set_add_bos(add_bos);
-  v1::TokenizeResponse resp;
-  absl::Status st =
-      policy_.Run(Repeat::kIdempotent, deadline, "router Tokenize",
-                  [&](grpc::ClientContext& ctx) { return stub_->Tokenize(&ctx, req, &resp); });
-  if (!st.ok()) return st;
+  ARBOR_ASSIGN_OR_RETURN(
+      const v1::TokenizeResponse resp,
+      policy_.Call<v1::TokenizeResponse>(
+          Repeat::kIdempotent, deadline, "router Tokenize",
+          [&](grpc::ClientContext& ctx, auto* resp) { return stub_->Tokenize(&ctx, req, resp); }));
   return std::vector<int>(resp.ids().begin(), resp.ids().end());
 }
 

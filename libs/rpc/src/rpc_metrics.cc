@@ -1,16 +1,14 @@
 #include "arbor/rpc/rpc_metrics.h"
 
+#include "arbor/rpc/metric_families.h"
+
 namespace arbor::rpc {
 
 RpcMetrics::RpcMetrics(const std::string& service, prometheus::Registry& registry)
-    : requests_(prometheus::BuildCounter()
-                    .Name("arbor_" + service + "_requests_total")
-                    .Help(service + " RPCs by method and status code")
-                    .Register(registry)),
-      latency_(prometheus::BuildHistogram()
-                   .Name("arbor_" + service + "_request_duration_seconds")
-                   .Help(service + " RPC handling time")
-                   .Register(registry)) {}
+    : requests_(CounterFamily(registry, ("arbor_" + service + "_requests_total").c_str(),
+                              (service + " RPCs by method and status code").c_str())),
+      latency_(HistogramFamily(registry, ("arbor_" + service + "_request_duration_seconds").c_str(),
+                               (service + " RPC handling time").c_str())) {}
 
 void RpcMetrics::Record(const char* method, const absl::Status& status, double seconds) {
   requests_.Add({{"method", method}, {"code", absl::StatusCodeToString(status.code())}})

@@ -78,6 +78,19 @@ class CallPolicy {
     }
   }
 
+  // Run for a call that fills a response: the response, or the error.
+  template <typename Resp>
+  absl::StatusOr<Resp> Call(Repeat repeat, Deadline caller, const std::string& what,
+                            const std::function<grpc::Status(grpc::ClientContext&, Resp*)>& attempt,
+                            bool wait_for_ready = false) const {
+    Resp resp;
+    const absl::Status st = Run(
+        repeat, caller, what, [&](grpc::ClientContext& ctx) { return attempt(ctx, &resp); },
+        wait_for_ready);
+    if (!st.ok()) return st;
+    return resp;
+  }
+
   // A server stream read to its end: `on_event` for each event (returning false cancels the
   // call, which then ends CANCELLED). Never retried: events already seen cannot be taken back.
   template <typename Event>
