@@ -9,14 +9,15 @@
 #include <filesystem>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "arbor/kernels/gpu.h"
+#include "arbor/mesh/call.h"
 #include "arbor/model/checkpoint.h"
 #include "arbor/model/tokenizer.h"
 #include "arbor/rpc/server_host.h"
 #include "arbor/rpc/service_main.h"
-#include "grpcpp/grpcpp.h"
 #include "remote_expert_backend.h"
 #include "router_service.h"
 #include "spdlog/spdlog.h"
@@ -50,6 +51,80 @@ ABSL_FLAG(int, kvstore_timeout_ms, 30000, "deadline of every kv-store call");
 ABSL_FLAG(int, max_message_mb, 256, "largest gRPC message sent or received, MiB");
 ABSL_FLAG(int, shutdown_grace_ms, 0, "NOT_SERVING time before draining on SIGTERM");
 
+namespace {
+
+using arbor::router::WorkerPlacement;
+
+// The model folder's tokenizer, or none (Extend then takes token ids only).
+absl::StatusOr<std::unique_ptr<arbor::model::Tokenizer>> LoadTokenizer(
+    const std::string& dir, const arbor::model::ModelConfig& cfg) {
+  if (!std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.model")) {
+    spdlog::warn("{} has no tokenizer.model: Extend takes token ids only", dir);
+    return nullptr;
+  }
+  return arbor::model::Tokenizer::Load(dir, cfg.bos_token_id, cfg.eos_token_id);
+}
+
+// The expert workers from --placement or --workers. INVALID_ARGUMENT for flags that do not
+// name any, or both.
+absl::StatusOr<std::vector<WorkerPlacement>> Placement(const arbor::model::ModelConfig& cfg) {
+  std::vector<WorkerPlacement> placement;
+  if (!absl::GetFlag(FLAGS_placement).empty()) {
+    if (!absl::GetFlag(FLAGS_workers).empty()) {
+      return absl::InvalidArgumentError("give --workers or --placement, not both");
+    }
+    auto loaded = arbor::router::LoadPlacementFile(absl::GetFlag(FLAGS_placement),
+                                                   cfg.num_hidden_layers, cfg.num_local_experts);
+    if (!loaded.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--placement: ", loaded.status().ToString()));
+    }
+    placement = std::move(*loaded);
+  } else {
+    for (const std::string& a : absl::GetFlag(FLAGS_workers)) {
+      if (!a.empty()) placement.push_back({.address = a});
+    }
+  }
+  if (placement.empty()) {
+    return absl::InvalidArgumentError("no expert workers: give --workers or --placement");
+  }
+  return placement;
+}
+
+// The service's options from the flags. INVALID_ARGUMENT for a --backend that is none of
+// auto, cpu, cuda.
+absl::StatusOr<arbor::router::RouterOptions> OptionsFromFlags(
+    const arbor::model::ModelConfig& cfg) {
+  arbor::router::RouterOptions options;
+  options.engine.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  options.engine.max_seqs = absl::GetFlag(FLAGS_max_seqs);
+  options.engine.max_seq_tokens = absl::GetFlag(FLAGS_max_seq_tokens);
+  options.engine.kv_cache_tokens = absl::GetFlag(FLAGS_kv_cache_tokens);
+  options.engine.kv_block_tokens = absl::GetFlag(FLAGS_kv_block_tokens);
+  const std::string backend = absl::GetFlag(FLAGS_backend);
+  if (backend != "auto" && backend != "cpu" && backend != "cuda") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--backend=", backend, " is not one of auto, cpu, cuda"));
+  }
+  // auto: cuda when there is a device and the attention kernel fits the model, else cpu.
+  options.engine.backend = arbor::engine::ResolveEngineBackend(backend, cfg);
+  spdlog::info("arbor-router backend={} (asked: {}; CUDA devices: {})", options.engine.backend,
+               backend, arbor::kernels::CudaDeviceCount());
+  options.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
+  options.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  options.max_pending = absl::GetFlag(FLAGS_max_pending);
+  options.io_threads = absl::GetFlag(FLAGS_io_threads);
+  options.kvstore_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_kvstore_timeout_ms));
+  return options;
+}
+
+// Logs `message` and returns `code` (2: bad flags, 1: anything else).
+int Exit(const std::string& message, int code) {
+  spdlog::error("{}", message);
+  return code;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   if (!arbor::rpc::InitServiceMain(
           argc, argv, "arbor-router",
@@ -61,96 +136,35 @@ int main(int argc, char** argv) {
   }
   const std::string dir = absl::GetFlag(FLAGS_model);
   auto ckpt = arbor::model::Checkpoint::Open(dir);
-  if (!ckpt.ok()) {
-    spdlog::error("{}", ckpt.status().ToString());
-    return 1;
-  }
+  if (!ckpt.ok()) return Exit(ckpt.status().ToString(), 1);
   const arbor::model::ModelConfig& cfg = (*ckpt)->config();
   auto weights =
       arbor::model::ModelWeights::Load(**ckpt, {.experts = std::vector<arbor::model::ExpertKey>{}});
-  if (!weights.ok()) {
-    spdlog::error("{}", weights.status().ToString());
-    return 1;
-  }
-  std::unique_ptr<arbor::model::Tokenizer> tokenizer;
-  if (std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.model")) {
-    auto loaded = arbor::model::Tokenizer::Load(dir, cfg.bos_token_id, cfg.eos_token_id);
-    if (!loaded.ok()) {
-      spdlog::error("{}", loaded.status().ToString());
-      return 1;
-    }
-    tokenizer = std::move(*loaded);
-  } else {
-    spdlog::warn("{} has no tokenizer.model: Extend takes token ids only", dir);
-  }
-
-  std::vector<arbor::router::WorkerPlacement> placement;
-  if (!absl::GetFlag(FLAGS_placement).empty()) {
-    if (!absl::GetFlag(FLAGS_workers).empty()) {
-      spdlog::error("give --workers or --placement, not both");
-      return 2;
-    }
-    auto loaded = arbor::router::LoadPlacementFile(absl::GetFlag(FLAGS_placement),
-                                                   cfg.num_hidden_layers, cfg.num_local_experts);
-    if (!loaded.ok()) {
-      spdlog::error("--placement: {}", loaded.status().ToString());
-      return 2;
-    }
-    placement = std::move(*loaded);
-  } else {
-    for (const std::string& a : absl::GetFlag(FLAGS_workers)) {
-      if (!a.empty()) placement.push_back({.address = a});
-    }
-  }
-  if (placement.empty()) {
-    spdlog::error("no expert workers: give --workers or --placement");
-    return 2;
-  }
+  if (!weights.ok()) return Exit(weights.status().ToString(), 1);
+  auto tokenizer = LoadTokenizer(dir, cfg);
+  if (!tokenizer.ok()) return Exit(tokenizer.status().ToString(), 1);
+  absl::StatusOr<std::vector<WorkerPlacement>> placement = Placement(cfg);
+  if (!placement.ok()) return Exit(std::string(placement.status().message()), 2);
   auto experts = arbor::router::RemoteExpertBackend::Create(
-      placement, cfg,
+      *placement, cfg,
       {.call_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_expert_timeout_ms)),
        .describe_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_describe_timeout_ms))});
   if (!experts.ok()) {
-    spdlog::error("refusing to serve: {}", experts.status().ToString());
-    return 1;
+    return Exit(absl::StrCat("refusing to serve: ", experts.status().ToString()), 1);
   }
+  absl::StatusOr<arbor::router::RouterOptions> options = OptionsFromFlags(cfg);
+  if (!options.ok()) return Exit(std::string(options.status().message()), 2);
 
   const int max_message = absl::GetFlag(FLAGS_max_message_mb) << 20;
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(max_message);
-  args.SetMaxSendMessageSize(max_message);
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  auto kvstore = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_kvstore),
-                                           grpc::InsecureChannelCredentials(), args);
-
-  arbor::router::RouterOptions options;
-  options.engine.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
-  options.engine.max_seqs = absl::GetFlag(FLAGS_max_seqs);
-  options.engine.max_seq_tokens = absl::GetFlag(FLAGS_max_seq_tokens);
-  options.engine.kv_cache_tokens = absl::GetFlag(FLAGS_kv_cache_tokens);
-  options.engine.kv_block_tokens = absl::GetFlag(FLAGS_kv_block_tokens);
-  const std::string backend = absl::GetFlag(FLAGS_backend);
-  if (backend != "auto" && backend != "cpu" && backend != "cuda") {
-    spdlog::error("--backend={} is not one of auto, cpu, cuda", backend);
-    return 2;
-  }
-  // auto: cuda when there is a device and the attention kernel fits the model, else cpu.
-  options.engine.backend = arbor::engine::ResolveEngineBackend(backend, cfg);
-  spdlog::info("arbor-router backend={} (asked: {}; CUDA devices: {})", options.engine.backend,
-               backend, arbor::kernels::CudaDeviceCount());
-  options.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
-  options.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
-  options.max_pending = absl::GetFlag(FLAGS_max_pending);
-  options.io_threads = absl::GetFlag(FLAGS_io_threads);
-  options.kvstore_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_kvstore_timeout_ms));
+  auto kvstore =
+      arbor::mesh::NewChannel(absl::GetFlag(FLAGS_kvstore), {.max_message_bytes = max_message});
   auto registry = std::make_shared<prometheus::Registry>();
-  auto service = arbor::router::RouterService::Create(
-      weights->get(), tokenizer.get(), experts->get(), experts->get(), kvstore, options, *registry);
+  auto service =
+      arbor::router::RouterService::Create(weights->get(), tokenizer->get(), experts->get(),
+                                           experts->get(), kvstore, *options, *registry);
   if (!service.ok()) {
-    spdlog::error("--backend={}: {}", options.engine.backend, service.status().ToString());
-    return 2;
+    return Exit(
+        absl::StrCat("--backend=", options->engine.backend, ": ", service.status().ToString()), 2);
   }
   auto host = arbor::rpc::ServerHost::Start(
       {.address = absl::GetFlag(FLAGS_address),
@@ -158,12 +172,9 @@ int main(int argc, char** argv) {
        .max_message_bytes = max_message,
        .shutdown_grace = absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms))},
       {service->get()}, registry);
-  if (!host.ok()) {
-    spdlog::error("{}", host.status().ToString());
-    return 1;
-  }
+  if (!host.ok()) return Exit(host.status().ToString(), 1);
   std::vector<std::string> addresses;
-  for (const auto& p : placement) addresses.push_back(p.address);
+  for (const auto& p : *placement) addresses.push_back(p.address);
   spdlog::info("arbor-router ready address={} metrics_port={} kvstore={} workers={}",
                (*host)->address(), (*host)->metrics_port(), absl::GetFlag(FLAGS_kvstore),
                absl::StrJoin(addresses, ","));

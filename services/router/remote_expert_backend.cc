@@ -24,18 +24,19 @@ struct RemoteExpertBackend::Worker {
   Clock::time_point unhealthy_until{};
 };
 
-namespace {
-
 // One worker's share of a layer in one attempt.
-struct Batch {
+struct RemoteExpertBackend::Batch {
   std::vector<int> tokens;                   // distinct tokens, in first-seen order
   absl::flat_hash_map<int, int> local;       // token -> row in `tokens`
   absl::flat_hash_map<int, int> assignment;  // expert -> index into request assignments
   std::vector<int> items;                    // (token, slot) indices this batch covers
   v1::RunExpertsRequest request;
   v1::RunExpertsResponse response;
+  std::unique_ptr<mesh::AsyncCall> call;  // kept until the call's callback has run
   absl::Status status;
 };
+
+namespace {
 
 bool Retryable(const absl::Status& st) {
   return absl::IsUnavailable(st) || absl::IsDeadlineExceeded(st);
@@ -164,97 +165,121 @@ int RemoteExpertBackend::PickReplica(int layer, int expert, const std::vector<in
   return best;
 }
 
+std::vector<std::unique_ptr<RemoteExpertBackend::Batch>> RemoteExpertBackend::Route(
+    const engine::RoutedTokens& in, const std::vector<int>& pending, absl::Status* error) const {
+  // Route every pending (token, slot) to a replica of its expert, spreading the load.
+  std::vector<int> load(workers_.size(), 0);
+  std::vector<std::unique_ptr<Batch>> batches(workers_.size());
+  for (int i : pending) {
+    const int token = i / in.top_k, expert = in.expert_ids[i];
+    if (expert < 0 || expert >= config_.num_local_experts) {
+      *error = absl::InvalidArgumentError(absl::StrCat("expert id ", expert, " out of range"));
+      return {};
+    }
+    const int w = PickReplica(in.layer, expert, load);
+    if (w < 0) {
+      *error = absl::UnavailableError(
+          absl::StrCat("no healthy expert worker for (layer ", in.layer, ", expert ", expert, ")"));
+      return {};
+    }
+    if (!batches[w]) batches[w] = std::make_unique<Batch>();
+    Batch& b = *batches[w];
+    auto [it, fresh] = b.local.try_emplace(token, static_cast<int>(b.tokens.size()));
+    if (fresh) b.tokens.push_back(token);
+    auto [a, new_expert] = b.assignment.try_emplace(expert, b.request.assignments_size());
+    if (new_expert) b.request.add_assignments()->set_expert(expert);
+    auto* assignment = b.request.mutable_assignments(a->second);
+    assignment->add_row_ids(it->second);
+    assignment->add_weights(in.weights[i]);
+    b.items.push_back(i);
+    ++load[w];
+  }
+  return batches;
+}
+
+void RemoteExpertBackend::SendAll(const engine::RoutedTokens& in,
+                                  std::vector<std::unique_ptr<Batch>>& batches) {
+  const int hidden = config_.hidden_size;
+  int n_calls = 0;
+  for (const auto& b : batches) n_calls += b != nullptr;
+  absl::BlockingCounter done(n_calls);
+  for (size_t w = 0; w < batches.size(); ++w) {
+    if (!batches[w]) continue;
+    Batch& b = *batches[w];
+    b.request.set_layer(in.layer);
+    v1::Tensor* rows = b.request.mutable_rows();
+    rows->set_dtype(v1::DTYPE_F32);
+    rows->add_shape(static_cast<int64_t>(b.tokens.size()));
+    rows->add_shape(hidden);
+    std::string* data = rows->mutable_data();
+    data->resize(b.tokens.size() * hidden * sizeof(float));
+    for (size_t r = 0; r < b.tokens.size(); ++r) {
+      std::memcpy(data->data() + r * hidden * sizeof(float),
+                  in.x + static_cast<size_t>(b.tokens[r]) * hidden, hidden * sizeof(float));
+    }
+    ++counters_.calls;
+    counters_.rows_per_worker[w] += static_cast<int64_t>(b.tokens.size());
+    b.call = workers_[w]->client->RunExpertsAsync(&b.request, &b.response, mesh::kNoDeadline,
+                                                  [&b, &done](absl::Status s) {
+                                                    b.status = std::move(s);
+                                                    done.DecrementCount();
+                                                  });
+  }
+  done.Wait();
+}
+
+absl::StatusOr<std::vector<int>> RemoteExpertBackend::Gather(
+    std::vector<std::unique_ptr<Batch>>& batches, std::string* last_error, float* out) {
+  const int hidden = config_.hidden_size;
+  std::vector<int> failed;
+  for (size_t w = 0; w < batches.size(); ++w) {
+    if (!batches[w]) continue;
+    Batch& b = *batches[w];
+    if (!b.status.ok()) {
+      const absl::Status& st = b.status;
+      if (!Retryable(st)) return st;
+      *last_error = std::string(st.message());
+      spdlog::warn("{}; retrying its rows on another replica", *last_error);
+      workers_[w]->unhealthy_until = Clock::now() + options_.unhealthy_for;
+      failed.insert(failed.end(), b.items.begin(), b.items.end());
+      ++counters_.retries;
+      continue;
+    }
+    const std::string& data = b.response.output().data();
+    if (data.size() != b.tokens.size() * hidden * sizeof(float)) {
+      return absl::InternalError(absl::StrCat("expert worker ", workers_[w]->address, " returned ",
+                                              data.size(), " bytes for ", b.tokens.size(),
+                                              " rows"));
+    }
+    for (size_t r = 0; r < b.tokens.size(); ++r) {
+      const float* src = reinterpret_cast<const float*>(data.data()) + r * hidden;
+      float* dst = out + static_cast<size_t>(b.tokens[r]) * hidden;
+      for (int d = 0; d < hidden; ++d) dst[d] += src[d];
+    }
+  }
+  return failed;
+}
+
 absl::Status RemoteExpertBackend::Run(const engine::RoutedTokens& in, float* out) {
   if (in.layer < 0 || in.layer >= config_.num_hidden_layers) {
     return absl::InvalidArgumentError(absl::StrCat("layer ", in.layer, " out of range"));
   }
-  const int hidden = config_.hidden_size;
   std::vector<int> pending(static_cast<size_t>(in.n_tokens) * in.top_k);
   for (size_t i = 0; i < pending.size(); ++i) pending[i] = static_cast<int>(i);
   std::string last_error = "no attempt made";
-
   for (int attempt = 0; attempt < options_.max_attempts && !pending.empty(); ++attempt) {
-    // Route every pending (token, slot) to a replica of its expert, spreading the load.
-    std::vector<int> load(workers_.size(), 0);
-    std::vector<std::unique_ptr<Batch>> batches(workers_.size());
-    for (int i : pending) {
-      const int token = i / in.top_k, expert = in.expert_ids[i];
-      if (expert < 0 || expert >= config_.num_local_experts) {
-        return absl::InvalidArgumentError(absl::StrCat("expert id ", expert, " out of range"));
-      }
-      const int w = PickReplica(in.layer, expert, load);
-      if (w < 0) {
-        return absl::UnavailableError(absl::StrCat("no healthy expert worker for (layer ", in.layer,
-                                                   ", expert ", expert,
-                                                   "): last error: ", last_error));
-      }
-      if (!batches[w]) batches[w] = std::make_unique<Batch>();
-      Batch& b = *batches[w];
-      auto [it, fresh] = b.local.try_emplace(token, static_cast<int>(b.tokens.size()));
-      if (fresh) b.tokens.push_back(token);
-      auto [a, new_expert] = b.assignment.try_emplace(expert, b.request.assignments_size());
-      if (new_expert) b.request.add_assignments()->set_expert(expert);
-      auto* assignment = b.request.mutable_assignments(a->second);
-      assignment->add_row_ids(it->second);
-      assignment->add_weights(in.weights[i]);
-      b.items.push_back(i);
-      ++load[w];
+    absl::Status routed;
+    std::vector<std::unique_ptr<Batch>> batches = Route(in, pending, &routed);
+    if (!routed.ok()) {
+      if (!absl::IsUnavailable(routed)) return routed;
+      return absl::UnavailableError(absl::StrCat(routed.message(), ": last error: ", last_error));
     }
-    // Send every worker its rows, all in parallel.
-    int n_calls = 0;
-    for (const auto& b : batches) n_calls += b != nullptr;
-    absl::BlockingCounter done(n_calls);
-    for (size_t w = 0; w < batches.size(); ++w) {
-      if (!batches[w]) continue;
-      Batch& b = *batches[w];
-      b.request.set_layer(in.layer);
-      v1::Tensor* rows = b.request.mutable_rows();
-      rows->set_dtype(v1::DTYPE_F32);
-      rows->add_shape(static_cast<int64_t>(b.tokens.size()));
-      rows->add_shape(hidden);
-      std::string* data = rows->mutable_data();
-      data->resize(b.tokens.size() * hidden * sizeof(float));
-      for (size_t r = 0; r < b.tokens.size(); ++r) {
-        std::memcpy(data->data() + r * hidden * sizeof(float),
-                    in.x + static_cast<size_t>(b.tokens[r]) * hidden, hidden * sizeof(float));
-      }
-      ++counters_.calls;
-      counters_.rows_per_worker[w] += static_cast<int64_t>(b.tokens.size());
-      workers_[w]->client->RunExpertsAsync(&b.request, &b.response, mesh::kNoDeadline,
-                                           [&b, &done](absl::Status s) {
-                                             b.status = std::move(s);
-                                             done.DecrementCount();
-                                           });
-    }
-    done.Wait();
-    // Add the partial sums that came back; re-route what failed.
-    std::vector<int> failed;
-    for (size_t w = 0; w < batches.size(); ++w) {
-      if (!batches[w]) continue;
-      Batch& b = *batches[w];
-      if (!b.status.ok()) {
-        const absl::Status& st = b.status;
-        if (!Retryable(st)) return st;
-        last_error = std::string(st.message());
-        spdlog::warn("{}; retrying its rows on another replica", last_error);
-        workers_[w]->unhealthy_until = Clock::now() + options_.unhealthy_for;
-        failed.insert(failed.end(), b.items.begin(), b.items.end());
-        ++counters_.retries;
-        continue;
-      }
-      const std::string& data = b.response.output().data();
-      if (data.size() != b.tokens.size() * hidden * sizeof(float)) {
-        return absl::InternalError(absl::StrCat("expert worker ", workers_[w]->address,
-                                                " returned ", data.size(), " bytes for ",
-                                                b.tokens.size(), " rows"));
-      }
-      for (size_t r = 0; r < b.tokens.size(); ++r) {
-        const float* src = reinterpret_cast<const float*>(data.data()) + r * hidden;
-        float* dst = out + static_cast<size_t>(b.tokens[r]) * hidden;
-        for (int d = 0; d < hidden; ++d) dst[d] += src[d];
-      }
-    }
-    pending = std::move(failed);
+    // Send every worker its rows, all in parallel; add the partial sums that come back and
+    // re-route what failed.
+    SendAll(in, batches);
+    absl::StatusOr<std::vector<int>> failed = Gather(batches, &last_error, out);
+    if (!failed.ok()) return failed.status();
+    pending = *std::move(failed);
   }
   if (!pending.empty()) {
     return absl::UnavailableError(absl::StrCat(

@@ -70,6 +70,19 @@ class RemoteExpertBackend : public engine::ExpertBackend {
 
  private:
   struct Worker;
+  struct Batch;
+  // One round of Run: the pending (token, slot) items grouped into one batch per worker, each
+  // item on a healthy replica of its expert (the least loaded); none and `*error` set when an
+  // expert id is bad or has no healthy replica.
+  std::vector<std::unique_ptr<Batch>> Route(const engine::RoutedTokens& in,
+                                            const std::vector<int>& pending,
+                                            absl::Status* error) const;
+  // Sends every batch to its worker at once and waits for all.
+  void SendAll(const engine::RoutedTokens& in, std::vector<std::unique_ptr<Batch>>& batches);
+  // Adds the answers into `out`; returns the items of the workers that failed with a retryable
+  // status (marked unhealthy), or a failure that is not retryable.
+  absl::StatusOr<std::vector<int>> Gather(std::vector<std::unique_ptr<Batch>>& batches,
+                                          std::string* last_error, float* out);
   RemoteExpertBackend(const model::ModelConfig& config, const RemoteExpertOptions& options);
   // A healthy replica of (layer, expert) with the fewest rows assigned so far, or -1.
   int PickReplica(int layer, int expert, const std::vector<int>& load) const;

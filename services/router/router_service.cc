@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "arbor/common/status_macros.h"
 #include "arbor/rpc/status.h"
+#include "extend_job.h"
 #include "spdlog/spdlog.h"
 
 namespace arbor::router {
@@ -22,36 +23,6 @@ double SecondsSince(Clock::time_point t0) {
 }
 
 }  // namespace
-
-// Everything one Extend carries through its stages. Fields up to `stream` are set by the gRPC
-// handler; the rest belong to whichever stage holds the job (one at a time).
-struct RouterService::Job {
-  uint64_t id = 0;
-  uint64_t seq = 0;
-  v1::ExtendRequest request;
-  engine::GenerationParams params;
-  std::chrono::system_clock::time_point client_deadline;
-  Clock::time_point t0;
-  std::shared_ptr<rpc::EventStream<v1::ExtendEvent>> stream;
-  std::atomic<bool> cancelled{false};
-  std::atomic<bool> ended{false};
-
-  std::vector<int> input;    // tokens to append
-  std::vector<int> context;  // path tokens + input
-  std::vector<v1::PathSegment> path;
-  int path_len = 0;
-  uint64_t version = 0;
-  engine::SeqId local = 0;
-  int reserved_blocks = 0;           // KV blocks held against the router's cache
-  bool admitted = false;             // holds reserved_blocks
-  int cached = 0;                    // context tokens found in the local cache
-  int fetch_from = 0, fetch_to = 0;  // context positions whose KV comes from the kv-store
-  std::vector<float> fetched;
-  int gen_id = -1;
-  size_t sent_tokens = 0, sent_bytes = 0;
-  v1::CommitRequest commit;
-  v1::ExtendResult result;
-};
 
 absl::StatusOr<std::unique_ptr<RouterService>> RouterService::Create(
     const model::ModelWeights* weights, const model::Tokenizer* tokenizer,
@@ -111,11 +82,6 @@ RouterService::~RouterService() {
   stop_ = true;
   // Every stage now fails its job with UNAVAILABLE; the loop returns once none is left.
   if (loop_.joinable()) loop_.join();
-}
-
-void RouterService::Post(std::function<void()> fn) {
-  absl::MutexLock lock(&mu_);
-  inbox_.push_back(std::move(fn));
 }
 
 grpc::ServerWriteReactor<v1::ExtendEvent>* RouterService::Extend(grpc::CallbackServerContext* ctx,
@@ -430,72 +396,6 @@ void RouterService::End(Job& job, const absl::Status& status) {
   }
   rpc_metrics_.Record("Extend", status, SecondsSince(job.t0));
   job.stream->Close(status);
-}
-
-void RouterService::FailAll(const absl::Status& status) {
-  std::vector<std::shared_ptr<Job>> all;
-  for (const auto& [id, job] : running_) all.push_back(job);
-  for (const auto& job : all) Fail(job, status);
-}
-
-void RouterService::StepOnce() {
-  // Drop what was cancelled.
-  std::vector<std::shared_ptr<Job>> cancelled;
-  for (const auto& [id, job] : running_) {
-    if (job->cancelled || stop_) cancelled.push_back(job);
-  }
-  for (const auto& job : cancelled) Fail(job, Interrupted(*job));
-  for (const auto& job : admission_->RemoveWaiting(
-           [this](const std::shared_ptr<Job>& j) { return j->cancelled || stop_; })) {
-    Fail(job, Interrupted(*job));
-  }
-  if (generator_->live() == 0) return;
-
-  const engine::GeneratorStats before = generator_->stats();
-  const auto t0 = Clock::now();
-  absl::StatusOr<int> live = generator_->Step();
-  if (!live.ok()) {
-    // The step changed nothing; every job in it fails (e.g. an expert with no live replica).
-    metrics_.ObserveFailedStep(SecondsSince(t0));
-    FailAll(live.status());
-  } else {
-    const engine::GeneratorStats& after = generator_->stats();
-    metrics_.ObserveStep(SecondsSince(t0), after.prefill_tokens - before.prefill_tokens,
-                         after.decode_tokens - before.decode_tokens);
-    std::vector<std::shared_ptr<Job>> done;
-    for (const auto& [id, job] : running_) {
-      if (generator_->finished(id)) {
-        done.push_back(job);
-      } else {
-        Emit(*job, /*finished=*/false);
-      }
-    }
-    for (const auto& job : done) Complete(job);
-  }
-  metrics_.Export(engine_->kv_tree().stats(), static_cast<int>(running_.size()));
-}
-
-void RouterService::Loop() {
-  for (;;) {
-    std::deque<std::function<void()>> work;
-    {
-      absl::MutexLock lock(&mu_);
-      if (generator_->live() == 0) {
-        // Idle: sleep until something arrives (or a cancellation sweep is due).
-        mu_.AwaitWithTimeout(absl::Condition(
-                                 +[](RouterService* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) {
-                                   return !s->inbox_.empty() || s->stopping_;
-                                 },
-                                 this),
-                             absl::Milliseconds(100));
-      }
-      work.swap(inbox_);
-      // Shutting down: every stage fails its job, so pending_ drains to 0.
-      if (stopping_ && work.empty() && pending_ == 0) break;
-    }
-    for (auto& fn : work) fn();
-    StepOnce();
-  }
 }
 
 }  // namespace arbor::router

@@ -16,15 +16,18 @@ absl::StatusOr<v1::DescribeResponse> ExpertClient::Describe(Deadline deadline) {
       /*wait_for_ready=*/true);
 }
 
-void ExpertClient::RunExpertsAsync(const v1::RunExpertsRequest* req, v1::RunExpertsResponse* resp,
-                                   Deadline deadline, std::function<void(absl::Status)> done) {
-  auto ctx = std::make_shared<grpc::ClientContext>();  // lives until the callback has run
-  policy_.Prepare(*ctx, policy_.DeadlineFor(deadline), false);
+std::unique_ptr<AsyncCall> ExpertClient::RunExpertsAsync(const v1::RunExpertsRequest* req,
+                                                         v1::RunExpertsResponse* resp,
+                                                         Deadline deadline,
+                                                         std::function<void(absl::Status)> done) {
+  auto call = std::make_unique<AsyncCall>();
+  policy_.Prepare(call->ctx_, policy_.DeadlineFor(deadline), false);
   stub_->async()->RunExperts(
-      ctx.get(), req, resp,
-      [ctx, done = std::move(done),
+      &call->ctx_, req, resp,
+      [done = std::move(done),
        what = absl::StrCat("expert worker ", address_, " RunExperts of layer ", req->layer())](
           grpc::Status s) { done(rpc::FromGrpcStatus(s, what)); });
+  return call;
 }
 
 }  // namespace arbor::mesh

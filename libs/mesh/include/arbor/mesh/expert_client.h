@@ -14,6 +14,14 @@
 
 namespace arbor::mesh {
 
+// A RunExperts call in flight. Keep it until its `done` has run, then destroy it (the call's
+// context lives here, not in the callback: gRPC must not destroy it while completing the call).
+class AsyncCall {
+ private:
+  friend class ExpertClient;
+  grpc::ClientContext ctx_;
+};
+
 class ExpertClient {
  public:
   ExpertClient(const std::string& address, ClientOptions options = {});
@@ -21,9 +29,11 @@ class ExpertClient {
   const std::string& address() const { return address_; }
   absl::StatusOr<v1::DescribeResponse> Describe(Deadline deadline);
   // Sends `req`; `done` runs once (on a gRPC thread; it must not block) with the status, after
-  // `resp` is filled. `req` and `resp` must live until then. The status keeps its gRPC code.
-  void RunExpertsAsync(const v1::RunExpertsRequest* req, v1::RunExpertsResponse* resp,
-                       Deadline deadline, std::function<void(absl::Status)> done);
+  // `resp` is filled. `req`, `resp` and the returned call must live until then. The status
+  // keeps its gRPC code.
+  std::unique_ptr<AsyncCall> RunExpertsAsync(const v1::RunExpertsRequest* req,
+                                             v1::RunExpertsResponse* resp, Deadline deadline,
+                                             std::function<void(absl::Status)> done);
 
  private:
   std::string address_;
