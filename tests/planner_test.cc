@@ -19,13 +19,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "arbor/common/process.h"
+#include "arbor/planner/task_language.h"
 #include "arbor/rpc/service_main.h"
 #include "arbor/statestore/redis_server_for_test.h"
 #include "arbor/v1/kvstore.grpc.pb.h"
 #include "arbor/v1/planner.grpc.pb.h"
 #include "child_process.h"
 #include "gtest/gtest.h"
-#include "arbor/planner/task_language.h"
 #include "nlohmann/json.hpp"
 
 namespace arbor {

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "arbor/common/clock.h"
 #include "arbor/common/dtype.h"
 #include "arbor/common/status_macros.h"
 #include "arbor/rpc/metric_families.h"
@@ -128,9 +129,7 @@ grpc::ServerUnaryReactor* ExpertWorkerService::RunExperts(grpc::CallbackServerCo
     const auto t0 = std::chrono::steady_clock::now();
     const absl::Status st =
         ctx->IsCancelled() ? absl::CancelledError("RunExperts: cancelled") : DoRun(*req, resp);
-    rpc_metrics_.Record(
-        "RunExperts", st,
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    rpc_metrics_.Record("RunExperts", st, SecondsSince(t0));
     reactor->Finish(rpc::ToGrpcStatus(st));
   });
   return reactor;

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "arbor/common/clock.h"
 #include "arbor/common/status_macros.h"
 #include "arbor/mesh/kv_wire.h"
 #include "arbor/rpc/metric_families.h"
@@ -54,8 +55,7 @@ grpc::ServerUnaryReactor* KvStoreService::Run(grpc::CallbackServerContext* ctx, 
     const auto t0 = std::chrono::steady_clock::now();
     absl::Status status =
         ctx->IsCancelled() ? absl::CancelledError(absl::StrCat(method, ": cancelled")) : fn();
-    Record(method, status,
-           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    Record(method, status, SecondsSince(t0));
     reactor->Finish(rpc::ToGrpcStatus(status));
   });
   return reactor;
@@ -274,8 +274,7 @@ class KvStoreService::SegmentReader : public grpc::ServerWriteReactor<v1::Segmen
     StartWrite(&chunk_);
   }
   void Done(const absl::Status& status) {
-    service_->Record("ReadSegments", status,
-                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count());
+    service_->Record("ReadSegments", status, SecondsSince(t0_));
     Finish(rpc::ToGrpcStatus(status));
   }
 

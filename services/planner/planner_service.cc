@@ -3,6 +3,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "arbor/common/clock.h"
 #include "arbor/common/status_macros.h"
 #include "arbor/planner/search.h"
 #include "arbor/rpc/status.h"
@@ -13,10 +14,6 @@ namespace arbor::planner {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double SecondsSince(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 absl::Status UnknownTask(const std::string& id) {
   return absl::NotFoundError(absl::StrCat("task \"", id, "\" unknown"));

@@ -266,6 +266,11 @@ TEST_F(PlannerServiceTest, AdmissionKeepsTheTaskAndTenantLimits) {
   EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(st.error_message(), "tenant \"a\" runs 1 tasks, its limit (--max_tasks_per_tenant)");
   auto c1 = start("c1", "c");
+  // Separate RPCs arrive in any order: c1 must be running before d1 asks.
+  while (held.held() < 3 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(held.held(), 3);
   auto d1 = start("d1", "d");
   EXPECT_FALSE(d1->Read(&e));
   st = d1->Finish();

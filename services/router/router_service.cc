@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "arbor/common/clock.h"
 #include "arbor/common/status_macros.h"
 #include "arbor/rpc/status.h"
 #include "extend_job.h"
@@ -17,10 +18,6 @@ namespace arbor::router {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double SecondsSince(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 }  // namespace
 

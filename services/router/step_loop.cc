@@ -3,20 +3,11 @@
 // batching). The stages it runs are in router_service.cc.
 #include <chrono>
 
+#include "arbor/common/clock.h"
 #include "extend_job.h"
 #include "router_service.h"
 
 namespace arbor::router {
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double SecondsSince(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-}  // namespace
-
 void RouterService::Post(std::function<void()> fn) {
   absl::MutexLock lock(&mu_);
   inbox_.push_back(std::move(fn));
@@ -42,7 +33,7 @@ void RouterService::StepOnce() {
   if (generator_->live() == 0) return;
 
   const engine::GeneratorStats before = generator_->stats();
-  const auto t0 = Clock::now();
+  const auto t0 = std::chrono::steady_clock::now();
   absl::StatusOr<int> live = generator_->Step();
   if (!live.ok()) {
     // The step changed nothing; every job in it fails (e.g. an expert with no live replica).

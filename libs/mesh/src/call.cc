@@ -1,5 +1,7 @@
 #include "arbor/mesh/call.h"
 
+#include <thread>
+
 namespace arbor::mesh {
 
 std::shared_ptr<grpc::Channel> NewChannel(const std::string& address,
@@ -11,6 +13,25 @@ std::shared_ptr<grpc::Channel> NewChannel(const std::string& address,
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
   return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+}
+
+absl::Status CallPolicy::Run(Repeat repeat, Deadline caller, const std::string& what,
+                             const std::function<grpc::Status(grpc::ClientContext&)>& attempt,
+                             bool wait_for_ready) const {
+  const Deadline deadline = DeadlineFor(caller);
+  std::chrono::milliseconds backoff = options_.backoff;
+  for (int i = 1;; ++i) {
+    grpc::ClientContext ctx;
+    Prepare(ctx, deadline, wait_for_ready);
+    const grpc::Status st = attempt(ctx);
+    if (st.ok()) return absl::OkStatus();
+    const bool again = repeat == Repeat::kIdempotent &&
+                       st.error_code() == grpc::StatusCode::UNAVAILABLE && i < options_.attempts &&
+                       std::chrono::system_clock::now() + backoff < deadline;
+    if (!again) return rpc::FromGrpcStatus(st, what);
+    std::this_thread::sleep_for(backoff);
+    backoff *= 2;
+  }
 }
 
 }  // namespace arbor::mesh

@@ -24,9 +24,12 @@ std::unique_ptr<AsyncCall> ExpertClient::RunExpertsAsync(const v1::RunExpertsReq
   policy_.Prepare(call->ctx_, policy_.DeadlineFor(deadline), false);
   stub_->async()->RunExperts(
       &call->ctx_, req, resp,
-      [done = std::move(done),
-       what = absl::StrCat("expert worker ", address_, " RunExperts of layer ", req->layer())](
-          grpc::Status s) { done(rpc::FromGrpcStatus(s, what)); });
+      // The error's context is built only on failure: this runs per worker, layer and step.
+      [this, done = std::move(done), layer = req->layer()](grpc::Status s) {
+        done(s.ok() ? absl::OkStatus()
+                    : rpc::FromGrpcStatus(s, absl::StrCat("expert worker ", address_,
+                                                          " RunExperts of layer ", layer)));
+      });
   return call;
 }
 

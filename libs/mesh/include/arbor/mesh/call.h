@@ -10,7 +10,6 @@
 #include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "absl/status/statusor.h"
 #include "arbor/rpc/status.h"
@@ -61,22 +60,7 @@ class CallPolicy {
   // `repeat`) the service stays UNAVAILABLE for every try or the deadline. Errors carry `what`.
   absl::Status Run(Repeat repeat, Deadline caller, const std::string& what,
                    const std::function<grpc::Status(grpc::ClientContext&)>& attempt,
-                   bool wait_for_ready = false) const {
-    const Deadline deadline = DeadlineFor(caller);
-    std::chrono::milliseconds backoff = options_.backoff;
-    for (int i = 1;; ++i) {
-      grpc::ClientContext ctx;
-      Prepare(ctx, deadline, wait_for_ready);
-      const grpc::Status st = attempt(ctx);
-      if (st.ok()) return absl::OkStatus();
-      const bool again =
-          repeat == Repeat::kIdempotent && st.error_code() == grpc::StatusCode::UNAVAILABLE &&
-          i < options_.attempts && std::chrono::system_clock::now() + backoff < deadline;
-      if (!again) return rpc::FromGrpcStatus(st, what);
-      std::this_thread::sleep_for(backoff);
-      backoff *= 2;
-    }
-  }
+                   bool wait_for_ready = false) const;
 
   // Run for a call that fills a response: the response, or the error.
   template <typename Resp>

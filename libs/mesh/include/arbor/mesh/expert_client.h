@@ -29,8 +29,8 @@ class ExpertClient {
   const std::string& address() const { return address_; }
   absl::StatusOr<v1::DescribeResponse> Describe(Deadline deadline);
   // Sends `req`; `done` runs once (on a gRPC thread; it must not block) with the status, after
-  // `resp` is filled. `req`, `resp` and the returned call must live until then. The status
-  // keeps its gRPC code.
+  // `resp` is filled. `req`, `resp`, the returned call and this client must live until then. The
+  // status keeps its gRPC code.
   std::unique_ptr<AsyncCall> RunExpertsAsync(const v1::RunExpertsRequest* req,
                                              v1::RunExpertsResponse* resp, Deadline deadline,
                                              std::function<void(absl::Status)> done);
