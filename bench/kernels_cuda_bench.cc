@@ -148,7 +148,8 @@ void BenchExpertGemm(DevicePool& pool, int tokens_per_expert) {
 
 // Device copies of a DecodePlan and its chunk arrays.
 struct DevicePlan {
-  DeviceBuffer items, slot_start, slots, pm, pl, po, start, block_start, qstart, queries, bk, bv;
+  DeviceBuffer items, slot_start, slots, pm, pl, po, start, len, block_start, qstart, queries, bk,
+      bv;
   DecodeAttentionParams p;
 };
 
@@ -173,15 +174,15 @@ void DecodeAttention(DevicePool& pool, int branches, double copy_gbps) {
   DeviceBuffer dout = Alloc(pool, hq.size() * sizeof(float));
 
   auto build = [&](bool tree, int split) {
-    std::vector<int> start, len, bstart{0}, qstart{0}, queries;
+    AttentionChunks chunks;
     std::vector<const bf16_t*> bk, bv;
     auto add_chunk = [&](int s, int l, int first_block, int nb, std::vector<int> qs) {
-      start.push_back(s), len.push_back(l);
-      for (int b = first_block; b < first_block + nb; ++b)
-        bk.push_back(all_k[b]), bv.push_back(all_v[b]);
-      bstart.push_back(static_cast<int>(bk.size()));
-      queries.insert(queries.end(), qs.begin(), qs.end());
-      qstart.push_back(static_cast<int>(queries.size()));
+      std::vector<int> ids;
+      for (int b = first_block; b < first_block + nb; ++b) {
+        ids.push_back(b), bk.push_back(all_k[b]), bv.push_back(all_v[b]);
+      }
+      chunks.Add(s, l, ids);
+      for (int q : qs) chunks.AddQuery(q);
     };
     std::vector<int> everyone(branches);
     for (int i = 0; i < branches; ++i) everyone[i] = i;
@@ -190,24 +191,28 @@ void DecodeAttention(DevicePool& pool, int branches, double copy_gbps) {
       if (!tree) add_chunk(0, kPrefix, 0, prefix_blocks, {i});
       add_chunk(kPrefix, kSuffix, prefix_blocks + i * suffix_blocks, suffix_blocks, {i});
     }
-    const DecodePlan plan =
-        PlanDecode(static_cast<int>(start.size()), len.data(), qstart.data(), queries.data(),
-                   branches, tree ? kTreeDecodeRows / (kHeads / kKvHeads) : 1, split);
+    const DecodePlan plan = PlanDecode(chunks.view(), branches,
+                                       tree ? kTreeDecodeRows / (kHeads / kKvHeads) : 1, split);
     auto dp = std::make_unique<DevicePlan>();
     dp->items = Upload(pool, plan.items), dp->slot_start = Upload(pool, plan.query_slot_start);
     dp->slots = Upload(pool, plan.query_slots);
     dp->pm = Alloc(pool, size_t{4} * plan.n_slots * kHeads);
     dp->pl = Alloc(pool, size_t{4} * plan.n_slots * kHeads);
     dp->po = Alloc(pool, size_t{4} * plan.n_slots * kHeads * kHd);
-    dp->start = Upload(pool, start), dp->block_start = Upload(pool, bstart);
-    dp->qstart = Upload(pool, qstart), dp->queries = Upload(pool, queries);
+    dp->start = Upload(pool, chunks.start()), dp->len = Upload(pool, chunks.len());
+    dp->block_start = Upload(pool, chunks.block_start());
+    dp->qstart = Upload(pool, chunks.query_start()), dp->queries = Upload(pool, chunks.queries());
     dp->bk = Upload(pool, bk), dp->bv = Upload(pool, bv);
     DecodeAttentionParams& p = dp->p;
     p.q = dq.as<float>(), p.q_row_stride = kHeads * kHd, p.out = dout.as<float>();
     p.q_pos = dpos.as<int>(), p.n_tokens = branches, p.n_heads = kHeads, p.n_kv_heads = kKvHeads;
     p.head_dim = kHd, p.scale = 1.0f / std::sqrt(128.0f);
-    p.chunk_start = dp->start.as<int>(), p.chunk_block_start = dp->block_start.as<int>();
-    p.chunk_query_start = dp->qstart.as<int>(), p.chunk_queries = dp->queries.as<int>();
+    p.chunks = {.n_chunks = chunks.size(),
+                .start = dp->start.as<int>(),
+                .len = dp->len.as<int>(),
+                .block_start = dp->block_start.as<int>(),
+                .query_start = dp->qstart.as<int>(),
+                .queries = dp->queries.as<int>()};
     p.block_k = dp->bk.as<const bf16_t*>(), p.block_v = dp->bv.as<const bf16_t*>();
     p.block_tokens = kBt, p.head_stride = head_stride, p.items = dp->items.as<DecodeItem>();
     p.n_items = static_cast<int>(plan.items.size());

@@ -141,20 +141,18 @@ void BM_TreeAttention(benchmark::State& state) {
   AttentionSetup s(branches, prefix);
   const KvTree& tree = *s.tree;
   // Chunks: the shared prefix (all branches), then each branch's own suffix.
-  std::vector<int> start, len, block_start = {0}, query_start = {0}, queries;
+  kernels::AttentionChunks chunks;
   std::vector<const float*> bk, bv;
   std::vector<kvcache::PathEntry> path;
   (void)tree.Path(s.leaves[0], &path);
   auto add_chunk = [&](const kvcache::PathEntry& e, const std::vector<int>& qs) {
-    start.push_back(e.start);
-    len.push_back(e.length);
-    for (int b = 0; b < (e.length + kBlock - 1) / kBlock; ++b) {
+    const int n_blocks = tree.layout().BlocksFor(e.length);
+    chunks.Add(e.start, e.length, e.blocks, n_blocks);
+    for (int b = 0; b < n_blocks; ++b) {
       bk.push_back(tree.block_data(e.blocks[b]) + tree.layout().offset(0, 0));
       bv.push_back(tree.block_data(e.blocks[b]) + tree.layout().offset(0, 1));
     }
-    block_start.push_back(static_cast<int>(bk.size()));
-    queries.insert(queries.end(), qs.begin(), qs.end());
-    query_start.push_back(static_cast<int>(queries.size()));
+    for (int q : qs) chunks.AddQuery(q);
   };
   std::vector<int> all(branches);
   for (int b = 0; b < branches; ++b) all[b] = b;
@@ -176,16 +174,11 @@ void BM_TreeAttention(benchmark::State& state) {
   p.n_kv_heads = kKvHeads;
   p.head_dim = kHeadDim;
   p.scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
-  p.n_chunks = static_cast<int>(start.size());
-  p.chunk_start = start.data();
-  p.chunk_len = len.data();
-  p.chunk_block_start = block_start.data();
+  p.chunks = chunks.view();
   p.block_k = bk.data();
   p.block_v = bv.data();
   p.block_tokens = kBlock;
   p.head_stride = tree.layout().head_stride();
-  p.chunk_query_start = query_start.data();
-  p.chunk_queries = queries.data();
   p.workspace = ws.data();
   if (!p.Validate().ok()) std::abort();
   for (auto _ : state) {

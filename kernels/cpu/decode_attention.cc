@@ -9,19 +9,17 @@
 
 namespace arbor::kernels {
 
-DecodePlan PlanDecode(int n_chunks, const int* chunk_len, const int* chunk_query_start,
-                      const int* chunk_queries, int n_tokens, int max_queries, int split_tokens) {
+DecodePlan PlanDecode(const ChunkView& chunks, int n_tokens, int max_queries, int split_tokens) {
   DecodePlan plan;
   std::vector<std::vector<int>> slots(n_tokens);
-  for (int c = 0; c < n_chunks; ++c) {
-    const int nq = chunk_query_start[c + 1] - chunk_query_start[c];
+  for (int c = 0; c < chunks.n_chunks; ++c) {
+    const int nq = chunks.query_start[c + 1] - chunks.query_start[c], len = chunks.len[c];
     for (int q0 = 0; q0 < nq; q0 += max_queries) {
       const int qn = std::min(max_queries, nq - q0);
-      for (int t0 = 0; t0 < chunk_len[c]; t0 += split_tokens) {
-        plan.items.push_back(
-            {c, t0, std::min(chunk_len[c], t0 + split_tokens), q0, qn, plan.n_slots});
+      for (int t0 = 0; t0 < len; t0 += split_tokens) {
+        plan.items.push_back({c, t0, std::min(len, t0 + split_tokens), q0, qn, plan.n_slots});
         for (int i = 0; i < qn; ++i) {
-          slots[chunk_queries[chunk_query_start[c] + q0 + i]].push_back(plan.n_slots + i);
+          slots[chunks.queries[chunks.query_start[c] + q0 + i]].push_back(plan.n_slots + i);
         }
         plan.n_slots += qn;
       }
@@ -35,23 +33,40 @@ DecodePlan PlanDecode(int n_chunks, const int* chunk_len, const int* chunk_query
   return plan;
 }
 
+absl::Status CheckTreeDecodeShape(int n_heads, int n_kv_heads, int head_dim) {
+  if (n_heads <= 0 || n_kv_heads <= 0 || n_heads % n_kv_heads != 0 ||
+      n_heads / n_kv_heads > kTreeDecodeRows || head_dim <= 0 || head_dim % 16 != 0 ||
+      head_dim > kMaxDecodeHeadDim) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "decode attention cannot tile n_heads=", n_heads, " n_kv_heads=", n_kv_heads,
+        " head_dim=", head_dim, ": needs head_dim a multiple of 16 up to ", kMaxDecodeHeadDim,
+        " and at most ", kTreeDecodeRows, " query heads per kv head"));
+  }
+  return absl::OkStatus();
+}
+
+DecodePlan PlanTreeDecode(const ChunkView& chunks, int n_tokens, int n_heads, int n_kv_heads) {
+  return PlanDecode(chunks, n_tokens, kTreeDecodeRows / (n_heads / n_kv_heads), kDecodeSplitTokens);
+}
+
 absl::Status DecodeAttentionParams::Validate() const {
-  if (q == nullptr || out == nullptr || q_pos == nullptr || chunk_start == nullptr ||
-      chunk_block_start == nullptr || chunk_query_start == nullptr || chunk_queries == nullptr ||
+  if (q == nullptr || out == nullptr || q_pos == nullptr || chunks.start == nullptr ||
+      chunks.block_start == nullptr || chunks.query_start == nullptr || chunks.queries == nullptr ||
       block_k == nullptr || block_v == nullptr || (n_items > 0 && items == nullptr) ||
       query_slot_start == nullptr || query_slots == nullptr || partial_m == nullptr ||
       partial_l == nullptr || partial_o == nullptr) {
     return absl::InvalidArgumentError("decode_attention: a pointer is not set");
   }
-  if (n_tokens < 0 || n_heads <= 0 || n_kv_heads <= 0 || n_heads % n_kv_heads != 0 ||
-      n_heads / n_kv_heads > kTreeDecodeRows || head_dim <= 0 || head_dim % 16 != 0 ||
-      head_dim > 256 || q_row_stride < n_heads * head_dim || block_tokens <= 0 ||
+  if (absl::Status tile = CheckTreeDecodeShape(n_heads, n_kv_heads, head_dim); !tile.ok()) {
+    return tile;
+  }
+  if (n_tokens < 0 || q_row_stride < n_heads * head_dim || block_tokens <= 0 ||
       head_stride % 8 != 0 || head_stride < static_cast<size_t>(block_tokens) * head_dim ||
       n_items < 0 || n_slots < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "decode_attention: bad shape n_heads=", n_heads, " n_kv_heads=", n_kv_heads,
-        " head_dim=", head_dim, " (a multiple of 16, <= 256) q_row_stride=", q_row_stride,
-        " block_tokens=", block_tokens, " head_stride=", head_stride, " (a multiple of 8)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("decode_attention: bad shape n_tokens=", n_tokens,
+                     " q_row_stride=", q_row_stride, " block_tokens=", block_tokens,
+                     " head_stride=", head_stride, " (a multiple of 8: 16-byte loads)"));
   }
   return absl::OkStatus();
 }
@@ -64,7 +79,7 @@ void DecodeAttentionCpu(const DecodeAttentionParams& p) {
     const DecodeItem& item = p.items[it];
     const int c = item.chunk;
     for (int lq = 0; lq < item.q_count; ++lq) {
-      const int qrow = p.chunk_queries[p.chunk_query_start[c] + item.q_begin + lq];
+      const int qrow = p.chunks.queries[p.chunks.query_start[c] + item.q_begin + lq];
       const int slot = item.slot + lq;
       for (int h = 0; h < p.n_heads; ++h) {
         const int g = h / r;
@@ -72,8 +87,8 @@ void DecodeAttentionCpu(const DecodeAttentionParams& p) {
         float m = kNegInf;
         s.assign(item.tok_end - item.tok_begin, kNegInf);
         for (int t = item.tok_begin; t < item.tok_end; ++t) {
-          if (p.chunk_start[c] + t > p.q_pos[qrow]) continue;
-          const int b = p.chunk_block_start[c] + t / p.block_tokens;
+          if (p.chunks.start[c] + t > p.q_pos[qrow]) continue;
+          const int b = p.chunks.block_start[c] + t / p.block_tokens;
           const bf16_t* k =
               p.block_k[b] + g * p.head_stride + static_cast<size_t>(t % p.block_tokens) * d;
           float dot = 0;
@@ -92,7 +107,7 @@ void DecodeAttentionCpu(const DecodeAttentionParams& p) {
           const float e = std::exp(sv - m);
           l += e;
           const float pe = BF16ToF32(F32ToBF16(e));
-          const int b = p.chunk_block_start[c] + t / p.block_tokens;
+          const int b = p.chunks.block_start[c] + t / p.block_tokens;
           const bf16_t* v =
               p.block_v[b] + g * p.head_stride + static_cast<size_t>(t % p.block_tokens) * d;
           for (int i = 0; i < d; ++i) o[i] += pe * BF16ToF32(v[i]);

@@ -14,17 +14,17 @@ using testing::WorstError;
 
 // Runs DecodeAttentionCpu over the case's chunks (tree = true) or per-sequence chunks.
 std::vector<float> RunCpu(const DecodeCase& c, bool tree, int max_queries, int split) {
-  const DecodeCase::Chunks ch = c.View(tree);
+  const AttentionChunks& ch = c.Chunks(tree);
   std::vector<const bf16_t*> bk, bv;
-  for (int b : ch.blocks) bk.push_back(c.blocks_k[b].data()), bv.push_back(c.blocks_v[b].data());
-  const DecodePlan plan = PlanDecode(ch.n(), ch.len.data(), ch.query_start.data(),
-                                     ch.queries.data(), c.n_tokens, max_queries, split);
+  for (int b : ch.block_ids()) {
+    bk.push_back(c.blocks_k[b].data()), bv.push_back(c.blocks_v[b].data());
+  }
+  const DecodePlan plan = PlanDecode(ch.view(), c.n_tokens, max_queries, split);
   std::vector<float> out(c.q.size(), -1.0f), pm(plan.n_slots * c.n_heads), pl(pm.size()),
       po(pm.size() * c.head_dim);
   DecodeAttentionParams p = c.Shapes();
   p.q = c.q.data(), p.out = out.data(), p.q_pos = c.q_pos.data();
-  p.chunk_start = ch.start.data(), p.chunk_block_start = ch.block_start.data();
-  p.chunk_query_start = ch.query_start.data(), p.chunk_queries = ch.queries.data();
+  p.chunks = ch.view();
   p.block_k = bk.data(), p.block_v = bv.data();
   p.items = plan.items.data(), p.n_items = static_cast<int>(plan.items.size());
   p.query_slot_start = plan.query_slot_start.data(), p.query_slots = plan.query_slots.data();
@@ -37,8 +37,12 @@ std::vector<float> RunCpu(const DecodeCase& c, bool tree, int max_queries, int s
 
 TEST(DecodePlanTest, CoversEveryChunkQueryPairOnceInSplits) {
   // Two chunks: 10 tokens with queries {0, 1, 2}, 3 tokens with query {2}.
-  const int len[2] = {10, 3}, qstart[3] = {0, 3, 4}, queries[4] = {0, 1, 2, 2};
-  DecodePlan plan = PlanDecode(2, len, qstart, queries, 3, 2, 4);
+  AttentionChunks chunks;
+  chunks.Add(0, 10, std::vector<int>{0});
+  for (int q : {0, 1, 2}) chunks.AddQuery(q);
+  chunks.Add(10, 3, std::vector<int>{1});
+  chunks.AddQuery(2);
+  DecodePlan plan = PlanDecode(chunks.view(), 3, 2, 4);
   // Chunk 0: query tiles {0,1},{2} x token splits [0,4),[4,8),[8,10) = 6 items; chunk 1: 1.
   ASSERT_EQ(plan.items.size(), 7u);
   EXPECT_EQ(plan.n_slots, 3 * 2 + 3 * 1 + 1);
@@ -77,8 +81,8 @@ TEST(DecodeAttentionCpuTest, RejectsHeadDimsTheKernelsCannotTile) {
   int i = 0;
   const bf16_t* b = nullptr;
   DecodeItem item{};
-  p.q = &f, p.out = &f, p.q_pos = &i, p.chunk_start = &i, p.chunk_block_start = &i;
-  p.chunk_query_start = &i, p.chunk_queries = &i, p.block_k = &b, p.block_v = &b;
+  p.q = &f, p.out = &f, p.q_pos = &i, p.chunks.start = &i, p.chunks.block_start = &i;
+  p.chunks.query_start = &i, p.chunks.queries = &i, p.block_k = &b, p.block_v = &b;
   p.items = &item, p.query_slot_start = &i, p.query_slots = &i, p.partial_m = &f;
   p.partial_l = &f, p.partial_o = &f;
   p.n_heads = 4, p.n_kv_heads = 2, p.head_dim = 24, p.q_row_stride = 96, p.block_tokens = 16;
@@ -88,6 +92,9 @@ TEST(DecodeAttentionCpuTest, RejectsHeadDimsTheKernelsCannotTile) {
   EXPECT_TRUE(p.Validate().ok()) << p.Validate();
   p.n_kv_heads = 3;
   EXPECT_FALSE(p.Validate().ok());  // 4 heads do not group into 3
+  EXPECT_TRUE(CheckTreeDecodeShape(64, 1, kMaxDecodeHeadDim).ok());
+  EXPECT_FALSE(CheckTreeDecodeShape(kTreeDecodeRows * 2, 1, 64).ok());  // too many per kv head
+  EXPECT_FALSE(CheckTreeDecodeShape(8, 8, kMaxDecodeHeadDim + 16).ok());
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "arbor/common/dtype.h"
+#include "arbor/kernels/attention_chunks.h"
 #include "arbor/kernels/decode_attention.h"
 #include "arbor/kernels/tree_attention.h"
 
@@ -20,28 +21,14 @@ struct DecodeCase {
   size_t head_stride = 0;
   std::vector<float> q;  // [n_tokens, n_heads * head_dim]
   std::vector<int> q_pos;
-  std::vector<int> chunk_start, chunk_len, chunk_block_start{0}, chunk_query_start{0};
-  std::vector<int> chunk_queries;
   std::vector<std::vector<bf16_t>> blocks_k, blocks_v;  // each [n_kv_heads, head_stride]
   std::vector<float> expected;                          // [n_tokens, n_heads * head_dim]
-  // The per-sequence view: one chunk per query over its whole path's blocks.
-  std::vector<int> seq_chunk_start, seq_chunk_len, seq_block_start{0}, seq_query_start{0};
-  std::vector<int> seq_queries;
-  std::vector<int> seq_blocks;   // indices into blocks_k / blocks_v
-  std::vector<int> tree_blocks;  // 0, 1, ...: the tree's chunks list every block once, in order
+  // The chunks a kernel runs over, block ids indexing blocks_k / blocks_v: the tree's (every
+  // node once, with all the queries below it) or the per-sequence ones (each query's own path,
+  // segment by segment, listing that query alone).
+  AttentionChunks tree_chunks, seq_chunks;
 
-  // The chunks a kernel runs over: the tree's (every node once, with all the queries below it)
-  // or the per-sequence ones (each query's own path). `blocks` indexes blocks_k / blocks_v.
-  struct Chunks {
-    const std::vector<int>&start, &len, &block_start, &query_start, &queries, &blocks;
-    int n() const { return static_cast<int>(start.size()); }
-  };
-  Chunks View(bool tree) const {
-    return tree ? Chunks{chunk_start,       chunk_len,     chunk_block_start,
-                         chunk_query_start, chunk_queries, tree_blocks}
-                : Chunks{seq_chunk_start, seq_chunk_len, seq_block_start,
-                         seq_query_start, seq_queries,   seq_blocks};
-  }
+  const AttentionChunks& Chunks(bool tree) const { return tree ? tree_chunks : seq_chunks; }
 
   // The attention's shapes and scale; the caller sets every pointer and the plan.
   DecodeAttentionParams Shapes() const {
@@ -110,14 +97,16 @@ inline DecodeCase MakeDecodeCase(uint32_t seed, int n_heads, int n_kv_heads, int
     }
     return false;
   };
+  auto blocks_of = [&](int n) {
+    std::vector<int> ids(nodes[n].n_blocks);
+    for (int b = 0; b < nodes[n].n_blocks; ++b) ids[b] = nodes[n].first_block + b;
+    return ids;
+  };
   for (int n = 0; n < static_cast<int>(nodes.size()); ++n) {
-    c.chunk_start.push_back(nodes[n].start);
-    c.chunk_len.push_back(nodes[n].len);
-    c.chunk_block_start.push_back(nodes[n].first_block + nodes[n].n_blocks);
+    c.tree_chunks.Add(nodes[n].start, nodes[n].len, blocks_of(n));
     for (int t = 0; t < c.n_tokens; ++t) {
-      if (below(t, n)) c.chunk_queries.push_back(t);
+      if (below(t, n)) c.tree_chunks.AddQuery(t);
     }
-    c.chunk_query_start.push_back(static_cast<int>(c.chunk_queries.size()));
   }
   // Per-sequence chunks: a path's segments one after another; every segment but the last is a
   // whole number of blocks only at block boundaries, so each segment stays its own chunk here
@@ -126,16 +115,10 @@ inline DecodeCase MakeDecodeCase(uint32_t seed, int n_heads, int n_kv_heads, int
     std::vector<int> path;
     for (int a = leaf[t]; a >= 0; a = nodes[a].parent) path.insert(path.begin(), a);
     for (int a : path) {
-      c.seq_chunk_start.push_back(nodes[a].start);
-      c.seq_chunk_len.push_back(nodes[a].len);
-      for (int b = 0; b < nodes[a].n_blocks; ++b) c.seq_blocks.push_back(nodes[a].first_block + b);
-      c.seq_block_start.push_back(static_cast<int>(c.seq_blocks.size()));
-      c.seq_queries.push_back(t);
-      c.seq_query_start.push_back(static_cast<int>(c.seq_queries.size()));
+      c.seq_chunks.Add(nodes[a].start, nodes[a].len, blocks_of(a));
+      c.seq_chunks.AddQuery(t);
     }
   }
-
-  for (size_t b = 0; b < c.blocks_k.size(); ++b) c.tree_blocks.push_back(static_cast<int>(b));
 
   // Reference: TreeAttentionCpu over the bf16 values widened to f32.
   std::vector<std::vector<float>> fk, fv;
@@ -151,9 +134,8 @@ inline DecodeCase MakeDecodeCase(uint32_t seed, int n_heads, int n_kv_heads, int
   }
   for (size_t b = 0; b < fk.size(); ++b) pk.push_back(fk[b].data()), pv.push_back(fv[b].data());
   int max_q = 0;
-  for (size_t i = 0; i + 1 < c.chunk_query_start.size(); ++i) {
-    max_q = std::max(max_q, c.chunk_query_start[i + 1] - c.chunk_query_start[i]);
-  }
+  const std::vector<int>& qs = c.tree_chunks.query_start();
+  for (size_t i = 0; i + 1 < qs.size(); ++i) max_q = std::max(max_q, qs[i + 1] - qs[i]);
   c.expected.assign(c.q.size(), 0.0f);
   std::vector<float> ws(TreeAttentionParams::WorkspaceFloats(c.n_tokens, max_q, n_heads, n_kv_heads,
                                                              head_dim, block_tokens));
@@ -162,11 +144,9 @@ inline DecodeCase MakeDecodeCase(uint32_t seed, int n_heads, int n_kv_heads, int
   p.q_pos = c.q_pos.data(), p.n_tokens = c.n_tokens, p.n_heads = n_heads;
   p.n_kv_heads = n_kv_heads, p.head_dim = head_dim;
   p.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-  p.n_chunks = static_cast<int>(nodes.size()), p.chunk_start = c.chunk_start.data();
-  p.chunk_len = c.chunk_len.data(), p.chunk_block_start = c.chunk_block_start.data();
+  p.chunks = c.tree_chunks.view();  // its blocks are blocks 0, 1, ... in order
   p.block_k = pk.data(), p.block_v = pv.data(), p.block_tokens = block_tokens;
-  p.head_stride = c.head_stride, p.chunk_query_start = c.chunk_query_start.data();
-  p.chunk_queries = c.chunk_queries.data(), p.workspace = ws.data();
+  p.head_stride = c.head_stride, p.workspace = ws.data();
   TreeAttentionCpu(p);
   return c;
 }

@@ -18,8 +18,9 @@ size_t TreeAttentionParams::WorkspaceFloats(int n_tokens, int max_queries_per_ch
 
 absl::Status TreeAttentionParams::Validate() const {
   if (q == nullptr || out == nullptr || q_pos == nullptr || workspace == nullptr ||
-      (n_chunks > 0 && (chunk_start == nullptr || chunk_len == nullptr ||
-                        chunk_block_start == nullptr || chunk_query_start == nullptr))) {
+      (chunks.n_chunks > 0 &&
+       (chunks.start == nullptr || chunks.len == nullptr || chunks.block_start == nullptr ||
+        chunks.query_start == nullptr || chunks.queries == nullptr))) {
     return absl::InvalidArgumentError("tree_attention: a required pointer is null");
   }
   if (n_heads <= 0 || n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || head_dim <= 0 ||
@@ -29,18 +30,19 @@ absl::Status TreeAttentionParams::Validate() const {
                                                    " kv_heads=", n_kv_heads,
                                                    " head_dim=", head_dim));
   }
-  for (int c = 0; c < n_chunks; ++c) {
-    const int blocks = chunk_block_start[c + 1] - chunk_block_start[c];
-    if (chunk_len[c] < 0 || chunk_start[c] < 0 ||
-        static_cast<int64_t>(blocks) * block_tokens < chunk_len[c] ||
-        (chunk_len[c] > 0 && static_cast<int64_t>(blocks - 1) * block_tokens >= chunk_len[c])) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tree_attention: chunk ", c, " of ", chunk_len[c], " tokens has ", blocks, " blocks"));
+  const ChunkView& ch = chunks;
+  for (int c = 0; c < ch.n_chunks; ++c) {
+    const int blocks = ch.block_start[c + 1] - ch.block_start[c];
+    if (ch.len[c] < 0 || ch.start[c] < 0 ||
+        static_cast<int64_t>(blocks) * block_tokens < ch.len[c] ||
+        (ch.len[c] > 0 && static_cast<int64_t>(blocks - 1) * block_tokens >= ch.len[c])) {
+      return absl::InvalidArgumentError(absl::StrCat("tree_attention: chunk ", c, " of ", ch.len[c],
+                                                     " tokens has ", blocks, " blocks"));
     }
-    for (int i = chunk_query_start[c]; i < chunk_query_start[c + 1]; ++i) {
-      if (chunk_queries[i] < 0 || chunk_queries[i] >= n_tokens) {
+    for (int i = ch.query_start[c]; i < ch.query_start[c + 1]; ++i) {
+      if (ch.queries[i] < 0 || ch.queries[i] >= n_tokens) {
         return absl::InvalidArgumentError(
-            absl::StrCat("tree_attention: chunk ", c, " lists query ", chunk_queries[i]));
+            absl::StrCat("tree_attention: chunk ", c, " lists query ", ch.queries[i]));
       }
     }
   }
@@ -60,17 +62,17 @@ void TreeAttentionCpu(const TreeAttentionParams& p) {
   std::fill(acc_m, acc_m + n_acc, kNegInf);
   std::fill(acc_l, acc_l + n_acc, 0.0f);
 
-  for (int c = 0; c < p.n_chunks; ++c) {
-    const int* queries = p.chunk_queries + p.chunk_query_start[c];
-    const int n_q = p.chunk_query_start[c + 1] - p.chunk_query_start[c];
-    if (n_q == 0 || p.chunk_len[c] == 0) continue;
+  for (int c = 0; c < p.chunks.n_chunks; ++c) {
+    const int* queries = p.chunks.queries + p.chunks.query_start[c];
+    const int n_q = p.chunks.query_start[c + 1] - p.chunks.query_start[c];
+    if (n_q == 0 || p.chunks.len[c] == 0) continue;
     const int m = n_q * r;                         // rows: (query, head in group)
     float* qg = chunk_ws;                          // [m, hd]
     float* og = qg + static_cast<size_t>(m) * hd;  // [m, hd]
     float* sc = og + static_cast<size_t>(m) * hd;  // [m, bt]
     float* mx = sc + static_cast<size_t>(m) * bt;  // [m]
     float* den = mx + m;                           // [m]
-    const int n_blocks = p.chunk_block_start[c + 1] - p.chunk_block_start[c];
+    const int n_blocks = p.chunks.block_start[c + 1] - p.chunks.block_start[c];
 
     for (int g = 0; g < p.n_kv_heads; ++g) {
       // Gather the group's query heads and their running state.
@@ -89,10 +91,10 @@ void TreeAttentionCpu(const TreeAttentionParams& p) {
         }
       }
       for (int b = 0; b < n_blocks; ++b) {
-        const int base = p.chunk_start[c] + b * bt;  // absolute position of the block's slot 0
-        const int valid = std::min(bt, p.chunk_len[c] - b * bt);
-        const float* kb = p.block_k[p.chunk_block_start[c] + b] + g * p.head_stride;
-        const float* vb = p.block_v[p.chunk_block_start[c] + b] + g * p.head_stride;
+        const int base = p.chunks.start[c] + b * bt;  // absolute position of the block's slot 0
+        const int valid = std::min(bt, p.chunks.len[c] - b * bt);
+        const float* kb = p.block_k[p.chunks.block_start[c] + b] + g * p.head_stride;
+        const float* vb = p.block_v[p.chunks.block_start[c] + b] + g * p.head_stride;
         internal::AttendBlock(qg, m, hd, kb, vb, valid, sc, bt, og, mx, den,
                               [&](int row) { return p.q_pos[queries[row / r]] - base + 1; });
       }

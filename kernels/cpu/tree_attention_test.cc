@@ -77,29 +77,27 @@ void CheckRandomTree(uint32_t seed, int n_heads, int n_kv_heads, int hd, int bt,
   for (float& x : q) x = nd(rng);
 
   // Chunks = every node; its queries = those of the leaves below it.
-  std::vector<int> chunk_start, chunk_len, chunk_block_start = {0}, chunk_query_start = {0},
-                                           chunk_queries;
+  AttentionChunks chunks;
   std::vector<const float*> bk, bv;
   int max_q = 0;
   for (int c = 0; c < static_cast<int>(tree.nodes.size()); ++c) {
     const Tree::Node& n = tree.nodes[c];
-    chunk_start.push_back(n.start);
-    chunk_len.push_back(n.len);
-    for (size_t b = 0; b < n.blocks_k.size(); ++b)
+    std::vector<int> ids;
+    for (size_t b = 0; b < n.blocks_k.size(); ++b) {
+      ids.push_back(static_cast<int>(bk.size()));
       bk.push_back(n.blocks_k[b].data()), bv.push_back(n.blocks_v[b].data());
-    chunk_block_start.push_back(static_cast<int>(bk.size()));
-    int count = 0;
+    }
+    chunks.Add(n.start, n.len, ids);
+    const int before = chunks.n_queries();
     for (int t = 0; t < n_tokens; ++t) {
       for (int a = q_leaf[t]; a >= 0; a = tree.nodes[a].parent) {
         if (a == c) {
-          chunk_queries.push_back(t);
-          ++count;
+          chunks.AddQuery(t);
           break;
         }
       }
     }
-    max_q = std::max(max_q, count);
-    chunk_query_start.push_back(static_cast<int>(chunk_queries.size()));
+    max_q = std::max(max_q, chunks.n_queries() - before);
   }
 
   std::vector<float> out(static_cast<size_t>(n_tokens) * n_heads * hd);
@@ -115,16 +113,11 @@ void CheckRandomTree(uint32_t seed, int n_heads, int n_kv_heads, int hd, int bt,
   p.n_kv_heads = n_kv_heads;
   p.head_dim = hd;
   p.scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  p.n_chunks = static_cast<int>(tree.nodes.size());
-  p.chunk_start = chunk_start.data();
-  p.chunk_len = chunk_len.data();
-  p.chunk_block_start = chunk_block_start.data();
+  p.chunks = chunks.view();
   p.block_k = bk.data();
   p.block_v = bv.data();
   p.block_tokens = bt;
   p.head_stride = head_stride;
-  p.chunk_query_start = chunk_query_start.data();
-  p.chunk_queries = chunk_queries.data();
   p.workspace = ws.data();
   ASSERT_TRUE(p.Validate().ok()) << p.Validate();
   TreeAttentionCpu(p);
@@ -177,9 +170,14 @@ TEST(TreeAttentionTest, RejectsChunksThatTheirBlocksDoNotCover) {
   int pos[1] = {0}, start[1] = {0}, len[1] = {5}, bs[2] = {0, 1}, qs[2] = {0, 1}, qi[1] = {0};
   TreeAttentionParams p;
   p.q = q, p.q_row_stride = 4, p.out = out, p.q_pos = pos, p.n_tokens = 1, p.n_heads = 1;
-  p.n_kv_heads = 1, p.head_dim = 4, p.scale = 0.5f, p.n_chunks = 1, p.chunk_start = start;
-  p.chunk_len = len, p.chunk_block_start = bs, p.block_k = bp, p.block_v = bp;
-  p.block_tokens = 4, p.head_stride = 16, p.chunk_query_start = qs, p.chunk_queries = qi;
+  p.n_kv_heads = 1, p.head_dim = 4, p.scale = 0.5f;
+  p.chunks = {.n_chunks = 1,
+              .start = start,
+              .len = len,
+              .block_start = bs,
+              .query_start = qs,
+              .queries = qi};
+  p.block_k = bp, p.block_v = bp, p.block_tokens = 4, p.head_stride = 16;
   p.workspace = ws;
   EXPECT_FALSE(p.Validate().ok());
   len[0] = 4;

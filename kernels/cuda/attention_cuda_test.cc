@@ -17,7 +17,7 @@ using testing::MakeDecodeCase;
 using testing::WorstError;
 
 std::vector<float> RunGpu(CudaTest* t, const DecodeCase& c, bool tree, int split) {
-  const DecodeCase::Chunks ch = c.View(tree);
+  const AttentionChunks& ch = c.Chunks(tree);
   std::vector<DeviceBuffer> blocks;  // every block on the device once; chunks point into them
   std::vector<const bf16_t*> all_k, all_v, bk, bv;
   for (size_t b = 0; b < c.blocks_k.size(); ++b) {
@@ -26,23 +26,26 @@ std::vector<float> RunGpu(CudaTest* t, const DecodeCase& c, bool tree, int split
     blocks.push_back(t->Up(c.blocks_v[b]));
     all_v.push_back(blocks.back().as<bf16_t>());
   }
-  for (int b : ch.blocks) bk.push_back(all_k[b]), bv.push_back(all_v[b]);
+  for (int b : ch.block_ids()) bk.push_back(all_k[b]), bv.push_back(all_v[b]);
   const int r = c.n_heads / c.n_kv_heads;
-  const DecodePlan plan =
-      PlanDecode(ch.n(), ch.len.data(), ch.query_start.data(), ch.queries.data(), c.n_tokens,
-                 tree ? kTreeDecodeRows / r : 1, split);
+  const DecodePlan plan = PlanDecode(ch.view(), c.n_tokens, tree ? kTreeDecodeRows / r : 1, split);
   const size_t slots = static_cast<size_t>(plan.n_slots) * c.n_heads;
   DeviceBuffer dq = t->Up(c.q), dout = t->Up(std::vector<float>(c.q.size(), -1.0f)),
-               dpos = t->Up(c.q_pos), dstart = t->Up(ch.start), dbs = t->Up(ch.block_start),
-               dqs = t->Up(ch.query_start), dqueries = t->Up(ch.queries), dbk = t->Up(bk),
-               dbv = t->Up(bv), ditems = t->Up(plan.items),
-               dslot_start = t->Up(plan.query_slot_start), dslots = t->Up(plan.query_slots),
-               dpm = t->Up(std::vector<float>(slots)), dpl = t->Up(std::vector<float>(slots)),
+               dpos = t->Up(c.q_pos), dstart = t->Up(ch.start()), dlen = t->Up(ch.len()),
+               dbs = t->Up(ch.block_start()), dqs = t->Up(ch.query_start()),
+               dqueries = t->Up(ch.queries()), dbk = t->Up(bk), dbv = t->Up(bv),
+               ditems = t->Up(plan.items), dslot_start = t->Up(plan.query_slot_start),
+               dslots = t->Up(plan.query_slots), dpm = t->Up(std::vector<float>(slots)),
+               dpl = t->Up(std::vector<float>(slots)),
                dpo = t->Up(std::vector<float>(slots * c.head_dim));
   DecodeAttentionParams p = c.Shapes();
   p.q = dq.as<float>(), p.out = dout.as<float>(), p.q_pos = dpos.as<int>();
-  p.chunk_start = dstart.as<int>(), p.chunk_block_start = dbs.as<int>();
-  p.chunk_query_start = dqs.as<int>(), p.chunk_queries = dqueries.as<int>();
+  p.chunks = {.n_chunks = ch.size(),
+              .start = dstart.as<int>(),
+              .len = dlen.as<int>(),
+              .block_start = dbs.as<int>(),
+              .query_start = dqs.as<int>(),
+              .queries = dqueries.as<int>()};
   p.block_k = dbk.as<const bf16_t*>(), p.block_v = dbv.as<const bf16_t*>();
   p.items = ditems.as<DecodeItem>(), p.n_items = static_cast<int>(plan.items.size());
   p.query_slot_start = dslot_start.as<int>(), p.query_slots = dslots.as<int>();

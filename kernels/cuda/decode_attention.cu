@@ -49,7 +49,7 @@ __device__ void LoadKvTile(const DecodeAttentionParams& p, int c, int g, int t0,
     const int j = i / vec_per_row, col = (i % vec_per_row) * 8, t = t0 + j;
     uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
     if (t < end) {
-      const int b = p.chunk_block_start[c] + t / p.block_tokens;
+      const int b = p.chunks.block_start[c] + t / p.block_tokens;
       const size_t off = g * p.head_stride + static_cast<size_t>(t % p.block_tokens) * d + col;
       kv = *reinterpret_cast<const uint4*>(p.block_k[b] + off);
       vv = *reinterpret_cast<const uint4*>(p.block_v[b] + off);
@@ -83,7 +83,7 @@ __global__ void __launch_bounds__(32 * kTreeWarps) TreeDecodeKernel(DecodeAttent
     const int row = i / d, col = i % d;
     float v = 0;
     if (row < n_valid) {
-      const int qrow = p.chunk_queries[p.chunk_query_start[c] + item.q_begin + row / r];
+      const int qrow = p.chunks.queries[p.chunks.query_start[c] + item.q_begin + row / r];
       v = p.q[static_cast<size_t>(qrow) * p.q_row_stride + (g * r + row % r) * d + col] * p.scale;
     }
     qs[row * qp + col] = __float2bfloat16_rn(v);
@@ -93,11 +93,11 @@ __global__ void __launch_bounds__(32 * kTreeWarps) TreeDecodeKernel(DecodeAttent
     row_m[row] = -FLT_MAX;
     row_l[row] = 0.0f;
     row_pos[row] = row < n_valid
-                       ? p.q_pos[p.chunk_queries[p.chunk_query_start[c] + item.q_begin + row / r]]
+                       ? p.q_pos[p.chunks.queries[p.chunks.query_start[c] + item.q_begin + row / r]]
                        : -1;
   }
   const bool warp_active = warp * 16 < n_valid;
-  const int base = p.chunk_start[c];
+  const int base = p.chunks.start[c];
 
   for (int t0 = item.tok_begin; t0 < item.tok_end; t0 += kTile) {
     __syncthreads();  // previous tile fully consumed; Q/O initialised
@@ -204,8 +204,8 @@ __global__ void __launch_bounds__(32 * kPagedWarps) PagedDecodeKernel(DecodeAtte
   constexpr int r = kGroup;
   const int g = blockIdx.y, c = item.chunk, d = p.head_dim;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int qrow = p.chunk_queries[p.chunk_query_start[c] + item.q_begin];
-  const int pos = p.q_pos[qrow], base = p.chunk_start[c];
+  const int qrow = p.chunks.queries[p.chunks.query_start[c] + item.q_begin];
+  const int pos = p.q_pos[qrow], base = p.chunks.start[c];
   const int col0 = lane * kPerLane;  // this lane's columns [col0, col0 + kPerLane)
 
   float q[kGroup][kPerLane], o[kGroup][kPerLane], m[kGroup], l[kGroup];
@@ -222,7 +222,7 @@ __global__ void __launch_bounds__(32 * kPagedWarps) PagedDecodeKernel(DecodeAtte
   }
   const int end = min(item.tok_end, pos - base + 1);
   for (int t = item.tok_begin + warp; t < end; t += kPagedWarps) {
-    const int b = p.chunk_block_start[c] + t / p.block_tokens;
+    const int b = p.chunks.block_start[c] + t / p.block_tokens;
     const size_t off = g * p.head_stride + static_cast<size_t>(t % p.block_tokens) * d + col0;
     // Raw bf16 bits: reinterpret, never convert the integer (that would be a numeric cast).
     const bf16* kb = reinterpret_cast<const bf16*>(p.block_k[b]) + off;

@@ -15,8 +15,6 @@
 #include "expert_worker_service.h"
 #include "spdlog/spdlog.h"
 
-ABSL_FLAG(std::string, address, "127.0.0.1:50061", "gRPC listen address (host:port)");
-ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9101", "Prometheus /metrics listen address");
 ABSL_FLAG(std::string, model, "models/game24-moe", "model folder (Hugging Face Mixtral layout)");
 ABSL_FLAG(std::string, experts, "all",
           "hosted (layer, expert) pairs: all, or LAYERS:EXPERTS items, e.g. 0:0-3,1:*");
@@ -26,11 +24,13 @@ ABSL_FLAG(std::string, backend, "auto",
 ABSL_FLAG(int, max_rows, 2048, "rows in one RunExperts");
 ABSL_FLAG(int, threads, 2, "handler threads");
 ABSL_FLAG(int, blas_threads, 0, "OpenBLAS threads; 0 keeps OpenBLAS's default");
-ABSL_FLAG(int, shutdown_grace_ms, 0, "NOT_SERVING time before draining on SIGTERM");
 
 int main(int argc, char** argv) {
   if (!arbor::rpc::InitServiceMain(argc, argv, "arbor-expert",
-                                   "arbor-expert: runs a shard of a MoE model's experts")) {
+                                   "arbor-expert: runs a shard of a MoE model's experts",
+                                   {.address = "127.0.0.1:50061",
+                                    .metrics_address = "127.0.0.1:9101",
+                                    .max_message_mb = 64})) {
     return 2;
   }
   const std::string backend = absl::GetFlag(FLAGS_backend);  // checked by CreateExpertBackend
@@ -69,11 +69,8 @@ int main(int argc, char** argv) {
   }
   spdlog::info("arbor-expert backend={} (asked: {}; CUDA devices: {})", (*service)->backend_name(),
                backend, arbor::kernels::CudaDeviceCount());
-  auto host = arbor::rpc::ServerHost::Start(
-      {.address = absl::GetFlag(FLAGS_address),
-       .metrics_address = absl::GetFlag(FLAGS_metrics_address),
-       .shutdown_grace = absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms))},
-      {service->get()}, registry);
+  auto host = arbor::rpc::ServerHost::Start(arbor::rpc::ServerHostOptionsFromFlags(),
+                                            {service->get()}, registry);
   if (!host.ok()) {
     spdlog::error("{}", host.status().ToString());
     return 1;

@@ -10,8 +10,6 @@
 #include "kvstore_service.h"
 #include "spdlog/spdlog.h"
 
-ABSL_FLAG(std::string, address, "127.0.0.1:50051", "gRPC listen address (host:port)");
-ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9091", "Prometheus /metrics listen address");
 ABSL_FLAG(std::string, model, "models/game24-moe",
           "model folder; its config.json gives the KV layout and the vocabulary");
 ABSL_FLAG(int, kv_cache_tokens, 262144, "KV pool size in tokens");
@@ -22,13 +20,13 @@ ABSL_FLAG(bool, prefix_cache, true, "reuse cached prompt prefixes");
 ABSL_FLAG(std::string, redis_url, "",
           "state store: redis://host:port[/db]; empty keeps state in memory");
 ABSL_FLAG(int, threads, 4, "handler threads");
-ABSL_FLAG(int, max_message_mb, 256,
-          "largest gRPC message received or sent, MiB (a Commit carries all its tokens' KV)");
-ABSL_FLAG(int, shutdown_grace_ms, 0, "NOT_SERVING time before draining on SIGTERM");
 
 int main(int argc, char** argv) {
   if (!arbor::rpc::InitServiceMain(argc, argv, "arbor-kvstore",
-                                   "arbor-kvstore: the KV tree and state store service")) {
+                                   "arbor-kvstore: the KV tree and state store service",
+                                   {.address = "127.0.0.1:50051",
+                                    .metrics_address = "127.0.0.1:9091",
+                                    .max_message_mb = 256})) {
     return 2;
   }
   auto config = arbor::model::ModelConfig::Load(absl::GetFlag(FLAGS_model));
@@ -62,12 +60,8 @@ int main(int argc, char** argv) {
   arbor::kvstore::KvStoreService service(
       tree->get(), state.get(),
       {.vocab_size = config->vocab_size, .threads = absl::GetFlag(FLAGS_threads)}, *registry);
-  auto host = arbor::rpc::ServerHost::Start(
-      {.address = absl::GetFlag(FLAGS_address),
-       .metrics_address = absl::GetFlag(FLAGS_metrics_address),
-       .max_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20,
-       .shutdown_grace = absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms))},
-      {&service}, registry);
+  auto host =
+      arbor::rpc::ServerHost::Start(arbor::rpc::ServerHostOptionsFromFlags(), {&service}, registry);
   if (!host.ok()) {
     spdlog::error("{}", host.status().ToString());
     return 1;

@@ -10,8 +10,6 @@
 #include "remote_state_store.h"
 #include "spdlog/spdlog.h"
 
-ABSL_FLAG(std::string, address, "127.0.0.1:50081", "gRPC listen address (host:port)");
-ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9121", "Prometheus /metrics listen address");
 ABSL_FLAG(std::string, model, "models/game24-moe", "model folder; task presets in <model>/presets");
 ABSL_FLAG(std::string, kvstore, "127.0.0.1:50051", "kv-store address (host:port)");
 ABSL_FLAG(std::string, router, "127.0.0.1:50071", "router address (host:port)");
@@ -21,11 +19,13 @@ ABSL_FLAG(int, default_max_nodes, 200, "Budget.max_nodes when a request leaves i
 ABSL_FLAG(int64_t, default_max_tokens, 200000, "Budget.max_tokens when a request leaves it 0");
 ABSL_FLAG(int, io_threads, 64, "concurrent Extend calls, over all tasks");
 ABSL_FLAG(int, call_timeout_ms, 120000, "deadline of every kv-store and router call");
-ABSL_FLAG(int, shutdown_grace_ms, 0, "NOT_SERVING time before draining on SIGTERM");
 
 int main(int argc, char** argv) {
   if (!arbor::rpc::InitServiceMain(argc, argv, "arbor-planner",
-                                   "arbor-planner: tree-of-thought search over the mesh")) {
+                                   "arbor-planner: tree-of-thought search over the mesh",
+                                   {.address = "127.0.0.1:50081",
+                                    .metrics_address = "127.0.0.1:9121",
+                                    .max_message_mb = 64})) {
     return 2;
   }
   auto kv_channel = arbor::mesh::NewChannel(absl::GetFlag(FLAGS_kvstore));
@@ -49,11 +49,8 @@ int main(int argc, char** argv) {
     spdlog::error("{}", service.status().ToString());
     return 1;
   }
-  auto host = arbor::rpc::ServerHost::Start(
-      {.address = absl::GetFlag(FLAGS_address),
-       .metrics_address = absl::GetFlag(FLAGS_metrics_address),
-       .shutdown_grace = absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms))},
-      {service->get()}, registry);
+  auto host = arbor::rpc::ServerHost::Start(arbor::rpc::ServerHostOptionsFromFlags(),
+                                            {service->get()}, registry);
   if (!host.ok()) {
     spdlog::error("{}", host.status().ToString());
     return 1;

@@ -22,8 +22,6 @@
 #include "router_service.h"
 #include "spdlog/spdlog.h"
 
-ABSL_FLAG(std::string, address, "127.0.0.1:50071", "gRPC listen address (host:port)");
-ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9111", "Prometheus /metrics listen address");
 ABSL_FLAG(std::string, model, "models/game24-moe",
           "model folder (Hugging Face Mixtral layout); only non-expert tensors are read");
 ABSL_FLAG(std::string, kvstore, "127.0.0.1:50051", "kv-store address (host:port)");
@@ -48,8 +46,6 @@ ABSL_FLAG(int, blas_threads, 0, "OpenBLAS threads; 0 keeps OpenBLAS's default");
 ABSL_FLAG(int, expert_timeout_ms, 10000, "deadline of every RunExperts call");
 ABSL_FLAG(int, describe_timeout_ms, 30000, "how long to wait for every worker at start");
 ABSL_FLAG(int, kvstore_timeout_ms, 30000, "deadline of every kv-store call");
-ABSL_FLAG(int, max_message_mb, 256, "largest gRPC message sent or received, MiB");
-ABSL_FLAG(int, shutdown_grace_ms, 0, "NOT_SERVING time before draining on SIGTERM");
 
 namespace {
 
@@ -90,25 +86,15 @@ absl::StatusOr<std::vector<WorkerPlacement>> Placement(const arbor::model::Model
   return placement;
 }
 
-// The service's options from the flags. INVALID_ARGUMENT for a --backend that is none of
-// auto, cpu, cuda.
-absl::StatusOr<arbor::router::RouterOptions> OptionsFromFlags(
-    const arbor::model::ModelConfig& cfg) {
+// The service's options from the flags; the engine resolves and checks --backend.
+arbor::router::RouterOptions OptionsFromFlags() {
   arbor::router::RouterOptions options;
   options.engine.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   options.engine.max_seqs = absl::GetFlag(FLAGS_max_seqs);
   options.engine.max_seq_tokens = absl::GetFlag(FLAGS_max_seq_tokens);
   options.engine.kv_cache_tokens = absl::GetFlag(FLAGS_kv_cache_tokens);
   options.engine.kv_block_tokens = absl::GetFlag(FLAGS_kv_block_tokens);
-  const std::string backend = absl::GetFlag(FLAGS_backend);
-  if (backend != "auto" && backend != "cpu" && backend != "cuda") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--backend=", backend, " is not one of auto, cpu, cuda"));
-  }
-  // auto: cuda when there is a device and the attention kernel fits the model, else cpu.
-  options.engine.backend = arbor::engine::ResolveEngineBackend(backend, cfg);
-  spdlog::info("arbor-router backend={} (asked: {}; CUDA devices: {})", options.engine.backend,
-               backend, arbor::kernels::CudaDeviceCount());
+  options.engine.backend = absl::GetFlag(FLAGS_backend);
   options.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   options.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
   options.max_pending = absl::GetFlag(FLAGS_max_pending);
@@ -128,7 +114,10 @@ int Exit(const std::string& message, int code) {
 int main(int argc, char** argv) {
   if (!arbor::rpc::InitServiceMain(
           argc, argv, "arbor-router",
-          "arbor-router: attention, gating and batching over expert workers")) {
+          "arbor-router: attention, gating and batching over expert workers",
+          {.address = "127.0.0.1:50071",
+           .metrics_address = "127.0.0.1:9111",
+           .max_message_mb = 256})) {
     return 2;
   }
   if (absl::GetFlag(FLAGS_blas_threads) > 0) {
@@ -152,26 +141,23 @@ int main(int argc, char** argv) {
   if (!experts.ok()) {
     return Exit(absl::StrCat("refusing to serve: ", experts.status().ToString()), 1);
   }
-  absl::StatusOr<arbor::router::RouterOptions> options = OptionsFromFlags(cfg);
-  if (!options.ok()) return Exit(std::string(options.status().message()), 2);
+  const arbor::router::RouterOptions options = OptionsFromFlags();
 
-  const int max_message = absl::GetFlag(FLAGS_max_message_mb) << 20;
-  auto kvstore =
-      arbor::mesh::NewChannel(absl::GetFlag(FLAGS_kvstore), {.max_message_bytes = max_message});
+  const arbor::rpc::ServerHostOptions host_options = arbor::rpc::ServerHostOptionsFromFlags();
+  auto kvstore = arbor::mesh::NewChannel(absl::GetFlag(FLAGS_kvstore),
+                                         {.max_message_bytes = host_options.max_message_bytes});
   auto registry = std::make_shared<prometheus::Registry>();
   auto service =
       arbor::router::RouterService::Create(weights->get(), tokenizer->get(), experts->get(),
-                                           experts->get(), kvstore, *options, *registry);
+                                           experts->get(), kvstore, options, *registry);
   if (!service.ok()) {
     return Exit(
-        absl::StrCat("--backend=", options->engine.backend, ": ", service.status().ToString()), 2);
+        absl::StrCat("--backend=", options.engine.backend, ": ", service.status().ToString()), 2);
   }
-  auto host = arbor::rpc::ServerHost::Start(
-      {.address = absl::GetFlag(FLAGS_address),
-       .metrics_address = absl::GetFlag(FLAGS_metrics_address),
-       .max_message_bytes = max_message,
-       .shutdown_grace = absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms))},
-      {service->get()}, registry);
+  spdlog::info("arbor-router backend={} (asked: {}; CUDA devices: {})",
+               (*service)->options().engine.backend, options.engine.backend,
+               arbor::kernels::CudaDeviceCount());
+  auto host = arbor::rpc::ServerHost::Start(host_options, {service->get()}, registry);
   if (!host.ok()) return Exit(host.status().ToString(), 1);
   std::vector<std::string> addresses;
   for (const auto& p : *placement) addresses.push_back(p.address);

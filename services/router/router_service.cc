@@ -44,6 +44,7 @@ absl::StatusOr<std::unique_ptr<RouterService>> RouterService::Create(
   ARBOR_ASSIGN_OR_RETURN(
       service->engine_,
       engine::Engine::Create(weights, service->metrics_.experts(), options.engine));
+  service->options_.engine = service->engine_->options();  // resolved: backend cpu or cuda
   service->generator_ =
       std::make_unique<engine::Generator>(service->engine_.get(), tokenizer, options.prefill_chunk);
   service->admission_ = std::make_unique<KvAdmission<std::shared_ptr<Job>>>(

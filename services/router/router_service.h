@@ -73,6 +73,9 @@ class RouterService final : public v1::Router::CallbackService {
   // Ends every Extend still running with UNAVAILABLE, then stops the loop.
   ~RouterService() override;
 
+  // The options as Create resolved them (engine.backend is "cpu" or "cuda"); never change.
+  const RouterOptions& options() const { return options_; }
+
   grpc::ServerWriteReactor<v1::ExtendEvent>* Extend(grpc::CallbackServerContext* ctx,
                                                     const v1::ExtendRequest* req) override;
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx,

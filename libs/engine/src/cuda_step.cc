@@ -21,25 +21,23 @@ namespace arbor::engine {
 using kernels::bf16_t;
 using kernels::DeviceBuffer;
 
-namespace {
-constexpr int kSplitTokens = 256;  // KV tokens per attention work item
-}  // namespace
-
 absl::StatusOr<std::unique_ptr<CudaStep>> CudaStep::Create(const model::ModelWeights* weights,
-                                                           const kvcache::KvLayout& layout,
-                                                           int kv_blocks,
+                                                           ExpertBackend* experts,
+                                                           kvcache::KvTree* kv,
                                                            const EngineOptions& options) {
-  std::unique_ptr<CudaStep> s(new CudaStep(weights, layout, kv_blocks, options));
+  std::unique_ptr<CudaStep> s(new CudaStep(weights, experts, kv, options));
   ARBOR_RETURN_IF_ERROR(s->Init());
   return s;
 }
 
-CudaStep::CudaStep(const model::ModelWeights* weights, const kvcache::KvLayout& layout,
-                   int kv_blocks, const EngineOptions& options)
+CudaStep::CudaStep(const model::ModelWeights* weights, ExpertBackend* experts, kvcache::KvTree* kv,
+                   const EngineOptions& options)
     : config_(weights->config()),
       w_(weights->non_expert()),
-      layout_(layout),
-      kv_blocks_(kv_blocks),
+      experts_(experts),
+      tree_(kv),
+      layout_(kv->layout()),
+      kv_blocks_(kv->stats().blocks_capacity),
       options_(options) {}
 
 CudaStep::~CudaStep() {
@@ -126,8 +124,7 @@ absl::Status CudaStep::Grow(Grown& g, size_t bytes) {
   return absl::OkStatus();
 }
 
-absl::Status CudaStep::Run(const CudaStepInput& in, ExpertBackend* experts, kvcache::KvTree* kv,
-                           float* logits) {
+absl::Status CudaStep::Run(const StepPlan& in, float* logits) {
   const int n = in.n_tokens, hidden = config_.hidden_size;
   auto h2d = [&](void* dst, const void* src, size_t bytes) {
     return kernels::CudaStatus(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_),
@@ -143,17 +140,17 @@ absl::Status CudaStep::Run(const CudaStepInput& in, ExpertBackend* experts, kvca
   ARBOR_RETURN_IF_ERROR(h2d(slot_slot_.data(), h_slot_slot_.data(), n * 4));
 
   // Attention chunks and the work plan; block pointers are set per layer.
-  const int group = config_.num_attention_heads / config_.num_key_value_heads;
-  const kernels::DecodePlan plan =
-      kernels::PlanDecode(in.n_chunks, in.chunk_len, in.chunk_query_start, in.chunk_queries, n,
-                          kernels::kTreeDecodeRows / group, kSplitTokens);
-  n_chunk_blocks_ = in.chunk_block_start[in.n_chunks];
-  const size_t n_queries = in.chunk_query_start[in.n_chunks];
+  const kernels::AttentionChunks& ch = *in.chunks;
+  const kernels::DecodePlan plan = kernels::PlanTreeDecode(
+      ch.view(), n, config_.num_attention_heads, config_.num_key_value_heads);
+  const size_t n_chunks = ch.size();
+  n_chunk_blocks_ = ch.n_blocks();
   const size_t heads = config_.num_attention_heads, slots = std::max(1, plan.n_slots);
-  for (auto [g, bytes] : {std::pair<Grown*, size_t>{&chunk_start_, in.n_chunks * 4},
-                          {&chunk_block_start_, (in.n_chunks + 1) * 4},
-                          {&chunk_query_start_, (in.n_chunks + 1) * 4},
-                          {&chunk_queries_, n_queries * 4},
+  for (auto [g, bytes] : {std::pair<Grown*, size_t>{&chunk_start_, n_chunks * 4},
+                          {&chunk_len_, n_chunks * 4},
+                          {&chunk_block_start_, (n_chunks + 1) * 4},
+                          {&chunk_query_start_, (n_chunks + 1) * 4},
+                          {&chunk_queries_, ch.n_queries() * size_t{4}},
                           {&block_k_, n_chunk_blocks_ * sizeof(void*)},
                           {&block_v_, n_chunk_blocks_ * sizeof(void*)},
                           {&items_, plan.items.size() * sizeof(kernels::DecodeItem)},
@@ -164,19 +161,17 @@ absl::Status CudaStep::Run(const CudaStepInput& in, ExpertBackend* experts, kvca
                           {&po_, slots * heads * config_.head_dim * 4}}) {
     ARBOR_RETURN_IF_ERROR(Grow(*g, bytes));
   }
-  ARBOR_RETURN_IF_ERROR(h2d(chunk_start_.buf.data(), in.chunk_start, in.n_chunks * 4));
-  ARBOR_RETURN_IF_ERROR(
-      h2d(chunk_block_start_.buf.data(), in.chunk_block_start, (in.n_chunks + 1) * 4));
-  ARBOR_RETURN_IF_ERROR(
-      h2d(chunk_query_start_.buf.data(), in.chunk_query_start, (in.n_chunks + 1) * 4));
-  ARBOR_RETURN_IF_ERROR(h2d(chunk_queries_.buf.data(), in.chunk_queries, n_queries * 4));
+  for (auto [g, v] : {std::pair<Grown*, const std::vector<int>*>{&chunk_start_, &ch.start()},
+                      {&chunk_len_, &ch.len()},
+                      {&chunk_block_start_, &ch.block_start()},
+                      {&chunk_query_start_, &ch.query_start()},
+                      {&chunk_queries_, &ch.queries()},
+                      {&slot_start_, &plan.query_slot_start},
+                      {&slots_, &plan.query_slots}}) {
+    ARBOR_RETURN_IF_ERROR(h2d(g->buf.data(), v->data(), v->size() * 4));
+  }
   ARBOR_RETURN_IF_ERROR(
       h2d(items_.buf.data(), plan.items.data(), plan.items.size() * sizeof(kernels::DecodeItem)));
-  ARBOR_RETURN_IF_ERROR(
-      h2d(slot_start_.buf.data(), plan.query_slot_start.data(), plan.query_slot_start.size() * 4));
-  ARBOR_RETURN_IF_ERROR(
-      h2d(slots_.buf.data(), plan.query_slots.data(), plan.query_slots.size() * 4));
-  h_chunk_block_ids_.assign(in.chunk_block_ids, in.chunk_block_ids + n_chunk_blocks_);
 
   kernels::DecodeAttentionParams& ap = attn_params_;
   ap = {};
@@ -189,10 +184,12 @@ absl::Status CudaStep::Run(const CudaStepInput& in, ExpertBackend* experts, kvca
   ap.n_kv_heads = config_.num_key_value_heads;
   ap.head_dim = config_.head_dim;
   ap.scale = 1.0f / std::sqrt(static_cast<float>(config_.head_dim));
-  ap.chunk_start = chunk_start_.buf.as<int>();
-  ap.chunk_block_start = chunk_block_start_.buf.as<int>();
-  ap.chunk_query_start = chunk_query_start_.buf.as<int>();
-  ap.chunk_queries = chunk_queries_.buf.as<int>();
+  ap.chunks = {.n_chunks = ch.size(),
+               .start = chunk_start_.buf.as<int>(),
+               .len = chunk_len_.buf.as<int>(),
+               .block_start = chunk_block_start_.buf.as<int>(),
+               .query_start = chunk_query_start_.buf.as<int>(),
+               .queries = chunk_queries_.buf.as<int>()};
   ap.block_k = block_k_.buf.as<const bf16_t*>();
   ap.block_v = block_v_.buf.as<const bf16_t*>();
   ap.block_tokens = layout_.block_tokens;
@@ -207,7 +204,7 @@ absl::Status CudaStep::Run(const CudaStepInput& in, ExpertBackend* experts, kvca
   ap.partial_o = po_.buf.as<float>();
 
   for (int l = 0; l < config_.num_hidden_layers; ++l) {
-    ARBOR_RETURN_IF_ERROR(Layer(l, n, experts));
+    ARBOR_RETURN_IF_ERROR(Layer(l, n, ch.block_ids()));
   }
 
   // Final norm and LM head of the wanted rows.
@@ -240,22 +237,17 @@ absl::Status CudaStep::Run(const CudaStepInput& in, ExpertBackend* experts, kvca
                                              stream_));
   ARBOR_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   for (int t = 0; t < n; ++t) {
-    const float* src = h_kv_rows_.data() + t * row;  // [layers, 2, kv_heads, head_dim]
-    float* block = kv->block_data(in.slots[t].block);
-    for (int l = 0; l < layout_.num_layers; ++l) {
-      for (int kvi = 0; kvi < 2; ++kvi) {
-        for (int g = 0; g < layout_.num_kv_heads; ++g, src += hd) {
-          std::copy(src, src + hd,
-                    block + layout_.offset(l, kvi) + g * layout_.head_stride() +
-                        static_cast<size_t>(in.slots[t].slot) * hd);
-        }
-      }
-    }
+    const float* src = h_kv_rows_.data() + t * row;  // a token row
+    float* block = tree_->block_data(in.slots[t].block);
+    layout_.ForEachHeadRow(in.slots[t].slot, [&](size_t offset) {
+      std::copy(src, src + hd, block + offset);
+      src += hd;
+    });
   }
   return absl::OkStatus();
 }
 
-absl::Status CudaStep::Layer(int layer, int n, ExpertBackend* experts) {
+absl::Status CudaStep::Layer(int layer, int n, const std::vector<int>& chunk_blocks) {
   const LayerDev& lw = layers_[layer];
   const int hidden = config_.hidden_size, hd = config_.head_dim;
   const int q_dim = config_.q_dim(), kv_dim = config_.kv_dim(), qkv_dim = q_dim + 2 * kv_dim;
@@ -293,7 +285,7 @@ absl::Status CudaStep::Layer(int layer, int n, ExpertBackend* experts) {
   h_block_v_.resize(n_chunk_blocks_);
   const bf16_t* base = kv_.as<bf16_t>();
   for (int b = 0; b < n_chunk_blocks_; ++b) {
-    const bf16_t* blk = base + static_cast<size_t>(h_chunk_block_ids_[b]) * kw.block_elems;
+    const bf16_t* blk = base + static_cast<size_t>(chunk_blocks[b]) * kw.block_elems;
     h_block_k_[b] = blk + kw.k_offset;
     h_block_v_[b] = blk + kw.v_offset;
   }
@@ -327,17 +319,22 @@ absl::Status CudaStep::Layer(int layer, int n, ExpertBackend* experts) {
   ARBOR_RETURN_IF_ERROR(d2h(h_ids_.data(), ids_, static_cast<size_t>(n) * k * 4));
   ARBOR_RETURN_IF_ERROR(d2h(h_w_.data(), gate_w_, static_cast<size_t>(n) * k * 4));
   ARBOR_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
-  ARBOR_RETURN_IF_ERROR(
-      experts->Run({layer, h_h_.data(), n, k, h_ids_.data(), h_w_.data()}, h_x_.data()));
+  ARBOR_RETURN_IF_ERROR(experts_->Run({.layer = layer,
+                                       .x = h_h_.data(),
+                                       .n_tokens = n,
+                                       .top_k = k,
+                                       .expert_ids = h_ids_.data(),
+                                       .weights = h_w_.data()},
+                                      h_x_.data()));
   ARBOR_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(x_.data(), h_x_.data(), rows, cudaMemcpyHostToDevice, stream_));
   return absl::OkStatus();
 }
 
-absl::Status CudaStep::UploadBlocks(const kvcache::KvTree& kv, const std::vector<int>& blocks) {
+absl::Status CudaStep::BlocksWritten(const std::vector<int>& blocks) {
   const size_t fpb = layout_.floats_per_block();
   for (int b : blocks) {
-    const float* host = kv.block_data(b);
+    const float* host = tree_->block_data(b);
     for (size_t i = 0; i < fpb; ++i) h_kv_[i] = F32ToBF16(host[i]);
     // From pageable memory the copy returns once staged, so h_kv_ may be refilled at once.
     ARBOR_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(kv_.as<bf16_t>() + b * fpb, h_kv_.data(), fpb * 2,

@@ -9,7 +9,7 @@
 // workers or the CUDA expert backend), so x and the routing cross to the host once per layer.
 // After the step the new tokens' KV (packed on the device by KvReadCuda) is copied back into
 // the host blocks, so the host KV tree stays the source for ReadKv / ReadSegment; a host Append
-// is mirrored by UploadBlocks.
+// is mirrored by BlocksWritten.
 #pragma once
 
 #include <memory>
@@ -19,6 +19,7 @@
 #include "arbor/engine/engine.h"
 #include "arbor/kernels/decode_attention.h"
 #include "arbor/kernels/device_pool.h"
+#include "step_backend.h"
 
 struct cublasContext;
 
@@ -28,49 +29,33 @@ struct CublasApi;
 
 namespace arbor::engine {
 
-// What one step hands the GPU: host arrays, as Engine builds them.
-struct CudaStepInput {
-  int n_tokens = 0;
-  const float* x = nullptr;                      // [n_tokens, hidden] embeddings
-  const int* positions = nullptr;                // [n_tokens]
-  const kvcache::KvTree::Slot* slots = nullptr;  // [n_tokens]
-  int n_chunks = 0;
-  const int* chunk_start = nullptr;
-  const int* chunk_len = nullptr;
-  const int* chunk_block_start = nullptr;  // [n_chunks + 1]
-  const int* chunk_block_ids = nullptr;    // block id of every chunk block
-  const int* chunk_query_start = nullptr;  // [n_chunks + 1]
-  const int* chunk_queries = nullptr;
-  const int* last_rows = nullptr;  // [n_last] token rows whose logits are wanted
-  int n_last = 0;
-};
-
-class CudaStep {
+class CudaStep final : public StepBackend {
  public:
-  // The caller (Engine::Create) has checked that the attention kernel can tile the model.
-  // Device errors as Status.
+  // The caller (CreateStepBackend) has checked that the attention kernel can tile the model.
+  // The mirror has one block per block of `kv`. Device errors as Status.
   static absl::StatusOr<std::unique_ptr<CudaStep>> Create(const model::ModelWeights* weights,
-                                                          const kvcache::KvLayout& layout,
-                                                          int kv_blocks,
+                                                          ExpertBackend* experts,
+                                                          kvcache::KvTree* kv,
                                                           const EngineOptions& options);
   ~CudaStep();
 
-  // Runs the step; writes logits [n_last, vocab] into `logits` and the new tokens' KV into the
-  // host blocks of `kv`.
-  absl::Status Run(const CudaStepInput& in, ExpertBackend* experts, kvcache::KvTree* kv,
-                   float* logits);
-  // Copies host blocks (converted to bf16) into the mirror, after a host Append.
-  absl::Status UploadBlocks(const kvcache::KvTree& kv, const std::vector<int>& blocks);
+  absl::Status Run(const StepPlan& plan, float* logits) override;
+  bool mirrors_blocks() const override { return true; }
+  // Copies host blocks (converted to bf16) into the mirror.
+  absl::Status BlocksWritten(const std::vector<int>& blocks) override;
 
  private:
-  CudaStep(const model::ModelWeights* weights, const kvcache::KvLayout& layout, int kv_blocks,
+  CudaStep(const model::ModelWeights* weights, ExpertBackend* experts, kvcache::KvTree* kv,
            const EngineOptions& options);
   absl::Status Init();
   absl::Status Gemm(const float* x, const float* w, float* y, int m, int n, int k, float beta);
-  absl::Status Layer(int layer, int n_tokens, ExpertBackend* experts);
+  // `chunk_blocks`: the KV-tree block ids of the step's chunks, in chunk order.
+  absl::Status Layer(int layer, int n_tokens, const std::vector<int>& chunk_blocks);
 
   const model::ModelConfig config_;
   const model::NonExpertWeights* w_;
+  ExpertBackend* const experts_;
+  kvcache::KvTree* const tree_;  // the host blocks: the source of truth
   const kvcache::KvLayout layout_;
   const int kv_blocks_;
   const EngineOptions options_;
@@ -96,11 +81,10 @@ class CudaStep {
     size_t bytes = 0;
   };
   absl::Status Grow(Grown& g, size_t bytes);
-  Grown chunk_start_, chunk_block_start_, chunk_query_start_, chunk_queries_, block_k_, block_v_,
-      items_, slot_start_, slots_, pm_, pl_, po_;
+  Grown chunk_start_, chunk_len_, chunk_block_start_, chunk_query_start_, chunk_queries_, block_k_,
+      block_v_, items_, slot_start_, slots_, pm_, pl_, po_;
   kernels::DecodeAttentionParams attn_params_;
   std::vector<const kernels::bf16_t*> h_block_k_, h_block_v_;
-  std::vector<int> h_chunk_block_ids_;
   int n_chunk_blocks_ = 0;
 
   // Host staging.

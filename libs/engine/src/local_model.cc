@@ -19,12 +19,14 @@ absl::StatusOr<std::unique_ptr<LocalModel>> LocalModel::Load(const std::string& 
   ARBOR_ASSIGN_OR_RETURN(m->experts,
                          CpuExpertBackend::Create(m->weights.get(), options.max_batch_tokens));
   ExpertBackend* experts = m->experts.get();
-  if (ResolveEngineBackend(options.backend, c) == "cuda") {
+  EngineOptions resolved = options;  // "auto" decided once, here: the experts follow the engine
+  resolved.backend = ResolveEngineBackend(options.backend, c);
+  if (resolved.backend == "cuda") {
     ARBOR_ASSIGN_OR_RETURN(m->device_experts,
                            CreateExpertBackend(m->weights.get(), options.max_batch_tokens, "cuda"));
     experts = m->device_experts.get();
   }
-  ARBOR_ASSIGN_OR_RETURN(m->engine, Engine::Create(m->weights.get(), experts, options));
+  ARBOR_ASSIGN_OR_RETURN(m->engine, Engine::Create(m->weights.get(), experts, resolved));
   return m;
 }
 

@@ -396,16 +396,9 @@ absl::StatusOr<std::vector<int>> KvTree::Tokens(SeqId seq) const {
 
 template <typename Fn>
 void KvTree::ForEachHeadRow(int block, int slot, Fn fn) const {
-  const KvLayout& l = layout_;
   // Block memory is the caller's to read or, for reserved slots, to write.
-  float* base = base_ + static_cast<size_t>(block) * floats_per_block_ +
-                static_cast<size_t>(slot) * l.head_dim;
-  for (int layer = 0; layer < l.num_layers; ++layer) {
-    for (int kvi = 0; kvi < 2; ++kvi) {
-      for (int g = 0; g < l.num_kv_heads; ++g)
-        fn(base + l.offset(layer, kvi) + g * l.head_stride());
-    }
-  }
+  float* base = base_ + static_cast<size_t>(block) * floats_per_block_;
+  layout_.ForEachHeadRow(slot, [&](size_t offset) { fn(base + offset); });
 }
 
 void KvTree::CopyTokenKv(const Segment& s, int t, float* dst) const {

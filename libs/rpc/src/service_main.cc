@@ -12,12 +12,22 @@
 #include "spdlog/spdlog.h"
 
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error or off");
+ABSL_FLAG(std::string, address, "", "gRPC listen address (host:port); each service has a default");
+ABSL_FLAG(std::string, metrics_address, "",
+          "Prometheus /metrics listen address (host:port); empty serves none");
+ABSL_FLAG(int, max_message_mb, 64, "largest gRPC message received or sent, MiB");
+ABSL_FLAG(int, shutdown_grace_ms, 0, "NOT_SERVING time before draining on SIGTERM");
 
 namespace arbor::rpc {
 
-bool InitServiceMain(int argc, char** argv, const char* program, const char* usage) {
+bool InitServiceMain(int argc, char** argv, const char* program, const char* usage,
+                     const ServiceDefaults& defaults) {
   BlockShutdownSignals();
   absl::SetProgramUsageMessage(usage);
+  // The service's defaults first, so the environment and then the command line override them.
+  absl::SetFlag(&FLAGS_address, defaults.address);
+  absl::SetFlag(&FLAGS_metrics_address, defaults.metrics_address);
+  absl::SetFlag(&FLAGS_max_message_mb, defaults.max_message_mb);
   if (auto st = ApplyFlagEnvOverrides(); !st.ok()) {
     std::fprintf(stderr, "%s: %s\n", program, st.ToString().c_str());
     return false;
@@ -27,7 +37,18 @@ bool InitServiceMain(int argc, char** argv, const char* program, const char* usa
     std::fprintf(stderr, "%s: %s\n", program, st.ToString().c_str());
     return false;
   }
+  if (const int mb = absl::GetFlag(FLAGS_max_message_mb); mb < 1 || mb > 2047) {
+    std::fprintf(stderr, "%s: --max_message_mb=%d is out of range [1, 2047]\n", program, mb);
+    return false;
+  }
   return true;
+}
+
+ServerHostOptions ServerHostOptionsFromFlags() {
+  return {.address = absl::GetFlag(FLAGS_address),
+          .metrics_address = absl::GetFlag(FLAGS_metrics_address),
+          .max_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20,
+          .shutdown_grace = absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms))};
 }
 
 void ServeUntilSignal(ServerHost& host) {

@@ -1,7 +1,7 @@
 // Attention decode on the GPU over bf16 KV in paged blocks, in two forms that share one params
 // struct, one work plan and one merge:
-//   TreeDecodeCuda   tree attention: the chunks of TreeAttentionParams (a segment's prefix and
-//                    the queries below it); each work item loads a range of one chunk's KV into
+//   TreeDecodeCuda   tree attention over attention chunks (attention_chunks.h); each work item
+//   loads a range of one chunk's KV into
 //                    shared memory once and runs it against up to 64 query heads of that chunk
 //                    with bf16 tensor-core MMAs (f32 accumulation, online softmax).
 //   PagedDecodeCuda  the per-sequence baseline: one query per chunk (a sequence's own block
@@ -9,9 +9,8 @@
 // Both write per-item partial softmax states (running max m, sum l, unnormalised output o) that
 // the merge combines per query with log-sum-exp rescaling, as flash-decoding does.
 //
-// KV layout is TreeAttentionParams's with bf16 elements: K of kv head g in block b is a dense
-// [block_tokens, head_dim] matrix at block_k[b] + g * head_stride (V likewise). head_dim must be
-// a multiple of 16 and at most 256; head_stride a multiple of 8 (16-byte loads).
+// KV blocks are TreeAttentionParams's (KvLayout, kv_layout.h) with bf16 elements. The shapes
+// the kernels tile are checked once, by CheckTreeDecodeShape.
 #pragma once
 
 #include <cstddef>
@@ -38,13 +37,21 @@ struct DecodePlan {
 };
 
 // Splits every chunk into items of at most `split_tokens` tokens and `max_queries` queries.
-// Host arrays as in TreeAttentionParams. A query listed in no chunk gets no slots (output 0).
-DecodePlan PlanDecode(int n_chunks, const int* chunk_len, const int* chunk_query_start,
-                      const int* chunk_queries, int n_tokens, int max_queries, int split_tokens);
+// `chunks` in host memory. A query listed in no chunk gets no slots (output 0).
+DecodePlan PlanDecode(const ChunkView& chunks, int n_tokens, int max_queries, int split_tokens);
 
-// Query heads one TreeDecodeCuda item handles: max_queries = kTreeDecodeRows / (n_heads /
-// n_kv_heads).
+// The tiling limits of TreeDecodeCuda, stated here only. One item handles kTreeDecodeRows query
+// heads (so kTreeDecodeRows / (n_heads / n_kv_heads) queries) and at most kDecodeSplitTokens KV
+// tokens; head_dim must be a multiple of 16 and at most kMaxDecodeHeadDim.
 inline constexpr int kTreeDecodeRows = 64;
+inline constexpr int kDecodeSplitTokens = 256;
+inline constexpr int kMaxDecodeHeadDim = 256;
+
+// OK when TreeDecodeCuda can tile this attention shape; INVALID_ARGUMENT saying which limit
+// it breaks otherwise.
+absl::Status CheckTreeDecodeShape(int n_heads, int n_kv_heads, int head_dim);
+// The plan TreeDecodeCuda runs a step's chunks with: PlanDecode at the limits above.
+DecodePlan PlanTreeDecode(const ChunkView& chunks, int n_tokens, int n_heads, int n_kv_heads);
 
 struct DecodeAttentionParams {
   const float* q = nullptr;  // [n_tokens, q_row_stride]; heads [n_heads, head_dim] from col 0
@@ -57,14 +64,11 @@ struct DecodeAttentionParams {
   int head_dim = 0;
   float scale = 0;
 
-  const int* chunk_start = nullptr;        // [n_chunks] first token's absolute position
-  const int* chunk_block_start = nullptr;  // [n_chunks + 1]
-  const int* chunk_query_start = nullptr;  // [n_chunks + 1]
-  const int* chunk_queries = nullptr;
+  ChunkView chunks;  // block_start indexes block_k / block_v
   const bf16_t* const* block_k = nullptr;
   const bf16_t* const* block_v = nullptr;
   int block_tokens = 0;
-  size_t head_stride = 0;  // elements
+  size_t head_stride = 0;  // elements: KvLayout::head_stride()
 
   const DecodeItem* items = nullptr;  // the plan, uploaded
   int n_items = 0;

@@ -1,8 +1,7 @@
 // Writes one layer's K and V of a step's new tokens into their KV blocks (bf16), at the
 // (block, slot) the KV tree reserved for each token; KvRead packs tokens' KV of every layer
-// back out, as the KV tree's token rows. Block layout is kvcache::KvLayout's in
-// bf16 elements: K of (layer, kv head g) in block b is a dense [block_tokens, head_dim] matrix
-// at blocks + b * block_elems + k_offset + g * head_stride (V at v_offset).
+// back out, as the KV tree's token rows. Blocks are laid out as KvLayout (kv_layout.h) says,
+// in bf16 elements; k_offset / v_offset are KvLayout::offset(layer, 0 / 1).
 #pragma once
 
 #include <cstddef>
@@ -26,7 +25,7 @@ struct KvWriteParams {
   size_t v_offset = 0;
   int n_kv_heads = 0;
   int head_dim = 0;
-  size_t head_stride = 0;  // block_tokens * head_dim
+  size_t head_stride = 0;  // KvLayout::head_stride()
 
   absl::Status Validate() const;
 };
@@ -34,9 +33,8 @@ struct KvWriteParams {
 void KvWriteCpu(const KvWriteParams& p);
 absl::Status KvWriteCuda(const KvWriteParams& p, cudaStream_t stream);
 
-// out[t] = the KV of token t (block[t], slot[t]) in every layer, widened to f32, laid out
-// [layers, 2 (K, V), kv_heads, head_dim]: kvcache::KvLayout's token row. Only those bytes move,
-// not whole blocks.
+// out[t] = the KV of token t (block[t], slot[t]) in every layer, widened to f32: KvLayout's
+// token row. Only those bytes move, not whole blocks.
 struct KvReadParams {
   const bf16_t* blocks = nullptr;  // base of the block array
   size_t block_elems = 0;          // elements per block
@@ -46,9 +44,8 @@ struct KvReadParams {
   int n_layers = 0;
   int n_kv_heads = 0;
   int head_dim = 0;
-  size_t head_stride = 0;  // block_tokens * head_dim; K of (layer l, head g) at
-                           // (2 l * n_kv_heads + g) * head_stride, V n_kv_heads heads later
-  float* out = nullptr;    // [n_tokens, n_layers * 2 * n_kv_heads * head_dim]
+  size_t head_stride = 0;  // KvLayout::head_stride()
+  float* out = nullptr;    // [n_tokens, KvLayout::token_floats()]
 
   absl::Status Validate() const;
 };

@@ -1,9 +1,9 @@
 // Causal grouped-query attention of new tokens over a paged KV cache (CPU reference; the GPU
 // twin and the tree-attention variant follow the same params shape).
 //
-// KV of one layer lives in fixed-size blocks of `block_tokens` tokens. Inside a block, K of kv
-// head g is a dense [block_tokens, head_dim] matrix at block_k[b] + g * head_stride, and V the
-// same at block_v[b]. A sequence's blocks are listed in position order; its last block may be
+// KV of one layer lives in fixed-size blocks of `block_tokens` tokens laid out as KvLayout
+// (kv_layout.h) says; block_k[b] / block_v[b] point at the layer's K / V of kv head 0. A
+// sequence's blocks are listed in position order; its last block may be
 // partly filled. Query i of a sequence with m new queries and kv_len tokens of KV (the new tokens
 // included) sits at position kv_len - m + i and attends to positions [0, that position].
 //

@@ -18,7 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "arbor/engine/expert_backend.h"
-#include "arbor/kernels/rope.h"
+#include "arbor/kernels/attention_chunks.h"
 #include "arbor/kvcache/kv_tree.h"
 #include "arbor/model/weights.h"
 
@@ -47,7 +47,7 @@ struct EngineOptions {
 // kv head), else "cpu"; any other name is returned as it is.
 std::string ResolveEngineBackend(const std::string& backend, const model::ModelConfig& config);
 
-class CudaStep;
+class StepBackend;
 
 struct StepInput {
   SeqId seq = 0;
@@ -108,38 +108,27 @@ class Engine {
   const kvcache::KvTree& kv_tree() const { return *kv_; }
 
  private:
-  Engine(const model::ModelWeights* weights, ExpertBackend* experts, const EngineOptions& options,
+  Engine(const model::ModelWeights* weights, const EngineOptions& options,
          std::unique_ptr<kvcache::KvTree> kv);
   absl::Status Validate(std::span<const StepInput> inputs);
   // Groups the paths of the step's sequences into attention chunks.
   absl::Status BuildChunks(std::span<const StepInput> inputs);
-  absl::Status RunLayer(int layer, int n_tokens);
   // Commits the step's tokens and counts them.
   absl::Status Finish(std::span<const StepInput> inputs);
 
   model::ModelConfig config_;
-  const model::NonExpertWeights* w_;
-  ExpertBackend* experts_;
+  const float* embed_;  // [vocab, hidden]
   EngineOptions options_;
   std::unique_ptr<kvcache::KvTree> kv_;
-  kernels::RopeTable rope_;
   StepCounters counters_;
 
   // Per-step buffers, sized at Create. N = max_batch_tokens, S = max_seqs.
-  std::vector<float> x_;                      // [N, hidden] residual stream
-  std::vector<float> h_;                      // [N, hidden] normed
-  std::vector<float> qkv_;                    // [N, q_dim + 2 kv_dim]
-  std::vector<float> attn_;                   // [N, q_dim]
-  std::vector<float> router_;                 // [N, n_experts]
-  std::vector<int> expert_ids_;               // [N, top_k]
-  std::vector<float> expert_w_;               // [N, top_k]
+  std::vector<float> x_;                      // [N, hidden] embeddings, then the backend's
   std::vector<int> positions_;                // [N]
   std::vector<kvcache::KvTree::Slot> slots_;  // [N] where each new token's KV goes
   std::vector<int> query_start_;              // [S + 1] token rows of each input
   std::vector<SeqId> step_seqs_;              // [S]
   std::vector<int> step_new_;                 // [S] tokens each input adds
-  std::vector<float> attn_ws_;                // tree attention workspace
-  std::vector<float> last_;                   // [S, hidden] final-normed last rows
   std::vector<float> logits_;                 // [S, vocab]
   std::vector<int> logits_row_;               // [S] row in logits_ of input i, or -1
   std::vector<int> last_rows_;                // [S] token row of each logits_ row
@@ -153,14 +142,9 @@ class Engine {
   };
   std::vector<kvcache::PathEntry> path_;
   std::vector<PathRef> refs_;
-  std::vector<int> chunk_start_, chunk_len_, chunk_block_start_, chunk_query_start_;
-  std::vector<int> chunk_queries_;     // token rows attending to each chunk
-  std::vector<int> chunk_block_ids_;   // blocks of every chunk, in chunk order
-  std::vector<const float*> block_k_;  // chunk_block_ids_' data at this layer's K
-  std::vector<const float*> block_v_;  // chunk_block_ids_' data at this layer's V
-  int n_chunks_ = 0;
+  kernels::AttentionChunks chunks_;
 
-  std::unique_ptr<CudaStep> cuda_;  // set for backend "cuda"
+  std::unique_ptr<StepBackend> backend_;  // runs the forward pass: CPU or CUDA
 };
 
 }  // namespace arbor::engine

@@ -8,37 +8,12 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "arbor/kernels/kv_layout.h"
 
 namespace arbor::kvcache {
 
-// Shape of one KV block. A block holds `block_tokens` consecutive tokens of one sequence for
-// every layer. Its floats are laid out [layer][kv: 0 = K, 1 = V][kv_head][token][head_dim], so
-// that K (or V) of one (layer, kv head) is a dense [block_tokens, head_dim] matrix.
-struct KvLayout {
-  int num_layers = 0;
-  int num_kv_heads = 0;
-  int head_dim = 0;
-  int block_tokens = 16;
-
-  size_t head_stride() const { return static_cast<size_t>(block_tokens) * head_dim; }
-  // Floats of one token's KV laid out as [layers, 2, kv_heads, head_dim]: the row of every KV
-  // copied in or out of the tree (and over the wire).
-  size_t token_floats() const {
-    return static_cast<size_t>(num_layers) * 2 * num_kv_heads * head_dim;
-  }
-  // The shape of n tokens' KV rows: [n, layers, 2, kv_heads, head_dim].
-  std::vector<int64_t> TokensShape(int64_t n) const {
-    return {n, num_layers, 2, num_kv_heads, head_dim};
-  }
-  size_t floats_per_block() const {
-    return static_cast<size_t>(num_layers) * 2 * num_kv_heads * head_stride();
-  }
-  // Offset of K (kv = 0) or V (kv = 1) of (layer, kv head 0) inside a block.
-  size_t offset(int layer, int kv) const {
-    return (static_cast<size_t>(layer) * 2 + kv) * num_kv_heads * head_stride();
-  }
-  int BlocksFor(int tokens) const { return (tokens + block_tokens - 1) / block_tokens; }
-};
+// The block shape (kernels/kv_layout.h), named here as the KV tree's callers know it.
+using KvLayout = kernels::KvLayout;
 
 class BlockPool {
  public:

@@ -159,8 +159,8 @@ class KvTree {
   void Unref(Segment* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FreeSegment(Segment* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CopyTokenKv(const Segment& s, int t, float* dst) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // Calls fn(head_row) for the token in `slot` of `block`, for every (layer, K/V, kv head) in
-  // the order of a [layers, 2, kv_heads, head_dim] row: the one walk both copy directions use.
+  // Calls fn(head row) for the token in `slot` of `block` in token-row order
+  // (KvLayout::ForEachHeadRow): the walk both copy directions use.
   template <typename Fn>
   void ForEachHeadRow(int block, int slot, Fn fn) const;
   bool EvictFor(int blocks) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -1,7 +1,10 @@
 // The start and end every service binary shares, so that each main.cc is only its own flags and
 // wiring: signals, flags (command line, then ARBOR_<FLAG> from the environment), logging, and
-// the wait for SIGTERM/SIGINT followed by ServerHost's NOT_SERVING, grace and drain. Defines
-// the --log_level flag. Also the health probe the launcher and tests use.
+// the wait for SIGTERM/SIGINT followed by ServerHost's NOT_SERVING, grace and drain. Also the
+// health probe the launcher and tests use.
+//
+// Defines the flags every service has: --address, --metrics_address, --max_message_mb,
+// --shutdown_grace_ms and --log_level. Each service gives its own defaults (ServiceDefaults).
 #pragma once
 
 #include <chrono>
@@ -11,10 +14,21 @@
 
 namespace arbor::rpc {
 
-// Call first in main, before any thread starts. Blocks the shutdown signals, applies environment
-// overrides, parses the command line and sets up logging. On error it prints
-// "<program>: <error>" to stderr and returns false (exit with status 2).
-bool InitServiceMain(int argc, char** argv, const char* program, const char* usage);
+// A service's defaults for the shared flags.
+struct ServiceDefaults {
+  std::string address;          // gRPC listen address, host:port
+  std::string metrics_address;  // Prometheus /metrics listen address; empty serves none
+  int max_message_mb = 64;      // largest gRPC message received or sent, MiB
+};
+
+// Call first in main, before any thread starts. Blocks the shutdown signals, sets the shared
+// flags' defaults, applies environment overrides, parses the command line and sets up logging.
+// On error it prints "<program>: <error>" to stderr and returns false (exit with status 2).
+bool InitServiceMain(int argc, char** argv, const char* program, const char* usage,
+                     const ServiceDefaults& defaults);
+
+// The server's options from the shared flags.
+ServerHostOptions ServerHostOptionsFromFlags();
 
 // Waits for SIGTERM or SIGINT, then shuts `host` down (NOT_SERVING, grace, drain).
 void ServeUntilSignal(ServerHost& host);
