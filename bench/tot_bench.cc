@@ -3,7 +3,7 @@
 //             last token before generating its thought;
 //   unshared: a child is a new empty sequence that prefills the whole context (prompt + every
 //             thought on its path) before generating, as a server without KV sharing must.
-// Both run the same strategy (libs/planner RunSearch, BFS) with the same seeds; thoughts are
+// Both run the same strategy (libs/search RunSearch, BFS) with the same seeds; thoughts are
 // `--thought_tokens` sampled tokens, valued by mean log-prob. Reported per mode: tokens fed
 // before generating (prefill), tokens generated, wall seconds; and the ratios.
 //
@@ -17,7 +17,7 @@
 #include "arbor/common/logging.h"
 #include "arbor/engine/generator.h"
 #include "arbor/engine/local_model.h"
-#include "arbor/planner/search.h"
+#include "arbor/search/search.h"
 #include "nlohmann/json.hpp"
 
 ABSL_FLAG(std::string, model, "models/test-moe", "model folder");
@@ -33,7 +33,7 @@ namespace {
 using arbor::engine::SeqId;
 using Clock = std::chrono::steady_clock;
 
-class LocalSource : public arbor::planner::ThoughtSource {
+class LocalSource : public arbor::search::ThoughtSource {
  public:
   LocalSource(arbor::engine::Engine* engine, bool share, int thought_tokens)
       : engine_(engine), gen_(engine, nullptr), share_(share), thought_tokens_(thought_tokens) {}
@@ -52,8 +52,8 @@ class LocalSource : public arbor::planner::ThoughtSource {
     return Add(seq, prompt, 0);
   }
 
-  absl::StatusOr<std::vector<std::vector<arbor::planner::Proposal>>> Propose(
-      const std::vector<const arbor::planner::SearchNode*>& parents, int n) override {
+  absl::StatusOr<std::vector<std::vector<arbor::search::Proposal>>> Propose(
+      const std::vector<const arbor::search::SearchNode*>& parents, int n) override {
     struct Pending {
       size_t parent;
       SeqId seq;
@@ -83,7 +83,7 @@ class LocalSource : public arbor::planner::ThoughtSource {
       }
     }
     if (auto st = gen_.RunToCompletion(); !st.ok()) return st;
-    std::vector<std::vector<arbor::planner::Proposal>> out(parents.size());
+    std::vector<std::vector<arbor::search::Proposal>> out(parents.size());
     for (const Pending& q : pending) {
       const arbor::engine::GenerationResult& r = gen_.result(q.id);
       std::vector<int> tokens = nodes_.at(parents[q.parent]->handle).tokens;
@@ -100,7 +100,7 @@ class LocalSource : public arbor::planner::ThoughtSource {
   }
 
   absl::StatusOr<std::vector<double>> Evaluate(
-      const std::vector<const arbor::planner::SearchNode*>& nodes) override {
+      const std::vector<const arbor::search::SearchNode*>& nodes) override {
     std::vector<double> v;
     for (const auto* n : nodes) v.push_back(nodes_.at(n->handle).value);
     return v;
@@ -167,13 +167,13 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "%s\n", root.status().ToString().c_str());
       return 1;
     }
-    arbor::planner::SearchTree tree("");
+    arbor::search::SearchTree tree("");
     tree.mutable_node(0).handle = *root;
-    arbor::planner::SearchSpec spec{.strategy = arbor::planner::Strategy::kBfs,
-                                    .breadth = breadth,
-                                    .proposals_per_node = proposals,
-                                    .depth = depth};
-    auto r = arbor::planner::RunSearch(spec, {.max_nodes = 100000}, source, tree);
+    arbor::search::SearchSpec spec{.strategy = arbor::search::Strategy::kBfs,
+                                   .breadth = breadth,
+                                   .proposals_per_node = proposals,
+                                   .depth = depth};
+    auto r = arbor::search::RunSearch(spec, {.max_nodes = 100000}, source, tree);
     if (!r.ok()) {
       std::fprintf(stderr, "%s\n", r.status().ToString().c_str());
       return 1;

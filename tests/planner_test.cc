@@ -19,7 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "arbor/common/process.h"
-#include "arbor/planner/task_language.h"
+#include "arbor/search/task_language.h"
 #include "arbor/rpc/service_main.h"
 #include "arbor/statestore/redis_server_for_test.h"
 #include "arbor/v1/kvstore.grpc.pb.h"

@@ -91,7 +91,8 @@ absl::Status ExpertFfnRunner::Run(const ExpertFfnParams& p, cudaStream_t stream)
 absl::Status ExpertFfnRunner::RunOnce(const ExpertFfnParams& p, cudaStream_t stream) {
   ARBOR_RETURN_IF_ERROR(
       Project(p, {&ExpertFfnGroup::w13, p.x, p.hidden, p.gate_up, 2 * p.inter}, stream));
-  ARBOR_RETURN_IF_ERROR(SwiGluBf16Cuda({p.gate_up, p.act, p.n_rows, p.inter}, stream));
+  ARBOR_RETURN_IF_ERROR(SwiGluBf16Cuda(
+      {.gate_up = p.gate_up, .out = p.act, .n_rows = p.n_rows, .dim = p.inter}, stream));
   return Project(p, {&ExpertFfnGroup::w2, p.act, p.inter, p.y, p.hidden}, stream);
 }
 

@@ -17,8 +17,9 @@ constexpr int kExpectedTop = 20;      // top_logprobs read for the expected labe
 }  // namespace
 
 MeshThoughtSource::MeshThoughtSource(mesh::KvStoreClient* kv, mesh::RouterClient* router,
-                                     ThreadPool* pool, std::string problem, Templates templates,
-                                     SourceOptions options, std::function<bool()> is_cancelled)
+                                     ThreadPool* pool, std::string problem,
+                                     search::Templates templates, SourceOptions options,
+                                     std::function<bool()> is_cancelled)
     : kv_(kv),
       router_(router),
       pool_(pool),
@@ -42,7 +43,7 @@ absl::StatusOr<uint64_t> MeshThoughtSource::CreateRoot(const std::string& owner)
                          kv_->CreateSequence(create, options_.deadline));
   v1::ExtendRequest req;
   req.set_sequence_id(created.sequence_id());
-  req.set_text(Render(templates_.propose, problem_, "", ""));
+  req.set_text(search::Render(templates_.propose, problem_, "", ""));
   req.set_add_bos(true);
   std::vector<Generated> out = ExtendAll({req});
   ARBOR_RETURN_IF_ERROR(out[0].status);
@@ -120,11 +121,11 @@ std::vector<MeshThoughtSource::Generated> MeshThoughtSource::ExtendAll(
   return out;
 }
 
-absl::StatusOr<std::vector<std::vector<Proposal>>> MeshThoughtSource::Propose(
-    const std::vector<const SearchNode*>& parents, int n) {
+absl::StatusOr<std::vector<std::vector<search::Proposal>>> MeshThoughtSource::Propose(
+    const std::vector<const search::SearchNode*>& parents, int n) {
   ARBOR_RETURN_IF_ERROR(CheckCancelled());
   std::vector<std::vector<uint64_t>> kids;
-  for (const SearchNode* p : parents) {
+  for (const search::SearchNode* p : parents) {
     ARBOR_ASSIGN_OR_RETURN(std::vector<uint64_t> k, kv_->Fork(p->handle, n, options_.deadline));
     kids.push_back(std::move(k));
   }
@@ -144,7 +145,7 @@ absl::StatusOr<std::vector<std::vector<Proposal>>> MeshThoughtSource::Propose(
     }
   }
   std::vector<Generated> gen = ExtendAll(reqs);
-  std::vector<std::vector<Proposal>> out(parents.size());
+  std::vector<std::vector<search::Proposal>> out(parents.size());
   size_t i = 0;
   absl::Status first_error;
   std::vector<uint64_t> duplicates;
@@ -160,7 +161,7 @@ absl::StatusOr<std::vector<std::vector<Proposal>>> MeshThoughtSource::Propose(
         duplicates.push_back(seq);
         continue;
       }
-      Proposal q;
+      search::Proposal q;
       q.handle = seq;
       const std::string& text = g.result.text();
       q.thought = text;
@@ -191,7 +192,7 @@ absl::StatusOr<std::vector<std::vector<Proposal>>> MeshThoughtSource::Propose(
 }
 
 absl::StatusOr<std::vector<double>> MeshThoughtSource::Evaluate(
-    const std::vector<const SearchNode*>& nodes) {
+    const std::vector<const search::SearchNode*>& nodes) {
   std::vector<double> values(nodes.size(), 0.0);
   if (options_.value == ValueMode::kLogProb) {
     for (size_t i = 0; i < nodes.size(); ++i) values[i] = nodes[i]->logprob;
@@ -207,12 +208,12 @@ absl::StatusOr<std::vector<double>> MeshThoughtSource::Evaluate(
   }
   std::vector<uint64_t> forks;
   std::vector<v1::ExtendRequest> reqs;
-  for (const SearchNode* n : nodes) {
+  for (const search::SearchNode* n : nodes) {
     ARBOR_ASSIGN_OR_RETURN(std::vector<uint64_t> f, kv_->Fork(n->handle, k, options_.deadline));
     for (uint64_t seq : f) {
       v1::ExtendRequest req;
       req.set_sequence_id(seq);
-      req.set_text(Render(templates_.value, problem_, n->state, n->thought));
+      req.set_text(search::Render(templates_.value, problem_, n->state, n->thought));
       v1::GenerationParams* g = req.mutable_params();
       g->set_max_tokens(expected ? 1 : 8);  // expected: the first token's distribution
       g->set_top_logprobs(expected ? kExpectedTop : 0);
@@ -237,7 +238,7 @@ absl::StatusOr<std::vector<double>> MeshThoughtSource::Evaluate(
       const Generated& g = gen[i * k + j];
       ARBOR_RETURN_IF_ERROR(g.status);
       if (expected) {  // among the kExpectedTop most likely first tokens
-        sum += ExpectedLabelScore(g.first_top, *label_tokens, lowest);
+        sum += search::ExpectedLabelScore(g.first_top, *label_tokens, lowest);
         continue;
       }
       std::string text;
@@ -267,7 +268,7 @@ absl::StatusOr<std::vector<int>> MeshThoughtSource::Tokenize(const std::string& 
 absl::StatusOr<const std::map<int, float>*> MeshThoughtSource::LabelTokens() {
   if (label_tokens_) return &*label_tokens_;
   // A label's first token as the model would write it: right after the value prompt.
-  const std::string prompt = Render(templates_.value, problem_, "", "");
+  const std::string prompt = search::Render(templates_.value, problem_, "", "");
   ARBOR_ASSIGN_OR_RETURN(const std::vector<int> before, Tokenize(prompt));
   std::map<int, std::string> label_of;  // first token id -> label
   for (const auto& [label, score] : templates_.value_labels) {

@@ -22,8 +22,8 @@
 #include "arbor/common/thread_pool.h"
 #include "arbor/mesh/kvstore_client.h"
 #include "arbor/mesh/router_client.h"
-#include "arbor/planner/search.h"
-#include "arbor/planner/task_language.h"
+#include "arbor/search/search.h"
+#include "arbor/search/task_language.h"
 #include "arbor/v1/planner.pb.h"
 
 namespace arbor::planner {
@@ -48,11 +48,11 @@ struct SourceCounts {
   int64_t generated = 0, prefilled = 0, reused = 0;
 };
 
-class MeshThoughtSource : public ThoughtSource {
+class MeshThoughtSource : public search::ThoughtSource {
  public:
   // The clients and pool must outlive the source; `is_cancelled` is polled between calls.
   MeshThoughtSource(mesh::KvStoreClient* kv, mesh::RouterClient* router, ThreadPool* pool,
-                    std::string problem, Templates templates, SourceOptions options,
+                    std::string problem, search::Templates templates, SourceOptions options,
                     std::function<bool()> is_cancelled);
 
   // A new root sequence holding the rendered propose prompt (prefilled by the router), tagged
@@ -61,10 +61,10 @@ class MeshThoughtSource : public ThoughtSource {
   // Releases every kv-store sequence tagged `owner`.
   absl::Status ReleaseOwner(const std::string& owner);
 
-  absl::StatusOr<std::vector<std::vector<Proposal>>> Propose(
-      const std::vector<const SearchNode*>& parents, int n) override;
+  absl::StatusOr<std::vector<std::vector<search::Proposal>>> Propose(
+      const std::vector<const search::SearchNode*>& parents, int n) override;
   absl::StatusOr<std::vector<double>> Evaluate(
-      const std::vector<const SearchNode*>& nodes) override;
+      const std::vector<const search::SearchNode*>& nodes) override;
   int64_t tokens_used() const override { return counts_.generated; }
 
   // Releases kv-store sequences (unknown ones are ignored).
@@ -85,7 +85,7 @@ class MeshThoughtSource : public ThoughtSource {
     absl::Status status;
     std::vector<int> ids;
     double mean_logprob = 0;
-    std::vector<TokenLogprob> first_top;  // the first token's top_logprobs
+    std::vector<search::TokenLogprob> first_top;  // the first token's top_logprobs
     v1::ExtendResult result;
   };
   // Runs the Extends in parallel on the pool and waits for all.
@@ -101,7 +101,7 @@ class MeshThoughtSource : public ThoughtSource {
   mesh::RouterClient* router_;
   ThreadPool* pool_;
   std::string problem_;
-  Templates templates_;
+  search::Templates templates_;
   SourceOptions options_;
   std::function<bool()> is_cancelled_;
   SourceCounts counts_;

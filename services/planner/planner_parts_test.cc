@@ -21,7 +21,8 @@ v1::SolveRequest Game24Solve(const std::string& task_id) {
 }
 
 TEST(SolveRequestTest, NamesTheFieldOutOfRange) {
-  const std::map<std::string, Templates> presets = {{"game24", Templates{.propose = "p"}}};
+  const std::map<std::string, search::Templates> presets = {
+      {"game24", search::Templates{.propose = "p"}}};
   v1::SolveRequest req = Game24Solve("a");
   ASSERT_TRUE(PlanTask(req, presets, {}).ok());
   req.mutable_search()->mutable_bfs()->set_breadth(0);
@@ -48,7 +49,7 @@ TEST(SolveRequestTest, NamesTheFieldOutOfRange) {
 
 // A checkpoint of root -> {1, 2} -> {3 (scored), 4 (not scored: the crash cut the round)}.
 v1::TaskCheckpoint SmallCheckpoint() {
-  SearchTree tree("root");
+  search::SearchTree tree("root");
   tree.AddChild(0, {.thought = "a", .state = "A", .handle = 11});
   tree.AddChild(0, {.thought = "b", .state = "B", .handle = 12});
   tree.AddChild(1, {.thought = "c", .state = "C", .handle = 13});
@@ -56,7 +57,7 @@ v1::TaskCheckpoint SmallCheckpoint() {
   v1::TaskCheckpoint cp;
   cp.mutable_request()->set_task_id("t1");
   for (int i = 0; i < tree.size(); ++i) {
-    SearchNode n = tree.node(i);
+    search::SearchNode n = tree.node(i);
     n.scored = i != 4;
     n.expanded = i == 1 || i == 2 || i == 0;
     n.score = i;
@@ -67,7 +68,7 @@ v1::TaskCheckpoint SmallCheckpoint() {
 
 TEST(TaskCheckpointTest, RestoreDropsTheRoundACrashCutShort) {
   v1::TaskCheckpoint cp = SmallCheckpoint();
-  absl::StatusOr<SearchTree> tree = RestoreTree(&cp);
+  absl::StatusOr<search::SearchTree> tree = RestoreTree(&cp);
   ASSERT_TRUE(tree.ok()) << tree.status();
   ASSERT_EQ(tree->size(), 4);
   EXPECT_EQ(cp.nodes_size(), 4);
@@ -83,7 +84,7 @@ TEST(TaskCheckpointTest, RestoreDropsTheRoundACrashCutShort) {
 TEST(TaskCheckpointTest, ForgedTreesAreDataLossNotCrashes) {
   v1::TaskCheckpoint cp = SmallCheckpoint();
   cp.mutable_nodes(3)->mutable_node()->set_parent_id(7);
-  absl::StatusOr<SearchTree> tree = RestoreTree(&cp);
+  absl::StatusOr<search::SearchTree> tree = RestoreTree(&cp);
   EXPECT_EQ(tree.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(tree.status().message(), "checkpoint nodes[3].node.parent_id 7 is not an earlier node");
   cp = SmallCheckpoint();

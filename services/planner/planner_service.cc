@@ -5,8 +5,8 @@
 #include "absl/strings/str_cat.h"
 #include "arbor/common/clock.h"
 #include "arbor/common/status_macros.h"
-#include "arbor/planner/search.h"
 #include "arbor/rpc/status.h"
+#include "arbor/search/search.h"
 #include "spdlog/spdlog.h"
 #include "task_checkpoint.h"
 
@@ -19,7 +19,8 @@ absl::Status UnknownTask(const std::string& id) {
   return absl::NotFoundError(absl::StrCat("task \"", id, "\" unknown"));
 }
 
-v1::SearchCounts CountsOf(const SearchTree& tree, const SourceCounts& tokens, double seconds) {
+v1::SearchCounts CountsOf(const search::SearchTree& tree, const SourceCounts& tokens,
+                          double seconds) {
   v1::SearchCounts c;
   c.set_nodes(tree.size());
   c.set_tokens_generated(tokens.generated);
@@ -29,9 +30,9 @@ v1::SearchCounts CountsOf(const SearchTree& tree, const SourceCounts& tokens, do
   return c;
 }
 
-v1::SolveResult ResultOf(const std::string& task_id, const SearchTree& tree, const SearchResult& r,
-                         const v1::SearchCounts& counts) {
-  const SearchNode& best = tree.node(r.best_node);
+v1::SolveResult ResultOf(const std::string& task_id, const search::SearchTree& tree,
+                         const search::SearchResult& r, const v1::SearchCounts& counts) {
+  const search::SearchNode& best = tree.node(r.best_node);
   v1::SolveResult result;
   result.set_task_id(task_id);
   result.set_solved(r.answer_node >= 0);
@@ -49,7 +50,7 @@ absl::StatusOr<std::unique_ptr<PlannerService>> PlannerService::Create(
     statestore::StateStore* state, const PlannerOptions& options, prometheus::Registry& registry) {
   std::unique_ptr<PlannerService> s(
       new PlannerService(std::move(kvstore), std::move(router), state, options, registry));
-  ARBOR_ASSIGN_OR_RETURN(s->presets_, LoadPresets(options.model_dir));
+  ARBOR_ASSIGN_OR_RETURN(s->presets_, search::LoadPresets(options.model_dir));
   ARBOR_RETURN_IF_ERROR(s->Resume());
   return s;
 }
@@ -139,57 +140,57 @@ void PlannerService::Run(std::shared_ptr<Task> task, v1::TaskCheckpoint restored
   plan.Start();
   MeshThoughtSource source(&kv_, &router_, &io_, req.problem(), plan.templates, plan.source,
                            [task] { return task->cancel.load(); });
-  SearchTree tree("");
+  search::SearchTree tree("");
   absl::Status status = restored.nodes_size() > 0 ? Restore(*task, source, restored, tree)
                                                   : CreateRoot(*task, source, tree);
 
   // Events, and the checkpoint kept in step with the tree.
-  auto record = [&](const SearchNode& n) {
+  auto record = [&](const search::SearchNode& n) {
     absl::MutexLock lock(&task->mu);
     RecordNode(n, source.token_ids(n.handle), &task->checkpoint);
   };
-  auto publish = [&](const SearchNode& n, v1::Node* (v1::SolveEvent::*field)()) {
+  auto publish = [&](const search::SearchNode& n, v1::Node* (v1::SolveEvent::*field)()) {
     v1::SolveEvent e;
     *(e.*field)() = NodeToProto(n);
     task->Publish(std::move(e));
   };
   auto counts = [&] { return CountsOf(tree, source.counts(), SecondsSince(t0)); };
-  const SearchObserver observer{.created =
-                                    [&](const SearchNode& n) {
-                                      record(tree.node(n.parent));  // now expanded
-                                      record(n);
-                                      publish(n, &v1::SolveEvent::mutable_node_created);
-                                    },
-                                .scored =
-                                    [&](const SearchNode& n) {
-                                      record(n);
-                                      publish(n, &v1::SolveEvent::mutable_node_scored);
-                                    },
-                                .pruned =
-                                    [&](const SearchNode& n) {
-                                      record(n);
-                                      publish(n, &v1::SolveEvent::mutable_node_pruned);
-                                      source.Release({n.handle}).IgnoreError();
-                                    },
-                                .answer =
-                                    [&](const SearchNode& n) {
-                                      v1::SolveEvent e;
-                                      e.set_answer_found(n.answer_text);
-                                      task->Publish(std::move(e));
-                                    },
-                                .round =
-                                    [&] {
-                                      // Every change of the round is recorded already (a parent's
-                                      // expanded flag with its first child).
-                                      {
-                                        absl::MutexLock lock(&task->mu);
-                                        *task->checkpoint.mutable_counts() = counts();
-                                      }
-                                      WriteCheckpoint(*task);
-                                      v1::SolveEvent e;
-                                      *e.mutable_progress() = counts();
-                                      task->Publish(std::move(e));
-                                    }};
+  const search::SearchObserver observer{.created =
+                                            [&](const search::SearchNode& n) {
+                                              record(tree.node(n.parent));  // now expanded
+                                              record(n);
+                                              publish(n, &v1::SolveEvent::mutable_node_created);
+                                            },
+                                        .scored =
+                                            [&](const search::SearchNode& n) {
+                                              record(n);
+                                              publish(n, &v1::SolveEvent::mutable_node_scored);
+                                            },
+                                        .pruned =
+                                            [&](const search::SearchNode& n) {
+                                              record(n);
+                                              publish(n, &v1::SolveEvent::mutable_node_pruned);
+                                              source.Release({n.handle}).IgnoreError();
+                                            },
+                                        .answer =
+                                            [&](const search::SearchNode& n) {
+                                              v1::SolveEvent e;
+                                              e.set_answer_found(n.answer_text);
+                                              task->Publish(std::move(e));
+                                            },
+                                        .round =
+                                            [&] {
+                                              // Every change of the round is recorded already (a
+                                              // parent's expanded flag with its first child).
+                                              {
+                                                absl::MutexLock lock(&task->mu);
+                                                *task->checkpoint.mutable_counts() = counts();
+                                              }
+                                              WriteCheckpoint(*task);
+                                              v1::SolveEvent e;
+                                              *e.mutable_progress() = counts();
+                                              task->Publish(std::move(e));
+                                            }};
 
   v1::SolveResult result;
   if (status.ok()) {
@@ -199,18 +200,20 @@ void PlannerService::Run(std::shared_ptr<Task> task, v1::TaskCheckpoint restored
       *task->checkpoint.mutable_request() = req;
     }
     WriteCheckpoint(*task);
-    absl::StatusOr<SearchResult> r = RunSearch(plan.spec, plan.budget, source, tree, observer);
+    absl::StatusOr<search::SearchResult> r =
+        search::RunSearch(plan.spec, plan.budget, source, tree, observer);
     status = r.status();
     if (r.ok()) {
       result = ResultOf(task->id, tree, *r, counts());
       spdlog::info("task={} done: {} nodes, stop={}, solved={}", task->id, tree.size(),
-                   StopReasonName(r->stop), result.solved());
+                   search::StopReasonName(r->stop), result.solved());
     }
   }
   Finish(*task, source, status, result, SecondsSince(t0));
 }
 
-absl::Status PlannerService::CreateRoot(Task& task, MeshThoughtSource& source, SearchTree& tree) {
+absl::Status PlannerService::CreateRoot(Task& task, MeshThoughtSource& source,
+                                        search::SearchTree& tree) {
   absl::StatusOr<uint64_t> root = source.CreateRoot(TaskKey(task.id));
   if (!root.ok()) return root.status();
   tree.mutable_node(0).handle = *root;
@@ -218,12 +221,12 @@ absl::Status PlannerService::CreateRoot(Task& task, MeshThoughtSource& source, S
 }
 
 absl::Status PlannerService::Restore(Task& task, MeshThoughtSource& source,
-                                     v1::TaskCheckpoint& restored, SearchTree& tree) {
+                                     v1::TaskCheckpoint& restored, search::SearchTree& tree) {
   // The tree as checkpointed (sequences a crash left unrecorded carry the task's owner tag and
   // go when the task ends).
   source.set_counts({restored.counts().tokens_generated(), restored.counts().tokens_prefilled(),
                      restored.counts().tokens_reused()});
-  absl::StatusOr<SearchTree> restored_tree = RestoreTree(&restored);
+  absl::StatusOr<search::SearchTree> restored_tree = RestoreTree(&restored);
   if (!restored_tree.ok()) {
     return absl::Status(restored_tree.status().code(),
                         absl::StrCat(TaskKey(task.id), ": ", restored_tree.status().message()));

@@ -1,7 +1,7 @@
 // The planner service: tree-of-thought search as a service. Solve starts a task (or, for a known
 // task_id, attaches to it) and streams its events: nodes created, scored and pruned, the answer
 // when found, progress after every expansion round, and the result last. Each task runs on its
-// own thread: a search strategy (libs/planner) over a MeshThoughtSource (kv-store forks, router
+// own thread: a search strategy (libs/search) over a MeshThoughtSource (kv-store forks, router
 // Extends). After every round the task is checkpointed to the state store (task_checkpoint.h); a
 // planner started on the same state store resumes the tasks still running there (the strategy
 // replays the restored tree and continues) and releases any kv-store sequence a crash left
@@ -22,8 +22,8 @@
 #include "arbor/common/thread_pool.h"
 #include "arbor/mesh/kvstore_client.h"
 #include "arbor/mesh/router_client.h"
-#include "arbor/planner/task_language.h"
 #include "arbor/rpc/rpc_metrics.h"
+#include "arbor/search/task_language.h"
 #include "arbor/statestore/state_store.h"
 #include "arbor/v1/planner.grpc.pb.h"
 #include "planner_metrics.h"
@@ -67,7 +67,7 @@ class PlannerService final : public v1::Planner::CallbackService {
                                       const v1::ListTasksRequest* req,
                                       v1::ListTasksResponse* resp) override;
 
-  const std::map<std::string, Templates>& presets() const { return presets_; }
+  const std::map<std::string, search::Templates>& presets() const { return presets_; }
 
  private:
   PlannerService(std::shared_ptr<grpc::Channel> kvstore, std::shared_ptr<grpc::Channel> router,
@@ -80,10 +80,10 @@ class PlannerService final : public v1::Planner::CallbackService {
   void Start(std::shared_ptr<Task> task, v1::TaskCheckpoint checkpoint);
   void Run(std::shared_ptr<Task> task, v1::TaskCheckpoint checkpoint);
   // A new task's root: its kv-store sequence holding the rendered propose prompt.
-  absl::Status CreateRoot(Task& task, MeshThoughtSource& source, SearchTree& tree);
+  absl::Status CreateRoot(Task& task, MeshThoughtSource& source, search::SearchTree& tree);
   // The tree of a resumed task, with every sequence it may still fork alive again.
   absl::Status Restore(Task& task, MeshThoughtSource& source, v1::TaskCheckpoint& restored,
-                       SearchTree& tree);
+                       search::SearchTree& tree);
   // Ends a task: releases every sequence it holds (by owner, so whatever a crash left behind
   // too), records the outcome in the task and its checkpoint, and tells the watchers. While the
   // planner shuts down a cancelled task keeps its checkpoint RUNNING instead.
@@ -98,7 +98,7 @@ class PlannerService final : public v1::Planner::CallbackService {
   mesh::RouterClient router_;
   statestore::StateStore* state_;
   PlannerOptions options_;
-  std::map<std::string, Templates> presets_;
+  std::map<std::string, search::Templates> presets_;
   rpc::RpcMetrics rpc_metrics_;
   PlannerMetrics metrics_;
   TaskRegistry registry_;

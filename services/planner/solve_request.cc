@@ -43,32 +43,32 @@ const char* StrategyField(const v1::SearchSpec& s) {
 }
 
 // The search library's spec for a request's (MCTS expands 2 children per node).
-absl::StatusOr<SearchSpec> SpecFromProto(const v1::SearchSpec& s) {
+absl::StatusOr<search::SearchSpec> SpecFromProto(const v1::SearchSpec& s) {
   switch (s.strategy_case()) {
     case v1::SearchSpec::kBfs:
-      return SearchSpec{.strategy = Strategy::kBfs,
-                        .breadth = s.bfs().breadth(),
-                        .proposals_per_node = s.bfs().proposals_per_node(),
-                        .root_proposals = s.bfs().root_proposals(),
-                        .depth = s.bfs().depth()};
+      return search::SearchSpec{.strategy = search::Strategy::kBfs,
+                                .breadth = s.bfs().breadth(),
+                                .proposals_per_node = s.bfs().proposals_per_node(),
+                                .root_proposals = s.bfs().root_proposals(),
+                                .depth = s.bfs().depth()};
     case v1::SearchSpec::kDfs:
-      return SearchSpec{.strategy = Strategy::kDfs,
-                        .proposals_per_node = s.dfs().proposals_per_node(),
-                        .root_proposals = s.dfs().root_proposals(),
-                        .depth = s.dfs().depth(),
-                        .value_threshold = s.dfs().value_threshold()};
+      return search::SearchSpec{.strategy = search::Strategy::kDfs,
+                                .proposals_per_node = s.dfs().proposals_per_node(),
+                                .root_proposals = s.dfs().root_proposals(),
+                                .depth = s.dfs().depth(),
+                                .value_threshold = s.dfs().value_threshold()};
     case v1::SearchSpec::kBeam:
-      return SearchSpec{.strategy = Strategy::kBeam,
-                        .breadth = s.beam().beam_width(),
-                        .proposals_per_node = s.beam().proposals_per_node(),
-                        .root_proposals = s.beam().root_proposals(),
-                        .depth = s.beam().depth()};
+      return search::SearchSpec{.strategy = search::Strategy::kBeam,
+                                .breadth = s.beam().beam_width(),
+                                .proposals_per_node = s.beam().proposals_per_node(),
+                                .root_proposals = s.beam().root_proposals(),
+                                .depth = s.beam().depth()};
     case v1::SearchSpec::kMcts:
-      return SearchSpec{.strategy = Strategy::kMcts,
-                        .proposals_per_node = 2,
-                        .depth = s.mcts().depth(),
-                        .uct_c = s.mcts().uct_c(),
-                        .rollouts = s.mcts().rollouts()};
+      return search::SearchSpec{.strategy = search::Strategy::kMcts,
+                                .proposals_per_node = 2,
+                                .depth = s.mcts().depth(),
+                                .uct_c = s.mcts().uct_c(),
+                                .rollouts = s.mcts().rollouts()};
     case v1::SearchSpec::STRATEGY_NOT_SET:
       break;
   }
@@ -76,7 +76,7 @@ absl::StatusOr<SearchSpec> SpecFromProto(const v1::SearchSpec& s) {
 }
 
 absl::Status CheckTemplates(const v1::SolveRequest& req,
-                            const std::map<std::string, Templates>& presets) {
+                            const std::map<std::string, search::Templates>& presets) {
   if (!req.has_templates()) {
     if (!presets.count(req.preset())) {
       return absl::InvalidArgumentError(
@@ -137,12 +137,12 @@ SourceOptions SourceFromProto(const v1::SearchSpec& s) {
   return so;
 }
 
-Templates TemplatesFromProto(const v1::TaskTemplates& p) {
-  Templates t{.propose = p.propose(),
-              .value = p.value(),
-              .answer = p.answer(),
-              .step_stop = p.step_stop(),
-              .answer_prefix = p.answer_prefix()};
+search::Templates TemplatesFromProto(const v1::TaskTemplates& p) {
+  search::Templates t{.propose = p.propose(),
+                      .value = p.value(),
+                      .answer = p.answer(),
+                      .step_stop = p.step_stop(),
+                      .answer_prefix = p.answer_prefix()};
   for (const auto& [label, score] : p.value_labels()) t.value_labels[label] = score;
   return t;
 }
@@ -164,7 +164,7 @@ void TaskPlan::Start() {
 }
 
 absl::StatusOr<TaskPlan> PlanTask(const v1::SolveRequest& req,
-                                  const std::map<std::string, Templates>& presets,
+                                  const std::map<std::string, search::Templates>& presets,
                                   const PlanDefaults& defaults) {
   if (!req.task_id().empty() && !ValidTaskId(req.task_id())) {
     return absl::InvalidArgumentError("task_id must be 1..128 characters of [A-Za-z0-9_-]");

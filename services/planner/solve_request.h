@@ -8,8 +8,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "arbor/planner/search.h"
-#include "arbor/planner/task_language.h"
+#include "arbor/search/search.h"
+#include "arbor/search/task_language.h"
 #include "arbor/v1/planner.pb.h"
 #include "mesh_thought_source.h"
 
@@ -23,10 +23,10 @@ struct PlanDefaults {
 
 // One task's plan: everything Run needs from the request, in the libraries' types.
 struct TaskPlan {
-  SearchSpec spec;
-  Budget budget;         // without a deadline: Start sets it
-  SourceOptions source;  // without a deadline: Start sets it
-  Templates templates;
+  search::SearchSpec spec;
+  search::Budget budget;  // without a deadline: Start sets it
+  SourceOptions source;   // without a deadline: Start sets it
+  search::Templates templates;
   int deadline_ms = 0;  // Budget.deadline_ms; 0 = none
 
   // Sets the budget's and the source's deadline `deadline_ms` from now.
@@ -39,7 +39,7 @@ bool ValidTaskId(const std::string& id);
 // The request checked against planner.proto's ranges and translated. INVALID_ARGUMENT naming
 // the field (e.g. "search.bfs.breadth 0 out of range [1, 64]") or the unknown preset.
 absl::StatusOr<TaskPlan> PlanTask(const v1::SolveRequest& req,
-                                  const std::map<std::string, Templates>& presets,
+                                  const std::map<std::string, search::Templates>& presets,
                                   const PlanDefaults& defaults);
 
 }  // namespace arbor::planner

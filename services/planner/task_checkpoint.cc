@@ -6,7 +6,7 @@ namespace arbor::planner {
 
 std::string TaskKey(const std::string& task_id) { return kTaskKeyPrefix + task_id; }
 
-v1::Node NodeToProto(const SearchNode& n) {
+v1::Node NodeToProto(const search::SearchNode& n) {
   v1::Node p;
   p.set_id(n.id);
   p.set_parent_id(n.parent);
@@ -19,7 +19,7 @@ v1::Node NodeToProto(const SearchNode& n) {
   return p;
 }
 
-void RecordNode(const SearchNode& n, const std::vector<int>& own_token_ids,
+void RecordNode(const search::SearchNode& n, const std::vector<int>& own_token_ids,
                 v1::TaskCheckpoint* cp) {
   while (cp->nodes_size() <= n.id) cp->add_nodes();
   v1::TaskCheckpoint::CheckpointNode* cn = cp->mutable_nodes(n.id);
@@ -47,7 +47,7 @@ absl::StatusOr<v1::TaskCheckpoint> ParseCheckpoint(const std::string& key,
   return cp;
 }
 
-absl::StatusOr<SearchTree> RestoreTree(v1::TaskCheckpoint* cp) {
+absl::StatusOr<search::SearchTree> RestoreTree(v1::TaskCheckpoint* cp) {
   const int size = cp->nodes_size();
   if (size == 0) return absl::DataLossError("checkpoint has no root node");
   for (int i = 0; i < size; ++i) {
@@ -67,7 +67,7 @@ absl::StatusOr<SearchTree> RestoreTree(v1::TaskCheckpoint* cp) {
       break;
     }
   }
-  SearchTree tree("");
+  search::SearchTree tree("");
   for (int i = 0; i < keep; ++i) {
     const v1::TaskCheckpoint::CheckpointNode& cn = cp->nodes(i);
     if (i > 0) {
@@ -78,7 +78,7 @@ absl::StatusOr<SearchTree> RestoreTree(v1::TaskCheckpoint* cp) {
                                             .handle = cn.sequence_id(),
                                             .logprob = cn.node().logprob()});
     }
-    SearchNode& n = tree.mutable_node(i);
+    search::SearchNode& n = tree.mutable_node(i);
     if (i == 0) {  // children got these from AddChild
       n.state = cn.node().state();
       n.handle = cn.sequence_id();
@@ -99,7 +99,7 @@ absl::StatusOr<SearchTree> RestoreTree(v1::TaskCheckpoint* cp) {
   return tree;
 }
 
-std::vector<int> PathTokens(const v1::TaskCheckpoint& cp, const SearchTree& tree, int id) {
+std::vector<int> PathTokens(const v1::TaskCheckpoint& cp, const search::SearchTree& tree, int id) {
   std::vector<int> tokens;
   for (int on_path : tree.PathTo(id)) {
     const auto& own = cp.nodes(on_path).token_ids();
@@ -109,10 +109,10 @@ std::vector<int> PathTokens(const v1::TaskCheckpoint& cp, const SearchTree& tree
 }
 
 absl::StatusOr<int> RebuildLostSequences(MeshThoughtSource& source, const std::string& owner,
-                                         SearchTree& tree, v1::TaskCheckpoint* cp) {
+                                         search::SearchTree& tree, v1::TaskCheckpoint* cp) {
   int rebuilt = 0;
   for (int i = 0; i < tree.size(); ++i) {
-    const SearchNode& n = tree.node(i);
+    const search::SearchNode& n = tree.node(i);
     if (n.pruned || n.answer || n.expanded) continue;  // only these are forked again
     absl::StatusOr<bool> exists = source.Exists(n.handle);
     if (!exists.ok()) return exists.status();

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "arbor/planner/search.h"
+#include "arbor/search/search.h"
 #include "arbor/v1/planner.pb.h"
 #include "mesh_thought_source.h"
 
@@ -21,10 +21,11 @@ namespace arbor::planner {
 inline constexpr char kTaskKeyPrefix[] = "planner/task/";
 std::string TaskKey(const std::string& task_id);
 
-v1::Node NodeToProto(const SearchNode& n);
+v1::Node NodeToProto(const search::SearchNode& n);
 
 // Writes node `n` (and its own token ids, once) into `cp->nodes(n.id)`, growing the list.
-void RecordNode(const SearchNode& n, const std::vector<int>& own_token_ids, v1::TaskCheckpoint* cp);
+void RecordNode(const search::SearchNode& n, const std::vector<int>& own_token_ids,
+                v1::TaskCheckpoint* cp);
 
 // Parses the bytes stored under `key`. DATA_LOSS naming the key when they are not a checkpoint
 // of a task (no task_id, or a task_id another key's).
@@ -35,16 +36,16 @@ absl::StatusOr<v1::TaskCheckpoint> ParseCheckpoint(const std::string& key,
 // by round): they are dropped from `cp` too, and their parents marked unexpanded so they are
 // expanded again. DATA_LOSS naming the node and field when the nodes do not form a tree (ids out
 // of order, a parent that is not an earlier node).
-absl::StatusOr<SearchTree> RestoreTree(v1::TaskCheckpoint* cp);
+absl::StatusOr<search::SearchTree> RestoreTree(v1::TaskCheckpoint* cp);
 
 // The token ids of node `id`'s whole sequence: its path's own token ids, root first.
-std::vector<int> PathTokens(const v1::TaskCheckpoint& cp, const SearchTree& tree, int id);
+std::vector<int> PathTokens(const v1::TaskCheckpoint& cp, const search::SearchTree& tree, int id);
 
 // Gives every node the search may still fork (not pruned, not an answer, not expanded) a live
 // sequence: those the kv-store no longer holds are rebuilt from their path's token ids under
 // `owner`, and their new ids written to `tree` and `cp`. Returns how many were rebuilt; the
 // first error of the mesh otherwise.
 absl::StatusOr<int> RebuildLostSequences(MeshThoughtSource& source, const std::string& owner,
-                                         SearchTree& tree, v1::TaskCheckpoint* cp);
+                                         search::SearchTree& tree, v1::TaskCheckpoint* cp);
 
 }  // namespace arbor::planner

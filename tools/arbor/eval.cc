@@ -25,7 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "arbor/mesh/planner_client.h"
-#include "arbor/planner/task_language.h"
+#include "arbor/search/task_language.h"
 #include "game24.h"
 #include "generate.h"
 #include "grpcpp/grpcpp.h"
@@ -75,12 +75,12 @@ std::string AnswerAfter(const std::string& text, const std::string& prefix) {
   return a;
 }
 
-Outcome Greedy(const game24::Puzzle& p, const planner::Templates& preset, mesh::KvStoreClient& kv,
+Outcome Greedy(const game24::Puzzle& p, const search::Templates& preset, mesh::KvStoreClient& kv,
                mesh::RouterClient& router) {
   Outcome o;
   const auto t0 = std::chrono::steady_clock::now();
   v1::ExtendRequest req;
-  req.set_text(planner::Render(preset.propose, game24::PuzzleText(p), "", ""));
+  req.set_text(search::Render(preset.propose, game24::PuzzleText(p), "", ""));
   req.set_add_bos(true);
   req.mutable_params()->set_max_tokens(128);
   req.mutable_params()->set_temperature(0);
@@ -99,7 +99,7 @@ Outcome Greedy(const game24::Puzzle& p, const planner::Templates& preset, mesh::
   return o;
 }
 
-Outcome Bfs(const game24::Puzzle& p, const planner::Templates& preset, int breadth, uint64_t seed,
+Outcome Bfs(const game24::Puzzle& p, const search::Templates& preset, int breadth, uint64_t seed,
             mesh::PlannerClient& planner) {
   Outcome o;
   v1::SolveRequest req;
@@ -177,8 +177,8 @@ int Eval(const std::vector<std::string>& args) {
   }
   // The model's game24 preset, as the planner reads it: the greedy pass starts from its propose
   // prompt, as the planner's root does, and its answer prefix marks answers in both modes.
-  const absl::StatusOr<planner::Templates> preset =
-      planner::ParsePreset(absl::GetFlag(FLAGS_model) + "/presets/game24.json");
+  const absl::StatusOr<search::Templates> preset =
+      search::ParsePreset(absl::GetFlag(FLAGS_model) + "/presets/game24.json");
   if (!preset.ok()) {
     std::fprintf(stderr, "arbor eval: %s\n", preset.status().ToString().c_str());
     return 1;

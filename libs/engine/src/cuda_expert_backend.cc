@@ -146,12 +146,23 @@ absl::Status CudaExpertBackend::UploadRows(const float* x, const float* out, int
 }
 
 absl::Status CudaExpertBackend::Finish(int n_x, int n_rows, bool per_row_entries, float* out) {
-  ARBOR_RETURN_IF_ERROR(kernels::GatherRowsCuda(
-      {x_.as<float>(), n_x, row_token_.as<int>(), x_perm_.as<bf16_t>(), n_rows, hidden_}, stream_));
-  ARBOR_RETURN_IF_ERROR(
-      ffn_->Run({x_perm_.as<bf16_t>(), y_.as<bf16_t>(), n_rows, hidden_, inter_, groups_.data(),
-                 static_cast<int>(groups_.size()), gate_up_.as<bf16_t>(), act_.as<bf16_t>()},
-                stream_));
+  ARBOR_RETURN_IF_ERROR(kernels::GatherRowsCuda({.x = x_.as<float>(),
+                                                 .n_src = n_x,
+                                                 .row_token = row_token_.as<int>(),
+                                                 .out = x_perm_.as<bf16_t>(),
+                                                 .n_rows = n_rows,
+                                                 .dim = hidden_},
+                                                stream_));
+  ARBOR_RETURN_IF_ERROR(ffn_->Run({.x = x_perm_.as<bf16_t>(),
+                                   .y = y_.as<bf16_t>(),
+                                   .n_rows = n_rows,
+                                   .hidden = hidden_,
+                                   .inter = inter_,
+                                   .groups = groups_.data(),
+                                   .n_groups = static_cast<int>(groups_.size()),
+                                   .gate_up = gate_up_.as<bf16_t>(),
+                                   .act = act_.as<bf16_t>()},
+                                  stream_));
   kernels::MoeUnpermuteParams un;
   un.y = y_.as<bf16_t>(), un.n_rows = n_rows;
   un.row_start = per_row_entries ? row_start_.as<int>() : nullptr, un.rows_per_token = top_k_;

@@ -209,11 +209,14 @@ absl::Status CudaStep::Run(const StepPlan& in, float* logits) {
 
   // Final norm and LM head of the wanted rows.
   for (int i = 0; i < in.n_last; ++i) {
-    ARBOR_RETURN_IF_ERROR(kernels::RmsNormCuda(
-        {x_.as<float>() + static_cast<size_t>(in.last_rows[i]) * hidden, final_norm_.as<float>(),
-         last_.as<float>() + static_cast<size_t>(i) * hidden, 1, hidden, hidden,
-         config_.rms_norm_eps},
-        stream_));
+    ARBOR_RETURN_IF_ERROR(
+        kernels::RmsNormCuda({.x = x_.as<float>() + static_cast<size_t>(in.last_rows[i]) * hidden,
+                              .weight = final_norm_.as<float>(),
+                              .out = last_.as<float>() + static_cast<size_t>(i) * hidden,
+                              .n_rows = 1,
+                              .dim = hidden,
+                              .eps = config_.rms_norm_eps},
+                             stream_));
   }
   if (in.n_last > 0) {
     ARBOR_RETURN_IF_ERROR(Gemm(last_.as<float>(), lm_head_.as<float>(), logits_.as<float>(),
@@ -254,19 +257,24 @@ absl::Status CudaStep::Layer(int layer, int n, const std::vector<int>& chunk_blo
   const int k = config_.num_experts_per_tok, e = config_.num_local_experts;
   const float eps = config_.rms_norm_eps;
 
-  ARBOR_RETURN_IF_ERROR(kernels::RmsNormCuda(
-      {x_.as<float>(), lw.attn_norm.as<float>(), h_.as<float>(), n, hidden, hidden, eps}, stream_));
+  ARBOR_RETURN_IF_ERROR(kernels::RmsNormCuda({.x = x_.as<float>(),
+                                              .weight = lw.attn_norm.as<float>(),
+                                              .out = h_.as<float>(),
+                                              .n_rows = n,
+                                              .dim = hidden,
+                                              .eps = eps},
+                                             stream_));
   ARBOR_RETURN_IF_ERROR(
       Gemm(h_.as<float>(), lw.wqkv.as<float>(), qkv_.as<float>(), n, qkv_dim, hidden, 0.0f));
-  kernels::RopeCudaParams rope{qkv_.as<float>(),
-                               pos_.as<int>(),
-                               rope_cos_.as<float>(),
-                               rope_sin_.as<float>(),
-                               hd,
-                               options_.max_seq_tokens,
-                               n,
-                               config_.num_attention_heads,
-                               qkv_dim};
+  kernels::RopeCudaParams rope{.x = qkv_.as<float>(),
+                               .positions = pos_.as<int>(),
+                               .cos = rope_cos_.as<float>(),
+                               .sin = rope_sin_.as<float>(),
+                               .head_dim = hd,
+                               .max_positions = options_.max_seq_tokens,
+                               .n_tokens = n,
+                               .n_heads = config_.num_attention_heads,
+                               .row_stride = qkv_dim};
   ARBOR_RETURN_IF_ERROR(kernels::RopeCuda(rope, stream_));
   rope.x = qkv_.as<float>() + q_dim;
   rope.n_heads = config_.num_key_value_heads;
@@ -301,12 +309,22 @@ absl::Status CudaStep::Layer(int layer, int n, const std::vector<int>& chunk_blo
   ARBOR_RETURN_IF_ERROR(
       Gemm(attn_.as<float>(), lw.wo.as<float>(), x_.as<float>(), n, hidden, q_dim, 1.0f));
 
-  ARBOR_RETURN_IF_ERROR(kernels::RmsNormCuda(
-      {x_.as<float>(), lw.ffn_norm.as<float>(), h_.as<float>(), n, hidden, hidden, eps}, stream_));
+  ARBOR_RETURN_IF_ERROR(kernels::RmsNormCuda({.x = x_.as<float>(),
+                                              .weight = lw.ffn_norm.as<float>(),
+                                              .out = h_.as<float>(),
+                                              .n_rows = n,
+                                              .dim = hidden,
+                                              .eps = eps},
+                                             stream_));
   ARBOR_RETURN_IF_ERROR(
       Gemm(h_.as<float>(), lw.gate.as<float>(), router_.as<float>(), n, e, hidden, 0.0f));
-  ARBOR_RETURN_IF_ERROR(kernels::GatingCuda(
-      {router_.as<float>(), ids_.as<int>(), gate_w_.as<float>(), n, e, k}, stream_));
+  ARBOR_RETURN_IF_ERROR(kernels::GatingCuda({.logits = router_.as<float>(),
+                                             .expert_ids = ids_.as<int>(),
+                                             .weights = gate_w_.as<float>(),
+                                             .n_tokens = n,
+                                             .n_experts = e,
+                                             .top_k = k},
+                                            stream_));
 
   // Experts on host buffers: they add their weighted outputs into x.
   auto d2h = [&](void* dst, const DeviceBuffer& src, size_t bytes) {

@@ -120,7 +120,7 @@ absl::Status CpuExpertBackend::RunGroups(int layer, const float* x, int n_x,
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, 2 * inter_, hidden_, 1.0f, xg, hidden_,
                 w->w13.data(), hidden_, 0.0f, gu, 2 * inter_);
     float* act = act_.data();  // [n, inter]
-    kernels::SwiGluCpu({gu, act, n, inter_});
+    kernels::SwiGluCpu({.gate_up = gu, .out = act, .n_rows = n, .dim = inter_});
     float* down = down_.data();  // [n, hidden]
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, hidden_, inter_, 1.0f, act, inter_,
                 w->w2.data(), inter_, 0.0f, down, hidden_);

@@ -1,4 +1,4 @@
-#include "arbor/planner/task_language.h"
+#include "arbor/search/task_language.h"
 
 #include <cmath>
 #include <filesystem>
@@ -6,7 +6,7 @@
 
 #include "gtest/gtest.h"
 
-namespace arbor::planner {
+namespace arbor::search {
 namespace {
 
 TEST(TaskLanguageTest, ExpectedLabelScoreWeighsTheLabelsByProbability) {
@@ -72,4 +72,4 @@ TEST(TaskLanguageTest, BadPresetFilesNameTheFileAndField) {
 }
 
 }  // namespace
-}  // namespace arbor::planner
+}  // namespace arbor::search

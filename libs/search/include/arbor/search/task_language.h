@@ -9,7 +9,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace arbor::planner {
+namespace arbor::search {
 
 // A task's prompts; "{problem}", "{state}" and "{thought}" are replaced where they appear.
 struct Templates {
@@ -41,4 +41,4 @@ struct TokenLogprob {
 double ExpectedLabelScore(const std::vector<TokenLogprob>& top,
                           const std::map<int, float>& label_tokens, double none);
 
-}  // namespace arbor::planner
+}  // namespace arbor::search

@@ -1,4 +1,4 @@
-#include "arbor/planner/search.h"
+#include "arbor/search/search.h"
 
 #include <algorithm>
 #include <cmath>
@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "arbor/common/status_macros.h"
 
-namespace arbor::planner {
+namespace arbor::search {
 
 const char* StopReasonName(StopReason r) {
   switch (r) {
@@ -367,4 +367,4 @@ absl::StatusOr<SearchResult> RunSearch(const SearchSpec& spec, const Budget& bud
   return Searcher(spec, budget, source, tree, observer).Run();
 }
 
-}  // namespace arbor::planner
+}  // namespace arbor::search

@@ -1,11 +1,11 @@
-#include "arbor/planner/search.h"
+#include "arbor/search/search.h"
 
 #include <map>
 #include <tuple>
 
 #include "gtest/gtest.h"
 
-namespace arbor::planner {
+namespace arbor::search {
 namespace {
 
 // A deterministic world: child j of state S is "S.j"; its value is kByDigit[j] unless overridden;
@@ -348,4 +348,4 @@ TEST(SearchTest, BadSpecsAndSourceErrors) {
 }
 
 }  // namespace
-}  // namespace arbor::planner
+}  // namespace arbor::search

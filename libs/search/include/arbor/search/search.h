@@ -26,7 +26,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace arbor::planner {
+namespace arbor::search {
 
 struct SearchNode {
   int id = 0;
@@ -133,4 +133,4 @@ absl::StatusOr<SearchResult> RunSearch(const SearchSpec& spec, const Budget& bud
                                        ThoughtSource& source, SearchTree& tree,
                                        const SearchObserver& observer = {});
 
-}  // namespace arbor::planner
+}  // namespace arbor::search

@@ -1,4 +1,4 @@
-#include "arbor/planner/task_language.h"
+#include "arbor/search/task_language.h"
 
 #include <cmath>
 #include <filesystem>
@@ -9,7 +9,7 @@
 #include "arbor/common/status_macros.h"
 #include "nlohmann/json.hpp"
 
-namespace arbor::planner {
+namespace arbor::search {
 
 std::string Render(const std::string& t, const std::string& problem, const std::string& state,
                    const std::string& thought) {
@@ -78,4 +78,4 @@ double ExpectedLabelScore(const std::vector<TokenLogprob>& top,
   return mass > 0 ? weighted / mass : none;
 }
 
-}  // namespace arbor::planner
+}  // namespace arbor::search
