@@ -23,6 +23,28 @@ function(arbor_cc_library)
   _arbor_set_common(arbor_${A_NAME})
 endfunction()
 
+# arbor_service_library(NAME target SRCS ... DEPS ... [PRIVATE_DEPS ...])
+# A service's code as a library, for its main and the tests beside it. Its headers stay private:
+# only files in the service's own folder include them (by relative path). A test or bench
+# elsewhere that runs the service in process says so with arbor_embed_service.
+function(arbor_service_library)
+  cmake_parse_arguments(A "" "NAME" "SRCS;DEPS;PRIVATE_DEPS" ${ARGN})
+  add_library(${A_NAME} ${A_SRCS})
+  target_link_libraries(${A_NAME} PUBLIC ${A_DEPS} PRIVATE ${A_PRIVATE_DEPS})
+  _arbor_set_common(${A_NAME})
+endfunction()
+
+# arbor_embed_service(consumer folder target...)
+# Lets `consumer` (a test or bench) run the service in services/<folder> in process: links the
+# service's library targets and sees its private headers. Does nothing if `consumer` is not
+# built (tests off).
+function(arbor_embed_service consumer folder)
+  if(TARGET ${consumer})
+    target_include_directories(${consumer} PRIVATE ${PROJECT_SOURCE_DIR}/services/${folder})
+    target_link_libraries(${consumer} PRIVATE ${ARGN})
+  endif()
+endfunction()
+
 # arbor_cc_binary(NAME name SRCS ... DEPS ... [OUTPUT_NAME out])
 function(arbor_cc_binary)
   cmake_parse_arguments(A "" "NAME;OUTPUT_NAME" "SRCS;DEPS" ${ARGN})
