@@ -24,6 +24,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "arbor/common/clock.h"
 #include "arbor/mesh/planner_client.h"
 #include "arbor/search/task_language.h"
 #include "game24.h"
@@ -138,25 +139,23 @@ Outcome Bfs(const game24::Puzzle& p, const search::Templates& preset, int breadt
   return o;
 }
 
-}  // namespace
+struct Mode {
+  std::string name;
+  int breadth = 0;  // 0: greedy
+};
 
-int Eval(const std::vector<std::string>& args) {
-  if (args.size() != 1 || args[0] != "game24") {
-    std::fprintf(stderr, "usage: arbor eval [flags] game24\n");
-    return 2;
-  }
+// --puzzles of the held-out set, spread evenly over it (all of them for 0).
+std::vector<game24::Puzzle> SelectPuzzles() {
   const std::vector<game24::Puzzle> all = game24::HeldOutPuzzles();
-  std::vector<game24::Puzzle> puzzles;
   const int want = absl::GetFlag(FLAGS_puzzles);
-  if (want <= 0 || want >= static_cast<int>(all.size())) {
-    puzzles = all;
-  } else {
-    for (int i = 0; i < want; ++i) puzzles.push_back(all[i * all.size() / want]);
-  }
-  struct Mode {
-    std::string name;
-    int breadth = 0;  // 0: greedy
-  };
+  if (want <= 0 || want >= static_cast<int>(all.size())) return all;
+  std::vector<game24::Puzzle> puzzles;
+  for (int i = 0; i < want; ++i) puzzles.push_back(all[i * all.size() / want]);
+  return puzzles;
+}
+
+// --modes, or a message naming the bad one.
+absl::StatusOr<std::vector<Mode>> ParseModes() {
   std::vector<Mode> modes;
   for (absl::string_view m : absl::StrSplit(absl::GetFlag(FLAGS_modes), ',')) {
     int b = 0;
@@ -165,10 +164,102 @@ int Eval(const std::vector<std::string>& args) {
     } else if (absl::ConsumePrefix(&m, "bfs") && absl::SimpleAtoi(m, &b) && b >= 1 && b <= 64) {
       modes.push_back({absl::StrCat("bfs", b), b});
     } else {
-      std::fprintf(stderr, "arbor eval: --modes: \"%s\" is not greedy or bfsN (N in 1..64)\n",
-                   std::string(m).c_str());
-      return 2;
+      return absl::InvalidArgumentError(
+          absl::StrCat("--modes: \"", std::string(m), "\" is not greedy or bfsN (N in 1..64)"));
     }
+  }
+  return modes;
+}
+
+// The clients Eval's modes call, with the longest any one call may take here.
+struct EvalClients {
+  explicit EvalClients(mesh::ClientOptions options)
+      : kv(mesh::NewChannel(absl::GetFlag(FLAGS_kvstore)), options),
+        router(mesh::NewChannel(absl::GetFlag(FLAGS_router)), options),
+        planner(mesh::NewChannel(absl::GetFlag(FLAGS_planner)), options) {}
+  mesh::KvStoreClient kv;
+  mesh::RouterClient router;
+  mesh::PlannerClient planner;
+};
+
+// Every puzzle in `mode`, --concurrency at a time, printing each outcome as it comes.
+std::vector<Outcome> RunMode(const Mode& mode, const std::vector<game24::Puzzle>& puzzles,
+                             const search::Templates& preset, EvalClients& clients) {
+  std::vector<Outcome> out(puzzles.size());
+  std::atomic<size_t> next{0};
+  std::mutex print_mu;
+  auto work = [&] {
+    for (size_t i; (i = next++) < puzzles.size();) {
+      out[i] = mode.breadth == 0 ? Greedy(puzzles[i], preset, clients.kv, clients.router)
+                                 : Bfs(puzzles[i], preset, mode.breadth,
+                                       absl::GetFlag(FLAGS_search_seed) + i, clients.planner);
+      std::lock_guard<std::mutex> lock(print_mu);
+      std::printf("%-7s %-12s %-8s %s%s\n", mode.name.c_str(),
+                  game24::PuzzleText(puzzles[i]).c_str(),
+                  out[i].solved ? "solved" : (out[i].error.empty() ? "wrong" : "error"),
+                  out[i].answer.c_str(), out[i].error.c_str());
+      std::fflush(stdout);
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int t = 0; t < std::max(1, absl::GetFlag(FLAGS_concurrency)); ++t) {
+    threads.emplace_back(work);
+  }
+  for (std::thread& t : threads) t.join();
+  return out;
+}
+
+// Prints a mode's summary line and returns its report entry; counts its errors into `errors`.
+nlohmann::json Summarize(const Mode& mode, const std::vector<game24::Puzzle>& puzzles,
+                         const std::vector<Outcome>& out, double wall, int* errors) {
+  int solved = 0, any_solved = 0, failed = 0;
+  int64_t tokens = 0;
+  double seconds = 0;
+  nlohmann::json rows = nlohmann::json::array();
+  for (size_t i = 0; i < puzzles.size(); ++i) {
+    solved += out[i].solved;
+    any_solved += out[i].any_solved;
+    failed += !out[i].error.empty();
+    tokens += out[i].tokens;
+    seconds += out[i].seconds;
+    rows.push_back({{"puzzle", game24::PuzzleText(puzzles[i])},
+                    {"solved", out[i].solved},
+                    {"any_answer_right", out[i].any_solved},
+                    {"answer", out[i].answer},
+                    {"error", out[i].error},
+                    {"tokens", out[i].tokens},
+                    {"seconds", out[i].seconds}});
+  }
+  *errors += failed;
+  const double n = static_cast<double>(puzzles.size());
+  std::printf(
+      "== %s: %d/%zu solved (%.1f%%), %d errors; some answer right in %d (%.1f%%); "
+      "%.0f tokens and %.2f s per puzzle; %.1f s wall at concurrency %d\n",
+      mode.name.c_str(), solved, puzzles.size(), 100.0 * solved / n, failed, any_solved,
+      100.0 * any_solved / n, tokens / n, seconds / n, wall, absl::GetFlag(FLAGS_concurrency));
+  return {{"mode", mode.name},
+          {"solved", solved},
+          {"success_rate", solved / n},
+          {"any_answer_right", any_solved},
+          {"errors", failed},
+          {"tokens_per_puzzle", tokens / n},
+          {"seconds_per_puzzle", seconds / n},
+          {"wall_seconds", wall},
+          {"results", rows}};
+}
+
+}  // namespace
+
+int Eval(const std::vector<std::string>& args) {
+  if (args.size() != 1 || args[0] != "game24") {
+    std::fprintf(stderr, "usage: arbor eval [flags] game24\n");
+    return 2;
+  }
+  const std::vector<game24::Puzzle> puzzles = SelectPuzzles();
+  const absl::StatusOr<std::vector<Mode>> modes = ParseModes();
+  if (!modes.ok()) {
+    std::fprintf(stderr, "arbor eval: %s\n", std::string(modes.status().message()).c_str());
+    return 2;
   }
   v1::SearchSpec check;
   if (!SetValueAndGeneration(check)) {
@@ -183,12 +274,7 @@ int Eval(const std::vector<std::string>& args) {
     std::fprintf(stderr, "arbor eval: %s\n", preset.status().ToString().c_str());
     return 1;
   }
-  // The clients' own timeouts are the longest any one call may take here.
-  const mesh::ClientOptions long_calls{.timeout = std::chrono::minutes(10)};
-  mesh::KvStoreClient kv(mesh::NewChannel(absl::GetFlag(FLAGS_kvstore)), long_calls);
-  mesh::RouterClient router(mesh::NewChannel(absl::GetFlag(FLAGS_router)), long_calls);
-  mesh::PlannerClient planner(mesh::NewChannel(absl::GetFlag(FLAGS_planner)), long_calls);
-
+  EvalClients clients({.timeout = std::chrono::minutes(10)});
   nlohmann::json report = {{"puzzles", puzzles.size()},
                            {"proposals_per_node", absl::GetFlag(FLAGS_proposals)},
                            {"wide_root", absl::GetFlag(FLAGS_wide_root)},
@@ -198,65 +284,10 @@ int Eval(const std::vector<std::string>& args) {
                            {"thought_top_p", absl::GetFlag(FLAGS_thought_top_p)},
                            {"modes", nlohmann::json::array()}};
   int errors = 0;
-  for (const Mode& mode : modes) {
-    std::vector<Outcome> out(puzzles.size());
-    std::atomic<size_t> next{0};
-    std::mutex print_mu;
+  for (const Mode& mode : *modes) {
     const auto t0 = std::chrono::steady_clock::now();
-    auto work = [&] {
-      for (size_t i; (i = next++) < puzzles.size();) {
-        out[i] = mode.breadth == 0 ? Greedy(puzzles[i], *preset, kv, router)
-                                   : Bfs(puzzles[i], *preset, mode.breadth,
-                                         absl::GetFlag(FLAGS_search_seed) + i, planner);
-        std::lock_guard<std::mutex> lock(print_mu);
-        std::printf("%-7s %-12s %-8s %s%s\n", mode.name.c_str(),
-                    game24::PuzzleText(puzzles[i]).c_str(),
-                    out[i].solved ? "solved" : (out[i].error.empty() ? "wrong" : "error"),
-                    out[i].answer.c_str(), out[i].error.c_str());
-        std::fflush(stdout);
-      }
-    };
-    std::vector<std::thread> threads;
-    for (int t = 0; t < std::max(1, absl::GetFlag(FLAGS_concurrency)); ++t) {
-      threads.emplace_back(work);
-    }
-    for (std::thread& t : threads) t.join();
-    const double wall =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    int solved = 0, any_solved = 0, failed = 0;
-    int64_t tokens = 0;
-    double seconds = 0;
-    nlohmann::json rows = nlohmann::json::array();
-    for (size_t i = 0; i < puzzles.size(); ++i) {
-      solved += out[i].solved;
-      any_solved += out[i].any_solved;
-      failed += !out[i].error.empty();
-      tokens += out[i].tokens;
-      seconds += out[i].seconds;
-      rows.push_back({{"puzzle", game24::PuzzleText(puzzles[i])},
-                      {"solved", out[i].solved},
-                      {"any_answer_right", out[i].any_solved},
-                      {"answer", out[i].answer},
-                      {"error", out[i].error},
-                      {"tokens", out[i].tokens},
-                      {"seconds", out[i].seconds}});
-    }
-    errors += failed;
-    const double n = static_cast<double>(puzzles.size());
-    std::printf(
-        "== %s: %d/%zu solved (%.1f%%), %d errors; some answer right in %d (%.1f%%); "
-        "%.0f tokens and %.2f s per puzzle; %.1f s wall at concurrency %d\n",
-        mode.name.c_str(), solved, puzzles.size(), 100.0 * solved / n, failed, any_solved,
-        100.0 * any_solved / n, tokens / n, seconds / n, wall, absl::GetFlag(FLAGS_concurrency));
-    report["modes"].push_back({{"mode", mode.name},
-                               {"solved", solved},
-                               {"success_rate", solved / n},
-                               {"any_answer_right", any_solved},
-                               {"errors", failed},
-                               {"tokens_per_puzzle", tokens / n},
-                               {"seconds_per_puzzle", seconds / n},
-                               {"wall_seconds", wall},
-                               {"results", rows}});
+    const std::vector<Outcome> out = RunMode(mode, puzzles, *preset, clients);
+    report["modes"].push_back(Summarize(mode, puzzles, out, SecondsSince(t0), &errors));
   }
   if (const std::string path = absl::GetFlag(FLAGS_json_out); !path.empty()) {
     std::ofstream f(path);

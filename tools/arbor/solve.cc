@@ -70,6 +70,88 @@ std::string OneLine(std::string s) {
   return s;
 }
 
+// What a Solve/Watch stream told: the tree as its last events left each node, and the result.
+struct Followed {
+  std::map<int, v1::Node> nodes;
+  v1::SolveResult result;
+  bool have_result = false;
+};
+
+// Records `e` into `f`, showing progress on stderr (one line, redrawn on a terminal).
+void Record(const v1::SolveEvent& e, bool tty, Followed& f) {
+  switch (e.event_case()) {
+    case v1::SolveEvent::kNodeCreated:
+      f.nodes[e.node_created().id()] = e.node_created();
+      break;
+    case v1::SolveEvent::kNodeScored:
+      f.nodes[e.node_scored().id()] = e.node_scored();
+      break;
+    case v1::SolveEvent::kNodePruned:
+      f.nodes[e.node_pruned().id()] = e.node_pruned();
+      break;
+    case v1::SolveEvent::kProgress: {
+      const v1::SearchCounts& c = e.progress();
+      std::fprintf(stderr, "%s%d nodes, %lld tokens generated, %.1f tokens/s, %.1f s%s",
+                   tty ? "\r" : "", c.nodes(), static_cast<long long>(c.tokens_generated()),
+                   c.wall_seconds() > 0 ? c.tokens_generated() / c.wall_seconds() : 0.0,
+                   c.wall_seconds(), tty ? "   " : "\n");
+      break;
+    }
+    case v1::SolveEvent::kResult:
+      f.result = e.result();
+      f.have_result = true;
+      break;
+    default:
+      break;
+  }
+}
+
+// Prints the tree, the best path marked with '*'.
+void PrintTree(const Followed& f) {
+  if (f.nodes.empty()) return;
+  std::map<int, std::vector<int>> children;
+  for (const auto& [id, n] : f.nodes) {
+    if (n.parent_id() >= 0) children[n.parent_id()].push_back(id);
+  }
+  const std::vector<int> best(f.result.best_path().begin(), f.result.best_path().end());
+  std::function<void(int, int)> print = [&](int id, int indent) {
+    if (id == 0) {
+      std::printf("task %s\n", f.result.task_id().c_str());
+    } else if (auto n = f.nodes.find(id); n != f.nodes.end()) {
+      const bool on_best = std::find(best.begin(), best.end(), id) != best.end();
+      std::printf("%*s%s [%d] %8.3f  %s%s\n", indent * 2, "", on_best ? "*" : "-", id,
+                  n->second.score(), OneLine(n->second.thought()).c_str(),
+                  n->second.pruned() ? "  (pruned)" : "");
+    }
+    for (int c : children[id]) print(c, indent + 1);
+  };
+  print(0, 0);
+}
+
+// Prints the answer, its judgement against `game24` (when given) and the counts.
+void PrintResult(const v1::SolveResult& result, const std::vector<int>& game24) {
+  const v1::SearchCounts& c = result.counts();
+  std::printf("---\n%s: %s\n", result.solved() ? "answer" : "no answer; best state",
+              OneLine(result.answer()).c_str());
+  if (result.solved() && !game24.empty()) {
+    std::printf(
+        "judged: %s (exact rational arithmetic; the search did not use it)\n",
+        game24::Check(result.answer(), game24) ? "right, uses each number once = 24" : "WRONG");
+  }
+  std::printf("best path: %s (score %.3f)\n", absl::StrJoin(result.best_path(), " -> ").c_str(),
+              result.score());
+  std::printf("nodes: %d; tokens: %lld generated, %lld prefilled, %lld reused; %.2f s\n", c.nodes(),
+              static_cast<long long>(c.tokens_generated()),
+              static_cast<long long>(c.tokens_prefilled()),
+              static_cast<long long>(c.tokens_reused()), c.wall_seconds());
+  if (c.tokens_prefilled() > 0) {
+    std::printf("forks and the prefix cache saved %lld tokens of prefill (%.1fx fewer)\n",
+                static_cast<long long>(c.tokens_reused()),
+                static_cast<double>(c.tokens_reused() + c.tokens_prefilled()) /
+                    static_cast<double>(c.tokens_prefilled()));
+  }
+}
+
 // Reads a Solve/Watch stream (`open` runs it, handing each event to the callback) to its end,
 // showing progress, then prints the tree and answer. With `game24` (the puzzle's numbers), the
 // answer is also judged by exact rational arithmetic (the judge never takes part in the search).
@@ -77,46 +159,16 @@ using Opener =
     std::function<absl::Status(const std::function<bool(const v1::SolveEvent&)>& on_event)>;
 int Follow(const char* what, const Opener& open, mesh::PlannerClient& client,
            const std::vector<int>& game24 = {}) {
-  std::map<int, v1::Node> nodes;
-  v1::SolveResult result;
-  bool have_result = false;
-  std::vector<std::string> answers;
+  Followed f;
   const bool tty = isatty(fileno(stderr));
   const absl::Status st = open([&](const v1::SolveEvent& e) {
-    switch (e.event_case()) {
-      case v1::SolveEvent::kNodeCreated:
-        nodes[e.node_created().id()] = e.node_created();
-        break;
-      case v1::SolveEvent::kNodeScored:
-        nodes[e.node_scored().id()] = e.node_scored();
-        break;
-      case v1::SolveEvent::kNodePruned:
-        nodes[e.node_pruned().id()] = e.node_pruned();
-        break;
-      case v1::SolveEvent::kAnswerFound:
-        answers.push_back(e.answer_found());
-        break;
-      case v1::SolveEvent::kProgress: {
-        const v1::SearchCounts& c = e.progress();
-        std::fprintf(stderr, "%s%d nodes, %lld tokens generated, %.1f tokens/s, %.1f s%s",
-                     tty ? "\r" : "", c.nodes(), static_cast<long long>(c.tokens_generated()),
-                     c.wall_seconds() > 0 ? c.tokens_generated() / c.wall_seconds() : 0.0,
-                     c.wall_seconds(), tty ? "   " : "\n");
-        break;
-      }
-      case v1::SolveEvent::kResult:
-        result = e.result();
-        have_result = true;
-        break;
-      default:
-        break;
-    }
+    Record(e, tty, f);
     return true;
   });
   if (tty) std::fprintf(stderr, "\n");
   if (!st.ok()) return RpcError(what, st);
   if (absl::GetFlag(FLAGS_json)) {
-    absl::StatusOr<v1::Task> task = client.GetTask(result.task_id(), Quick());
+    absl::StatusOr<v1::Task> task = client.GetTask(f.result.task_id(), Quick());
     if (!task.ok()) return RpcError(what, task.status());
     std::string json;
     google::protobuf::util::JsonPrintOptions opts;
@@ -125,45 +177,8 @@ int Follow(const char* what, const Opener& open, mesh::PlannerClient& client,
     std::printf("%s", json.c_str());
     return 0;
   }
-  std::map<int, std::vector<int>> children;
-  for (const auto& [id, n] : nodes) {
-    if (n.parent_id() >= 0) children[n.parent_id()].push_back(id);
-  }
-  const std::vector<int> best(result.best_path().begin(), result.best_path().end());
-  auto on_best = [&](int id) { return std::find(best.begin(), best.end(), id) != best.end(); };
-  std::function<void(int, int)> print = [&](int id, int indent) {
-    const v1::Node& n = nodes[id];
-    if (id == 0) {
-      std::printf("task %s\n", result.task_id().c_str());
-    } else {
-      std::printf("%*s%s [%d] %8.3f  %s%s\n", indent * 2, "", on_best(id) ? "*" : "-", id,
-                  n.score(), OneLine(n.thought()).c_str(), n.pruned() ? "  (pruned)" : "");
-    }
-    for (int c : children[id]) print(c, indent + 1);
-  };
-  if (!nodes.empty()) print(0, 0);
-  if (have_result) {
-    const v1::SearchCounts& c = result.counts();
-    std::printf("---\n%s: %s\n", result.solved() ? "answer" : "no answer; best state",
-                OneLine(result.answer()).c_str());
-    if (result.solved() && !game24.empty()) {
-      std::printf(
-          "judged: %s (exact rational arithmetic; the search did not use it)\n",
-          game24::Check(result.answer(), game24) ? "right, uses each number once = 24" : "WRONG");
-    }
-    std::printf("best path: %s (score %.3f)\n", absl::StrJoin(best, " -> ").c_str(),
-                result.score());
-    std::printf("nodes: %d; tokens: %lld generated, %lld prefilled, %lld reused; %.2f s\n",
-                c.nodes(), static_cast<long long>(c.tokens_generated()),
-                static_cast<long long>(c.tokens_prefilled()),
-                static_cast<long long>(c.tokens_reused()), c.wall_seconds());
-    if (c.tokens_prefilled() > 0) {
-      std::printf("forks and the prefix cache saved %lld tokens of prefill (%.1fx fewer)\n",
-                  static_cast<long long>(c.tokens_reused()),
-                  static_cast<double>(c.tokens_reused() + c.tokens_prefilled()) /
-                      static_cast<double>(c.tokens_prefilled()));
-    }
-  }
+  PrintTree(f);
+  if (f.have_result) PrintResult(f.result, game24);
   return 0;
 }
 

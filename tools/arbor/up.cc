@@ -18,6 +18,7 @@
 #include <fstream>
 #include <string>
 #include <thread>
+#include <variant>
 #include <vector>
 
 #include "absl/flags/declare.h"
@@ -160,36 +161,36 @@ const Child* Named(const std::vector<Child>& children, const std::string& name) 
   return nullptr;
 }
 
-}  // namespace
+// What the flags ask for, checked.
+struct UpPlan {
+  std::string model;
+  model::ModelConfig config;
+  int workers = 0, replicas = 0;
+  bool fixed_ports = true;
+  std::string bin_dir, log_dir, log_level;
+};
 
-int Up() {
-  // Our parent dying (a terminal closed, a test runner killed) stops everything too.
-  const pid_t parent = ::getppid();
-  ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGCHLD);
-  ::sigprocmask(SIG_BLOCK, &signals, nullptr);
-  if (::getppid() != parent) return 1;  // the parent died before prctl took effect
-
-  const std::string model = absl::GetFlag(FLAGS_model);
-  auto config = model::ModelConfig::Load(model);
+// The plan, or the exit status (1: the model or a binary is missing; 2: a bad flag) after a
+// message on stderr.
+std::variant<UpPlan, int> PlanFromFlags() {
+  UpPlan plan;
+  plan.model = absl::GetFlag(FLAGS_model);
+  auto config = model::ModelConfig::Load(plan.model);
   if (!config.ok()) {
     std::fprintf(stderr, "arbor up: %s\n", config.status().ToString().c_str());
     return 1;
   }
-  const int n_workers = absl::GetFlag(FLAGS_workers);
-  const int replicas = absl::GetFlag(FLAGS_replicas);
-  if (n_workers < 1 || n_workers > config->num_hidden_layers * config->num_local_experts) {
-    std::fprintf(stderr, "arbor up: --workers %d out of range [1, %d]\n", n_workers,
-                 config->num_hidden_layers * config->num_local_experts);
+  plan.config = *config;
+  plan.workers = absl::GetFlag(FLAGS_workers);
+  plan.replicas = absl::GetFlag(FLAGS_replicas);
+  const int experts = config->num_hidden_layers * config->num_local_experts;
+  if (plan.workers < 1 || plan.workers > experts) {
+    std::fprintf(stderr, "arbor up: --workers %d out of range [1, %d]\n", plan.workers, experts);
     return 2;
   }
-  if (replicas < 1 || replicas > 8 || n_workers * replicas > 64) {
+  if (plan.replicas < 1 || plan.replicas > 8 || plan.workers * plan.replicas > 64) {
     std::fprintf(stderr, "arbor up: --replicas %d out of range [1, 8] (at most 64 workers)\n",
-                 replicas);
+                 plan.replicas);
     return 2;
   }
   const std::string ports = absl::GetFlag(FLAGS_ports);
@@ -197,95 +198,95 @@ int Up() {
     std::fprintf(stderr, "arbor up: --ports must be fixed or auto, not \"%s\"\n", ports.c_str());
     return 2;
   }
-  if (ports == "fixed" && n_workers * replicas > 10) {
+  plan.fixed_ports = ports == "fixed";
+  if (plan.fixed_ports && plan.workers * plan.replicas > 10) {
     std::fprintf(stderr, "arbor up: more than 10 workers need --ports=auto\n");
     return 2;
   }
-  std::string bin_dir = absl::GetFlag(FLAGS_bin_dir);
-  if (bin_dir.empty()) bin_dir = std::filesystem::read_symlink("/proc/self/exe").parent_path();
+  plan.bin_dir = absl::GetFlag(FLAGS_bin_dir);
+  if (plan.bin_dir.empty()) {
+    plan.bin_dir = std::filesystem::read_symlink("/proc/self/exe").parent_path();
+  }
   for (const char* b : {"arbor-kvstore", "arbor-expert", "arbor-router", "arbor-planner"}) {
-    if (!std::filesystem::exists(std::filesystem::path(bin_dir) / b)) {
+    if (!std::filesystem::exists(std::filesystem::path(plan.bin_dir) / b)) {
       std::fprintf(stderr, "arbor up: %s/%s not found (build it, or give --bin_dir)\n",
-                   bin_dir.c_str(), b);
+                   plan.bin_dir.c_str(), b);
       return 1;
     }
   }
-  const std::string log_dir = absl::GetFlag(FLAGS_log_dir);
-  if (!log_dir.empty()) std::filesystem::create_directories(log_dir);
-  const std::string log_level = absl::GetFlag(FLAGS_log_level);
+  plan.log_dir = absl::GetFlag(FLAGS_log_dir);
+  plan.log_level = absl::GetFlag(FLAGS_log_level);
+  return plan;
+}
 
-  PortPicker pick(ports == "fixed");
-  std::vector<Child> children;
+// The services to start, kv-store first, with their ports; false (after a message) when a
+// fixed port is taken.
+bool PlanChildren(const UpPlan& plan, std::vector<Child>* children) {
+  PortPicker pick(plan.fixed_ports);
   auto add = [&](const std::string& name, int port, int metrics_port, const std::string& detail) {
     if (port < 0 || metrics_port < 0) return false;
-    children.push_back({name, absl::StrCat("127.0.0.1:", port), metrics_port, detail});
+    children->push_back({name, absl::StrCat("127.0.0.1:", port), metrics_port, detail});
     return true;
   };
-  if (!add("kvstore", pick.Pick(50051), pick.Pick(9091), "")) return 1;
-  const std::vector<std::vector<model::ExpertKey>> shards =
-      model::SplitExpertsEvenly(config->num_hidden_layers, config->num_local_experts, n_workers);
+  if (!add("kvstore", pick.Pick(50051), pick.Pick(9091), "")) return false;
+  const std::vector<std::vector<model::ExpertKey>> shards = model::SplitExpertsEvenly(
+      plan.config.num_hidden_layers, plan.config.num_local_experts, plan.workers);
   int index = 0;
-  for (int s = 0; s < n_workers; ++s) {
-    for (int r = 0; r < replicas; ++r, ++index) {
+  for (int s = 0; s < plan.workers; ++s) {
+    for (int r = 0; r < plan.replicas; ++r, ++index) {
       if (!add(absl::StrCat("expert-", index), pick.Pick(50061 + index), pick.Pick(9101 + index),
                model::FormatExpertSpec(shards[s]))) {
-        return 1;
+        return false;
       }
     }
   }
-  if (!add("router", pick.Pick(50071), pick.Pick(9111), "")) return 1;
-  if (absl::GetFlag(FLAGS_with_planner) && !add("planner", pick.Pick(50081), pick.Pick(9121), "")) {
-    return 1;
-  }
+  if (!add("router", pick.Pick(50071), pick.Pick(9111), "")) return false;
+  return !absl::GetFlag(FLAGS_with_planner) ||
+         add("planner", pick.Pick(50081), pick.Pick(9121), "");
+}
 
-  std::vector<std::string> worker_addresses;
-  for (const Child& c : children) {
-    if (c.name.rfind("expert-", 0) == 0) worker_addresses.push_back(c.address);
+// The command line of child `c`.
+std::vector<std::string> ChildArgv(const UpPlan& plan, const Child& c,
+                                   const std::vector<Child>& children) {
+  std::vector<std::string> workers;
+  for (const Child& w : children) {
+    if (w.name.rfind("expert-", 0) == 0) workers.push_back(w.address);
   }
-  const std::string kvstore = children.front().address;
-  for (Child& c : children) {
-    const std::string metrics = absl::StrCat("--metrics_address=127.0.0.1:", c.metrics_port);
-    std::vector<std::string> argv;
-    if (c.name == "kvstore") {
-      argv = {bin_dir + "/arbor-kvstore", "--address=" + c.address, metrics, "--model=" + model,
-              "--redis_url=" + absl::GetFlag(FLAGS_redis_url)};
-    } else if (c.name == "planner") {
-      argv = {bin_dir + "/arbor-planner",
-              "--address=" + c.address,
-              metrics,
-              "--model=" + model,
-              "--kvstore=" + kvstore,
-              "--router=" + Named(children, "router")->address};
-    } else if (c.name == "router") {
-      argv = {bin_dir + "/arbor-router",
-              "--address=" + c.address,
-              metrics,
-              "--model=" + model,
-              "--kvstore=" + kvstore,
-              "--workers=" + absl::StrJoin(worker_addresses, ","),
-              absl::StrCat("--kv_cache_tokens=", absl::GetFlag(FLAGS_kv_cache_tokens)),
-              absl::StrCat("--max_seqs=", absl::GetFlag(FLAGS_max_seqs)),
-              absl::StrCat("--describe_timeout_ms=", absl::GetFlag(FLAGS_start_timeout_s) * 1000)};
-    } else {
-      argv = {bin_dir + "/arbor-expert", "--address=" + c.address, metrics, "--model=" + model,
-              "--experts=" + c.detail};
-    }
-    argv.push_back("--log_level=" + log_level);
-    if (c.name == "router" || c.name.rfind("expert-", 0) == 0) {
-      argv.push_back("--backend=" + absl::GetFlag(FLAGS_backend));
-    }
-    if (c.name != "kvstore" && absl::GetFlag(FLAGS_blas_threads) > 0) {
-      argv.push_back(absl::StrCat("--blas_threads=", absl::GetFlag(FLAGS_blas_threads)));
-    }
-    // A child stops when `arbor up` dies, whatever the cause; Ctrl-C reaches only `arbor up`,
-    // which stops the children in order.
-    c.pid = SpawnProcess(
-        argv, {.log_path = log_dir.empty() ? "" : absl::StrCat(log_dir, "/", c.name, ".log"),
-               .new_process_group = true,
-               .parent_death_signal = SIGTERM});
+  const std::string& kvstore = children.front().address;
+  const std::string bin = plan.bin_dir + "/arbor-";
+  std::vector<std::string> argv = {"", "--address=" + c.address,
+                                   absl::StrCat("--metrics_address=127.0.0.1:", c.metrics_port),
+                                   "--model=" + plan.model, "--log_level=" + plan.log_level};
+  if (c.name == "kvstore") {
+    argv[0] = bin + "kvstore";
+    argv.push_back("--redis_url=" + absl::GetFlag(FLAGS_redis_url));
+  } else if (c.name == "planner") {
+    argv[0] = bin + "planner";
+    argv.push_back("--kvstore=" + kvstore);
+    argv.push_back("--router=" + Named(children, "router")->address);
+  } else if (c.name == "router") {
+    argv[0] = bin + "router";
+    argv.push_back("--kvstore=" + kvstore);
+    argv.push_back("--workers=" + absl::StrJoin(workers, ","));
+    argv.push_back(absl::StrCat("--kv_cache_tokens=", absl::GetFlag(FLAGS_kv_cache_tokens)));
+    argv.push_back(absl::StrCat("--max_seqs=", absl::GetFlag(FLAGS_max_seqs)));
+    argv.push_back(
+        absl::StrCat("--describe_timeout_ms=", absl::GetFlag(FLAGS_start_timeout_s) * 1000));
+  } else {
+    argv[0] = bin + "expert";
+    argv.push_back("--experts=" + c.detail);
   }
+  if (c.name == "router" || c.name.rfind("expert-", 0) == 0) {
+    argv.push_back("--backend=" + absl::GetFlag(FLAGS_backend));
+  }
+  if (c.name != "kvstore" && absl::GetFlag(FLAGS_blas_threads) > 0) {
+    argv.push_back(absl::StrCat("--blas_threads=", absl::GetFlag(FLAGS_blas_threads)));
+  }
+  return argv;
+}
 
-  // Wait for every service, watching for one that exits instead.
+// Waits for every child to serve; false (after a message) if one exits or the time runs out.
+bool WaitUntilServing(std::vector<Child>& children, const std::string& log_dir) {
   const auto deadline = Clock::now() + std::chrono::seconds(absl::GetFlag(FLAGS_start_timeout_s));
   for (Child& c : children) {
     while (!rpc::HealthServing(c.address)) {
@@ -296,21 +297,23 @@ int Up() {
                      log_dir.empty()
                          ? ""
                          : absl::StrCat("; see ", log_dir, "/", dead->name, ".log").c_str());
-        StopAll(children);
-        return 1;
+        return false;
       }
       if (Clock::now() > deadline) {
         std::fprintf(stderr, "arbor up: %s at %s is not serving after %d s\n", c.name.c_str(),
                      c.address.c_str(), absl::GetFlag(FLAGS_start_timeout_s));
-        StopAll(children);
-        return 1;
+        return false;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   }
+  return true;
+}
 
+// Prints the endpoints and writes --ready_file.
+void AnnounceReady(const UpPlan& plan, const std::vector<Child>& children) {
   nlohmann::json ready;
-  std::printf("arbor up: ready (model %s)\n", model.c_str());
+  std::printf("arbor up: ready (model %s)\n", plan.model.c_str());
   for (const Child& c : children) {
     std::printf("  %-10s %-16s metrics http://127.0.0.1:%d/metrics%s%s\n", c.name.c_str(),
                 c.address.c_str(), c.metrics_port, c.detail.empty() ? "" : "  experts ",
@@ -322,6 +325,7 @@ int Up() {
     if (!c.detail.empty()) entry["experts"] = c.detail;
     ready["services"].push_back(entry);
   }
+  const std::string& kvstore = children.front().address;
   ready["kvstore"] = kvstore;
   ready["router"] = Named(children, "router")->address;
   if (const Child* p = Named(children, "planner")) ready["planner"] = p->address;
@@ -339,26 +343,66 @@ int Up() {
     std::ofstream(tmp) << ready.dump(2) << "\n";
     std::filesystem::rename(tmp, ready_file);  // readers never see half a file
   }
+}
 
-  int code = 0;
+// Runs until a signal, a child's exit or our parent's death; the exit status.
+int Supervise(const sigset_t& signals, pid_t parent, std::vector<Child>& children) {
   for (;;) {
     const timespec tick{0, 200 * 1000 * 1000};
     const int sig = ::sigtimedwait(&signals, nullptr, &tick);
     if (sig == SIGINT || sig == SIGTERM) {
       std::printf("arbor up: signal %d, stopping\n", sig);
-      break;
+      return 0;
     }
     int status = 0;
     if (Child* dead = Reap(children, &status)) {
       std::fprintf(stderr, "arbor up: %s exited unexpectedly (status %d); stopping the rest\n",
                    dead->name.c_str(), status);
-      code = 1;
-      break;
+      return 1;
     }
-    if (::getppid() != parent) break;  // orphaned: our parent is gone
+    if (::getppid() != parent) return 0;  // orphaned: our parent is gone
   }
+}
+
+}  // namespace
+
+int Up() {
+  // Our parent dying (a terminal closed, a test runner killed) stops everything too.
+  const pid_t parent = ::getppid();
+  ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGCHLD);
+  ::sigprocmask(SIG_BLOCK, &signals, nullptr);
+  if (::getppid() != parent) return 1;  // the parent died before prctl took effect
+
+  std::variant<UpPlan, int> planned = PlanFromFlags();
+  if (const int* code = std::get_if<int>(&planned)) return *code;
+  const UpPlan& plan = std::get<UpPlan>(planned);
+  if (!plan.log_dir.empty()) std::filesystem::create_directories(plan.log_dir);
+  std::vector<Child> children;
+  if (!PlanChildren(plan, &children)) return 1;
+  for (Child& c : children) {
+    // A child stops when `arbor up` dies, whatever the cause; Ctrl-C reaches only `arbor up`,
+    // which stops the children in order.
+    c.pid = SpawnProcess(
+        ChildArgv(plan, c, children),
+        {.log_path = plan.log_dir.empty() ? "" : absl::StrCat(plan.log_dir, "/", c.name, ".log"),
+         .new_process_group = true,
+         .parent_death_signal = SIGTERM});
+  }
+  if (!WaitUntilServing(children, plan.log_dir)) {
+    StopAll(children);
+    return 1;
+  }
+  AnnounceReady(plan, children);
+  const int code = Supervise(signals, parent, children);
   StopAll(children);
-  if (!ready_file.empty()) std::filesystem::remove(ready_file);
+  if (const std::string ready_file = absl::GetFlag(FLAGS_ready_file); !ready_file.empty()) {
+    std::filesystem::remove(ready_file);
+  }
   std::printf("arbor up: stopped\n");
   return code;
 }

@@ -65,6 +65,22 @@ absl::Status CpuStep::Run(const StepPlan& plan, float* logits) {
   return absl::OkStatus();
 }
 
+// This layer's K and V of the new tokens (RoPE applied) into their slots in the KV tree's blocks.
+void CpuStep::WriteKv(int layer, const StepPlan& plan) {
+  const int hd = config_.head_dim, q_dim = config_.q_dim();
+  const int qkv_dim = q_dim + 2 * config_.kv_dim();
+  const kvcache::KvLayout& layout = kv_->layout();
+  for (int t = 0; t < plan.n_tokens; ++t) {
+    float* block = kv_->block_data(plan.slots[t].block);
+    const float* kv = qkv_.data() + static_cast<size_t>(t) * qkv_dim + q_dim;  // [2, kv_heads, hd]
+    for (int kvi = 0; kvi < 2; ++kvi) {
+      for (int g = 0; g < config_.num_key_value_heads; ++g, kv += hd) {
+        std::copy(kv, kv + hd, block + layout.head_row(layer, kvi, g, plan.slots[t].slot));
+      }
+    }
+  }
+}
+
 absl::Status CpuStep::Layer(int layer, const StepPlan& plan) {
   const model::LayerWeights& lw = w_->layers[layer];
   const int n_tokens = plan.n_tokens, hidden = config_.hidden_size, hd = config_.head_dim;
@@ -90,16 +106,7 @@ absl::Status CpuStep::Layer(int layer, const StepPlan& plan) {
   rope.x = qkv_.data() + q_dim, rope.n_heads = config_.num_key_value_heads;
   kernels::RopeCpu(rope);  // keys
 
-  // Write this layer's K and V of the new tokens into their leaves' blocks.
-  for (int t = 0; t < n_tokens; ++t) {
-    float* block = kv_->block_data(plan.slots[t].block);
-    const float* kv = qkv_.data() + static_cast<size_t>(t) * qkv_dim + q_dim;  // [2, kv_heads, hd]
-    for (int kvi = 0; kvi < 2; ++kvi) {
-      for (int g = 0; g < config_.num_key_value_heads; ++g, kv += hd) {
-        std::copy(kv, kv + hd, block + layout.head_row(layer, kvi, g, plan.slots[t].slot));
-      }
-    }
-  }
+  WriteKv(layer, plan);
   const std::vector<int>& blocks = plan.chunks->block_ids();
   for (size_t b = 0; b < blocks.size(); ++b) {
     const float* block = kv_->block_data(blocks[b]);

@@ -21,6 +21,7 @@ class CpuStep final : public StepBackend {
 
  private:
   absl::Status Layer(int layer, const StepPlan& plan);
+  void WriteKv(int layer, const StepPlan& plan);
 
   const model::ModelConfig config_;
   const model::NonExpertWeights* w_;

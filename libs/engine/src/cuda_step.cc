@@ -124,21 +124,36 @@ absl::Status CudaStep::Grow(Grown& g, size_t bytes) {
   return absl::OkStatus();
 }
 
+absl::Status CudaStep::H2D(void* dst, const void* src, size_t bytes) {
+  return kernels::CudaStatus(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_),
+                             "upload");
+}
+
 absl::Status CudaStep::Run(const StepPlan& in, float* logits) {
+  ARBOR_RETURN_IF_ERROR(UploadTokens(in));
+  ARBOR_RETURN_IF_ERROR(UploadAttention(in));
+  for (int l = 0; l < config_.num_hidden_layers; ++l) {
+    ARBOR_RETURN_IF_ERROR(Layer(l, in.n_tokens, in.chunks->block_ids()));
+  }
+  ARBOR_RETURN_IF_ERROR(Logits(in, logits));
+  return CopyKvBack(in);
+}
+
+absl::Status CudaStep::UploadTokens(const StepPlan& in) {
   const int n = in.n_tokens, hidden = config_.hidden_size;
-  auto h2d = [&](void* dst, const void* src, size_t bytes) {
-    return kernels::CudaStatus(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_),
-                               "upload");
-  };
-  ARBOR_RETURN_IF_ERROR(h2d(x_.data(), in.x, static_cast<size_t>(n) * hidden * 4));
-  ARBOR_RETURN_IF_ERROR(h2d(pos_.data(), in.positions, n * 4));
+  ARBOR_RETURN_IF_ERROR(H2D(x_.data(), in.x, static_cast<size_t>(n) * hidden * 4));
+  ARBOR_RETURN_IF_ERROR(H2D(pos_.data(), in.positions, n * 4));
   for (int t = 0; t < n; ++t) {
     h_slot_block_[t] = in.slots[t].block;
     h_slot_slot_[t] = in.slots[t].slot;
   }
-  ARBOR_RETURN_IF_ERROR(h2d(slot_block_.data(), h_slot_block_.data(), n * 4));
-  ARBOR_RETURN_IF_ERROR(h2d(slot_slot_.data(), h_slot_slot_.data(), n * 4));
+  ARBOR_RETURN_IF_ERROR(H2D(slot_block_.data(), h_slot_block_.data(), n * 4));
+  ARBOR_RETURN_IF_ERROR(H2D(slot_slot_.data(), h_slot_slot_.data(), n * 4));
+  return absl::OkStatus();
+}
 
+absl::Status CudaStep::UploadAttention(const StepPlan& in) {
+  const int n = in.n_tokens;
   // Attention chunks and the work plan; block pointers are set per layer.
   const kernels::AttentionChunks& ch = *in.chunks;
   const kernels::DecodePlan plan = kernels::PlanTreeDecode(
@@ -168,10 +183,10 @@ absl::Status CudaStep::Run(const StepPlan& in, float* logits) {
                       {&chunk_queries_, &ch.queries()},
                       {&slot_start_, &plan.query_slot_start},
                       {&slots_, &plan.query_slots}}) {
-    ARBOR_RETURN_IF_ERROR(h2d(g->buf.data(), v->data(), v->size() * 4));
+    ARBOR_RETURN_IF_ERROR(H2D(g->buf.data(), v->data(), v->size() * 4));
   }
   ARBOR_RETURN_IF_ERROR(
-      h2d(items_.buf.data(), plan.items.data(), plan.items.size() * sizeof(kernels::DecodeItem)));
+      H2D(items_.buf.data(), plan.items.data(), plan.items.size() * sizeof(kernels::DecodeItem)));
 
   kernels::DecodeAttentionParams& ap = attn_params_;
   ap = {};
@@ -202,11 +217,11 @@ absl::Status CudaStep::Run(const StepPlan& in, float* logits) {
   ap.partial_m = pm_.buf.as<float>();
   ap.partial_l = pl_.buf.as<float>();
   ap.partial_o = po_.buf.as<float>();
+  return absl::OkStatus();
+}
 
-  for (int l = 0; l < config_.num_hidden_layers; ++l) {
-    ARBOR_RETURN_IF_ERROR(Layer(l, n, ch.block_ids()));
-  }
-
+absl::Status CudaStep::Logits(const StepPlan& in, float* logits) {
+  const int hidden = config_.hidden_size;
   // Final norm and LM head of the wanted rows.
   for (int i = 0; i < in.n_last; ++i) {
     ARBOR_RETURN_IF_ERROR(
@@ -225,15 +240,24 @@ absl::Status CudaStep::Run(const StepPlan& in, float* logits) {
         logits, logits_.data(), static_cast<size_t>(in.n_last) * config_.vocab_size * 4,
         cudaMemcpyDeviceToHost, stream_));
   }
+  return absl::OkStatus();
+}
 
+absl::Status CudaStep::CopyKvBack(const StepPlan& in) {
+  const int n = in.n_tokens;
   // The new tokens' KV back into the host blocks: packed on the device as token rows (only
   // those bytes cross), then written row by row into each token's slot.
   const size_t hd = layout_.head_dim, row = layout_.token_floats();
-  kernels::KvReadParams kr;
-  kr.blocks = kv_.as<bf16_t>(), kr.block_elems = layout_.floats_per_block();
-  kr.block = slot_block_.as<int>(), kr.slot = slot_slot_.as<int>(), kr.n_tokens = n;
-  kr.n_layers = layout_.num_layers, kr.n_kv_heads = layout_.num_kv_heads, kr.head_dim = hd;
-  kr.head_stride = layout_.head_stride(), kr.out = kv_rows_.as<float>();
+  const kernels::KvReadParams kr{.blocks = kv_.as<bf16_t>(),
+                                 .block_elems = layout_.floats_per_block(),
+                                 .block = slot_block_.as<int>(),
+                                 .slot = slot_slot_.as<int>(),
+                                 .n_tokens = n,
+                                 .n_layers = layout_.num_layers,
+                                 .n_kv_heads = layout_.num_kv_heads,
+                                 .head_dim = static_cast<int>(hd),
+                                 .head_stride = layout_.head_stride(),
+                                 .out = kv_rows_.as<float>()};
   ARBOR_RETURN_IF_ERROR(kernels::KvReadCuda(kr, stream_));
   ARBOR_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(h_kv_rows_.data(), kv_rows_.data(),
                                              n * row * sizeof(float), cudaMemcpyDeviceToHost,
@@ -280,32 +304,7 @@ absl::Status CudaStep::Layer(int layer, int n, const std::vector<int>& chunk_blo
   rope.n_heads = config_.num_key_value_heads;
   ARBOR_RETURN_IF_ERROR(kernels::RopeCuda(rope, stream_));
 
-  kernels::KvWriteParams kw;
-  kw.qkv = qkv_.as<float>(), kw.row_stride = qkv_dim, kw.k_col = q_dim, kw.v_col = q_dim + kv_dim;
-  kw.block = slot_block_.as<int>(), kw.slot = slot_slot_.as<int>(), kw.n_tokens = n;
-  kw.blocks = kv_.as<bf16_t>(), kw.block_elems = layout_.floats_per_block();
-  kw.k_offset = layout_.offset(layer, 0), kw.v_offset = layout_.offset(layer, 1);
-  kw.n_kv_heads = config_.num_key_value_heads, kw.head_dim = hd;
-  kw.head_stride = layout_.head_stride();
-  ARBOR_RETURN_IF_ERROR(kernels::KvWriteCuda(kw, stream_));
-
-  h_block_k_.resize(n_chunk_blocks_);
-  h_block_v_.resize(n_chunk_blocks_);
-  const bf16_t* base = kv_.as<bf16_t>();
-  for (int b = 0; b < n_chunk_blocks_; ++b) {
-    const bf16_t* blk = base + static_cast<size_t>(chunk_blocks[b]) * kw.block_elems;
-    h_block_k_[b] = blk + kw.k_offset;
-    h_block_v_[b] = blk + kw.v_offset;
-  }
-  if (n_chunk_blocks_ > 0) {
-    ARBOR_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(block_k_.buf.data(), h_block_k_.data(),
-                                               n_chunk_blocks_ * sizeof(void*),
-                                               cudaMemcpyHostToDevice, stream_));
-    ARBOR_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(block_v_.buf.data(), h_block_v_.data(),
-                                               n_chunk_blocks_ * sizeof(void*),
-                                               cudaMemcpyHostToDevice, stream_));
-  }
-  ARBOR_RETURN_IF_ERROR(kernels::TreeDecodeCuda(attn_params_, stream_));
+  ARBOR_RETURN_IF_ERROR(Attend(layer, n, chunk_blocks));
   ARBOR_RETURN_IF_ERROR(
       Gemm(attn_.as<float>(), lw.wo.as<float>(), x_.as<float>(), n, hidden, q_dim, 1.0f));
 
@@ -326,6 +325,48 @@ absl::Status CudaStep::Layer(int layer, int n, const std::vector<int>& chunk_blo
                                              .top_k = k},
                                             stream_));
 
+  return Experts(layer, n);
+}
+
+absl::Status CudaStep::Attend(int layer, int n, const std::vector<int>& chunk_blocks) {
+  const int hd = config_.head_dim, q_dim = config_.q_dim(), kv_dim = config_.kv_dim();
+  const kernels::KvWriteParams kw{.qkv = qkv_.as<float>(),
+                                  .row_stride = q_dim + 2 * kv_dim,
+                                  .k_col = q_dim,
+                                  .v_col = q_dim + kv_dim,
+                                  .block = slot_block_.as<int>(),
+                                  .slot = slot_slot_.as<int>(),
+                                  .n_tokens = n,
+                                  .blocks = kv_.as<bf16_t>(),
+                                  .block_elems = layout_.floats_per_block(),
+                                  .k_offset = layout_.offset(layer, 0),
+                                  .v_offset = layout_.offset(layer, 1),
+                                  .n_kv_heads = config_.num_key_value_heads,
+                                  .head_dim = hd,
+                                  .head_stride = layout_.head_stride()};
+  ARBOR_RETURN_IF_ERROR(kernels::KvWriteCuda(kw, stream_));
+
+  h_block_k_.resize(n_chunk_blocks_);
+  h_block_v_.resize(n_chunk_blocks_);
+  const bf16_t* base = kv_.as<bf16_t>();
+  for (int b = 0; b < n_chunk_blocks_; ++b) {
+    const bf16_t* blk = base + static_cast<size_t>(chunk_blocks[b]) * kw.block_elems;
+    h_block_k_[b] = blk + kw.k_offset;
+    h_block_v_[b] = blk + kw.v_offset;
+  }
+  if (n_chunk_blocks_ > 0) {
+    ARBOR_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(block_k_.buf.data(), h_block_k_.data(),
+                                               n_chunk_blocks_ * sizeof(void*),
+                                               cudaMemcpyHostToDevice, stream_));
+    ARBOR_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(block_v_.buf.data(), h_block_v_.data(),
+                                               n_chunk_blocks_ * sizeof(void*),
+                                               cudaMemcpyHostToDevice, stream_));
+  }
+  return kernels::TreeDecodeCuda(attn_params_, stream_);
+}
+
+absl::Status CudaStep::Experts(int layer, int n) {
+  const int hidden = config_.hidden_size, k = config_.num_experts_per_tok;
   // Experts on host buffers: they add their weighted outputs into x.
   auto d2h = [&](void* dst, const DeviceBuffer& src, size_t bytes) {
     return kernels::CudaStatus(

@@ -48,9 +48,20 @@ class CudaStep final : public StepBackend {
   CudaStep(const model::ModelWeights* weights, ExpertBackend* experts, kvcache::KvTree* kv,
            const EngineOptions& options);
   absl::Status Init();
+  // Run's parts: the tokens' embeddings, positions and KV slots; the attention chunks, their
+  // decode plan and attn_params_; the final norm and LM head of the wanted rows; the new
+  // tokens' KV back into the host blocks.
+  absl::Status H2D(void* dst, const void* src, size_t bytes);  // async on stream_
+  absl::Status UploadTokens(const StepPlan& in);
+  absl::Status UploadAttention(const StepPlan& in);
+  absl::Status Logits(const StepPlan& in, float* logits);
+  absl::Status CopyKvBack(const StepPlan& in);
   absl::Status Gemm(const float* x, const float* w, float* y, int m, int n, int k, float beta);
   // `chunk_blocks`: the KV-tree block ids of the step's chunks, in chunk order.
   absl::Status Layer(int layer, int n_tokens, const std::vector<int>& chunk_blocks);
+  // Layer's parts: the KV write into the mirror and tree attention; the experts on host buffers.
+  absl::Status Attend(int layer, int n_tokens, const std::vector<int>& chunk_blocks);
+  absl::Status Experts(int layer, int n_tokens);
 
   const model::ModelConfig config_;
   const model::NonExpertWeights* w_;

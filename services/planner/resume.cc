@@ -1,0 +1,78 @@
+// PlannerService's start: every task checkpoint in the state store becomes a task again; the
+// running ones go on from their restored trees (PlannerService::Restore), the finished ones
+// answer GetTask and WatchTask.
+#include "absl/strings/str_cat.h"
+#include "arbor/common/status_macros.h"
+#include "planner_service.h"
+#include "spdlog/spdlog.h"
+#include "task_checkpoint.h"
+
+namespace arbor::planner {
+
+absl::Status PlannerService::Resume() {
+  ARBOR_ASSIGN_OR_RETURN(std::vector<std::string> keys, state_->ListKeys(kTaskKeyPrefix, 10000));
+  for (const std::string& key : keys) {
+    absl::StatusOr<statestore::VersionedValue> v = state_->Get(key);
+    if (!v.ok()) continue;
+    absl::StatusOr<v1::TaskCheckpoint> cp = ParseCheckpoint(key, v->value);
+    if (!cp.ok()) {
+      spdlog::warn("{}; skipped", cp.status().ToString());
+      continue;
+    }
+    ResumeOne(key, *cp);
+  }
+  return absl::OkStatus();
+}
+
+void PlannerService::ResumeOne(const std::string& key, const v1::TaskCheckpoint& cp) {
+  auto task = std::make_shared<Task>();
+  task->id = cp.request().task_id();
+  task->tenant = cp.request().tenant();
+  task->request = cp.request();
+  // The stored request is checked as a new one is: a checkpoint is untrusted bytes.
+  absl::StatusOr<TaskPlan> plan = PlanTask(cp.request(), presets_, defaults());
+  if (plan.ok()) task->plan = *std::move(plan);
+  bool run = cp.status() == v1::TASK_STATUS_RUNNING;
+  const bool refused = run && !plan.ok();
+  {
+    absl::MutexLock lock(&task->mu);
+    task->status = cp.status();
+    task->error = cp.error();
+    task->result = cp.result();
+    task->checkpoint = cp;
+    // What a watcher of the resumed task sees first: the tree as restored.
+    for (const auto& cn : cp.nodes()) {
+      v1::SolveEvent e;
+      *e.mutable_node_created() = cn.node();
+      task->events.push_back(e);
+    }
+    if (cp.status() == v1::TASK_STATUS_SUCCEEDED) {
+      v1::SolveEvent e;
+      *e.mutable_result() = cp.result();
+      task->events.push_back(e);
+    }
+    if (refused) {
+      task->status = v1::TASK_STATUS_FAILED;
+      task->error =
+          absl::StrCat(key, ": the checkpointed request is invalid: ", plan.status().message());
+      spdlog::warn("{}", task->error);
+      run = false;
+    }
+    if (!run) {
+      task->final_status = task->status == v1::TASK_STATUS_SUCCEEDED
+                               ? absl::OkStatus()
+                               : absl::Status(absl::StatusCode::kAborted, task->error);
+    }
+  }
+  registry_.Restore(task);
+  if (run) {
+    spdlog::info("task={} resumes", task->id);
+    Start(std::move(task), cp);
+  } else if (refused) {
+    WriteCheckpoint(*task);
+    // Whatever KV it held goes, as with any task that fails.
+    kv_.ReleaseOwner(TaskKey(task->id), mesh::kNoDeadline).IgnoreError();
+  }
+}
+
+}  // namespace arbor::planner
