@@ -307,9 +307,10 @@ absl::Status KvStoreService::DoCommit(const v1::CommitRequest& req, v1::CommitRe
                                            req.expected_version()));
   }
   // All or nothing: Append reserves room first and fails before writing anything. It copies
-  // straight from the request's bytes (any alignment).
-  ARBOR_RETURN_IF_ERROR(tree_->Append(
-      req.sequence_id(), absl::MakeConstSpan(req.token_ids().data(), n), req.kv().data().data()));
+  // straight from the request's rows (kv_wire.h).
+  ARBOR_RETURN_IF_ERROR(tree_->Append(req.sequence_id(),
+                                      absl::MakeConstSpan(req.token_ids().data(), n),
+                                      mesh::KvRowBytes(req.kv())));
   resp->set_version(++it->second);
   resp->set_length(tree_->Length(req.sequence_id()));
   committed_tokens_.Increment(n);

@@ -5,8 +5,10 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "arbor/common/status_macros.h"
 #include "arbor/engine/expert_backend.h"
@@ -17,7 +19,9 @@
 #include "arbor/model/weights.h"
 #include "arbor/rpc/server_host.h"
 #include "arbor/statestore/state_store.h"
+#include "grpcpp/create_channel.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/support/client_interceptor.h"
 #include "kvstore_service.h"
 #include "router_service.h"
 
@@ -28,6 +32,10 @@ struct InProcessMeshOptions {
   bool tokenizer = false;
   router::RouterOptions router;
   int kvstore_cache_tokens = 1 << 15;
+  // Interceptors on the routers' channel to the kv-store (e.g. to hold a Commit in flight).
+  std::function<
+      std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>()>
+      router_kv_interceptors;
 };
 
 class InProcessMesh {
@@ -58,6 +66,11 @@ class InProcessMesh {
                            rpc::ServerHost::Start({}, {m->kvstore_.get()}, m->kv_registry_));
     m->kv_channel_ =
         grpc::CreateChannel(m->kv_host_->address(), grpc::InsecureChannelCredentials());
+    m->router_kv_channel_ = o.router_kv_interceptors
+                                ? grpc::experimental::CreateCustomChannelWithInterceptors(
+                                      m->kv_host_->address(), grpc::InsecureChannelCredentials(),
+                                      grpc::ChannelArguments(), o.router_kv_interceptors())
+                                : m->kv_channel_;
     ARBOR_ASSIGN_OR_RETURN(m->router_host_, m->StartRouter(o.router));
     return m;
   }
@@ -76,7 +89,7 @@ class InProcessMesh {
     ARBOR_ASSIGN_OR_RETURN(
         std::unique_ptr<router::RouterService> service,
         router::RouterService::Create(weights_.get(), tokenizer_.get(), experts_.get(), nullptr,
-                                      kv_channel_, o, *registry));
+                                      router_kv_channel_, o, *registry));
     ARBOR_ASSIGN_OR_RETURN(std::unique_ptr<rpc::ServerHost> host,
                            rpc::ServerHost::Start({}, {service.get()}, registry));
     if (router_ == nullptr) {
@@ -109,6 +122,7 @@ class InProcessMesh {
   std::unique_ptr<kvstore::KvStoreService> kvstore_;
   std::unique_ptr<rpc::ServerHost> kv_host_;
   std::shared_ptr<grpc::Channel> kv_channel_;
+  std::shared_ptr<grpc::Channel> router_kv_channel_;               // kv_channel_ unless intercepted
   std::vector<std::shared_ptr<prometheus::Registry>> registries_;  // the routers' metrics
   // Hosts stop before the services they serve are destroyed (members go in reverse order).
   std::vector<std::unique_ptr<router::RouterService>> extra_routers_;

@@ -1,8 +1,8 @@
 // The router in one process: the real router and kv-store on loopback over the checked-in test
 // model (token ids, experts on the CPU). KV admission (an Extend that waits for room, one that can
 // never fit), KV fetched across segment boundaries by a router with an empty cache, the commit
-// of new tokens with their KV, and cancellation before the commit. The pure parts (fetch-range
-// split, commit assembly, admission order) are tested without a mesh.
+// of new tokens with their KV, and cancellation before and during the commit. The pure parts
+// (fetch-range split, commit assembly, admission order) are tested without a mesh.
 #include "router_service.h"
 
 #include <thread>
@@ -98,8 +98,18 @@ TEST(KvAdmissionTest, WaitsInOrderAndRefusesWhatCanNeverFit) {
 
 class RouterServiceTest : public ::testing::Test {
  protected:
-  void StartMesh(RouterOptions options = {}) {
-    auto mesh = testing::InProcessMesh::Start({.router = options});
+  void TearDown() override { gate_.Open(); }  // a held Commit never outlives the test
+
+  void StartMesh(RouterOptions options = {}, bool hold_commits = false) {
+    testing::InProcessMeshOptions o{.router = options};
+    if (hold_commits) {
+      o.router_kv_interceptors = [this] {
+        std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> v;
+        v.push_back(std::make_unique<CommitGate::Factory>(&gate_));
+        return v;
+      };
+    }
+    auto mesh = testing::InProcessMesh::Start(o);
     ASSERT_TRUE(mesh.ok()) << mesh.status();
     mesh_ = std::move(*mesh);
     kv_ = v1::KvStore::NewStub(mesh_->kvstore_channel());
@@ -159,6 +169,58 @@ class RouterServiceTest : public ::testing::Test {
     return out;
   }
 
+  // Holds every router Commit to the kv-store before it is sent, until opened.
+  class CommitGate {
+   public:
+    class Hold : public grpc::experimental::Interceptor {
+     public:
+      explicit Hold(CommitGate* gate) : gate_(gate) {}
+      void Intercept(grpc::experimental::InterceptorBatchMethods* m) override {
+        if (m->QueryInterceptionHookPoint(
+                grpc::experimental::InterceptionHookPoints::PRE_SEND_MESSAGE)) {
+          gate_->Pass();
+        }
+        m->Proceed();
+      }
+
+     private:
+      CommitGate* gate_;
+    };
+    class Factory : public grpc::experimental::ClientInterceptorFactoryInterface {
+     public:
+      explicit Factory(CommitGate* gate) : gate_(gate) {}
+      grpc::experimental::Interceptor* CreateClientInterceptor(
+          grpc::experimental::ClientRpcInfo* info) override {
+        return std::string(info->method()) == "/arbor.v1.KvStore/Commit" ? new Hold(gate_)
+                                                                         : nullptr;
+      }
+
+     private:
+      CommitGate* gate_;
+    };
+
+    void Pass() {
+      absl::MutexLock lock(&mu_);
+      ++held_;
+      mu_.Await(absl::Condition(&open_));
+    }
+    bool WaitHeld(absl::Duration timeout) {
+      absl::MutexLock lock(&mu_);
+      auto some = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return held_ > 0; };
+      return mu_.AwaitWithTimeout(absl::Condition(&some), timeout);
+    }
+    void Open() {
+      absl::MutexLock lock(&mu_);
+      open_ = true;
+    }
+
+   private:
+    absl::Mutex mu_;
+    int held_ ABSL_GUARDED_BY(mu_) = 0;
+    bool open_ ABSL_GUARDED_BY(mu_) = false;
+  };
+
+  CommitGate gate_;  // before mesh_: the mesh's routers may be waiting in it until it opens
   std::unique_ptr<testing::InProcessMesh> mesh_;
   std::unique_ptr<v1::KvStore::Stub> kv_;
   std::unique_ptr<v1::Router::Stub> router_;
@@ -255,6 +317,39 @@ TEST_F(RouterServiceTest, CancelBeforeTheCommitCommitsNothing) {
   const v1::GetPathResponse now = Path(seq);
   EXPECT_EQ(now.length(), before.length() + 2);
   EXPECT_EQ(now.token_ids(before.length()), 50);
+}
+
+// A client that cancels while the router's Commit is on its way to the kv-store gets CANCELLED
+// at once; the commit itself is all or nothing and may still land (the client cannot be held
+// back from its own cancel), so the sequence holds all of the job's tokens or none of them, and
+// the next Extend continues from whichever it is.
+TEST_F(RouterServiceTest, CancelDuringTheCommitLeavesAllOrNothing) {
+  ASSERT_NO_FATAL_FAILURE(StartMesh({}, /*hold_commits=*/true));
+  const uint64_t seq = NewSequence();
+  grpc::ClientContext ctx;
+  auto reader = router_->Extend(&ctx, Request(seq, {1, 17, 33}, 3));
+  ASSERT_TRUE(gate_.WaitHeld(absl::Seconds(60)));  // every token generated; Commit in flight
+  ctx.TryCancel();
+  v1::ExtendEvent e;
+  while (reader->Read(&e)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  gate_.Open();
+
+  // The next Extend's Commit is version-checked: had it read the sequence before the held
+  // Commit landed it would be ABORTED, and the client would read the path and try again.
+  Extended after = Extend(*router_, Request(seq, {50}, 1));
+  if (after.status.error_code() == grpc::StatusCode::ABORTED) {
+    after = Extend(*router_, Request(seq, {50}, 1));
+  }
+  ASSERT_TRUE(after.status.ok()) << after.status.error_message();
+  const v1::GetPathResponse now = Path(seq);
+  ASSERT_TRUE(now.length() == 2 || now.length() == 3 + 3 + 2) << now.length();
+  EXPECT_EQ(now.token_ids(now.length() - 2), 50);
+  if (now.length() == 8) {
+    EXPECT_EQ(std::vector<int>(now.token_ids().begin(), now.token_ids().begin() + 3),
+              (std::vector<int>{1, 17, 33}));
+  }
 }
 
 }  // namespace

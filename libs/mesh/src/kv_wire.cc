@@ -39,8 +39,10 @@ absl::StatusOr<int> CheckKv(const v1::Tensor& t, const kvcache::KvLayout& layout
   return static_cast<int>(n);
 }
 
+const void* KvRowBytes(const v1::Tensor& t) { return t.data().data(); }
+
 void CopyKvRows(const v1::Tensor& t, float* out) {
-  std::memcpy(out, t.data().data(), t.data().size());
+  std::memcpy(out, KvRowBytes(t), t.data().size());
 }
 
 }  // namespace arbor::mesh

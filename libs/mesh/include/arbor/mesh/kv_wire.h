@@ -23,6 +23,9 @@ float* PrepareKv(const kvcache::KvLayout& layout, int tokens, v1::Tensor* out);
 absl::StatusOr<int> CheckKv(const v1::Tensor& t, const kvcache::KvLayout& layout, int tokens,
                             const std::string& field);
 
+// The f32 rows ([tokens, layout.token_floats()]) of a tensor CheckKv accepted, as bytes in any
+// alignment (for memcpy, as KvTree::Append reads them); valid while `t` is. No copy.
+const void* KvRowBytes(const v1::Tensor& t);
 // Copies the rows of a tensor CheckKv accepted into `out` ([tokens, layout.token_floats()]).
 void CopyKvRows(const v1::Tensor& t, float* out);
 
