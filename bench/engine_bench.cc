@@ -15,7 +15,9 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "arbor/engine/local_model.h"
 #include "nlohmann/json.hpp"
 
@@ -39,22 +41,85 @@ double Seconds(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
+// --batches, or a message naming the bad entry.
+absl::StatusOr<std::vector<int>> ParseBatches() {
+  std::vector<int> batches;
+  for (const std::string& b : absl::GetFlag(FLAGS_batches)) {
+    int v;
+    if (!absl::SimpleAtoi(b, &v) || v <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--batches: \"", b, "\" is not a positive integer"));
+    }
+    batches.push_back(v);
+  }
+  if (batches.empty()) return absl::InvalidArgumentError("--batches is empty");
+  return batches;
+}
+
+// One batch size: `batch` random prompts of `prompt` tokens prefilled in steps of at most
+// `max_batch_tokens` tokens, then `steps` decode steps of one token per sequence.
+absl::StatusOr<nlohmann::json> MeasureBatch(Engine& engine, int batch, int prompt, int steps,
+                                            int max_batch_tokens, std::mt19937& rng) {
+  std::uniform_int_distribution<int> tok(3, engine.config().vocab_size - 1);
+  std::vector<arbor::engine::SeqId> seqs(batch);
+  std::vector<std::vector<int>> prompts(batch, std::vector<int>(prompt));
+  for (auto& p : prompts) std::generate(p.begin(), p.end(), [&] { return tok(rng); });
+  for (auto& s : seqs) s = engine.AddSequence();
+
+  const auto t0 = Clock::now();
+  std::vector<StepInput> inputs;
+  std::vector<int> fed(batch, 0);
+  for (int done = 0; done < batch;) {
+    inputs.clear();
+    int budget = max_batch_tokens;
+    for (int i = 0; i < batch && budget > 0; ++i) {
+      const int n = std::min(prompt - fed[i], budget);
+      if (n <= 0) continue;
+      inputs.push_back(
+          {seqs[i], {prompts[i].data() + fed[i], static_cast<size_t>(n)}, fed[i] + n == prompt});
+      fed[i] += n;
+      budget -= n;
+      done += fed[i] == prompt;
+    }
+    if (auto st = engine.Step(inputs); !st.ok()) {
+      return absl::Status(st.code(), absl::StrCat("prefill: ", st.message()));
+    }
+  }
+  const double prefill_s = Seconds(t0);
+
+  std::vector<int> next(batch);
+  for (auto& t : next) t = tok(rng);
+  inputs.resize(batch);
+  const auto t1 = Clock::now();
+  for (int s = 0; s < steps; ++s) {
+    for (int i = 0; i < batch; ++i) inputs[i] = {seqs[i], {&next[i], 1}, true};
+    if (auto st = engine.Step(inputs); !st.ok()) {
+      return absl::Status(st.code(), absl::StrCat("decode: ", st.message()));
+    }
+  }
+  const double decode_s = Seconds(t1);
+  for (auto s : seqs) (void)engine.Release(s);
+  return nlohmann::json{{"batch", batch},
+                        {"prefill_tokens", batch * prompt},
+                        {"prefill_seconds", prefill_s},
+                        {"prefill_tokens_per_s", batch * prompt / prefill_s},
+                        {"decode_tokens", batch * steps},
+                        {"decode_seconds", decode_s},
+                        {"decode_tokens_per_s", batch * steps / decode_s}};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   const int prompt = absl::GetFlag(FLAGS_prompt_tokens);
   const int steps = absl::GetFlag(FLAGS_decode_steps);
-  std::vector<int> batches;
-  for (const std::string& b : absl::GetFlag(FLAGS_batches)) {
-    int v;
-    if (!absl::SimpleAtoi(b, &v) || v <= 0) {
-      std::fprintf(stderr, "--batches: \"%s\" is not a positive integer\n", b.c_str());
-      return 2;
-    }
-    batches.push_back(v);
+  const absl::StatusOr<std::vector<int>> batches = ParseBatches();
+  if (!batches.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(batches.status().message()).c_str());
+    return 2;
   }
-  const int max_batch = *std::max_element(batches.begin(), batches.end());
+  const int max_batch = *std::max_element(batches->begin(), batches->end());
 
   arbor::engine::EngineOptions opts;
   opts.max_seqs = max_batch;
@@ -74,59 +139,15 @@ int main(int argc, char** argv) {
   const auto& cfg = engine.config();
 
   std::mt19937 rng(7);
-  std::uniform_int_distribution<int> tok(3, cfg.vocab_size - 1);
   nlohmann::json rows = nlohmann::json::array();
-  for (int batch : batches) {
-    std::vector<arbor::engine::SeqId> seqs(batch);
-    std::vector<std::vector<int>> prompts(batch, std::vector<int>(prompt));
-    for (auto& p : prompts) std::generate(p.begin(), p.end(), [&] { return tok(rng); });
-    for (auto& s : seqs) s = engine.AddSequence();
-
-    // Prefill: whole prompts packed into steps of at most max_batch_tokens tokens.
-    const auto t0 = Clock::now();
-    std::vector<StepInput> inputs;
-    std::vector<int> fed(batch, 0);
-    for (int done = 0; done < batch;) {
-      inputs.clear();
-      int budget = opts.max_batch_tokens;
-      for (int i = 0; i < batch && budget > 0; ++i) {
-        const int n = std::min(prompt - fed[i], budget);
-        if (n <= 0) continue;
-        inputs.push_back(
-            {seqs[i], {prompts[i].data() + fed[i], static_cast<size_t>(n)}, fed[i] + n == prompt});
-        fed[i] += n;
-        budget -= n;
-        done += fed[i] == prompt;
-      }
-      if (auto st = engine.Step(inputs); !st.ok()) {
-        std::fprintf(stderr, "prefill: %s\n", st.ToString().c_str());
-        return 1;
-      }
+  for (int batch : *batches) {
+    absl::StatusOr<nlohmann::json> row =
+        MeasureBatch(engine, batch, prompt, steps, opts.max_batch_tokens, rng);
+    if (!row.ok()) {
+      std::fprintf(stderr, "%s\n", row.status().ToString().c_str());
+      return 1;
     }
-    const double prefill_s = Seconds(t0);
-
-    // Decode: every sequence one token per step.
-    std::vector<int> next(batch);
-    for (auto& t : next) t = tok(rng);
-    inputs.resize(batch);
-    const auto t1 = Clock::now();
-    for (int s = 0; s < steps; ++s) {
-      for (int i = 0; i < batch; ++i) inputs[i] = {seqs[i], {&next[i], 1}, true};
-      if (auto st = engine.Step(inputs); !st.ok()) {
-        std::fprintf(stderr, "decode: %s\n", st.ToString().c_str());
-        return 1;
-      }
-    }
-    const double decode_s = Seconds(t1);
-    for (auto s : seqs) (void)engine.Release(s);
-
-    rows.push_back({{"batch", batch},
-                    {"prefill_tokens", batch * prompt},
-                    {"prefill_seconds", prefill_s},
-                    {"prefill_tokens_per_s", batch * prompt / prefill_s},
-                    {"decode_tokens", batch * steps},
-                    {"decode_seconds", decode_s},
-                    {"decode_tokens_per_s", batch * steps / decode_s}});
+    rows.push_back(*std::move(row));
   }
   nlohmann::json out = {{"bench", "engine"},
                         {"model", absl::GetFlag(FLAGS_model)},

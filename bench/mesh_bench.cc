@@ -231,6 +231,67 @@ int RunDecode(nlohmann::json* out) {
   return 0;
 }
 
+// A context of `ctx_tokens` tokens committed to the kv-store, then --forks timed Forks of it
+// (after 100 untimed): the row of its latencies. UNAVAILABLE naming the RPC that failed.
+absl::StatusOr<nlohmann::json> ForkLatency(arbor::v1::KvStore::Stub& stub, int ctx_tokens) {
+  auto call = [](auto fn) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    return fn(&ctx);
+  };
+  arbor::v1::CreateSequenceResponse created;
+  if (!call([&](auto* c) {
+         return stub.CreateSequence(c, arbor::v1::CreateSequenceRequest(), &created);
+       }).ok()) {
+    return absl::UnavailableError("CreateSequence failed");
+  }
+  uint64_t version = created.version();
+  for (int done = 0; done < ctx_tokens; done += kCommitChunk) {
+    const int n = std::min(kCommitChunk, ctx_tokens - done);
+    arbor::v1::CommitRequest req;
+    req.set_sequence_id(created.sequence_id());
+    req.set_expected_version(version);
+    for (int i = 0; i < n; ++i) req.add_token_ids(5);
+    float* rows = arbor::mesh::PrepareKv(kLayout, n, req.mutable_kv());
+    std::fill(rows, rows + static_cast<size_t>(n) * kLayout.token_floats(), 0.0f);
+    arbor::v1::CommitResponse resp;
+    const grpc::Status st = call([&](auto* c) { return stub.Commit(c, req, &resp); });
+    if (!st.ok()) {
+      return absl::UnavailableError(absl::StrCat("commit: ", st.error_message()));
+    }
+    version = resp.version();
+  }
+  std::vector<double> us;
+  std::vector<uint64_t> kids;
+  arbor::v1::ForkRequest fork;
+  fork.set_sequence_id(created.sequence_id());
+  fork.set_n(1);
+  auto release = [&] {
+    arbor::v1::ReleaseRequest rel;
+    for (uint64_t k : kids) rel.add_sequence_ids(k);
+    arbor::v1::ReleaseResponse rr;
+    if (!kids.empty()) (void)call([&](auto* c) { return stub.Release(c, rel, &rr); });
+    kids.clear();
+  };
+  for (int i = 0; i < absl::GetFlag(FLAGS_forks) + 100; ++i) {  // first 100: warm-up
+    arbor::v1::ForkResponse resp;
+    const auto t0 = Clock::now();
+    const grpc::Status st = call([&](auto* c) { return stub.Fork(c, fork, &resp); });
+    const double t = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+    if (!st.ok()) return absl::UnavailableError(absl::StrCat("fork: ", st.error_message()));
+    if (i >= 100) us.push_back(t);
+    kids.push_back(resp.sequence_ids(0));
+    if (kids.size() == 1000) release();  // untimed
+  }
+  release();
+  kids.push_back(created.sequence_id());  // the context itself
+  release();
+  return nlohmann::json{{"context_tokens", ctx_tokens},
+                        {"forks", us.size()},
+                        {"p50_us", Percentile(us, 0.50)},
+                        {"p99_us", Percentile(us, 0.99)}};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -260,66 +321,14 @@ int main(int argc, char** argv) {
   }
   auto stub = arbor::v1::KvStore::NewStub(
       grpc::CreateChannel((*host)->address(), grpc::InsecureChannelCredentials()));
-  auto call = [](auto fn) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    return fn(&ctx);
-  };
-
   nlohmann::json rows = nlohmann::json::array();
   for (int ctx_tokens : contexts) {
-    arbor::v1::CreateSequenceResponse created;
-    if (!call([&](auto* c) {
-           return stub->CreateSequence(c, arbor::v1::CreateSequenceRequest(), &created);
-         }).ok()) {
+    absl::StatusOr<nlohmann::json> row = ForkLatency(*stub, ctx_tokens);
+    if (!row.ok()) {
+      std::fprintf(stderr, "%s\n", row.status().ToString().c_str());
       return 1;
     }
-    uint64_t version = created.version();
-    for (int done = 0; done < ctx_tokens; done += kCommitChunk) {
-      const int n = std::min(kCommitChunk, ctx_tokens - done);
-      arbor::v1::CommitRequest req;
-      req.set_sequence_id(created.sequence_id());
-      req.set_expected_version(version);
-      for (int i = 0; i < n; ++i) req.add_token_ids(5);
-      float* rows = arbor::mesh::PrepareKv(kLayout, n, req.mutable_kv());
-      std::fill(rows, rows + static_cast<size_t>(n) * kLayout.token_floats(), 0.0f);
-      arbor::v1::CommitResponse resp;
-      const grpc::Status st = call([&](auto* c) { return stub->Commit(c, req, &resp); });
-      if (!st.ok()) {
-        std::fprintf(stderr, "commit: %s\n", st.error_message().c_str());
-        return 1;
-      }
-      version = resp.version();
-    }
-    std::vector<double> us;
-    std::vector<uint64_t> kids;
-    arbor::v1::ForkRequest fork;
-    fork.set_sequence_id(created.sequence_id());
-    fork.set_n(1);
-    auto release = [&] {
-      arbor::v1::ReleaseRequest rel;
-      for (uint64_t k : kids) rel.add_sequence_ids(k);
-      arbor::v1::ReleaseResponse rr;
-      if (!kids.empty()) (void)call([&](auto* c) { return stub->Release(c, rel, &rr); });
-      kids.clear();
-    };
-    for (int i = 0; i < absl::GetFlag(FLAGS_forks) + 100; ++i) {  // first 100: warm-up
-      arbor::v1::ForkResponse resp;
-      const auto t0 = Clock::now();
-      const grpc::Status st = call([&](auto* c) { return stub->Fork(c, fork, &resp); });
-      const double t = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
-      if (!st.ok()) return 1;
-      if (i >= 100) us.push_back(t);
-      kids.push_back(resp.sequence_ids(0));
-      if (kids.size() == 1000) release();  // untimed
-    }
-    release();
-    kids.push_back(created.sequence_id());  // the context itself
-    release();
-    rows.push_back({{"context_tokens", ctx_tokens},
-                    {"forks", us.size()},
-                    {"p50_us", Percentile(us, 0.50)},
-                    {"p99_us", Percentile(us, 0.99)}});
+    rows.push_back(*std::move(row));
   }
   nlohmann::json out = {{"bench", "mesh"},
                         {"transport", "gRPC over loopback, in-process kv-store service"},

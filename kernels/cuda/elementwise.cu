@@ -192,7 +192,7 @@ __global__ void KvWriteKernel(KvWriteParams p) {
   }
 }
 
-// One block per token; a token's rows (layer, K/V, head) are head_stride apart in its block.
+// One block per token; its head rows are read in KvLayout::ForEachHeadRow order (kv_layout.h).
 __global__ void KvReadKernel(KvReadParams p) {
   const int t = blockIdx.x;
   const auto* base = reinterpret_cast<const __nv_bfloat16*>(p.blocks) +

@@ -1,24 +1,17 @@
 #include "cpu_step.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 
 #include "arbor/common/status_macros.h"
 #include "arbor/kernels/gating.h"
+#include "arbor/kernels/matmul.h"
 #include "arbor/kernels/rms_norm.h"
 #include "arbor/kernels/tree_attention.h"
 
 namespace arbor::engine {
-namespace {
 
-// y[m, n] (+)= x[m, k] . w[n, k]^T, all row-major and dense.
-void MatMulWT(const float* x, const float* w, float* y, int m, int n, int k, float beta) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, x, k, w, k, beta, y, n);
-}
-
-}  // namespace
+using kernels::MatMulWTCpu;
 
 CpuStep::CpuStep(const model::ModelWeights* weights, ExpertBackend* experts, kvcache::KvTree* kv,
                  const EngineOptions& options)
@@ -59,8 +52,8 @@ absl::Status CpuStep::Run(const StepPlan& plan, float* logits) {
                          .eps = config_.rms_norm_eps});
   }
   if (plan.n_last > 0) {
-    MatMulWT(last_.data(), w_->lm_head_data(), logits, plan.n_last, config_.vocab_size, hidden,
-             0.0f);
+    MatMulWTCpu(last_.data(), w_->lm_head_data(), logits, plan.n_last, config_.vocab_size, hidden,
+                0.0f);
   }
   return absl::OkStatus();
 }
@@ -95,7 +88,7 @@ absl::Status CpuStep::Layer(int layer, const StepPlan& plan) {
                        .n_rows = n_tokens,
                        .dim = hidden,
                        .eps = config_.rms_norm_eps});
-  MatMulWT(h_.data(), lw.wqkv.data(), qkv_.data(), n_tokens, qkv_dim, hidden, 0.0f);
+  MatMulWTCpu(h_.data(), lw.wqkv.data(), qkv_.data(), n_tokens, qkv_dim, hidden, 0.0f);
   kernels::RopeParams rope{.x = qkv_.data(),
                            .positions = plan.positions,
                            .table = &rope_,
@@ -128,7 +121,7 @@ absl::Status CpuStep::Layer(int layer, const StepPlan& plan) {
                              .block_tokens = layout.block_tokens,
                              .head_stride = layout.head_stride(),
                              .workspace = attn_ws_.data()});
-  MatMulWT(attn_.data(), lw.wo.data(), x, n_tokens, hidden, q_dim, 1.0f);
+  MatMulWTCpu(attn_.data(), lw.wo.data(), x, n_tokens, hidden, q_dim, 1.0f);
 
   // MoE block: gate, top-k, experts (which add their weighted outputs into x).
   kernels::RmsNormCpu({.x = x,
@@ -137,8 +130,8 @@ absl::Status CpuStep::Layer(int layer, const StepPlan& plan) {
                        .n_rows = n_tokens,
                        .dim = hidden,
                        .eps = config_.rms_norm_eps});
-  MatMulWT(h_.data(), lw.gate.data(), router_.data(), n_tokens, config_.num_local_experts, hidden,
-           0.0f);
+  MatMulWTCpu(h_.data(), lw.gate.data(), router_.data(), n_tokens, config_.num_local_experts,
+              hidden, 0.0f);
   kernels::GatingCpu({.logits = router_.data(),
                       .expert_ids = expert_ids_.data(),
                       .weights = expert_w_.data(),

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "arbor/common/status_macros.h"
+#include "arbor/kernels/matmul.h"
 #include "arbor/kernels/swiglu.h"
 
 namespace arbor::engine {
@@ -117,13 +118,11 @@ absl::Status CpuExpertBackend::RunGroups(int layer, const float* x, int n_x,
       std::copy(src, src + hidden_, xg + static_cast<size_t>(r) * hidden_);
     }
     float* gu = gate_up_.data();  // [n, 2 * inter]
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, 2 * inter_, hidden_, 1.0f, xg, hidden_,
-                w->w13.data(), hidden_, 0.0f, gu, 2 * inter_);
+    kernels::MatMulWTCpu(xg, w->w13.data(), gu, n, 2 * inter_, hidden_, 0.0f);
     float* act = act_.data();  // [n, inter]
     kernels::SwiGluCpu({.gate_up = gu, .out = act, .n_rows = n, .dim = inter_});
     float* down = down_.data();  // [n, hidden]
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, hidden_, inter_, 1.0f, act, inter_,
-                w->w2.data(), inter_, 0.0f, down, hidden_);
+    kernels::MatMulWTCpu(act, w->w2.data(), down, n, hidden_, inter_, 0.0f);
     for (int r = 0; r < n; ++r) {
       cblas_saxpy(hidden_, grp.weights[r], down + static_cast<size_t>(r) * hidden_, 1,
                   out + static_cast<size_t>(grp.rows[r]) * hidden_, 1);
