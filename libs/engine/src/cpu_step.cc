@@ -81,13 +81,17 @@ absl::Status CpuStep::Layer(int layer, const StepPlan& plan) {
   const kvcache::KvLayout& layout = kv_->layout();
   float* x = plan.x;
 
+  auto norm_into_h = [&](const std::vector<float>& weight) {  // h = RMSNorm(x) * weight
+    kernels::RmsNormCpu({.x = x,
+                         .weight = weight.data(),
+                         .out = h_.data(),
+                         .n_rows = n_tokens,
+                         .dim = hidden,
+                         .eps = config_.rms_norm_eps});
+  };
+
   // Attention block.
-  kernels::RmsNormCpu({.x = x,
-                       .weight = lw.attn_norm.data(),
-                       .out = h_.data(),
-                       .n_rows = n_tokens,
-                       .dim = hidden,
-                       .eps = config_.rms_norm_eps});
+  norm_into_h(lw.attn_norm);
   MatMulWTCpu(h_.data(), lw.wqkv.data(), qkv_.data(), n_tokens, qkv_dim, hidden, 0.0f);
   kernels::RopeParams rope{.x = qkv_.data(),
                            .positions = plan.positions,
@@ -124,12 +128,7 @@ absl::Status CpuStep::Layer(int layer, const StepPlan& plan) {
   MatMulWTCpu(attn_.data(), lw.wo.data(), x, n_tokens, hidden, q_dim, 1.0f);
 
   // MoE block: gate, top-k, experts (which add their weighted outputs into x).
-  kernels::RmsNormCpu({.x = x,
-                       .weight = lw.ffn_norm.data(),
-                       .out = h_.data(),
-                       .n_rows = n_tokens,
-                       .dim = hidden,
-                       .eps = config_.rms_norm_eps});
+  norm_into_h(lw.ffn_norm);
   MatMulWTCpu(h_.data(), lw.gate.data(), router_.data(), n_tokens, config_.num_local_experts,
               hidden, 0.0f);
   kernels::GatingCpu({.logits = router_.data(),

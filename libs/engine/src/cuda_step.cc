@@ -279,15 +279,17 @@ absl::Status CudaStep::Layer(int layer, int n, const std::vector<int>& chunk_blo
   const int hidden = config_.hidden_size, hd = config_.head_dim;
   const int q_dim = config_.q_dim(), kv_dim = config_.kv_dim(), qkv_dim = q_dim + 2 * kv_dim;
   const int k = config_.num_experts_per_tok, e = config_.num_local_experts;
-  const float eps = config_.rms_norm_eps;
+  auto norm_into_h = [&](const kernels::DeviceBuffer& weight) {  // h = RMSNorm(x) * weight
+    return kernels::RmsNormCuda({.x = x_.as<float>(),
+                                 .weight = weight.as<float>(),
+                                 .out = h_.as<float>(),
+                                 .n_rows = n,
+                                 .dim = hidden,
+                                 .eps = config_.rms_norm_eps},
+                                stream_);
+  };
 
-  ARBOR_RETURN_IF_ERROR(kernels::RmsNormCuda({.x = x_.as<float>(),
-                                              .weight = lw.attn_norm.as<float>(),
-                                              .out = h_.as<float>(),
-                                              .n_rows = n,
-                                              .dim = hidden,
-                                              .eps = eps},
-                                             stream_));
+  ARBOR_RETURN_IF_ERROR(norm_into_h(lw.attn_norm));
   ARBOR_RETURN_IF_ERROR(
       Gemm(h_.as<float>(), lw.wqkv.as<float>(), qkv_.as<float>(), n, qkv_dim, hidden, 0.0f));
   kernels::RopeCudaParams rope{.x = qkv_.as<float>(),
@@ -308,13 +310,7 @@ absl::Status CudaStep::Layer(int layer, int n, const std::vector<int>& chunk_blo
   ARBOR_RETURN_IF_ERROR(
       Gemm(attn_.as<float>(), lw.wo.as<float>(), x_.as<float>(), n, hidden, q_dim, 1.0f));
 
-  ARBOR_RETURN_IF_ERROR(kernels::RmsNormCuda({.x = x_.as<float>(),
-                                              .weight = lw.ffn_norm.as<float>(),
-                                              .out = h_.as<float>(),
-                                              .n_rows = n,
-                                              .dim = hidden,
-                                              .eps = eps},
-                                             stream_));
+  ARBOR_RETURN_IF_ERROR(norm_into_h(lw.ffn_norm));
   ARBOR_RETURN_IF_ERROR(
       Gemm(h_.as<float>(), lw.gate.as<float>(), router_.as<float>(), n, e, hidden, 0.0f));
   ARBOR_RETURN_IF_ERROR(kernels::GatingCuda({.logits = router_.as<float>(),
