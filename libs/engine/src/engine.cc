@@ -3,6 +3,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <chrono>
 
 #include "absl/strings/str_cat.h"
 #include "arbor/common/status_macros.h"
@@ -95,10 +96,13 @@ Engine::Engine(const model::ModelWeights* weights, const EngineOptions& options,
   query_start_.resize(s + 1);
   step_seqs_.resize(s);
   step_new_.resize(s);
+  step_start_.resize(s);
+  step_tokens_.resize(s);
+  path_start_.resize(s + 1);
   logits_.resize(s * config_.vocab_size);
   logits_row_.resize(s);
   last_rows_.resize(s);
-  path_.reserve(kChunkDepth);
+  paths_.reserve(s * kChunkDepth);
   refs_.reserve(s * kChunkDepth);
   chunks_.Reserve(s * kChunkDepth, n * kChunkDepth, ReservedChunkBlocks(options, kv_->layout()));
 }
@@ -126,13 +130,20 @@ absl::Status Engine::Validate(std::span<const StepInput> inputs) {
     return absl::InvalidArgumentError(
         absl::StrCat("step: ", inputs.size(), " inputs exceed max_seqs ", options_.max_seqs));
   }
+  const int n_seqs = static_cast<int>(inputs.size());
+  for (int s = 0; s < n_seqs; ++s) {
+    step_seqs_[s] = inputs[s].seq;
+    step_new_[s] = static_cast<int>(inputs[s].tokens.size());
+    step_tokens_[s] = absl::MakeConstSpan(inputs[s].tokens.data(), inputs[s].tokens.size());
+  }
+  kv_->Lengths(absl::MakeConstSpan(step_seqs_.data(), n_seqs), step_start_.data());
   int total = 0;
   for (size_t i = 0; i < inputs.size(); ++i) {
     const StepInput& in = inputs[i];
     if (in.tokens.empty()) {
       return absl::InvalidArgumentError(absl::StrCat("step: input ", i, " has no tokens"));
     }
-    const int len = kv_->Length(in.seq);
+    const int len = step_start_[i];
     if (len < 0) return absl::NotFoundError(absl::StrCat("step: sequence ", in.seq, " unknown"));
     for (size_t j = 0; j < i; ++j) {
       if (inputs[j].seq == in.seq) {
@@ -160,12 +171,12 @@ absl::Status Engine::Validate(std::span<const StepInput> inputs) {
   return absl::OkStatus();
 }
 
-absl::Status Engine::BuildChunks(std::span<const StepInput> inputs) {
+void Engine::BuildChunks(int n_seqs) {
   refs_.clear();
-  for (size_t s = 0; s < inputs.size(); ++s) {
-    ARBOR_RETURN_IF_ERROR(kv_->Path(inputs[s].seq, &path_, step_new_[s]));
-    for (const kvcache::PathEntry& e : path_) {
-      refs_.push_back({e.segment, e.length, e.start, static_cast<int>(s), e.blocks});
+  for (int s = 0; s < n_seqs; ++s) {
+    for (int p = path_start_[s]; p < path_start_[s + 1]; ++p) {
+      const kvcache::PathEntry& e = paths_[p];
+      refs_.push_back({e.segment, e.length, e.start, s, e.blocks});
     }
   }
   // Sequences sharing a segment prefix of the same length share one chunk.
@@ -185,27 +196,25 @@ absl::Status Engine::BuildChunks(std::span<const StepInput> inputs) {
   }
   counters_.attention_chunks += chunks_.size();
   counters_.attention_chunk_refs += static_cast<int64_t>(refs_.size());
-  return absl::OkStatus();
 }
 
 absl::Status Engine::Step(std::span<const StepInput> inputs) {
-  ARBOR_RETURN_IF_ERROR(Validate(inputs));
+  const auto t_step = std::chrono::steady_clock::now();
+  ARBOR_RETURN_IF_ERROR(Validate(inputs));  // fills step_seqs_, step_new_, step_start_
   const int n_seqs = static_cast<int>(inputs.size());
-  for (int s = 0; s < n_seqs; ++s) {
-    step_seqs_[s] = inputs[s].seq;
-    step_new_[s] = static_cast<int>(inputs[s].tokens.size());
-  }
-  ARBOR_RETURN_IF_ERROR(kv_->Reserve(absl::MakeConstSpan(step_seqs_.data(), n_seqs),
-                                     absl::MakeConstSpan(step_new_.data(), n_seqs)));
+  const auto seqs = absl::MakeConstSpan(step_seqs_.data(), n_seqs);
+  const auto n_new = absl::MakeConstSpan(step_new_.data(), n_seqs);
+  ARBOR_RETURN_IF_ERROR(kv_->Reserve(seqs, n_new));
+  // The KV slot of every new token and every sequence's path: one call (one lock) per step.
+  ARBOR_RETURN_IF_ERROR(kv_->DescribeStep(seqs, absl::MakeConstSpan(step_start_.data(), n_seqs),
+                                          n_new, slots_.data(), &paths_, path_start_.data()));
 
-  // Token rows: embeddings, positions and the KV slot each new token writes.
+  // Token rows: embeddings and positions.
   const int hidden = config_.hidden_size;
   int t = 0;
   query_start_[0] = 0;
   for (int s = 0; s < n_seqs; ++s) {
-    const int start = kv_->Length(inputs[s].seq);
-    ARBOR_RETURN_IF_ERROR(
-        kv_->LeafSlots(inputs[s].seq, start, step_new_[s], slots_.data() + t));  // reserved above
+    const int start = step_start_[s];
     for (size_t j = 0; j < inputs[s].tokens.size(); ++j, ++t) {
       const float* e = embed_ + static_cast<size_t>(inputs[s].tokens[j]) * hidden;
       std::copy(e, e + hidden, x_.data() + static_cast<size_t>(t) * hidden);
@@ -214,7 +223,7 @@ absl::Status Engine::Step(std::span<const StepInput> inputs) {
     query_start_[s + 1] = t;
   }
   const int n_tokens = t;
-  ARBOR_RETURN_IF_ERROR(BuildChunks(inputs));
+  BuildChunks(n_seqs);
 
   // Rows whose logits are wanted: the last token row of each input that asks for them.
   int n_last = 0;
@@ -223,6 +232,7 @@ absl::Status Engine::Step(std::span<const StepInput> inputs) {
     if (inputs[s].want_logits) last_rows_[n_last++] = query_start_[s + 1] - 1;
   }
 
+  const auto t_forward = std::chrono::steady_clock::now();
   ARBOR_RETURN_IF_ERROR(backend_->Run({.n_tokens = n_tokens,
                                        .x = x_.data(),
                                        .positions = positions_.data(),
@@ -231,14 +241,20 @@ absl::Status Engine::Step(std::span<const StepInput> inputs) {
                                        .last_rows = last_rows_.data(),
                                        .n_last = n_last},
                                       logits_.data()));
-  return Finish(inputs);
+  const auto t_finish = std::chrono::steady_clock::now();
+  ARBOR_RETURN_IF_ERROR(Finish(inputs));
+  const auto t_end = std::chrono::steady_clock::now();
+  counters_.forward_seconds += std::chrono::duration<double>(t_finish - t_forward).count();
+  counters_.step_seconds += std::chrono::duration<double>(t_end - t_step).count();
+  return absl::OkStatus();
 }
 
 absl::Status Engine::Finish(std::span<const StepInput> inputs) {
   const int n_seqs = static_cast<int>(inputs.size());
   n_inputs_ = n_seqs;
+  ARBOR_RETURN_IF_ERROR(kv_->CommitStep(absl::MakeConstSpan(step_seqs_.data(), n_seqs),
+                                        absl::MakeConstSpan(step_tokens_.data(), n_seqs)));
   for (int s = 0; s < n_seqs; ++s) {
-    ARBOR_RETURN_IF_ERROR(kv_->Commit(step_seqs_[s], inputs[s].tokens));
     if (inputs[s].tokens.size() > 1) {
       counters_.prefill_tokens += static_cast<int64_t>(inputs[s].tokens.size());
     } else {

@@ -308,6 +308,10 @@ absl::Status KvTree::Reserve(absl::Span<const SeqId> seqs, absl::Span<const int>
 
 absl::Status KvTree::LeafSlots(SeqId seq, int first_pos, int n, Slot* out) const {
   absl::MutexLock lock(&mu_);
+  return LeafSlotsLocked(seq, first_pos, n, out);
+}
+
+absl::Status KvTree::LeafSlotsLocked(SeqId seq, int first_pos, int n, Slot* out) const {
   const Segment* leaf = Leaf(seq);
   if (leaf == nullptr) return UnknownSeq(seq);
   const int bt = layout_.block_tokens;
@@ -321,17 +325,7 @@ absl::Status KvTree::LeafSlots(SeqId seq, int first_pos, int n, Slot* out) const
 }
 
 absl::Status KvTree::Commit(SeqId seq, absl::Span<const int> tokens) {
-  absl::MutexLock lock(&mu_);
-  Segment* leaf = Leaf(seq);
-  if (leaf == nullptr) return UnknownSeq(seq);
-  const int room = static_cast<int>(leaf->blocks.size()) * layout_.block_tokens - leaf->length();
-  if (static_cast<int>(tokens.size()) > room) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "commit: sequence ", seq, " has ", room, " reserved slots for ", tokens.size(), " tokens"));
-  }
-  leaf->tokens.insert(leaf->tokens.end(), tokens.begin(), tokens.end());
-  IndexNewFullBlocks(leaf);
-  return absl::OkStatus();
+  return CommitStep({seq}, {tokens});
 }
 
 absl::Status KvTree::Append(SeqId seq, absl::Span<const int> tokens, const void* kv) {
@@ -355,7 +349,7 @@ absl::Status KvTree::Append(SeqId seq, absl::Span<const int> tokens, const void*
 }
 
 absl::Status KvTree::PathLocked(SeqId seq, std::vector<PathEntry>* out, int pending) const {
-  out->clear();
+  const size_t first = out->size();
   Segment* s = Leaf(seq);
   if (s == nullptr) return UnknownSeq(seq);
   int len = s->length() + pending;
@@ -368,13 +362,58 @@ absl::Status KvTree::PathLocked(SeqId seq, std::vector<PathEntry>* out, int pend
     len = s->parent_len;
     s = s->parent;
   }
-  std::reverse(out->begin(), out->end());
+  std::reverse(out->begin() + first, out->end());
   return absl::OkStatus();
 }
 
 absl::Status KvTree::Path(SeqId seq, std::vector<PathEntry>* out, int pending) const {
+  out->clear();
   absl::MutexLock lock(&mu_);
   return PathLocked(seq, out, pending);
+}
+
+void KvTree::Lengths(absl::Span<const SeqId> seqs, int* out) const {
+  absl::MutexLock lock(&mu_);
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const Segment* leaf = Leaf(seqs[i]);
+    out[i] = leaf == nullptr ? -1 : leaf->start + leaf->length();
+  }
+}
+
+absl::Status KvTree::DescribeStep(absl::Span<const SeqId> seqs, absl::Span<const int> starts,
+                                  absl::Span<const int> n_new, Slot* slots,
+                                  std::vector<PathEntry>* paths, int* path_start) const {
+  paths->clear();
+  absl::MutexLock lock(&mu_);
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    path_start[i] = static_cast<int>(paths->size());
+    ARBOR_RETURN_IF_ERROR(LeafSlotsLocked(seqs[i], starts[i], n_new[i], slots));
+    slots += n_new[i];
+    ARBOR_RETURN_IF_ERROR(PathLocked(seqs[i], paths, n_new[i]));
+  }
+  path_start[seqs.size()] = static_cast<int>(paths->size());
+  return absl::OkStatus();
+}
+
+absl::Status KvTree::CommitStep(absl::Span<const SeqId> seqs,
+                                absl::Span<const absl::Span<const int>> tokens) {
+  absl::MutexLock lock(&mu_);
+  for (size_t i = 0; i < seqs.size(); ++i) {  // every check first: all or nothing
+    const Segment* leaf = Leaf(seqs[i]);
+    if (leaf == nullptr) return UnknownSeq(seqs[i]);
+    const int room = static_cast<int>(leaf->blocks.size()) * layout_.block_tokens - leaf->length();
+    if (static_cast<int>(tokens[i].size()) > room) {
+      return absl::FailedPreconditionError(absl::StrCat("commit: sequence ", seqs[i], " has ", room,
+                                                        " reserved slots for ", tokens[i].size(),
+                                                        " tokens"));
+    }
+  }
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    Segment* leaf = Leaf(seqs[i]);
+    leaf->tokens.insert(leaf->tokens.end(), tokens[i].begin(), tokens[i].end());
+    IndexNewFullBlocks(leaf);
+  }
+  return absl::OkStatus();
 }
 
 int KvTree::Length(SeqId seq) const {

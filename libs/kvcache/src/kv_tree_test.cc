@@ -309,5 +309,68 @@ TEST(KvTreeTest, ForkingAnEmptyLeafHangsChildrenBesideIt) {
   EXPECT_EQ(*tree->Tokens(grandkids[2]), (std::vector<int>{1, 2, 3, 4, 5, 6}));
 }
 
+// The engine's per-step calls (one lock each) give what the per-sequence calls give, and a
+// step's commit is all or nothing.
+TEST(KvTreeTest, StepCallsMatchPerSequenceCallsAndCommitAllOrNothing) {
+  auto tree = TreeWith(100);
+  const SeqId a = SeqOf(*tree, {1, 2, 3, 4, 5, 6});
+  SeqId kids[2];
+  ASSERT_TRUE(tree->Fork(a, 2, kids).ok());
+  ASSERT_TRUE(
+      tree->Append(kids[0], std::vector<int>{7, 8, 9}, KvFor({1, 2, 3, 4, 5, 6, 7, 8, 9}, 6).data())
+          .ok());
+  const SeqId b = SeqOf(*tree, {40, 41});
+  const std::vector<SeqId> seqs = {kids[0], kids[1], b, 12345};
+  int lengths[4];
+  tree->Lengths(seqs, lengths);
+  EXPECT_EQ(std::vector<int>(lengths, lengths + 4), (std::vector<int>{9, 6, 2, -1}));
+
+  const std::vector<SeqId> step = {kids[0], kids[1], b};
+  const std::vector<int> starts = {9, 6, 2}, n_new = {1, 5, 3};
+  ASSERT_TRUE(tree->Reserve(step, n_new).ok());
+  std::vector<KvTree::Slot> slots(9);
+  std::vector<PathEntry> paths = {PathEntry{}};  // cleared by the call
+  int path_start[4];
+  ASSERT_TRUE(tree->DescribeStep(step, starts, n_new, slots.data(), &paths, path_start).ok());
+  int t = 0;
+  for (size_t i = 0; i < step.size(); ++i) {
+    std::vector<KvTree::Slot> one(n_new[i]);
+    ASSERT_TRUE(tree->LeafSlots(step[i], starts[i], n_new[i], one.data()).ok());
+    for (const KvTree::Slot& s : one) {
+      EXPECT_EQ(slots[t].block, s.block) << "input " << i;
+      EXPECT_EQ(slots[t].slot, s.slot) << "input " << i;
+      ++t;
+    }
+    std::vector<PathEntry> path;
+    ASSERT_TRUE(tree->Path(step[i], &path, n_new[i]).ok());
+    ASSERT_EQ(path_start[i + 1] - path_start[i], static_cast<int>(path.size())) << "input " << i;
+    for (size_t p = 0; p < path.size(); ++p) {
+      const PathEntry& got = paths[path_start[i] + p];
+      EXPECT_EQ(got.segment, path[p].segment);
+      EXPECT_EQ(got.start, path[p].start);
+      EXPECT_EQ(got.length, path[p].length);
+      EXPECT_EQ(got.blocks, path[p].blocks);
+    }
+  }
+  EXPECT_EQ(path_start[3], static_cast<int>(paths.size()));
+  const std::vector<SeqId> unknown = {12345};
+  const std::vector<int> zero = {0}, one = {1};
+  EXPECT_EQ(tree->DescribeStep(unknown, zero, one, slots.data(), &paths, path_start).code(),
+            absl::StatusCode::kNotFound);
+
+  // Too many tokens for b's reserved slots, or an unknown sequence: nothing is committed.
+  const std::vector<int> t0 = {10}, t1 = {7, 7, 7, 7, 7}, t2 = {42, 43, 44},
+                         big = {1, 2, 3, 4, 5, 6, 7};
+  const std::vector<absl::Span<const int>> too_many = {t0, t1, big};
+  EXPECT_EQ(tree->CommitStep(step, too_many).code(), absl::StatusCode::kFailedPrecondition);
+  const std::vector<absl::Span<const int>> ok = {t0, t1, t2};
+  EXPECT_EQ(tree->CommitStep({{kids[0], 12345}}, {{t0, t0}}).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(tree->Length(kids[0]), 9);
+  EXPECT_EQ(tree->Length(kids[1]), 6);
+  ASSERT_TRUE(tree->CommitStep(step, ok).ok());
+  EXPECT_EQ(*tree->Tokens(kids[0]), (std::vector<int>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}));
+  EXPECT_EQ(*tree->Tokens(kids[1]), (std::vector<int>{1, 2, 3, 4, 5, 6, 7, 7, 7, 7, 7}));
+  EXPECT_EQ(*tree->Tokens(b), (std::vector<int>{40, 41, 42, 43, 44}));
+}
 }  // namespace
 }  // namespace arbor::kvcache

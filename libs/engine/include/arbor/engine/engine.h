@@ -61,6 +61,9 @@ struct StepCounters {
   int64_t decode_tokens = 0;         // tokens fed in single-token inputs
   int64_t attention_chunks = 0;      // chunks attention read, over all steps
   int64_t attention_chunk_refs = 0;  // (sequence, path segment) pairs they served
+  double step_seconds = 0;           // wall time in Step, over all successful steps
+  double forward_seconds = 0;        // of which in the backend's forward pass (the rest is the
+                                     // engine's bookkeeping: checks, KV tree, chunks, commit)
 };
 
 class Engine {
@@ -110,9 +113,10 @@ class Engine {
  private:
   Engine(const model::ModelWeights* weights, const EngineOptions& options,
          std::unique_ptr<kvcache::KvTree> kv);
+  // Checks the inputs; fills step_seqs_, step_new_, step_start_ and step_tokens_.
   absl::Status Validate(std::span<const StepInput> inputs);
-  // Groups the paths of the step's sequences into attention chunks.
-  absl::Status BuildChunks(std::span<const StepInput> inputs);
+  // Groups the paths of the step's sequences (paths_) into attention chunks.
+  void BuildChunks(int n_seqs);
   // Commits the step's tokens and counts them.
   absl::Status Finish(std::span<const StepInput> inputs);
 
@@ -123,15 +127,17 @@ class Engine {
   StepCounters counters_;
 
   // Per-step buffers, sized at Create. N = max_batch_tokens, S = max_seqs.
-  std::vector<float> x_;                      // [N, hidden] embeddings, then the backend's
-  std::vector<int> positions_;                // [N]
-  std::vector<kvcache::KvTree::Slot> slots_;  // [N] where each new token's KV goes
-  std::vector<int> query_start_;              // [S + 1] token rows of each input
-  std::vector<SeqId> step_seqs_;              // [S]
-  std::vector<int> step_new_;                 // [S] tokens each input adds
-  std::vector<float> logits_;                 // [S, vocab]
-  std::vector<int> logits_row_;               // [S] row in logits_ of input i, or -1
-  std::vector<int> last_rows_;                // [S] token row of each logits_ row
+  std::vector<float> x_;                            // [N, hidden] embeddings, then the backend's
+  std::vector<int> positions_;                      // [N]
+  std::vector<kvcache::KvTree::Slot> slots_;        // [N] where each new token's KV goes
+  std::vector<int> query_start_;                    // [S + 1] token rows of each input
+  std::vector<SeqId> step_seqs_;                    // [S]
+  std::vector<int> step_new_;                       // [S] tokens each input adds
+  std::vector<int> step_start_;                     // [S] each input's length before the step
+  std::vector<absl::Span<const int>> step_tokens_;  // [S] each input's tokens
+  std::vector<float> logits_;                       // [S, vocab]
+  std::vector<int> logits_row_;                     // [S] row in logits_ of input i, or -1
+  std::vector<int> last_rows_;                      // [S] token row of each logits_ row
   int n_inputs_ = 0;
 
   // Attention chunks: one per distinct (segment, length) on the step's paths, sorted by segment.
@@ -140,7 +146,8 @@ class Engine {
     int length, start, input;
     const int* blocks;
   };
-  std::vector<kvcache::PathEntry> path_;
+  std::vector<kvcache::PathEntry> paths_;  // every input's path, input after input
+  std::vector<int> path_start_;            // [S + 1] input s's entries in paths_
   std::vector<PathRef> refs_;
   kernels::AttentionChunks chunks_;
 

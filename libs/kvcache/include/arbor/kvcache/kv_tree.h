@@ -127,6 +127,21 @@ class KvTree {
   absl::Status Path(SeqId seq, std::vector<PathEntry>* out, int pending = 0) const;
   // Tokens of the sequence, path included; -1 if unknown.
   int Length(SeqId seq) const;
+
+  // One engine step over several sequences, each a single locked call whatever their number.
+  // Lengths: out[i] = Length(seqs[i]).
+  void Lengths(absl::Span<const SeqId> seqs, int* out) const;
+  // After Reserve: for each seqs[i] of length starts[i], the slots of its n_new[i] reserved
+  // tokens (into `slots`, sequence after sequence) and its path with them pending (appended to
+  // `paths`, cleared first; path_start[i] is its first entry, path_start[n] the end). Errors as
+  // LeafSlots and Path; the outputs are unspecified on error.
+  absl::Status DescribeStep(absl::Span<const SeqId> seqs, absl::Span<const int> starts,
+                            absl::Span<const int> n_new, Slot* slots, std::vector<PathEntry>* paths,
+                            int* path_start) const;
+  // Commit of tokens[i] to seqs[i] for every i (distinct sequences, as for Reserve), all or
+  // nothing: on NOT_FOUND or FAILED_PRECONDITION (as Commit) no sequence changes.
+  absl::Status CommitStep(absl::Span<const SeqId> seqs,
+                          absl::Span<const absl::Span<const int>> tokens);
   absl::StatusOr<std::vector<int>> Tokens(SeqId seq) const;
   // The sequence's KV as [length, layers, 2, kv_heads, head_dim] (for tests and readers).
   absl::StatusOr<std::vector<float>> ReadKv(SeqId seq) const;
@@ -166,7 +181,10 @@ class KvTree {
   bool EvictFor(int blocks) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void IndexNewFullBlocks(Segment* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Segment* Leaf(SeqId seq) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Appends the path to `out` (Path clears it first).
   absl::Status PathLocked(SeqId seq, std::vector<PathEntry>* out, int pending) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  absl::Status LeafSlotsLocked(SeqId seq, int first_pos, int n, Slot* out) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   const KvTreeOptions options_;
