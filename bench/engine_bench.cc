@@ -19,6 +19,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "arbor/engine/local_model.h"
+#include "arbor/kernels/parallel.h"
 #include "nlohmann/json.hpp"
 
 ABSL_FLAG(std::string, model, "models/test-moe", "model folder");
@@ -28,6 +29,9 @@ ABSL_FLAG(int, prompt_tokens, 128, "prompt tokens per sequence");
 ABSL_FLAG(int, decode_steps, 32, "decode steps measured per batch size");
 ABSL_FLAG(int, max_batch_tokens, 512, "tokens per prefill step");
 ABSL_FLAG(int, threads, 0, "OpenBLAS threads; 0 = OpenBLAS default");
+ABSL_FLAG(std::string, weights, "stored",
+          "stored (a 16-bit checkpoint's projections stay 16-bit) or f32 (converted at load)");
+ABSL_FLAG(int, probe_mb, 1024, "memory the read-bandwidth probe sums; 0 skips the probe");
 ABSL_FLAG(std::string, backend, "cpu",
           "cpu, or cuda (engine and experts on GPU 0), or auto (cuda when a device is present)");
 
@@ -90,6 +94,7 @@ absl::StatusOr<nlohmann::json> MeasureBatch(Engine& engine, int batch, int promp
   std::vector<int> next(batch);
   for (auto& t : next) t = tok(rng);
   inputs.resize(batch);
+  const arbor::engine::StepCounters before = engine.counters();
   const auto t1 = Clock::now();
   for (int s = 0; s < steps; ++s) {
     for (int i = 0; i < batch; ++i) inputs[i] = {seqs[i], {&next[i], 1}, true};
@@ -98,6 +103,9 @@ absl::StatusOr<nlohmann::json> MeasureBatch(Engine& engine, int batch, int promp
     }
   }
   const double decode_s = Seconds(t1);
+  const arbor::engine::StepCounters& after = engine.counters();
+  const double step_s = after.step_seconds - before.step_seconds;
+  const double overhead_s = step_s - (after.forward_seconds - before.forward_seconds);
   for (auto s : seqs) (void)engine.Release(s);
   return nlohmann::json{{"batch", batch},
                         {"prefill_tokens", batch * prompt},
@@ -105,7 +113,56 @@ absl::StatusOr<nlohmann::json> MeasureBatch(Engine& engine, int batch, int promp
                         {"prefill_tokens_per_s", batch * prompt / prefill_s},
                         {"decode_tokens", batch * steps},
                         {"decode_seconds", decode_s},
-                        {"decode_tokens_per_s", batch * steps / decode_s}};
+                        {"decode_tokens_per_s", batch * steps / decode_s},
+                        // The engine's own work per decode step besides the forward pass.
+                        {"decode_step_overhead_ms", 1e3 * overhead_s / steps},
+                        {"decode_step_overhead_fraction", overhead_s / step_s}};
+}
+
+// Bytes of weights a batch-1 decode step reads for its one token.
+double WeightBytesPerToken(const arbor::model::ModelWeights& w) {
+  const arbor::model::ModelConfig& c = w.config();
+  const arbor::model::NonExpertWeights& ne = *w.non_expert();
+  double bytes = 0;
+  for (const arbor::model::LayerWeights& lw : ne.layers) {
+    bytes += lw.wqkv.bytes() + lw.wo.bytes() + lw.gate.bytes();
+  }
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const arbor::model::ExpertWeights* e = w.expert(l, 0);
+    bytes += c.num_experts_per_tok * static_cast<double>(e->w13.bytes() + e->w2.bytes());
+  }
+  bytes += ne.lm_head.empty() ? 4.0 * c.vocab_size * c.hidden_size : ne.lm_head.bytes();
+  return bytes;
+}
+
+// Read bandwidth in GB/s: the best of 3 sums over `mb` MiB, split over the kernels' threads.
+double ReadBandwidthGBs(int mb) {
+  const size_t n = static_cast<size_t>(mb) * (1 << 20) / sizeof(uint64_t);
+  std::vector<uint64_t> data(n);
+  for (size_t i = 0; i < n; ++i) data[i] = i;
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    std::vector<uint64_t> sums(64, 0);
+    const auto t0 = Clock::now();
+    arbor::kernels::ParallelFor(64, 1, [&](int begin, int end) {
+      for (int p = begin; p < end; ++p) {
+        uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;  // independent sums: loads, not adds, bound it
+        size_t i = n * p / 64;
+        const size_t end_i = n * (p + 1) / 64;
+        for (; i + 4 <= end_i; i += 4) {
+          s0 += data[i], s1 += data[i + 1], s2 += data[i + 2], s3 += data[i + 3];
+        }
+        for (; i < end_i; ++i) s0 += data[i];
+        sums[p] = s0 + s1 + s2 + s3;
+      }
+    });
+    const double s = Seconds(t0);
+    uint64_t total = 0;
+    for (uint64_t v : sums) total += v;
+    if (total == 1) std::printf("\n");  // keeps the sums
+    best = std::max(best, n * sizeof(uint64_t) / s / 1e9);
+  }
+  return best;
 }
 
 }  // namespace
@@ -128,8 +185,14 @@ int main(int argc, char** argv) {
   opts.kv_cache_tokens = max_batch * (prompt + steps + 16);
   opts.num_threads = absl::GetFlag(FLAGS_threads);
   opts.backend = absl::GetFlag(FLAGS_backend);
+  const std::string weights = absl::GetFlag(FLAGS_weights);
+  if (weights != "stored" && weights != "f32") {
+    std::fprintf(stderr, "--weights: \"%s\" is neither stored nor f32\n", weights.c_str());
+    return 2;
+  }
   const auto t_load = Clock::now();
-  auto loaded = arbor::engine::LocalModel::Load(absl::GetFlag(FLAGS_model), opts);
+  auto loaded = arbor::engine::LocalModel::Load(absl::GetFlag(FLAGS_model), opts,
+                                                {.keep_16bit = weights == "stored"});
   if (!loaded.ok()) {
     std::fprintf(stderr, "arbor_bench_engine: %s\n", loaded.status().ToString().c_str());
     return 1;
@@ -149,6 +212,15 @@ int main(int argc, char** argv) {
     }
     rows.push_back(*std::move(row));
   }
+  const double bytes_per_token = WeightBytesPerToken(*(*loaded)->weights);
+  const int probe_mb = absl::GetFlag(FLAGS_probe_mb);
+  const double bandwidth = probe_mb > 0 ? ReadBandwidthGBs(probe_mb) : 0.0;
+  for (nlohmann::json& row : rows) {
+    if (row["batch"] != 1) continue;
+    const double gbs = bytes_per_token * row["decode_tokens_per_s"].get<double>() / 1e9;
+    row["weight_gb_per_s"] = gbs;
+    if (bandwidth > 0) row["fraction_of_read_bandwidth"] = gbs / bandwidth;
+  }
   nlohmann::json out = {{"bench", "engine"},
                         {"model", absl::GetFlag(FLAGS_model)},
                         {"backend", engine.options().backend},  // auto resolved
@@ -166,6 +238,9 @@ int main(int argc, char** argv) {
                         {"threads", opts.num_threads},
                         {"hardware_threads", std::thread::hardware_concurrency()},
                         {"load_seconds", load_s},
+                        {"weights", weights},
+                        {"weight_bytes_per_token", bytes_per_token},
+                        {"read_bandwidth_gb_per_s", bandwidth},
                         {"results", rows}};
   std::printf("%s\n", out.dump(2).c_str());
   return 0;

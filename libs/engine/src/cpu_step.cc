@@ -11,7 +11,7 @@
 
 namespace arbor::engine {
 
-using kernels::MatMulWTCpu;
+using kernels::MatMulWT;
 
 CpuStep::CpuStep(const model::ModelWeights* weights, ExpertBackend* experts, kvcache::KvTree* kv,
                  const EngineOptions& options)
@@ -52,8 +52,8 @@ absl::Status CpuStep::Run(const StepPlan& plan, float* logits) {
                          .eps = config_.rms_norm_eps});
   }
   if (plan.n_last > 0) {
-    MatMulWTCpu(last_.data(), w_->lm_head_data(), logits, plan.n_last, config_.vocab_size, hidden,
-                0.0f);
+    MatMulWT(last_.data(), w_->lm_head_view(), logits, plan.n_last, config_.vocab_size, hidden,
+             0.0f);
   }
   return absl::OkStatus();
 }
@@ -92,7 +92,7 @@ absl::Status CpuStep::Layer(int layer, const StepPlan& plan) {
 
   // Attention block.
   norm_into_h(lw.attn_norm);
-  MatMulWTCpu(h_.data(), lw.wqkv.data(), qkv_.data(), n_tokens, qkv_dim, hidden, 0.0f);
+  MatMulWT(h_.data(), lw.wqkv.view(), qkv_.data(), n_tokens, qkv_dim, hidden, 0.0f);
   kernels::RopeParams rope{.x = qkv_.data(),
                            .positions = plan.positions,
                            .table = &rope_,
@@ -125,12 +125,12 @@ absl::Status CpuStep::Layer(int layer, const StepPlan& plan) {
                              .block_tokens = layout.block_tokens,
                              .head_stride = layout.head_stride(),
                              .workspace = attn_ws_.data()});
-  MatMulWTCpu(attn_.data(), lw.wo.data(), x, n_tokens, hidden, q_dim, 1.0f);
+  MatMulWT(attn_.data(), lw.wo.view(), x, n_tokens, hidden, q_dim, 1.0f);
 
   // MoE block: gate, top-k, experts (which add their weighted outputs into x).
   norm_into_h(lw.ffn_norm);
-  MatMulWTCpu(h_.data(), lw.gate.data(), router_.data(), n_tokens, config_.num_local_experts,
-              hidden, 0.0f);
+  MatMulWT(h_.data(), lw.gate.view(), router_.data(), n_tokens, config_.num_local_experts, hidden,
+           0.0f);
   kernels::GatingCpu({.logits = router_.data(),
                       .expert_ids = expert_ids_.data(),
                       .weights = expert_w_.data(),

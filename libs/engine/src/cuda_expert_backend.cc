@@ -53,12 +53,18 @@ absl::Status CudaExpertBackend::Init() {
   w13_.assign(static_cast<size_t>(layers) * n_experts_, nullptr);
   w2_.assign(w13_.size(), nullptr);
   std::vector<bf16_t> staging;
-  auto upload = [&](const std::vector<float>& w) -> absl::StatusOr<const bf16_t*> {
-    staging.resize(w.size());
-    for (size_t i = 0; i < w.size(); ++i) staging[i] = F32ToBF16(w[i]);
-    ARBOR_ASSIGN_OR_RETURN(DeviceBuffer buf,
-                           pool_->Upload(staging.data(), w.size() * sizeof(bf16_t)));
-    weight_bytes_ += w.size() * sizeof(bf16_t);
+  // bf16 matrices go up as they are; others are rounded to bf16 here, on the host.
+  auto upload = [&](const model::Matrix& m) -> absl::StatusOr<const bf16_t*> {
+    const size_t numel = static_cast<size_t>(m.rows * m.cols);
+    const void* src = m.half.data();
+    if (m.dtype != DType::kBF16) {
+      const std::vector<float> w = m.ToF32();
+      staging.resize(numel);
+      for (size_t i = 0; i < numel; ++i) staging[i] = F32ToBF16(w[i]);
+      src = staging.data();
+    }
+    ARBOR_ASSIGN_OR_RETURN(DeviceBuffer buf, pool_->Upload(src, numel * sizeof(bf16_t)));
+    weight_bytes_ += numel * sizeof(bf16_t);
     weights_dev_.push_back(std::move(buf));
     return weights_dev_.back().as<const bf16_t>();
   };

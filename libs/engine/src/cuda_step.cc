@@ -59,18 +59,27 @@ absl::Status CudaStep::Init() {
   ARBOR_CUBLAS_RETURN_IF_ERROR(api_->set_math_mode(handle, CUBLAS_PEDANTIC_MATH));
 
   auto up = [&](const float* data, size_t n) { return pool_->Upload(data, n * sizeof(float)); };
+  // Projection matrices go up as f32 (16-bit checkpoints' converted here, on the host).
+  auto up_matrix = [&](const model::Matrix& m) {
+    const std::vector<float> f32 = m.ToF32();
+    return up(f32.data(), f32.size());
+  };
   for (const model::LayerWeights& lw : w_->layers) {
     LayerDev d;
     ARBOR_ASSIGN_OR_RETURN(d.attn_norm, up(lw.attn_norm.data(), lw.attn_norm.size()));
-    ARBOR_ASSIGN_OR_RETURN(d.wqkv, up(lw.wqkv.data(), lw.wqkv.size()));
-    ARBOR_ASSIGN_OR_RETURN(d.wo, up(lw.wo.data(), lw.wo.size()));
+    ARBOR_ASSIGN_OR_RETURN(d.wqkv, up_matrix(lw.wqkv));
+    ARBOR_ASSIGN_OR_RETURN(d.wo, up_matrix(lw.wo));
     ARBOR_ASSIGN_OR_RETURN(d.ffn_norm, up(lw.ffn_norm.data(), lw.ffn_norm.size()));
-    ARBOR_ASSIGN_OR_RETURN(d.gate, up(lw.gate.data(), lw.gate.size()));
+    ARBOR_ASSIGN_OR_RETURN(d.gate, up_matrix(lw.gate));
     layers_.push_back(std::move(d));
   }
   const size_t hidden = config_.hidden_size, vocab = config_.vocab_size;
   ARBOR_ASSIGN_OR_RETURN(final_norm_, up(w_->final_norm.data(), hidden));
-  ARBOR_ASSIGN_OR_RETURN(lm_head_, up(w_->lm_head_data(), vocab * hidden));
+  if (w_->lm_head.empty()) {
+    ARBOR_ASSIGN_OR_RETURN(lm_head_, up(w_->embed.data(), vocab * hidden));
+  } else {
+    ARBOR_ASSIGN_OR_RETURN(lm_head_, up_matrix(w_->lm_head));
+  }
   const kernels::RopeTable rope(config_.head_dim, config_.rope_theta, options_.max_seq_tokens);
   const size_t rope_n = static_cast<size_t>(options_.max_seq_tokens) * config_.head_dim / 2;
   ARBOR_ASSIGN_OR_RETURN(rope_cos_, up(rope.cos(0), rope_n));

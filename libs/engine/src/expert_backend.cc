@@ -118,11 +118,11 @@ absl::Status CpuExpertBackend::RunGroups(int layer, const float* x, int n_x,
       std::copy(src, src + hidden_, xg + static_cast<size_t>(r) * hidden_);
     }
     float* gu = gate_up_.data();  // [n, 2 * inter]
-    kernels::MatMulWTCpu(xg, w->w13.data(), gu, n, 2 * inter_, hidden_, 0.0f);
+    kernels::MatMulWT(xg, w->w13.view(), gu, n, 2 * inter_, hidden_, 0.0f);
     float* act = act_.data();  // [n, inter]
     kernels::SwiGluCpu({.gate_up = gu, .out = act, .n_rows = n, .dim = inter_});
     float* down = down_.data();  // [n, hidden]
-    kernels::MatMulWTCpu(act, w->w2.data(), down, n, hidden_, inter_, 0.0f);
+    kernels::MatMulWT(act, w->w2.view(), down, n, hidden_, inter_, 0.0f);
     for (int r = 0; r < n; ++r) {
       cblas_saxpy(hidden_, grp.weights[r], down + static_cast<size_t>(r) * hidden_, 1,
                   out + static_cast<size_t>(grp.rows[r]) * hidden_, 1);

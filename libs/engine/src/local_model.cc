@@ -7,10 +7,13 @@
 namespace arbor::engine {
 
 absl::StatusOr<std::unique_ptr<LocalModel>> LocalModel::Load(const std::string& dir,
-                                                             const EngineOptions& options) {
+                                                             const EngineOptions& options,
+                                                             model::LoadOptions load) {
   auto m = std::make_unique<LocalModel>();
   ARBOR_ASSIGN_OR_RETURN(m->checkpoint, model::Checkpoint::Open(dir));
-  ARBOR_ASSIGN_OR_RETURN(m->weights, model::ModelWeights::Load(*m->checkpoint, {}));
+  load.non_expert = true;
+  load.experts.reset();
+  ARBOR_ASSIGN_OR_RETURN(m->weights, model::ModelWeights::Load(*m->checkpoint, load));
   const model::ModelConfig& c = m->checkpoint->config();
   if (std::filesystem::exists(dir + "/tokenizer.model")) {
     ARBOR_ASSIGN_OR_RETURN(m->tokenizer,

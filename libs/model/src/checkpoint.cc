@@ -1,5 +1,6 @@
 #include "arbor/model/checkpoint.h"
 
+#include <cstring>
 #include <filesystem>
 #include <map>
 
@@ -89,6 +90,11 @@ absl::StatusOr<const TensorInfo*> Checkpoint::Find(absl::string_view name) const
 
 absl::Status Checkpoint::ReadF32(absl::string_view name, const std::vector<int64_t>& shape,
                                  float* dst) const {
+  return Read(name, shape, DType::kF32, dst);
+}
+
+absl::Status Checkpoint::Read(absl::string_view name, const std::vector<int64_t>& shape, DType as,
+                              void* dst) const {
   auto it = tensors_.find(name);
   if (it == tensors_.end()) {
     return absl::NotFoundError(absl::StrCat(index_source_, ": tensor \"", name, "\" is missing"));
@@ -99,7 +105,16 @@ absl::Status Checkpoint::ReadF32(absl::string_view name, const std::vector<int64
         file->path(), ": tensor \"", name, "\" has shape [", absl::StrJoin(info->shape, ", "),
         "], expected [", absl::StrJoin(shape, ", "), "]"));
   }
-  ConvertToF32(info->dtype, file->Data(*info), static_cast<size_t>(info->numel()), dst);
+  if (as == DType::kF32) {
+    ConvertToF32(info->dtype, file->Data(*info), static_cast<size_t>(info->numel()),
+                 static_cast<float*>(dst));
+  } else if (info->dtype == as) {
+    std::memcpy(dst, file->Data(*info), info->nbytes);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(file->path(), ": tensor \"", name, "\" is ",
+                                                   DTypeName(info->dtype), ", not ",
+                                                   DTypeName(as)));
+  }
   bytes_read_ += info->nbytes;
   return absl::OkStatus();
 }

@@ -1,5 +1,6 @@
 #include "arbor/model/checkpoint.h"
 
+#include <cstring>
 #include <set>
 
 #include "arbor/model/weights.h"
@@ -54,6 +55,59 @@ TEST(CheckpointTest, LoadsTheTestModel) {
   ASSERT_TRUE(w.ok()) << w.status();
   EXPECT_NE((*w)->non_expert(), nullptr);
   EXPECT_EQ((*w)->num_experts_loaded(), 2u * 4);
+}
+
+// A bf16 checkpoint's projections stay bf16, holding exactly what the f32 load holds; a
+// matrix stacked from tensors of different types (here k_proj stored as f32) is loaded as f32.
+TEST(CheckpointTest, SixteenBitMatricesStayAsStoredUnlessMixed) {
+  auto ckpt = Checkpoint::Open(kModel);
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  auto half = ModelWeights::Load(**ckpt, {});
+  auto full = ModelWeights::Load(**ckpt, {.keep_16bit = false});
+  ASSERT_TRUE(half.ok() && full.ok());
+  const NonExpertWeights& h = *(*half)->non_expert();
+  const NonExpertWeights& f = *(*full)->non_expert();
+  for (const auto& [a, b] :
+       {std::pair{&h.layers[1].wqkv, &f.layers[1].wqkv},
+        std::pair{&h.layers[0].wo, &f.layers[0].wo},
+        std::pair{&h.layers[0].gate, &f.layers[0].gate}, std::pair{&h.lm_head, &f.lm_head},
+        std::pair{&(*half)->expert(1, 2)->w13, &(*full)->expert(1, 2)->w13},
+        std::pair{&(*half)->expert(0, 3)->w2, &(*full)->expert(0, 3)->w2}}) {
+    EXPECT_EQ(a->dtype, DType::kBF16);
+    EXPECT_EQ(b->dtype, DType::kF32);
+    EXPECT_EQ(a->half.size(), static_cast<size_t>(a->rows * a->cols));
+    EXPECT_EQ(a->bytes() * 2, b->bytes());
+    EXPECT_EQ(a->ToF32(), b->f32);
+  }
+  EXPECT_EQ(h.lm_head_view().dtype, DType::kBF16);
+
+  auto tensors = ReadAll(kModel + "/model.safetensors");
+  for (RawTensor& t : tensors) {
+    if (t.name != "model.layers.0.self_attn.k_proj.weight") continue;
+    std::string f32(t.bytes.size() * 2, '\0');
+    for (size_t i = 0; i < t.bytes.size() / 2; ++i) {
+      uint16_t v;
+      std::memcpy(&v, t.bytes.data() + 2 * i, 2);
+      const float x = BF16ToF32(v);
+      std::memcpy(f32.data() + 4 * i, &x, 4);
+    }
+    t.dtype = "F32";
+    t.bytes = f32;
+  }
+  auto mixed_ckpt = Checkpoint::Open(ModelWith(tensors, "mixed"));
+  ASSERT_TRUE(mixed_ckpt.ok()) << mixed_ckpt.status();
+  auto mixed = ModelWeights::Load(**mixed_ckpt, {});
+  ASSERT_TRUE(mixed.ok()) << mixed.status();
+  const Matrix& wqkv = (*mixed)->non_expert()->layers[0].wqkv;
+  EXPECT_EQ(wqkv.dtype, DType::kF32);
+  EXPECT_EQ(wqkv.f32, f.layers[0].wqkv.f32);
+  EXPECT_EQ((*mixed)->non_expert()->layers[1].wqkv.dtype, DType::kBF16);
+  std::vector<uint16_t> out(64 * 64);
+  const absl::Status st =
+      (*mixed_ckpt)
+          ->Read("model.layers.0.self_attn.k_proj.weight", {32, 64}, DType::kBF16, out.data());
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  ExpectMentions(st, {"k_proj", "is F32, not BF16"});
 }
 
 TEST(CheckpointTest, MissingTensorNamesFileAndTensor) {

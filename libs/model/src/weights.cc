@@ -1,6 +1,9 @@
 #include "arbor/model/weights.h"
 
 #include <algorithm>
+#include <initializer_list>
+#include <optional>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "arbor/common/status_macros.h"
@@ -17,37 +20,73 @@ absl::Status Read(const Checkpoint& ckpt, const std::string& name, std::vector<i
   return ckpt.ReadF32(name, shape, dst.data() + offset);
 }
 
-absl::Status LoadLayer(const Checkpoint& ckpt, int l, LayerWeights& w) {
+// One matrix of `cols` columns stacked from `parts` ({tensor name, rows}, in order): 16-bit when
+// every part is stored in the same 16-bit type and `keep_16bit`, else f32.
+absl::Status ReadMatrix(const Checkpoint& ckpt, bool keep_16bit, int64_t cols,
+                        std::initializer_list<std::pair<std::string, int64_t>> parts, Matrix& m) {
+  std::optional<DType> common;
+  m.rows = 0;
+  for (const auto& [name, rows] : parts) {
+    ARBOR_ASSIGN_OR_RETURN(const TensorInfo* info, ckpt.Find(name));
+    if (common && *common != info->dtype) keep_16bit = false;
+    common = info->dtype;
+    m.rows += rows;
+  }
+  m.cols = cols;
+  m.dtype = keep_16bit && common ? *common : DType::kF32;
+  const size_t numel = static_cast<size_t>(m.rows * cols);
+  if (m.dtype == DType::kF32) {
+    m.f32.resize(numel);
+  } else {
+    m.half.resize(numel);
+  }
+  int64_t row = 0;
+  for (const auto& [name, rows] : parts) {
+    void* dst = m.dtype == DType::kF32 ? static_cast<void*>(m.f32.data() + row * cols)
+                                       : m.half.data() + row * cols;
+    ARBOR_RETURN_IF_ERROR(ckpt.Read(name, {rows, cols}, m.dtype, dst));
+    row += rows;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LoadLayer(const Checkpoint& ckpt, bool keep_16bit, int l, LayerWeights& w) {
   const ModelConfig& c = ckpt.config();
   const std::string p = absl::StrCat("model.layers.", l, ".");
   const int64_t h = c.hidden_size;
   ARBOR_RETURN_IF_ERROR(Read(ckpt, p + "input_layernorm.weight", {h}, w.attn_norm));
-  w.wqkv.resize(static_cast<size_t>(c.q_dim() + 2 * c.kv_dim()) * h);
-  ARBOR_RETURN_IF_ERROR(Read(ckpt, p + "self_attn.q_proj.weight", {c.q_dim(), h}, w.wqkv));
-  ARBOR_RETURN_IF_ERROR(Read(ckpt, p + "self_attn.k_proj.weight", {c.kv_dim(), h}, w.wqkv,
-                             static_cast<size_t>(c.q_dim()) * h));
-  ARBOR_RETURN_IF_ERROR(Read(ckpt, p + "self_attn.v_proj.weight", {c.kv_dim(), h}, w.wqkv,
-                             static_cast<size_t>(c.q_dim() + c.kv_dim()) * h));
-  ARBOR_RETURN_IF_ERROR(Read(ckpt, p + "self_attn.o_proj.weight", {h, c.q_dim()}, w.wo));
-  ARBOR_RETURN_IF_ERROR(Read(ckpt, p + "post_attention_layernorm.weight", {h}, w.ffn_norm));
+  ARBOR_RETURN_IF_ERROR(ReadMatrix(ckpt, keep_16bit, h,
+                                   {{p + "self_attn.q_proj.weight", c.q_dim()},
+                                    {p + "self_attn.k_proj.weight", c.kv_dim()},
+                                    {p + "self_attn.v_proj.weight", c.kv_dim()}},
+                                   w.wqkv));
   ARBOR_RETURN_IF_ERROR(
-      Read(ckpt, p + "block_sparse_moe.gate.weight", {c.num_local_experts, h}, w.gate));
+      ReadMatrix(ckpt, keep_16bit, c.q_dim(), {{p + "self_attn.o_proj.weight", h}}, w.wo));
+  ARBOR_RETURN_IF_ERROR(Read(ckpt, p + "post_attention_layernorm.weight", {h}, w.ffn_norm));
+  ARBOR_RETURN_IF_ERROR(ReadMatrix(
+      ckpt, keep_16bit, h, {{p + "block_sparse_moe.gate.weight", c.num_local_experts}}, w.gate));
   return absl::OkStatus();
 }
 
-absl::Status LoadExpert(const Checkpoint& ckpt, ExpertKey key, ExpertWeights& w) {
+absl::Status LoadExpert(const Checkpoint& ckpt, bool keep_16bit, ExpertKey key, ExpertWeights& w) {
   const ModelConfig& c = ckpt.config();
   const std::string p =
       absl::StrCat("model.layers.", key.layer, ".block_sparse_moe.experts.", key.expert, ".");
   const int64_t h = c.hidden_size, inter = c.intermediate_size;
-  w.w13.resize(static_cast<size_t>(2 * inter * h));
-  ARBOR_RETURN_IF_ERROR(Read(ckpt, p + "w1.weight", {inter, h}, w.w13));
-  ARBOR_RETURN_IF_ERROR(Read(ckpt, p + "w3.weight", {inter, h}, w.w13, inter * h));
-  ARBOR_RETURN_IF_ERROR(Read(ckpt, p + "w2.weight", {h, inter}, w.w2));
+  ARBOR_RETURN_IF_ERROR(
+      ReadMatrix(ckpt, keep_16bit, h, {{p + "w1.weight", inter}, {p + "w3.weight", inter}}, w.w13));
+  ARBOR_RETURN_IF_ERROR(ReadMatrix(ckpt, keep_16bit, inter, {{p + "w2.weight", h}}, w.w2));
   return absl::OkStatus();
 }
 
 }  // namespace
+
+std::vector<float> Matrix::ToF32() const {
+  if (dtype == DType::kF32) return f32;
+  std::vector<float> out(half.size());
+  ConvertToF32(dtype, half.data(), half.size(), out.data());
+  return out;
+}
 
 absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(const Checkpoint& ckpt,
                                                                  const LoadOptions& options) {
@@ -60,11 +99,12 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(const Checkpoin
     ARBOR_RETURN_IF_ERROR(Read(ckpt, "model.embed_tokens.weight", {v, h}, ne->embed));
     ne->layers.resize(c.num_hidden_layers);
     for (int l = 0; l < c.num_hidden_layers; ++l) {
-      ARBOR_RETURN_IF_ERROR(LoadLayer(ckpt, l, ne->layers[l]));
+      ARBOR_RETURN_IF_ERROR(LoadLayer(ckpt, options.keep_16bit, l, ne->layers[l]));
     }
     ARBOR_RETURN_IF_ERROR(Read(ckpt, "model.norm.weight", {h}, ne->final_norm));
     if (!c.tie_word_embeddings) {
-      ARBOR_RETURN_IF_ERROR(Read(ckpt, "lm_head.weight", {v, h}, ne->lm_head));
+      ARBOR_RETURN_IF_ERROR(
+          ReadMatrix(ckpt, options.keep_16bit, h, {{"lm_head.weight", v}}, ne->lm_head));
     }
     weights->non_expert_ = std::move(ne);
   }
@@ -86,7 +126,7 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(const Checkpoin
     }
     if (weights->experts_.contains(key)) continue;
     auto w = std::make_unique<ExpertWeights>();
-    ARBOR_RETURN_IF_ERROR(LoadExpert(ckpt, key, *w));
+    ARBOR_RETURN_IF_ERROR(LoadExpert(ckpt, options.keep_16bit, key, *w));
     weights->experts_.emplace(key, std::move(w));
   }
   return weights;

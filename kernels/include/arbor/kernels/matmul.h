@@ -1,11 +1,48 @@
-// Dense products with row-major weights as checkpoints store them ([out, in]), through OpenBLAS.
+// Dense products with row-major weights as checkpoints store them ([out, in]): f32 weights
+// through OpenBLAS, 16-bit weights (bf16, f16: kept as the checkpoint stores them, half the
+// bytes per token) through Arbor's own AVX2 kernels with f32 accumulation.
 #pragma once
+
+#include <cstdint>
+
+#include "arbor/common/dtype.h"
 
 namespace arbor::kernels {
 
-// y[m, n] = x[m, k] . w[n, k]^T + beta * y, all row-major and dense. A one-row product (m = 1,
-// every token of a batch-1 decode) runs as SGEMV: OpenBLAS's one-row SGEMM streams the weights
-// at about a third of SGEMV's rate (docs/PERFORMANCE.md).
+// A weight matrix's elements in memory: f32, bf16 or f16, row-major [n, k], dense.
+struct WeightView {
+  const void* data = nullptr;
+  DType dtype = DType::kF32;
+};
+
+// y[m, n] = x[m, k] . w[n, k]^T + beta * y, all row-major and dense; beta 0 never reads y.
+//  - f32 weights: one row (every token of a batch-1 decode) runs as SGEMV, OpenBLAS's one-row
+//    SGEMM streaming the weights at about a third of SGEMV's rate (docs/PERFORMANCE.md); more
+//    rows as SGEMM.
+//  - 16-bit weights, up to kDirectRows rows (decode steps, the experts' row groups): each
+//    weight row is converted in registers and multiplied into every x row while it is in L1,
+//    the rows of w split over ParallelFor's threads; so the weights are read once, at 2 bytes
+//    each, and no OpenBLAS thread runs between two such products.
+//  - 16-bit weights, more rows (prefill): tiles of w converted to f32 on the calling thread,
+//    each an SGEMM; the conversion is amortised over the rows. (Converting on the pool's
+//    threads too made the steps slower: OpenBLAS's workers spin between calls and the two
+//    sets of threads took turns on 2 cores. docs/PERFORMANCE.md has the figures.)
+void MatMulWT(const float* x, WeightView w, float* y, int m, int n, int k, float beta);
+
+// Measured on the mid model (docs/PERFORMANCE.md): 64 beat 8, 16 and 32 at batch 16 and 64,
+// and always-direct lost a third of the prefill rate.
+inline constexpr int kDirectRows = 64;
+
+// The f32 case of MatMulWT.
 void MatMulWTCpu(const float* x, const float* w, float* y, int m, int n, int k, float beta);
+
+// The 16-bit direct kernel over weight rows [n_begin, n_end) only, on the calling thread
+// (AVX2/FMA/F16C where the CPU has them, otherwise a scalar loop). For the kernel's tests and
+// for callers that split the rows themselves.
+void MatMulWT16Rows(const float* x, const uint16_t* w, DType dtype, float* y, int m, int n, int k,
+                    float beta, int n_begin, int n_end);
+
+// Converts rows [row, row + rows) of a 16-bit [*, k] matrix to f32.
+void ConvertRowsToF32(const uint16_t* w, DType dtype, int k, int row, int rows, float* out);
 
 }  // namespace arbor::kernels

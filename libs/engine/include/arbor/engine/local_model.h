@@ -26,8 +26,11 @@ struct LocalModel {
   std::unique_ptr<Engine> engine;
 
   // Loads `dir`. Errors name the file (and tensor) at fault; backend errors as Engine::Create.
+  // `load` says which weights and in what type (its expert and non-expert choices are
+  // ignored: a local model loads every weight).
   static absl::StatusOr<std::unique_ptr<LocalModel>> Load(const std::string& dir,
-                                                          const EngineOptions& options);
+                                                          const EngineOptions& options,
+                                                          model::LoadOptions load = {});
 };
 
 }  // namespace arbor::engine

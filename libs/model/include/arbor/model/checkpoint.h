@@ -1,6 +1,7 @@
 // A Hugging Face checkpoint directory: `config.json` plus either `model.safetensors` or the
 // shards listed in `model.safetensors.index.json`. Opening reads only headers; tensors are read
-// (and converted to f32) one at a time by ReadF32. Immutable after Open(); thread-safe.
+// (converted to f32, or as stored) one at a time by Read and ReadF32. Immutable after Open();
+// thread-safe.
 #pragma once
 
 #include <atomic>
@@ -32,8 +33,13 @@ class Checkpoint {
   // Converts tensor `name` to f32 into `dst` (numel floats). INVALID_ARGUMENT, naming the file and
   // tensor, if its shape is not `shape`. Counts the bytes read in bytes_read().
   absl::Status ReadF32(absl::string_view name, const std::vector<int64_t>& shape, float* dst) const;
+  // Reads tensor `name` into `dst` as `as`: f32 converts from any stored type; a 16-bit type
+  // copies the stored elements and is INVALID_ARGUMENT, naming the tensor, if they are another
+  // type. Shape checks and counting as ReadF32.
+  absl::Status Read(absl::string_view name, const std::vector<int64_t>& shape, DType as,
+                    void* dst) const;
 
-  // Total tensor bytes read through ReadF32 so far.
+  // Total tensor bytes read through Read and ReadF32 so far.
   uint64_t bytes_read() const { return bytes_read_; }
 
  private:

@@ -1,6 +1,8 @@
-// Mixtral weights converted to f32 for the CPU engine, loaded whole or in part: a router needs
-// only the non-expert weights, an expert worker only its (layer, expert) pairs. Tensors that
-// are not asked for are never read (the checkpoint is mmapped). Immutable after Load().
+// Mixtral weights for the engines, loaded whole or in part: a router needs only the non-expert
+// weights, an expert worker only its (layer, expert) pairs. Tensors that are not asked for are
+// never read (the checkpoint is mmapped). The projection matrices stay in a 16-bit checkpoint's
+// own type (half the bytes a decoded token streams; the kernels accumulate in f32); norms and
+// embeddings are f32. Immutable after Load().
 #pragma once
 
 #include <memory>
@@ -9,6 +11,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "arbor/kernels/matmul.h"
 #include "arbor/model/checkpoint.h"
 #include "arbor/model/config.h"
 
@@ -24,32 +27,54 @@ struct ExpertKey {
   }
 };
 
-// All matrices are row-major [out, in], as Hugging Face stores nn.Linear weights, so y = x W^T.
+// A projection matrix, row-major [rows, cols] ([out, in], as Hugging Face stores nn.Linear
+// weights, so y = x W^T), in f32 or in the checkpoint's 16-bit type.
+struct Matrix {
+  DType dtype = DType::kF32;
+  int64_t rows = 0, cols = 0;
+  std::vector<float> f32;      // dtype kF32
+  std::vector<uint16_t> half;  // dtype kBF16 or kF16
+
+  kernels::WeightView view() const {
+    return {dtype == DType::kF32 ? static_cast<const void*>(f32.data()) : half.data(), dtype};
+  }
+  bool empty() const { return rows == 0; }
+  size_t bytes() const { return static_cast<size_t>(rows * cols) * DTypeSize(dtype); }
+  // The elements as f32 (a copy where they are 16-bit): what the CUDA backends upload.
+  std::vector<float> ToF32() const;
+};
+
 struct LayerWeights {
   std::vector<float> attn_norm;  // [hidden]
-  std::vector<float> wqkv;       // [q_dim + 2 * kv_dim, hidden]: q_proj, k_proj, v_proj rows
-  std::vector<float> wo;         // [hidden, q_dim]
+  Matrix wqkv;                   // [q_dim + 2 * kv_dim, hidden]: q_proj, k_proj, v_proj rows
+  Matrix wo;                     // [hidden, q_dim]
   std::vector<float> ffn_norm;   // [hidden]
-  std::vector<float> gate;       // [num_local_experts, hidden]
+  Matrix gate;                   // [num_local_experts, hidden]
 };
 
 struct ExpertWeights {
-  std::vector<float> w13;  // [2 * intermediate, hidden]: w1 rows, then w3 rows
-  std::vector<float> w2;   // [hidden, intermediate]
+  Matrix w13;  // [2 * intermediate, hidden]: w1 rows, then w3 rows
+  Matrix w2;   // [hidden, intermediate]
 };
 
 struct NonExpertWeights {
   std::vector<float> embed;  // [vocab, hidden]
   std::vector<LayerWeights> layers;
   std::vector<float> final_norm;  // [hidden]
-  std::vector<float> lm_head;     // [vocab, hidden]; empty when tied to embed
-  const float* lm_head_data() const { return lm_head.empty() ? embed.data() : lm_head.data(); }
+  Matrix lm_head;                 // [vocab, hidden]; empty when tied to embed
+  // The output projection: lm_head, or the (f32) embeddings when tied.
+  kernels::WeightView lm_head_view() const {
+    return lm_head.empty() ? kernels::WeightView{embed.data(), DType::kF32} : lm_head.view();
+  }
 };
 
 struct LoadOptions {
   bool non_expert = true;
   // nullopt: every expert of every layer; otherwise exactly these pairs (may be empty).
   std::optional<std::vector<ExpertKey>> experts;
+  // Projection matrices of a 16-bit checkpoint stay 16-bit; false converts them to f32 (as
+  // f32 checkpoints are), e.g. to compare the two.
+  bool keep_16bit = true;
 };
 
 class ModelWeights {
