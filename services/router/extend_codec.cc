@@ -1,5 +1,7 @@
 #include "extend_codec.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace arbor::router {
@@ -62,6 +64,7 @@ engine::GenerationParams ParamsFromProto(const v1::GenerationParams& p) {
   g.stop.assign(p.stop().begin(), p.stop().end());
   g.ignore_eos = p.ignore_eos();
   g.top_logprobs = p.top_logprobs();
+  g.prompt_logprobs = p.prompt_logprobs();
   return g;
 }
 
@@ -98,6 +101,23 @@ std::vector<v1::ExtendEvent> TokenEvents(const engine::GenerationResult& r, size
     }
   }
   return events;
+}
+
+void AddPromptLogprobs(const engine::GenerationResult& r, int first, int top_k,
+                       v1::ExtendResult* out) {
+  const size_t k = static_cast<size_t>(top_k);
+  const int from = r.prompt_logprobs_from;
+  for (int i = std::max(first, from); i - from < static_cast<int>(r.prompt_logprobs.size()); ++i) {
+    const size_t e = static_cast<size_t>(i - from);
+    v1::GeneratedToken* t = out->add_prompt_logprobs();
+    t->set_id(r.prompt_ids[i]);
+    t->set_logprob(r.prompt_logprobs[e]);
+    for (size_t j = e * k; j < (e + 1) * k && j < r.prompt_top_ids.size(); ++j) {
+      v1::TokenLogprob* top = t->add_top_logprobs();
+      top->set_id(r.prompt_top_ids[j]);
+      top->set_logprob(r.prompt_top_logprobs[j]);
+    }
+  }
 }
 
 }  // namespace arbor::router

@@ -34,4 +34,9 @@ v1::FinishReason FinishReasonToProto(engine::FinishReason r);
 std::vector<v1::ExtendEvent> TokenEvents(const engine::GenerationResult& r, size_t first, int top_k,
                                          size_t sent_bytes, size_t stable_bytes);
 
+// Appends to out->prompt_logprobs the scored prompt tokens of r from prompt position `first`
+// (the input's start in the context) on: id, log-prob and `top_k` alternatives each.
+void AddPromptLogprobs(const engine::GenerationResult& r, int first, int top_k,
+                       v1::ExtendResult* out);
+
 }  // namespace arbor::router

@@ -264,7 +264,12 @@ void RouterService::Place(std::shared_ptr<Job> job) {
     return;
   }
   const int n = static_cast<int>(job->context.size());
-  absl::StatusOr<kvcache::KvTree::Created> created = engine_->AddSequence(job->context);
+  // Scoring the input needs the logits after the token before it: the cache is searched for the
+  // path only, and the path's last token is computed here rather than fetched.
+  const bool score = job->params.prompt_logprobs;
+  const int reusable = score ? job->path_len : n;
+  absl::StatusOr<kvcache::KvTree::Created> created =
+      engine_->AddSequence(absl::MakeConstSpan(job->context.data(), reusable));
   if (!created.ok()) {
     Fail(job, created.status());
     return;
@@ -274,7 +279,7 @@ void RouterService::Place(std::shared_ptr<Job> job) {
   // KV for positions [cached, path_len) exists in the kv-store. The last context token is
   // always computed here (its logits start the generation), so at most n - 1 are fetched.
   job->fetch_from = job->cached;
-  job->fetch_to = std::max(job->cached, std::min(job->path_len, n - 1));
+  job->fetch_to = std::max(job->cached, std::min(score ? job->path_len - 1 : job->path_len, n - 1));
   if (job->fetch_to > job->fetch_from) {
     io_.Schedule([this, job] { Fetch(job); });
   } else {
@@ -351,6 +356,9 @@ void RouterService::Complete(std::shared_ptr<Job> job) {
   res.set_fetched_tokens(fetched);
   res.set_prefilled_tokens(static_cast<int>(job->context.size()) - job->cached - fetched);
   res.set_text(r.text);
+  if (job->params.prompt_logprobs) {
+    AddPromptLogprobs(r, job->path_len, job->params.top_logprobs, &res);
+  }
   metrics_.AddReused(job->cached, fetched);
   running_.erase(job->gen_id);
   generator_->Erase(job->gen_id);

@@ -155,6 +155,12 @@ class RouterServiceTest : public ::testing::Test {
     req.mutable_params()->set_ignore_eos(true);
     return req;
   }
+  static v1::ExtendRequest Score(uint64_t seq, std::vector<int> input) {
+    v1::ExtendRequest req = Request(seq, std::move(input), 0);
+    req.mutable_params()->set_prompt_logprobs(true);
+    req.mutable_params()->set_top_logprobs(2);
+    return req;
+  }
   static Extended Extend(v1::Router::Stub& router, const v1::ExtendRequest& req) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + seconds(60));
@@ -265,6 +271,58 @@ TEST_F(RouterServiceTest, FetchAcrossSegmentsContinuesLikeTheCachedRouter) {
     EXPECT_NE(after.version(), version);
     EXPECT_EQ(after.token_ids(length), 7);
   }
+  (*cold_host)->Shutdown();
+}
+
+// prompt_logprobs scores the input given the whole sequence: an input to an empty sequence from
+// its second token, a continuation from its first (the router computes the path's last token
+// instead of fetching its KV); a warm router and a cold one that fetches the path give the same
+// scores as scoring the whole text at once, and the input is committed as by any Extend.
+TEST_F(RouterServiceTest, PromptLogprobsScoreTheInputGivenTheWholeSequence) {
+  ASSERT_NO_FATAL_FAILURE(StartMesh());
+  const std::vector<int> head = {1,   17,  33,  49,  65,  81,  97,  113, 129,
+                                 145, 161, 177, 193, 209, 225, 241, 257, 273};
+  const std::vector<int> tail = {20, 30, 40, 50};
+  std::vector<int> whole = head;
+  whole.insert(whole.end(), tail.begin(), tail.end());
+
+  Extended all = Extend(*router_, Score(NewSequence(), whole));
+  ASSERT_TRUE(all.status.ok()) << all.status.error_message();
+  ASSERT_EQ(all.result.prompt_logprobs_size(), static_cast<int>(whole.size()) - 1);
+  EXPECT_TRUE(all.tokens.empty());
+  for (int i = 0; i < all.result.prompt_logprobs_size(); ++i) {
+    const v1::GeneratedToken& t = all.result.prompt_logprobs(i);
+    EXPECT_EQ(t.id(), whole[i + 1]);
+    EXPECT_LT(t.logprob(), 0.0f);
+    ASSERT_EQ(t.top_logprobs_size(), 2);
+    EXPECT_GE(t.top_logprobs(0).logprob(), t.logprob() - 1e-6f);
+  }
+
+  const uint64_t seq = NewSequence();
+  Extended first = Extend(*router_, Score(seq, head));
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  ASSERT_EQ(first.result.prompt_logprobs_size(), static_cast<int>(head.size()) - 1);
+  const uint64_t twin = Fork(seq, 1)[0];
+  Extended warm = Extend(*router_, Score(seq, tail));
+
+  auto cold_host = mesh_->StartRouter({});
+  ASSERT_TRUE(cold_host.ok()) << cold_host.status();
+  auto cold_stub = v1::Router::NewStub(
+      grpc::CreateChannel((*cold_host)->address(), grpc::InsecureChannelCredentials()));
+  Extended cold = Extend(*cold_stub, Score(twin, tail));
+  for (const Extended* e : {&warm, &cold}) {
+    ASSERT_TRUE(e->status.ok()) << e->status.error_message();
+    ASSERT_EQ(e->result.prompt_logprobs_size(), static_cast<int>(tail.size()));
+    for (size_t i = 0; i < tail.size(); ++i) {
+      const v1::GeneratedToken& want = all.result.prompt_logprobs(head.size() - 1 + i);
+      EXPECT_EQ(e->result.prompt_logprobs(i).id(), tail[i]);
+      EXPECT_NEAR(e->result.prompt_logprobs(i).logprob(), want.logprob(), 1e-4) << i;
+    }
+  }
+  EXPECT_EQ(cold.result.fetched_tokens(), static_cast<int>(head.size()) - 1);
+  EXPECT_EQ(cold.result.prefilled_tokens(), 1 + static_cast<int>(tail.size()));
+  EXPECT_EQ(Path(seq).length(), static_cast<int>(whole.size()));
+  EXPECT_EQ(Path(twin).length(), static_cast<int>(whole.size()));
   (*cold_host)->Shutdown();
 }
 

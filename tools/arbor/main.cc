@@ -1,6 +1,7 @@
 // `arbor`: the command-line entry point. Subcommands:
 //   arbor generate --model DIR --prompt "..."   generate text with the CPU engine
 //   arbor generate --router ADDR --prompt "..."  generate through a running mesh
+//   arbor score --model DIR --text "..."        per-token log-probs and perplexity of a text
 //   arbor up [--workers N] [--replicas R]        run the mesh on loopback until Ctrl-C
 #include <cstdio>
 #include <cstring>
@@ -11,6 +12,7 @@
 #include "absl/flags/usage.h"
 #include "eval.h"
 #include "generate.h"
+#include "score.h"
 #include "solve.h"
 #include "up.h"
 
@@ -20,6 +22,9 @@ constexpr char kUsage[] =
     "usage: arbor <command> [flags]\n"
     "commands:\n"
     "  generate   generate text from a prompt, in process or through a mesh (--router)\n"
+    "  score      per-token log-probs and perplexity of a text or a file of token ids, in "
+    "process\n"
+    "             or through a mesh (--router)\n"
     "  up         start kv-store, expert workers, router and planner on loopback until Ctrl-C\n"
     "  solve      solve a problem with the planner (tree-of-thought search): arbor solve \"4 9 10 "
     "13\"\n"
@@ -43,6 +48,7 @@ int main(int argc, char** argv) {
       absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   const std::vector<std::string> positional(rest.begin() + 1, rest.end());
   if (command == "generate") return arbor::cli::Generate();
+  if (command == "score") return arbor::cli::Score();
   if (command == "up") return arbor::cli::Up();
   if (command == "solve") return arbor::cli::Solve(positional);
   if (command == "tasks") return arbor::cli::Tasks(positional);

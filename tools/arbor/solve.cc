@@ -40,7 +40,8 @@ ABSL_FLAG(int64_t, max_search_tokens, 0, "solve: token budget (0: the planner's 
 ABSL_FLAG(int, deadline_ms, 0, "solve: time budget (0: none)");
 ABSL_FLAG(std::string, task_id, "", "solve: a task id (a known one reattaches)");
 ABSL_FLAG(std::string, tenant, "", "solve/tasks: the tenant");
-ABSL_FLAG(bool, json, false, "solve/watch: print the final task as JSON");
+ABSL_FLAG(bool, json, false,
+          "solve/watch: print the final task as JSON; score: print the scores as JSON");
 
 namespace arbor::cli {
 namespace {

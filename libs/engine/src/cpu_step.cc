@@ -20,7 +20,7 @@ CpuStep::CpuStep(const model::ModelWeights* weights, ExpertBackend* experts, kvc
       experts_(experts),
       kv_(kv),
       rope_(config_.head_dim, config_.rope_theta, options.max_seq_tokens) {
-  const size_t n = options.max_batch_tokens, s = options.max_seqs, h = config_.hidden_size;
+  const size_t n = options.max_batch_tokens, r = options.max_logit_rows, h = config_.hidden_size;
   const size_t k = config_.num_experts_per_tok;
   h_.resize(n * h);
   qkv_.resize(n * (config_.q_dim() + 2 * config_.kv_dim()));
@@ -31,7 +31,7 @@ CpuStep::CpuStep(const model::ModelWeights* weights, ExpertBackend* experts, kvc
   attn_ws_.resize(kernels::TreeAttentionParams::WorkspaceFloats(
       options.max_batch_tokens, options.max_batch_tokens, config_.num_attention_heads,
       config_.num_key_value_heads, config_.head_dim, options.kv_block_tokens));
-  last_.resize(s * h);
+  last_.resize(r * h);
   block_k_.reserve(ReservedChunkBlocks(options, kv->layout()));
   block_v_.reserve(block_k_.capacity());
 }

@@ -13,7 +13,7 @@ namespace arbor::engine {
 
 class CpuStep final : public StepBackend {
  public:
-  // Buffers sized for options.max_batch_tokens tokens and options.max_seqs logits rows.
+  // Buffers sized for options.max_batch_tokens tokens and options.max_logit_rows logits rows.
   CpuStep(const model::ModelWeights* weights, ExpertBackend* experts, kvcache::KvTree* kv,
           const EngineOptions& options);
 
@@ -29,7 +29,7 @@ class CpuStep final : public StepBackend {
   kvcache::KvTree* kv_;
   kernels::RopeTable rope_;
 
-  // N = max_batch_tokens, S = max_seqs.
+  // N = max_batch_tokens, R = max_logit_rows.
   std::vector<float> h_;               // [N, hidden] normed
   std::vector<float> qkv_;             // [N, q_dim + 2 kv_dim]
   std::vector<float> attn_;            // [N, q_dim]
@@ -37,7 +37,7 @@ class CpuStep final : public StepBackend {
   std::vector<int> expert_ids_;        // [N, top_k]
   std::vector<float> expert_w_;        // [N, top_k]
   std::vector<float> attn_ws_;         // tree attention workspace
-  std::vector<float> last_;            // [S, hidden] final-normed last rows
+  std::vector<float> last_;            // [R, hidden] final-normed wanted rows
   std::vector<const float*> block_k_;  // the chunks' blocks at this layer's K
   std::vector<const float*> block_v_;  // the chunks' blocks at this layer's V
 };

@@ -89,7 +89,7 @@ absl::Status CudaStep::Init() {
   ARBOR_ASSIGN_OR_RETURN(kv_, pool_->Allocate(kv_bytes));
   ARBOR_CUDA_RETURN_IF_ERROR(cudaMemset(kv_.data(), 0, kv_bytes));
 
-  const size_t n = options_.max_batch_tokens, s = options_.max_seqs;
+  const size_t n = options_.max_batch_tokens, r = options_.max_logit_rows;
   const size_t qkv = config_.q_dim() + 2 * static_cast<size_t>(config_.kv_dim());
   const size_t k = config_.num_experts_per_tok;
   ARBOR_RETURN_IF_ERROR(pool_->AllocateAll({{&x_, n * hidden * 4},
@@ -102,8 +102,8 @@ absl::Status CudaStep::Init() {
                                             {&pos_, n * 4},
                                             {&slot_block_, n * 4},
                                             {&slot_slot_, n * 4},
-                                            {&last_, s * hidden * 4},
-                                            {&logits_, s * vocab * 4},
+                                            {&last_, r * hidden * 4},
+                                            {&logits_, r * vocab * 4},
                                             {&kv_rows_, n * layout_.token_floats() * 4}}));
   h_x_.resize(n * hidden);
   h_h_.resize(n * hidden);

@@ -52,6 +52,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const model::ModelWeights
   // so sequences are capped there rather than computed differently from the model.
   if (c.sliding_window) opts.max_seq_tokens = std::min(opts.max_seq_tokens, *c.sliding_window);
   ARBOR_RETURN_IF_ERROR(CheckPositive("max_fork", opts.max_fork));
+  if (opts.max_logit_rows == 0) opts.max_logit_rows = opts.max_seqs;
+  if (opts.max_logit_rows < opts.max_seqs) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_logit_rows ", opts.max_logit_rows, " must be 0 or at least max_seqs ", opts.max_seqs));
+  }
   const kvcache::KvLayout layout{c.num_hidden_layers, c.num_key_value_heads, c.head_dim,
                                  opts.kv_block_tokens};
   ARBOR_ASSIGN_OR_RETURN(auto kv,
@@ -89,7 +94,7 @@ Engine::Engine(const model::ModelWeights* weights, const EngineOptions& options,
       embed_(weights->non_expert()->embed.data()),
       options_(options),
       kv_(std::move(kv)) {
-  const size_t n = options.max_batch_tokens, s = options.max_seqs;
+  const size_t n = options.max_batch_tokens, s = options.max_seqs, r = options.max_logit_rows;
   x_.resize(n * config_.hidden_size);
   positions_.resize(n);
   slots_.resize(n);
@@ -99,9 +104,10 @@ Engine::Engine(const model::ModelWeights* weights, const EngineOptions& options,
   step_start_.resize(s);
   step_tokens_.resize(s);
   path_start_.resize(s + 1);
-  logits_.resize(s * config_.vocab_size);
+  logits_.resize(r * config_.vocab_size);
   logits_row_.resize(s);
-  last_rows_.resize(s);
+  first_row_.resize(s);
+  last_rows_.resize(r);
   paths_.reserve(s * kChunkDepth);
   refs_.reserve(s * kChunkDepth);
   chunks_.Reserve(s * kChunkDepth, n * kChunkDepth, ReservedChunkBlocks(options, kv_->layout()));
@@ -124,6 +130,14 @@ const float* Engine::logits(int i) const {
   return logits_.data() + static_cast<size_t>(logits_row_[i]) * config_.vocab_size;
 }
 
+const float* Engine::token_logits(int i, int j) const {
+  if (i < 0 || i >= n_inputs_ || first_row_[i] < 0 || j < 0 ||
+      j >= query_start_[i + 1] - query_start_[i]) {
+    return nullptr;
+  }
+  return logits_.data() + static_cast<size_t>(first_row_[i] + j) * config_.vocab_size;
+}
+
 absl::Status Engine::Validate(std::span<const StepInput> inputs) {
   if (inputs.empty()) return absl::InvalidArgumentError("step: no inputs");
   if (static_cast<int>(inputs.size()) > options_.max_seqs) {
@@ -137,7 +151,7 @@ absl::Status Engine::Validate(std::span<const StepInput> inputs) {
     step_tokens_[s] = absl::MakeConstSpan(inputs[s].tokens.data(), inputs[s].tokens.size());
   }
   kv_->Lengths(absl::MakeConstSpan(step_seqs_.data(), n_seqs), step_start_.data());
-  int total = 0;
+  int total = 0, rows = 0;
   for (size_t i = 0; i < inputs.size(); ++i) {
     const StepInput& in = inputs[i];
     if (in.tokens.empty()) {
@@ -163,10 +177,15 @@ absl::Status Engine::Validate(std::span<const StepInput> inputs) {
                                                 options_.max_seq_tokens));
     }
     total += static_cast<int>(in.tokens.size());
+    rows += in.all_logits ? static_cast<int>(in.tokens.size()) : in.want_logits ? 1 : 0;
   }
   if (total > options_.max_batch_tokens) {
     return absl::InvalidArgumentError(absl::StrCat(
         "step: ", total, " tokens exceed max_batch_tokens ", options_.max_batch_tokens));
+  }
+  if (rows > options_.max_logit_rows) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "step: ", rows, " logits rows exceed max_logit_rows ", options_.max_logit_rows));
   }
   return absl::OkStatus();
 }
@@ -225,11 +244,18 @@ absl::Status Engine::Step(std::span<const StepInput> inputs) {
   const int n_tokens = t;
   BuildChunks(n_seqs);
 
-  // Rows whose logits are wanted: the last token row of each input that asks for them.
+  // Rows whose logits are wanted: the last token row of each input that asks for them, every
+  // token row of an all_logits input.
   int n_last = 0;
   for (int s = 0; s < n_seqs; ++s) {
-    logits_row_[s] = inputs[s].want_logits ? n_last : -1;
-    if (inputs[s].want_logits) last_rows_[n_last++] = query_start_[s + 1] - 1;
+    first_row_[s] = inputs[s].all_logits ? n_last : -1;
+    if (inputs[s].all_logits) {
+      for (int t = query_start_[s]; t < query_start_[s + 1]; ++t) last_rows_[n_last++] = t;
+      logits_row_[s] = inputs[s].want_logits ? n_last - 1 : -1;
+    } else {
+      logits_row_[s] = inputs[s].want_logits ? n_last : -1;
+      if (inputs[s].want_logits) last_rows_[n_last++] = query_start_[s + 1] - 1;
+    }
   }
 
   const auto t_forward = std::chrono::steady_clock::now();

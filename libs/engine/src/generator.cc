@@ -100,6 +100,7 @@ absl::StatusOr<int> Generator::Submit(std::vector<int> prompt_ids, const Generat
   r->result.logprobs.reserve(params.max_tokens);
   r->result.top_ids.reserve(static_cast<size_t>(params.max_tokens) * params.top_logprobs);
   r->result.top_logprobs.reserve(static_cast<size_t>(params.max_tokens) * params.top_logprobs);
+  r->result.prompt_logprobs_from = r->fed + 1;
   r->rng.seed(params.sampling.seed);
   if (tokenizer_ != nullptr) r->decoder = std::make_unique<model::StreamDecoder>(tokenizer_);
   const int id = next_id_++;
@@ -137,6 +138,21 @@ void Generator::Cancel(int id) {
 void Generator::Erase(int id) {
   Cancel(id);
   requests_.erase(id);
+}
+
+void Generator::ScorePrompt(Request& r, int i, int from, int n) {
+  GenerationResult& res = r.result;
+  const int prompt = static_cast<int>(res.prompt_ids.size());
+  // Row j holds the logits after prompt token from + j, which predict token from + j + 1.
+  for (int j = 0; j < n && from + j + 1 < prompt; ++j) {
+    const float* logits = engine_->token_logits(i, j);
+    const float lse = sampler_.LogNormalizer(logits);
+    res.prompt_logprobs.push_back(logits[res.prompt_ids[from + j + 1]] - lse);
+    if (r.params.top_logprobs > 0) {
+      sampler_.TopLogprobs(logits, r.params.top_logprobs, lse, &res.prompt_top_ids,
+                           &res.prompt_top_logprobs);
+    }
+  }
 }
 
 void Generator::Advance(Request& r, const float* logits) {
@@ -181,7 +197,9 @@ absl::StatusOr<int> Generator::Step() {
   for (int id : live_) {
     Request& r = *requests_[id];
     if (!r.admitted && admitted < engine_->options().max_seqs) {
-      if (r.seq == 0) {
+      if (r.seq == 0 && r.params.prompt_logprobs) {
+        r.seq = engine_->AddSequence();  // every prompt token is fed, so every one is scored
+      } else if (r.seq == 0) {
         // Reuses the longest cached prefix of the prompt: those tokens need no prefill.
         ARBOR_ASSIGN_OR_RETURN(kvcache::KvTree::Created created,
                                engine_->AddSequence(r.result.prompt_ids));
@@ -198,6 +216,7 @@ absl::StatusOr<int> Generator::Step() {
   inputs_.clear();
   input_req_.clear();
   int budget = engine_->options().max_batch_tokens;
+  int rows = engine_->options().max_logit_rows;  // logits rows left in this step
   int prefill = 0, decode = 0;
   for (int id : live_) {
     Request& r = *requests_[id];
@@ -209,18 +228,26 @@ absl::StatusOr<int> Generator::Step() {
     inputs_.push_back({r.seq, std::span<const int>(&decode_token_[inputs_.size()], 1), !r.tail_kv});
     input_req_.push_back(&r);
     --budget;
+    rows -= !r.tail_kv;
     ++decode;
   }
   for (int id : live_) {
     Request& r = *requests_[id];
     const int left = static_cast<int>(r.result.prompt_ids.size()) - r.fed;
-    if (!r.admitted || left == 0 || budget == 0) continue;
+    const bool score = r.params.prompt_logprobs;
+    if (!r.admitted || left == 0 || budget == 0 || rows == 0 ||
+        static_cast<int>(inputs_.size()) == engine_->options().max_seqs) {
+      continue;
+    }
     int n = std::min(left, budget);
     if (prefill_chunk_ > 0) n = std::min(n, prefill_chunk_);
-    inputs_.push_back({r.seq, std::span<const int>(r.result.prompt_ids.data() + r.fed, n),
-                       n == left && r.params.max_tokens > 0});
+    if (score) n = std::min(n, rows);  // one logits row per token
+    const bool want = n == left && r.params.max_tokens > 0;
+    inputs_.push_back(
+        {r.seq, std::span<const int>(r.result.prompt_ids.data() + r.fed, n), want, score});
     input_req_.push_back(&r);
     budget -= n;
+    rows -= score ? n : want;
     prefill += n;
   }
   if (inputs_.empty()) return static_cast<int>(live_.size());
@@ -236,6 +263,9 @@ absl::StatusOr<int> Generator::Step() {
       continue;
     }
     if (r.fed < prompt) {
+      if (inputs_[i].all_logits) {
+        ScorePrompt(r, static_cast<int>(i), r.fed, static_cast<int>(inputs_[i].tokens.size()));
+      }
       r.fed += static_cast<int>(inputs_[i].tokens.size());
       if (r.fed == prompt && r.params.max_tokens == 0) {
         Finish(r, FinishReason::kLength);

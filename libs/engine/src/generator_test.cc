@@ -273,5 +273,101 @@ TEST_F(GeneratorTest, SubmitRejectsBadRequests) {
             absl::string_view::npos);
 }
 
+// Scoring a text (prompt_logprobs) against generating it: the log-prob the generator reports for
+// each generated token is the one scoring prompt + generation gives the same token, whether the
+// prompt goes in one chunk of logits rows or in chunks cut by max_seqs rows, alone or next to
+// other requests; top alternatives come with each entry, most likely first.
+TEST_F(GeneratorTest, PromptLogprobsScoreEveryTokenAsGenerationDoes) {
+  GenerationParams p;
+  p.max_tokens = 10;
+  p.ignore_eos = true;
+  const std::vector<int> prompt = m_->tokenizer->Encode("The tree of thoughts");
+  const GenerationResult gen = GenerateOne(*m_, "The tree of thoughts", p);
+  std::vector<int> text = prompt;
+  text.insert(text.end(), gen.token_ids.begin(), gen.token_ids.end());
+
+  GenerationParams score;
+  score.max_tokens = 0;
+  score.prompt_logprobs = true;
+  score.top_logprobs = 3;
+  for (int chunk : {0, 3}) {
+    Generator g(m_->engine.get(), m_->tokenizer.get(), chunk);
+    auto busy = g.Submit(prompt, p);  // a neighbour that decodes while the text is scored
+    auto id = g.Submit(text, score);
+    ASSERT_TRUE(id.ok()) << id.status();
+    ASSERT_TRUE(g.RunToCompletion().ok());
+    const GenerationResult& r = g.result(*id);
+    EXPECT_EQ(r.prompt_logprobs_from, 1);
+    ASSERT_EQ(r.prompt_logprobs.size(), text.size() - 1) << "chunk " << chunk;
+    ASSERT_EQ(r.prompt_top_ids.size(), 3 * r.prompt_logprobs.size());
+    for (size_t i = 0; i < gen.token_ids.size(); ++i) {
+      EXPECT_NEAR(r.prompt_logprobs[prompt.size() - 1 + i], gen.logprobs[i], 1e-4)
+          << "chunk " << chunk << " token " << i;
+    }
+    for (size_t e = 0; e < r.prompt_logprobs.size(); ++e) {
+      EXPECT_LE(r.prompt_logprobs[e], 0.0f);
+      EXPECT_LE(r.prompt_logprobs[e], r.prompt_top_logprobs[3 * e] + 1e-6f);
+      EXPECT_GE(r.prompt_top_logprobs[3 * e], r.prompt_top_logprobs[3 * e + 1]);
+    }
+    EXPECT_TRUE(r.token_ids.empty());
+    EXPECT_EQ(g.result(*busy).token_ids, gen.token_ids);
+  }
+  EXPECT_EQ(m_->engine->kv_tree().stats().live_sequences, 0);
+}
+
+// A request attached to a sequence that already holds `held` tokens scores from held + 1; the
+// scores equal those of scoring the whole text on a new sequence.
+TEST_F(GeneratorTest, PromptLogprobsOnAnAttachedSequenceStartAfterWhatItHeld) {
+  const std::vector<int> text = m_->tokenizer->Encode("1 1 4 6: 6 / (1 - 1 / 4)");
+  GenerationParams score;
+  score.max_tokens = 0;
+  score.prompt_logprobs = true;
+  Generator g(m_->engine.get(), m_->tokenizer.get());
+  auto whole = g.Submit(text, score);
+  ASSERT_TRUE(g.RunToCompletion().ok());
+
+  const int held = 4;
+  const SeqId seq = m_->engine->AddSequence();
+  GenerationParams feed;
+  feed.max_tokens = 0;
+  auto a =
+      g.Submit({text.begin(), text.begin() + held}, feed, {.sequence = seq, .keep_sequence = true});
+  ASSERT_TRUE(g.RunToCompletion().ok());
+  auto b = g.Submit(text, score, {.sequence = seq, .held = held, .keep_sequence = true});
+  ASSERT_TRUE(b.ok()) << b.status();
+  ASSERT_TRUE(g.RunToCompletion().ok());
+  const GenerationResult& r = g.result(*b);
+  EXPECT_EQ(r.prompt_logprobs_from, held + 1);
+  ASSERT_EQ(r.prompt_logprobs.size(), text.size() - held - 1);
+  for (size_t e = 0; e < r.prompt_logprobs.size(); ++e) {
+    EXPECT_NEAR(r.prompt_logprobs[e], g.result(*whole).prompt_logprobs[held + e], 1e-4) << e;
+  }
+  EXPECT_TRUE(g.result(*a).prompt_logprobs.empty());
+  ASSERT_TRUE(m_->engine->Release(seq).ok());
+}
+
+TEST(EngineLogitRowsTest, AllLogitsRowsAreBoundedByMaxLogitRows) {
+  EngineOptions o = Options(/*max_seqs=*/2);
+  o.max_logit_rows = 1;
+  EXPECT_NE(LocalModel::Load(kModel, o).status().message().find("max_logit_rows 1"),
+            absl::string_view::npos);
+  o.max_logit_rows = 0;  // = max_seqs
+  auto m = LocalModel::Load(kModel, o);
+  ASSERT_TRUE(m.ok()) << m.status();
+  Engine& e = *(*m)->engine;
+  const std::vector<int> three = {1, 40, 41};
+  const SeqId seq = e.AddSequence();
+  StepInput in{seq, three, true, true};
+  const absl::Status st = e.Step({&in, 1});
+  EXPECT_NE(st.message().find("3 logits rows exceed max_logit_rows 2"), absl::string_view::npos)
+      << st;
+  in.tokens = {three.data(), 2};
+  ASSERT_TRUE(e.Step({&in, 1}).ok());
+  ASSERT_NE(e.token_logits(0, 1), nullptr);
+  EXPECT_EQ(e.token_logits(0, 1), e.logits(0));  // the last row is the input's logits
+  EXPECT_EQ(e.token_logits(0, 2), nullptr);
+  EXPECT_EQ(e.token_logits(1, 0), nullptr);
+}
+
 }  // namespace
 }  // namespace arbor::engine

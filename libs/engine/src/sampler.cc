@@ -32,6 +32,8 @@ float LogSumExp(const float* logits, int n) {
 
 Sampler::Sampler(int vocab_size) : vocab_(vocab_size), order_(vocab_size), probs_(vocab_size) {}
 
+float Sampler::LogNormalizer(const float* logits) const { return LogSumExp(logits, vocab_); }
+
 void Sampler::TopLogprobs(const float* logits, int k, float log_normalizer, std::vector<int>* ids,
                           std::vector<float>* logprobs) {
   k = std::clamp(k, 1, vocab_);

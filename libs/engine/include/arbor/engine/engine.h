@@ -36,6 +36,10 @@ struct EngineOptions {
   int max_fork = 64;         // children per Fork
   bool prefix_cache = true;  // AddSequence(prompt) reuses cached prompt prefixes
   int num_threads = 0;       // OpenBLAS threads; 0 keeps OpenBLAS's default
+  // Logits rows one step may return, over all inputs: an input wants one (its last token) or,
+  // with all_logits, one per token. 0 means max_seqs; otherwise at least max_seqs. Each row
+  // costs vocab floats of host (and device) memory, sized at Create.
+  int max_logit_rows = 0;
   // Where attention, norms, RoPE, gating and the LM head run: "cpu" (OpenBLAS, f32 KV),
   // "cuda" (GPU 0, a bf16 mirror of the KV blocks; builds with CUDA only) or "auto" (see
   // ResolveEngineBackend). The experts run on the ExpertBackend either way.
@@ -53,6 +57,9 @@ struct StepInput {
   SeqId seq = 0;
   std::span<const int> tokens;  // appended at the sequence's current end; at least one
   bool want_logits = true;      // false for a prefill chunk that is not the last
+  // Logits after every token of the input, not only the last (scoring a prompt): row j predicts
+  // the token after tokens[j]. Counts tokens.size() rows against max_logit_rows.
+  bool all_logits = false;
 };
 
 struct StepCounters {
@@ -97,13 +104,17 @@ class Engine {
 
   // Runs one forward step. On success logits(i) is valid for every input i with want_logits,
   // until the next Step. Errors change no sequence: INVALID_ARGUMENT (empty input, token id out
-  // of vocabulary, a sequence twice, more than max_seqs inputs or max_batch_tokens tokens),
+  // of vocabulary, a sequence twice, more than max_seqs inputs, max_batch_tokens tokens or
+  // max_logit_rows logits rows),
   // NOT_FOUND (unknown sequence), OUT_OF_RANGE (past max_seq_tokens), RESOURCE_EXHAUSTED (KV
   // pool full even after evicting cached prefixes).
   absl::Status Step(std::span<const StepInput> inputs);
 
   // [vocab] logits after input i of the last Step; nullptr if it did not want logits.
   const float* logits(int i) const;
+  // [vocab] logits after token j of input i of the last Step (an all_logits input; j in
+  // [0, tokens)); nullptr otherwise.
+  const float* token_logits(int i, int j) const;
 
   const model::ModelConfig& config() const { return config_; }
   const EngineOptions& options() const { return options_; }
@@ -135,9 +146,10 @@ class Engine {
   std::vector<int> step_new_;                       // [S] tokens each input adds
   std::vector<int> step_start_;                     // [S] each input's length before the step
   std::vector<absl::Span<const int>> step_tokens_;  // [S] each input's tokens
-  std::vector<float> logits_;                       // [S, vocab]
+  std::vector<float> logits_;                       // [R, vocab], R = max_logit_rows
   std::vector<int> logits_row_;                     // [S] row in logits_ of input i, or -1
-  std::vector<int> last_rows_;                      // [S] token row of each logits_ row
+  std::vector<int> first_row_;                      // [S] all_logits: row of token 0, or -1
+  std::vector<int> last_rows_;                      // [R] token row of each logits_ row
   int n_inputs_ = 0;
 
   // Attention chunks: one per distinct (segment, length) on the step's paths, sorted by segment.

@@ -27,6 +27,10 @@ struct GenerationParams {
   std::vector<std::string> stop;  // stop strings (need a tokenizer); up to 16, each 1..256 bytes
   bool ignore_eos = false;
   int top_logprobs = 0;  // in [0, 20]: per generated token, the k most likely tokens
+  // Score the prompt too: each prompt token the generator feeds after the first gets its
+  // log-probability given every token before it (and top_logprobs alternatives). A request
+  // that scores its prompt reuses no cached prefix (those tokens would have no logits).
+  bool prompt_logprobs = false;
 
   absl::Status Validate() const;
 };
@@ -40,6 +44,13 @@ struct GenerationResult {
   std::vector<float> top_logprobs;
   std::string text;  // decoded generation, cut before the stop string
   FinishReason finish = FinishReason::kNone;
+  // With params.prompt_logprobs: prompt_logprobs[i] = log p(prompt_ids[from + i] | prompt_ids[:from
+  // + i]) for from = prompt_logprobs_from, which is 1 for a new sequence and held + 1 for one
+  // that already held `held` tokens; top_logprobs alternatives per entry, most likely first.
+  int prompt_logprobs_from = 0;
+  std::vector<float> prompt_logprobs;
+  std::vector<int> prompt_top_ids;
+  std::vector<float> prompt_top_logprobs;
 };
 
 struct GeneratorStats {
@@ -122,6 +133,9 @@ class Generator {
   void Finish(Request& r, FinishReason reason);
   // Samples, appends and checks stop conditions after a step that produced logits for r.
   void Advance(Request& r, const float* logits);
+  // Records the log-probability of each prompt token that input i of the last step predicts
+  // (r fed `n` tokens from prompt position `from`).
+  void ScorePrompt(Request& r, int i, int from, int n);
 
   Engine* engine_;
   const model::Tokenizer* tokenizer_;

@@ -33,6 +33,9 @@ class Sampler {
 
   SampledToken Sample(const float* logits, const SamplingParams& params, std::mt19937_64& rng);
 
+  // log(sum(exp(logits))) over the vocabulary: a token's log-probability is its logit minus this.
+  float LogNormalizer(const float* logits) const;
+
   // Appends the `k` most likely tokens (ties to the lower id) and their log-probabilities
   // under the model's distribution (temperature 1), most likely first. k in [1, vocab];
   // `log_normalizer` is the one Sample returned for these logits (computed once per token).
