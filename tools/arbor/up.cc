@@ -276,11 +276,12 @@ std::vector<std::string> ChildArgv(const UpPlan& plan, const Child& c,
     argv[0] = bin + "expert";
     argv.push_back("--experts=" + c.detail);
   }
+  // The services that run the model: only they take --backend and --blas_threads.
   if (c.name == "router" || c.name.rfind("expert-", 0) == 0) {
     argv.push_back("--backend=" + absl::GetFlag(FLAGS_backend));
-  }
-  if (c.name != "kvstore" && absl::GetFlag(FLAGS_blas_threads) > 0) {
-    argv.push_back(absl::StrCat("--blas_threads=", absl::GetFlag(FLAGS_blas_threads)));
+    if (absl::GetFlag(FLAGS_blas_threads) > 0) {
+      argv.push_back(absl::StrCat("--blas_threads=", absl::GetFlag(FLAGS_blas_threads)));
+    }
   }
   return argv;
 }

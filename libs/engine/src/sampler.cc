@@ -54,6 +54,26 @@ SampledToken Sampler::Sample(const float* logits, const SamplingParams& params,
   int chosen;
   if (params.temperature == 0.0f) {
     chosen = static_cast<int>(std::max_element(logits, logits + vocab_) - logits);
+  } else if ((params.top_k == 0 || params.top_k >= vocab_) && params.top_p >= 1.0f) {
+    // The whole distribution: one pass in vocabulary order, no candidates to sort.
+    const float top = *std::max_element(logits, logits + vocab_);
+    double sum = 0;
+    for (int i = 0; i < vocab_; ++i) {
+      probs_[i] = std::exp((logits[i] - top) / params.temperature);
+      sum += probs_[i];
+    }
+    const double u = std::uniform_real_distribution<double>(0.0, sum)(rng);
+    double cum = 0;
+    chosen = vocab_ - 1;
+    for (int i = 0; i < vocab_; ++i) {
+      cum += probs_[i];
+      if (u < cum) {
+        chosen = i;
+        break;
+      }
+    }
+    // Rounding can leave u past the last partial sum: take the last token with any mass.
+    while (probs_[chosen] == 0.0f && chosen > 0) --chosen;
   } else {
     std::iota(order_.begin(), order_.end(), 0);
     int n = vocab_;
