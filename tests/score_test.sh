@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # `arbor score` against the float64 PyTorch forward (tools/score_reference.py): per-token
 # log-probs and perplexity of token ids and of text, in process on every checked-in model (bf16,
-# f32 sharded, f16 tied, the Game of 24 model) and through a mesh (`arbor up`, test model); bad
-# ids files are refused naming the file. Bounded: the mesh must be up within 90 s, each call
-# within 120 s.
+# f32 sharded, f16 tied, the Game of 24 model) and through a mesh (`arbor up`, test model, with
+# expert workers and with the experts in the router); bad ids files are refused naming the file.
+# Bounded: each mesh must be up within 90 s, each call done within 120 s.
 set -euo pipefail
 arbor=$1
 source_dir=$2
@@ -86,4 +86,15 @@ timeout 120 "$py" "$source_dir/tools/score_reference.py" "$source_dir/models/tes
 compare "$work/mesh-text.json" "$work/ref.json"
 timeout 120 "$arbor" score --router "$router" --kvstore "$kvstore" --ids_file "$work/ids.txt" \
   | tail -1 | grep -q "perplexity"
+kill -TERM "$ARBOR_UP_PID"
+wait "$ARBOR_UP_PID" || true
+
+echo "== through a mesh whose router hosts the experts (arbor up --workers 0)"
+arbor_up "$arbor" --model "$source_dir/models/test-moe" --workers 0
+grep -q '"name": "expert' "$ARBOR_UP_DIR/ready.json" && { echo "expert workers started"; exit 1; }
+timeout 120 "$arbor" score --router "$(arbor_endpoint router)" --kvstore "$(arbor_endpoint kvstore)" \
+  --ids_file "$work/ids.txt" --json > "$work/local.json"
+timeout 120 "$py" "$source_dir/tools/score_reference.py" "$source_dir/models/test-moe" \
+  --ids 1,40,41,42,7,300,12,9 > "$work/ref.json"
+compare "$work/local.json" "$work/ref.json"
 echo "ok"

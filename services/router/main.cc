@@ -12,6 +12,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "arbor/engine/engine.h"
+#include "arbor/engine/expert_backend.h"
 #include "arbor/kernels/gpu.h"
 #include "arbor/mesh/call.h"
 #include "arbor/model/checkpoint.h"
@@ -23,10 +25,14 @@
 #include "spdlog/spdlog.h"
 
 ABSL_FLAG(std::string, model, "models/game24-moe",
-          "model folder (Hugging Face Mixtral layout); only non-expert tensors are read");
+          "model folder (Hugging Face Mixtral layout); only non-expert tensors are read, unless "
+          "--local_experts");
 ABSL_FLAG(std::string, kvstore, "127.0.0.1:50051", "kv-store address (host:port)");
 ABSL_FLAG(std::vector<std::string>, workers, {},
           "expert worker addresses, comma-separated; each serves what it Describes");
+ABSL_FLAG(bool, local_experts, false,
+          "run every expert in this process (on --backend) instead of on expert workers: one "
+          "process for a small model on one machine, no RunExperts round trips");
 ABSL_FLAG(std::string, placement, "",
           "placement file instead of --workers: {\"workers\": [{\"address\": \"host:port\", "
           "\"experts\": \"0:0-3,1:*\"}, ...]}");
@@ -81,7 +87,8 @@ absl::StatusOr<std::vector<WorkerPlacement>> Placement(const arbor::model::Model
     }
   }
   if (placement.empty()) {
-    return absl::InvalidArgumentError("no expert workers: give --workers or --placement");
+    return absl::InvalidArgumentError(
+        "no expert workers: give --workers or --placement (or --local_experts)");
   }
   return placement;
 }
@@ -127,29 +134,51 @@ int main(int argc, char** argv) {
   auto ckpt = arbor::model::Checkpoint::Open(dir);
   if (!ckpt.ok()) return Exit(ckpt.status().ToString(), 1);
   const arbor::model::ModelConfig& cfg = (*ckpt)->config();
-  auto weights =
-      arbor::model::ModelWeights::Load(**ckpt, {.experts = std::vector<arbor::model::ExpertKey>{}});
+  const bool local = absl::GetFlag(FLAGS_local_experts);
+  arbor::model::LoadOptions load;
+  if (!local) load.experts = std::vector<arbor::model::ExpertKey>{};
+  auto weights = arbor::model::ModelWeights::Load(**ckpt, load);
   if (!weights.ok()) return Exit(weights.status().ToString(), 1);
   auto tokenizer = LoadTokenizer(dir, cfg);
   if (!tokenizer.ok()) return Exit(tokenizer.status().ToString(), 1);
-  absl::StatusOr<std::vector<WorkerPlacement>> placement = Placement(cfg);
-  if (!placement.ok()) return Exit(std::string(placement.status().message()), 2);
-  auto experts = arbor::router::RemoteExpertBackend::Create(
-      *placement, cfg,
-      {.call_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_expert_timeout_ms)),
-       .describe_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_describe_timeout_ms))});
-  if (!experts.ok()) {
+  absl::StatusOr<std::unique_ptr<arbor::engine::ExpertBackend>> experts;
+  std::unique_ptr<arbor::router::RemoteExpertBackend> remote;
+  std::vector<std::string> addresses;
+  if (local) {
+    if (!absl::GetFlag(FLAGS_workers).empty() || !absl::GetFlag(FLAGS_placement).empty()) {
+      return Exit("give --local_experts or expert workers (--workers, --placement), not both", 2);
+    }
+    // The experts run where the engine does ("auto" resolved the same way).
+    experts = arbor::engine::CreateExpertBackend(
+        weights->get(), absl::GetFlag(FLAGS_max_batch_tokens),
+        arbor::engine::ResolveEngineBackend(absl::GetFlag(FLAGS_backend), cfg));
+    addresses.push_back("local");
+  } else {
+    absl::StatusOr<std::vector<WorkerPlacement>> placement = Placement(cfg);
+    if (!placement.ok()) return Exit(std::string(placement.status().message()), 2);
+    auto created = arbor::router::RemoteExpertBackend::Create(
+        *placement, cfg,
+        {.call_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_expert_timeout_ms)),
+         .describe_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_describe_timeout_ms))});
+    if (created.ok()) {
+      remote = *std::move(created);
+      for (const auto& p : *placement) addresses.push_back(p.address);
+    } else {
+      experts = created.status();
+    }
+  }
+  if (!remote && !experts.ok()) {
     return Exit(absl::StrCat("refusing to serve: ", experts.status().ToString()), 1);
   }
+  arbor::engine::ExpertBackend* backend = remote ? remote.get() : experts->get();
   const arbor::router::RouterOptions options = OptionsFromFlags();
 
   const arbor::rpc::ServerHostOptions host_options = arbor::rpc::ServerHostOptionsFromFlags();
   auto kvstore = arbor::mesh::NewChannel(absl::GetFlag(FLAGS_kvstore),
                                          {.max_message_bytes = host_options.max_message_bytes});
   auto registry = std::make_shared<prometheus::Registry>();
-  auto service =
-      arbor::router::RouterService::Create(weights->get(), tokenizer->get(), experts->get(),
-                                           experts->get(), kvstore, options, *registry);
+  auto service = arbor::router::RouterService::Create(weights->get(), tokenizer->get(), backend,
+                                                      remote.get(), kvstore, options, *registry);
   if (!service.ok()) {
     return Exit(
         absl::StrCat("--backend=", options.engine.backend, ": ", service.status().ToString()), 2);
@@ -159,8 +188,6 @@ int main(int argc, char** argv) {
                arbor::kernels::CudaDeviceCount());
   auto host = arbor::rpc::ServerHost::Start(host_options, {service->get()}, registry);
   if (!host.ok()) return Exit(host.status().ToString(), 1);
-  std::vector<std::string> addresses;
-  for (const auto& p : *placement) addresses.push_back(p.address);
   spdlog::info("arbor-router ready address={} metrics_port={} kvstore={} workers={}",
                (*host)->address(), (*host)->metrics_port(), absl::GetFlag(FLAGS_kvstore),
                absl::StrJoin(addresses, ","));

@@ -1,8 +1,8 @@
 // `arbor up` starts the kv-store, N expert workers (the model's experts split evenly, each shard
-// `--replicas` times) and the router as child processes on loopback, waits until every one
-// reports SERVING on grpc.health.v1, prints the endpoints (and writes them to --ready_file), and
-// stops them all, router first so its Extend calls drain, on SIGINT/SIGTERM, when its own parent
-// dies, or when any child exits by itself.
+// `--replicas` times; none with --workers 0, where the router runs every expert) and the router as
+// child processes on loopback, waits until every one reports SERVING on grpc.health.v1, prints
+// the endpoints (and writes them to --ready_file), and stops them all, router first so its Extend
+// calls drain, on SIGINT/SIGTERM, when its own parent dies, or when any child exits by itself.
 #include "up.h"
 
 #include <netinet/in.h>
@@ -32,7 +32,9 @@
 #include "nlohmann/json.hpp"
 
 ABSL_DECLARE_FLAG(std::string, model);
-ABSL_FLAG(int, workers, 2, "arbor up: expert worker shards");
+ABSL_FLAG(int, workers, 2,
+          "arbor up: expert worker shards; 0 runs every expert inside the router (one process "
+          "for the model: no RunExperts round trips, for a small model on one machine)");
 ABSL_FLAG(int, replicas, 1, "arbor up: processes per shard (replicas of the same experts)");
 ABSL_FLAG(std::string, ports, "fixed",
           "arbor up: fixed (kv-store 50051, workers 50061.., router 50071, planner 50081; "
@@ -184,8 +186,8 @@ std::variant<UpPlan, int> PlanFromFlags() {
   plan.workers = absl::GetFlag(FLAGS_workers);
   plan.replicas = absl::GetFlag(FLAGS_replicas);
   const int experts = config->num_hidden_layers * config->num_local_experts;
-  if (plan.workers < 1 || plan.workers > experts) {
-    std::fprintf(stderr, "arbor up: --workers %d out of range [1, %d]\n", plan.workers, experts);
+  if (plan.workers < 0 || plan.workers > experts) {
+    std::fprintf(stderr, "arbor up: --workers %d out of range [0, %d]\n", plan.workers, experts);
     return 2;
   }
   if (plan.replicas < 1 || plan.replicas > 8 || plan.workers * plan.replicas > 64) {
@@ -267,7 +269,8 @@ std::vector<std::string> ChildArgv(const UpPlan& plan, const Child& c,
   } else if (c.name == "router") {
     argv[0] = bin + "router";
     argv.push_back("--kvstore=" + kvstore);
-    argv.push_back("--workers=" + absl::StrJoin(workers, ","));
+    argv.push_back(workers.empty() ? "--local_experts"
+                                   : "--workers=" + absl::StrJoin(workers, ","));
     argv.push_back(absl::StrCat("--kv_cache_tokens=", absl::GetFlag(FLAGS_kv_cache_tokens)));
     argv.push_back(absl::StrCat("--max_seqs=", absl::GetFlag(FLAGS_max_seqs)));
     argv.push_back(
