@@ -101,15 +101,31 @@ absl::Status ExpertWorkerService::DoRun(const v1::RunExpertsRequest& req,
     }
     groups.push_back({a.expert(), a.row_ids().data(), a.weights().data(), a.row_ids_size()});
   }
+  const v1::DType out_dtype = req.output_dtype();
+  if (out_dtype != v1::DTYPE_UNSPECIFIED && out_dtype != v1::DTYPE_F32 &&
+      out_dtype != v1::DTYPE_BF16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("output_dtype ", v1::DType_Name(out_dtype), " is not F32 or BF16"));
+  }
   std::vector<float> x(static_cast<size_t>(n) * c.hidden_size);  // [n, hidden]
   ConvertToF32(dtype, req.rows().data().data(), x.size(), x.data());
   v1::Tensor* out = resp->mutable_output();
-  out->set_dtype(v1::DTYPE_F32);
   out->add_shape(n);
   out->add_shape(c.hidden_size);
   std::string* data = out->mutable_data();
-  data->assign(x.size() * sizeof(float), '\0');  // [n, hidden] partial sums, start at 0
-  {
+  if (out_dtype == v1::DTYPE_BF16) {
+    std::vector<float> sums(x.size(), 0.0f);  // [n, hidden] partial sums, start at 0
+    {
+      absl::MutexLock lock(&compute_mu_);
+      ARBOR_RETURN_IF_ERROR(backend_->RunGroups(req.layer(), x.data(), n, groups, sums.data()));
+    }
+    out->set_dtype(v1::DTYPE_BF16);
+    data->resize(sums.size() * sizeof(uint16_t));
+    auto* bits = reinterpret_cast<uint16_t*>(data->data());
+    for (size_t i = 0; i < sums.size(); ++i) bits[i] = F32ToBF16(sums[i]);
+  } else {
+    out->set_dtype(v1::DTYPE_F32);
+    data->assign(x.size() * sizeof(float), '\0');  // [n, hidden] partial sums, start at 0
     absl::MutexLock lock(&compute_mu_);
     ARBOR_RETURN_IF_ERROR(backend_->RunGroups(req.layer(), x.data(), n, groups,
                                               reinterpret_cast<float*>(data->data())));

@@ -130,6 +130,10 @@ TEST_F(ExpertWorkerServiceTest, BadRequestsNameTheFieldAndTheWorkerKeepsServing)
   auto bad_dtype = with(0, 0, {0}, {1});
   bad_dtype.mutable_rows()->set_dtype(v1::DTYPE_UNSPECIFIED);
   cases.push_back({bad_dtype, grpc::StatusCode::INVALID_ARGUMENT, "rows.dtype"});
+  auto bad_output = with(0, 0, {0}, {1});
+  bad_output.set_output_dtype(v1::DTYPE_F16);
+  cases.push_back({bad_output, grpc::StatusCode::INVALID_ARGUMENT,
+                   "output_dtype DTYPE_F16 is not F32 or BF16"});
   for (const Case& c : cases) {
     v1::RunExpertsResponse resp;
     const grpc::Status st = Run(c.req, &resp);
@@ -150,6 +154,16 @@ TEST_F(ExpertWorkerServiceTest, BadRequestsNameTheFieldAndTheWorkerKeepsServing)
   v1::RunExpertsResponse f32resp;
   ASSERT_TRUE(Run(with(0, 1, {1}, {1}), &f32resp).ok());
   EXPECT_EQ(resp.output().data(), f32resp.output().data());  // 0.5 is exact in bf16
+  // Sums asked for in bf16 are the f32 sums rounded to bf16, in half the bytes.
+  auto half = with(0, 1, {1}, {1});
+  half.set_output_dtype(v1::DTYPE_BF16);
+  v1::RunExpertsResponse half_resp;
+  ASSERT_TRUE(Run(half, &half_resp).ok());
+  EXPECT_EQ(half_resp.output().dtype(), v1::DTYPE_BF16);
+  ASSERT_EQ(half_resp.output().data().size(), f32resp.output().data().size() / 2);
+  const auto* sums = reinterpret_cast<const float*>(f32resp.output().data().data());
+  const auto* bits = reinterpret_cast<const uint16_t*>(half_resp.output().data().data());
+  for (int i = 0; i < 128; ++i) EXPECT_EQ(bits[i], F32ToBF16(sums[i])) << i;
 }
 
 TEST_F(ExpertWorkerServiceTest, BackendIsChosenByNameAndCudaNeedsADevice) {

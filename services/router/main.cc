@@ -30,6 +30,9 @@ ABSL_FLAG(std::string, model, "models/game24-moe",
 ABSL_FLAG(std::string, kvstore, "127.0.0.1:50051", "kv-store address (host:port)");
 ABSL_FLAG(std::vector<std::string>, workers, {},
           "expert worker addresses, comma-separated; each serves what it Describes");
+ABSL_FLAG(std::string, expert_wire_dtype, "f32",
+          "the rows sent to expert workers and the sums they return: f32 (exact) or bf16 (half "
+          "the bytes per RunExperts, each crossing rounded to bf16)");
 ABSL_FLAG(bool, local_experts, false,
           "run every expert in this process (on --backend) instead of on expert workers: one "
           "process for a small model on one machine, no RunExperts round trips");
@@ -156,10 +159,15 @@ int main(int argc, char** argv) {
   } else {
     absl::StatusOr<std::vector<WorkerPlacement>> placement = Placement(cfg);
     if (!placement.ok()) return Exit(std::string(placement.status().message()), 2);
+    const std::string wire = absl::GetFlag(FLAGS_expert_wire_dtype);
+    if (wire != "f32" && wire != "bf16") {
+      return Exit(absl::StrCat("--expert_wire_dtype must be f32 or bf16, not \"", wire, "\""), 2);
+    }
     auto created = arbor::router::RemoteExpertBackend::Create(
         *placement, cfg,
         {.call_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_expert_timeout_ms)),
-         .describe_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_describe_timeout_ms))});
+         .describe_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_describe_timeout_ms)),
+         .wire_dtype = wire == "bf16" ? arbor::DType::kBF16 : arbor::DType::kF32});
     if (created.ok()) {
       remote = *std::move(created);
       for (const auto& p : *placement) addresses.push_back(p.address);

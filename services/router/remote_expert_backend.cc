@@ -208,14 +208,25 @@ void RemoteExpertBackend::SendAll(const engine::RoutedTokens& in,
     Batch& b = *batches[w];
     b.request.set_layer(in.layer);
     v1::Tensor* rows = b.request.mutable_rows();
-    rows->set_dtype(v1::DTYPE_F32);
     rows->add_shape(static_cast<int64_t>(b.tokens.size()));
     rows->add_shape(hidden);
     std::string* data = rows->mutable_data();
-    data->resize(b.tokens.size() * hidden * sizeof(float));
-    for (size_t r = 0; r < b.tokens.size(); ++r) {
-      std::memcpy(data->data() + r * hidden * sizeof(float),
-                  in.x + static_cast<size_t>(b.tokens[r]) * hidden, hidden * sizeof(float));
+    if (options_.wire_dtype == DType::kBF16) {
+      rows->set_dtype(v1::DTYPE_BF16);
+      b.request.set_output_dtype(v1::DTYPE_BF16);
+      data->resize(b.tokens.size() * hidden * sizeof(uint16_t));
+      auto* bits = reinterpret_cast<uint16_t*>(data->data());
+      for (size_t r = 0; r < b.tokens.size(); ++r) {
+        const float* src = in.x + static_cast<size_t>(b.tokens[r]) * hidden;
+        for (int d = 0; d < hidden; ++d) bits[r * hidden + d] = F32ToBF16(src[d]);
+      }
+    } else {
+      rows->set_dtype(v1::DTYPE_F32);
+      data->resize(b.tokens.size() * hidden * sizeof(float));
+      for (size_t r = 0; r < b.tokens.size(); ++r) {
+        std::memcpy(data->data() + r * hidden * sizeof(float),
+                    in.x + static_cast<size_t>(b.tokens[r]) * hidden, hidden * sizeof(float));
+      }
     }
     ++counters_.calls;
     counters_.rows_per_worker[w] += static_cast<int64_t>(b.tokens.size());
@@ -246,15 +257,23 @@ absl::StatusOr<std::vector<int>> RemoteExpertBackend::Gather(
       continue;
     }
     const std::string& data = b.response.output().data();
-    if (data.size() != b.tokens.size() * hidden * sizeof(float)) {
-      return absl::InternalError(absl::StrCat("expert worker ", workers_[w]->address, " returned ",
-                                              data.size(), " bytes for ", b.tokens.size(),
-                                              " rows"));
+    const bool bf16 = b.response.output().dtype() == v1::DTYPE_BF16;
+    const size_t width = bf16 ? sizeof(uint16_t) : sizeof(float);
+    if ((!bf16 && b.response.output().dtype() != v1::DTYPE_F32) ||
+        data.size() != b.tokens.size() * hidden * width) {
+      return absl::InternalError(absl::StrCat(
+          "expert worker ", workers_[w]->address, " returned ", data.size(), " bytes of ",
+          v1::DType_Name(b.response.output().dtype()), " for ", b.tokens.size(), " rows"));
     }
     for (size_t r = 0; r < b.tokens.size(); ++r) {
-      const float* src = reinterpret_cast<const float*>(data.data()) + r * hidden;
       float* dst = out + static_cast<size_t>(b.tokens[r]) * hidden;
-      for (int d = 0; d < hidden; ++d) dst[d] += src[d];
+      if (bf16) {
+        const auto* src = reinterpret_cast<const uint16_t*>(data.data()) + r * hidden;
+        for (int d = 0; d < hidden; ++d) dst[d] += BF16ToF32(src[d]);
+      } else {
+        const float* src = reinterpret_cast<const float*>(data.data()) + r * hidden;
+        for (int d = 0; d < hidden; ++d) dst[d] += src[d];
+      }
     }
   }
   return failed;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "arbor/common/dtype.h"
 #include "arbor/engine/expert_backend.h"
 #include "arbor/mesh/expert_client.h"
 #include "arbor/model/config.h"
@@ -27,6 +28,9 @@ struct RemoteExpertOptions {
   std::chrono::milliseconds describe_timeout{5000};  // deadline of the Describe calls at Create
   std::chrono::milliseconds unhealthy_for{2000};     // how long a failed worker is skipped
   int max_attempts = 3;                              // rounds per layer before giving up
+  // Rows sent and partial sums returned in f32 (exact: the in-process engine's numbers) or bf16
+  // (half the bytes per RunExperts; each crossing rounds to bf16's 8-bit mantissa).
+  DType wire_dtype = DType::kF32;
 };
 
 struct RemoteExpertCounters {

@@ -113,6 +113,31 @@ TEST_F(RemoteExpertBackendTest, RemoteExpertsMatchLocalAndSurviveALostReplica) {
   EXPECT_EQ(remote->Length(rs), before);  // nothing half-committed
 }
 
+// With bf16 on the wire the rows and the partial sums cross rounded to bf16: the logits stay
+// within bf16's rounding of the f32 engine's (2^-8 relative per crossing, a few crossings per
+// layer) and each RunExperts carries half the bytes.
+TEST_F(RemoteExpertBackendTest, Bf16OnTheWireStaysCloseToTheF32Engine) {
+  auto remote_experts =
+      RemoteExpertBackend::Create(Addresses({0, 1}), ckpt_->config(), {.wire_dtype = DType::kBF16});
+  ASSERT_TRUE(remote_experts.ok()) << remote_experts.status();
+  auto remote = *engine::Engine::Create(router_weights_.get(), remote_experts->get(), Options());
+  const engine::SeqId rs = remote->AddSequence(), ls = local_->AddSequence();
+  const std::vector<int> prompt = {1, 30, 31, 32, 33, 34, 35, 36, 37};
+  engine::StepInput ri{rs, prompt, true}, li{ls, prompt, true};
+  ASSERT_TRUE(remote->Step({&ri, 1}).ok());
+  ASSERT_TRUE(local_->Step({&li, 1}).ok());
+  const int v = local_->config().vocab_size;
+  double max_ref = 0, max_diff = 0;
+  for (int i = 0; i < v; ++i) {
+    max_ref = std::max(max_ref, std::abs(static_cast<double>(local_->logits(0)[i])));
+    max_diff = std::max(max_diff,
+                        std::abs(static_cast<double>(remote->logits(0)[i]) - local_->logits(0)[i]));
+  }
+  EXPECT_LE(max_diff, 3e-2 * max_ref);
+  EXPECT_GT(max_diff, 0.0);  // the rows really crossed in bf16
+  EXPECT_GT((*remote_experts)->counters().calls, 0);
+}
+
 TEST_F(RemoteExpertBackendTest, StartRefusesAPlacementWithAGapOrADeadWorker) {
   auto gap = RemoteExpertBackend::Create(Addresses({0}), ckpt_->config());
   EXPECT_EQ(gap.status().code(), absl::StatusCode::kFailedPrecondition);

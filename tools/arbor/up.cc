@@ -52,6 +52,9 @@ ABSL_FLAG(std::string, backend, "auto",
           "engine and experts run. auto (cuda when built with CUDA and a GPU is present), cpu or "
           "cuda");
 ABSL_FLAG(int, kv_cache_tokens, 65536, "arbor up: the router's KV cache, in tokens");
+ABSL_FLAG(
+    std::string, expert_wire_dtype, "f32",
+    "arbor up: the router's --expert_wire_dtype (f32, or bf16: half the bytes per RunExperts)");
 ABSL_FLAG(int, max_seqs, 64, "arbor up: sequences the router batches in one step");
 ABSL_FLAG(int, start_timeout_s, 120, "arbor up: how long to wait for every service");
 ABSL_FLAG(int, blas_threads, 0,
@@ -273,6 +276,9 @@ std::vector<std::string> ChildArgv(const UpPlan& plan, const Child& c,
                                    : "--workers=" + absl::StrJoin(workers, ","));
     argv.push_back(absl::StrCat("--kv_cache_tokens=", absl::GetFlag(FLAGS_kv_cache_tokens)));
     argv.push_back(absl::StrCat("--max_seqs=", absl::GetFlag(FLAGS_max_seqs)));
+    if (!workers.empty()) {
+      argv.push_back("--expert_wire_dtype=" + absl::GetFlag(FLAGS_expert_wire_dtype));
+    }
     argv.push_back(
         absl::StrCat("--describe_timeout_ms=", absl::GetFlag(FLAGS_start_timeout_s) * 1000));
   } else {
