@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "arbor/kernels/parallel.h"
 #include "attend_block.h"
 
 namespace arbor::kernels {
@@ -12,8 +14,14 @@ namespace arbor::kernels {
 size_t TreeAttentionParams::WorkspaceFloats(int n_tokens, int max_queries_per_chunk, int n_heads,
                                             int n_kv_heads, int head_dim, int block_tokens) {
   const size_t acc = static_cast<size_t>(n_tokens) * n_heads * (head_dim + 2);
-  const size_t m = static_cast<size_t>(max_queries_per_chunk) * (n_heads / n_kv_heads);
-  return acc + m * (2 * static_cast<size_t>(head_dim) + block_tokens + 2);
+  return acc + n_kv_heads * GroupWorkspaceFloats(max_queries_per_chunk, n_heads / n_kv_heads,
+                                                 head_dim, block_tokens);
+}
+
+size_t TreeAttentionParams::GroupWorkspaceFloats(int max_queries_per_chunk, int heads_per_group,
+                                                 int head_dim, int block_tokens) {
+  const size_t m = static_cast<size_t>(max_queries_per_chunk) * heads_per_group;
+  return m * (2 * static_cast<size_t>(head_dim) + block_tokens + 2);
 }
 
 absl::Status TreeAttentionParams::Validate() const {
@@ -49,68 +57,97 @@ absl::Status TreeAttentionParams::Validate() const {
   return absl::OkStatus();
 }
 
-void TreeAttentionCpu(const TreeAttentionParams& p) {
-  const int r = p.n_heads / p.n_kv_heads, hd = p.head_dim, bt = p.block_tokens;
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-  // Per (query, head) softmax state, carried across chunks.
-  const size_t n_acc = static_cast<size_t>(p.n_tokens) * p.n_heads;
-  float* acc_o = p.workspace;         // [n_tokens * n_heads, hd]
-  float* acc_m = acc_o + n_acc * hd;  // [n_tokens * n_heads]
-  float* acc_l = acc_m + n_acc;       // [n_tokens * n_heads]
-  float* chunk_ws = acc_l + n_acc;
-  std::fill(acc_o, acc_o + n_acc * hd, 0.0f);
-  std::fill(acc_m, acc_m + n_acc, kNegInf);
-  std::fill(acc_l, acc_l + n_acc, 0.0f);
+namespace {
 
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// Kv head g over every chunk: its query heads' softmax state lives in acc_* and is touched by no
+// other kv head, so kv heads run in parallel, each in its own slice of the chunk workspace.
+void AttendGroup(const TreeAttentionParams& p, int g, float* acc_o, float* acc_m, float* acc_l,
+                 float* ws) {
+  const int r = p.n_heads / p.n_kv_heads, hd = p.head_dim, bt = p.block_tokens;
   for (int c = 0; c < p.chunks.n_chunks; ++c) {
     const int* queries = p.chunks.queries + p.chunks.query_start[c];
     const int n_q = p.chunks.query_start[c + 1] - p.chunks.query_start[c];
     if (n_q == 0 || p.chunks.len[c] == 0) continue;
     const int m = n_q * r;                         // rows: (query, head in group)
-    float* qg = chunk_ws;                          // [m, hd]
+    float* qg = ws;                                // [m, hd]
     float* og = qg + static_cast<size_t>(m) * hd;  // [m, hd]
     float* sc = og + static_cast<size_t>(m) * hd;  // [m, bt]
     float* mx = sc + static_cast<size_t>(m) * bt;  // [m]
     float* den = mx + m;                           // [m]
     const int n_blocks = p.chunks.block_start[c + 1] - p.chunks.block_start[c];
 
-    for (int g = 0; g < p.n_kv_heads; ++g) {
-      // Gather the group's query heads and their running state.
-      for (int i = 0; i < n_q; ++i) {
-        const int t = queries[i];
-        const float* src =
-            p.q + static_cast<size_t>(t) * p.q_row_stride + static_cast<size_t>(g) * r * hd;
-        for (int j = 0; j < r; ++j) {
-          const int row = i * r + j;
-          const size_t a = static_cast<size_t>(t) * p.n_heads + g * r + j;
-          for (int d = 0; d < hd; ++d)
-            qg[static_cast<size_t>(row) * hd + d] = src[j * hd + d] * p.scale;
-          std::copy(acc_o + a * hd, acc_o + (a + 1) * hd, og + static_cast<size_t>(row) * hd);
-          mx[row] = acc_m[a];
-          den[row] = acc_l[a];
-        }
+    // Gather the group's query heads and their running state.
+    for (int i = 0; i < n_q; ++i) {
+      const int t = queries[i];
+      const float* src =
+          p.q + static_cast<size_t>(t) * p.q_row_stride + static_cast<size_t>(g) * r * hd;
+      for (int j = 0; j < r; ++j) {
+        const int row = i * r + j;
+        const size_t a = static_cast<size_t>(t) * p.n_heads + g * r + j;
+        for (int d = 0; d < hd; ++d)
+          qg[static_cast<size_t>(row) * hd + d] = src[j * hd + d] * p.scale;
+        std::copy(acc_o + a * hd, acc_o + (a + 1) * hd, og + static_cast<size_t>(row) * hd);
+        mx[row] = acc_m[a];
+        den[row] = acc_l[a];
       }
-      for (int b = 0; b < n_blocks; ++b) {
-        const int base = p.chunks.start[c] + b * bt;  // absolute position of the block's slot 0
-        const int valid = std::min(bt, p.chunks.len[c] - b * bt);
-        const float* kb = p.block_k[p.chunks.block_start[c] + b] + g * p.head_stride;
-        const float* vb = p.block_v[p.chunks.block_start[c] + b] + g * p.head_stride;
-        internal::AttendBlock(qg, m, hd, kb, vb, valid, sc, bt, og, mx, den,
-                              [&](int row) { return p.q_pos[queries[row / r]] - base + 1; });
-      }
-      // Scatter the state back.
-      for (int i = 0; i < n_q; ++i) {
-        for (int j = 0; j < r; ++j) {
-          const int row = i * r + j;
-          const size_t a = static_cast<size_t>(queries[i]) * p.n_heads + g * r + j;
-          std::copy(og + static_cast<size_t>(row) * hd, og + static_cast<size_t>(row + 1) * hd,
-                    acc_o + a * hd);
-          acc_m[a] = mx[row];
-          acc_l[a] = den[row];
-        }
+    }
+    for (int b = 0; b < n_blocks; ++b) {
+      const int base = p.chunks.start[c] + b * bt;  // absolute position of the block's slot 0
+      const int valid = std::min(bt, p.chunks.len[c] - b * bt);
+      const float* kb = p.block_k[p.chunks.block_start[c] + b] + g * p.head_stride;
+      const float* vb = p.block_v[p.chunks.block_start[c] + b] + g * p.head_stride;
+      internal::AttendBlock(qg, m, hd, kb, vb, valid, sc, bt, og, mx, den,
+                            [&](int row) { return p.q_pos[queries[row / r]] - base + 1; });
+    }
+    // Scatter the state back.
+    for (int i = 0; i < n_q; ++i) {
+      for (int j = 0; j < r; ++j) {
+        const int row = i * r + j;
+        const size_t a = static_cast<size_t>(queries[i]) * p.n_heads + g * r + j;
+        std::copy(og + static_cast<size_t>(row) * hd, og + static_cast<size_t>(row + 1) * hd,
+                  acc_o + a * hd);
+        acc_m[a] = mx[row];
+        acc_l[a] = den[row];
       }
     }
   }
+}
+
+}  // namespace
+
+void TreeAttentionCpu(const TreeAttentionParams& p) {
+  const int r = p.n_heads / p.n_kv_heads, hd = p.head_dim;
+  // Per (query, head) softmax state, carried across chunks.
+  const size_t n_acc = static_cast<size_t>(p.n_tokens) * p.n_heads;
+  float* acc_o = p.workspace;         // [n_tokens * n_heads, hd]
+  float* acc_m = acc_o + n_acc * hd;  // [n_tokens * n_heads]
+  float* acc_l = acc_m + n_acc;       // [n_tokens * n_heads]
+  float* group_ws = acc_l + n_acc;    // n_kv_heads slices
+  std::fill(acc_o, acc_o + n_acc * hd, 0.0f);
+  std::fill(acc_m, acc_m + n_acc, kNegInf);
+  std::fill(acc_l, acc_l + n_acc, 0.0f);
+
+  // Each kv head's slice is sized for the step's largest chunk.
+  int max_q = 0;
+  int64_t work = 0;  // query rows x KV tokens, over every chunk and head: the multiply-adds / hd
+  for (int c = 0; c < p.chunks.n_chunks; ++c) {
+    const int n_q = p.chunks.query_start[c + 1] - p.chunks.query_start[c];
+    max_q = std::max(max_q, n_q);
+    work += static_cast<int64_t>(n_q) * p.n_heads * p.chunks.len[c];
+  }
+  const size_t slice = TreeAttentionParams::GroupWorkspaceFloats(max_q, r, hd, p.block_tokens);
+  // Kv heads in parallel once there is enough to share (about 64K multiply-adds a piece; a
+  // short decode attends inline).
+  const int64_t per_head = work * hd / p.n_kv_heads;
+  const int grain = static_cast<int>(
+      std::clamp<int64_t>((int64_t{1} << 16) / std::max<int64_t>(per_head, 1), 1, p.n_kv_heads));
+  ParallelFor(p.n_kv_heads, grain, [&](int begin, int end) {
+    for (int g = begin; g < end; ++g) {
+      AttendGroup(p, g, acc_o, acc_m, acc_l, group_ws + static_cast<size_t>(g) * slice);
+    }
+  });
   for (size_t a = 0; a < n_acc; ++a) {
     const float inv = acc_l[a] > 0 ? 1.0f / acc_l[a] : 0.0f;
     float* dst = p.out + a * hd;  // out is [n_tokens, n_heads, hd] = [n_acc, hd]
