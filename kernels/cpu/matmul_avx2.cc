@@ -61,27 +61,74 @@ void Row(const float* x, size_t k, const uint16_t* wr, float* out, size_t n, flo
   }
 }
 
+// Weight row j against the x rows from r0 on: fours, then one to three.
+template <bool kBf16>
+[[gnu::always_inline]] inline void RowsFrom(const float* x, const uint16_t* w, float* y, int m,
+                                            size_t n, size_t k, float beta, int j, int r0) {
+  const uint16_t* wr = w + j * k;
+  int r = r0;
+  for (; r + 4 <= m; r += 4) Row<kBf16, 4, 2>(x + r * k, k, wr, y + r * n + j, n, beta);
+  switch (m - r) {
+    case 1:
+      Row<kBf16, 1, 4>(x + r * k, k, wr, y + r * n + j, n, beta);
+      break;
+    case 2:
+      Row<kBf16, 2, 2>(x + r * k, k, wr, y + r * n + j, n, beta);
+      break;
+    case 3:
+      Row<kBf16, 3, 2>(x + r * k, k, wr, y + r * n + j, n, beta);
+      break;
+    default:
+      break;
+  }
+}
+
+// Two weight rows against four x rows: each converted weight vector feeds four FMAs and each x
+// vector two, so with several rows the loop is bound by the FMAs rather than the loads (Row's
+// one weight row needs a load of x per FMA).
+template <bool kBf16>
+void Block2x4(const float* x, size_t k, const uint16_t* w0, const uint16_t* w1, float* out,
+              size_t n, float beta) {
+  __m256 acc0[4], acc1[4];
+  for (int r = 0; r < 4; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
+  size_t l = 0;
+  for (; l + 8 <= k; l += 8) {
+    const __m256 a = Load8<kBf16>(w0 + l), b = Load8<kBf16>(w1 + l);
+    for (int r = 0; r < 4; ++r) {
+      const __m256 xv = _mm256_loadu_ps(x + r * k + l);
+      acc0[r] = _mm256_fmadd_ps(a, xv, acc0[r]);
+      acc1[r] = _mm256_fmadd_ps(b, xv, acc1[r]);
+    }
+  }
+  for (int r = 0; r < 4; ++r) {
+    float s0 = Sum(acc0[r]), s1 = Sum(acc1[r]);
+    for (size_t t = l; t < k; ++t) {
+      s0 += x[r * k + t] * Load1<kBf16>(w0[t]);
+      s1 += x[r * k + t] * Load1<kBf16>(w1[t]);
+    }
+    float* o = out + r * n;
+    o[0] = beta == 0.0f ? s0 : s0 + beta * o[0];
+    o[1] = beta == 0.0f ? s1 : s1 + beta * o[1];
+  }
+}
+
 template <bool kBf16>
 void Rows(const float* x, const uint16_t* w, float* y, int m, size_t n, size_t k, float beta,
           int n_begin, int n_end) {
-  for (int j = n_begin; j < n_end; ++j) {
-    const uint16_t* wr = w + j * k;
-    int r = 0;
-    for (; r + 4 <= m; r += 4) Row<kBf16, 4, 2>(x + r * k, k, wr, y + r * n + j, n, beta);
-    switch (m - r) {
-      case 1:
-        Row<kBf16, 1, 4>(x + r * k, k, wr, y + r * n + j, n, beta);
-        break;
-      case 2:
-        Row<kBf16, 2, 2>(x + r * k, k, wr, y + r * n + j, n, beta);
-        break;
-      case 3:
-        Row<kBf16, 3, 2>(x + r * k, k, wr, y + r * n + j, n, beta);
-        break;
-      default:
-        break;
+  const int m4 = m / 4 * 4;
+  int j = n_begin;
+  // Pairs of weight rows over the x rows in fours, then the one to three x rows left.
+  for (; m4 > 0 && j + 2 <= n_end; j += 2) {
+    for (int r = 0; r < m4; r += 4) {
+      Block2x4<kBf16>(x + r * k, k, w + j * k, w + (j + 1) * k, y + r * n + j, n, beta);
+    }
+    if (m4 < m) {
+      RowsFrom<kBf16>(x, w, y, m, n, k, beta, j, m4);
+      RowsFrom<kBf16>(x, w, y, m, n, k, beta, j + 1, m4);
     }
   }
+  // A last unpaired weight row, or every row when there are fewer than four x rows.
+  for (; j < n_end; ++j) RowsFrom<kBf16>(x, w, y, m, n, k, beta, j, 0);
 }
 
 }  // namespace

@@ -60,6 +60,8 @@ absl::Status TreeAttentionParams::Validate() const {
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+// OpenBLAS runs a GEMM of at most this many multiply-adds on the calling thread.
+constexpr int64_t kBlasSingleThreadMacs = int64_t{4} << 16;
 
 // Kv head g over every chunk: its query heads' softmax state lives in acc_* and is touched by no
 // other kv head, so kv heads run in parallel, each in its own slice of the chunk workspace.
@@ -139,10 +141,17 @@ void TreeAttentionCpu(const TreeAttentionParams& p) {
   }
   const size_t slice = TreeAttentionParams::GroupWorkspaceFloats(max_q, r, hd, p.block_tokens);
   // Kv heads in parallel once there is enough to share (about 64K multiply-adds a piece; a
-  // short decode attends inline).
+  // short decode attends inline), and only while each block's products are small enough that
+  // OpenBLAS runs them on the calling thread (at most 4 x 64K multiply-adds, its threshold for
+  // threading a GEMM): a prefill chunk's large products are threaded by OpenBLAS instead, and
+  // two of our threads calling a threaded OpenBLAS at once fight over the same cores.
   const int64_t per_head = work * hd / p.n_kv_heads;
-  const int grain = static_cast<int>(
-      std::clamp<int64_t>((int64_t{1} << 16) / std::max<int64_t>(per_head, 1), 1, p.n_kv_heads));
+  const int64_t block_product = static_cast<int64_t>(max_q) * r * p.block_tokens * hd;
+  const int grain =
+      block_product > kBlasSingleThreadMacs
+          ? p.n_kv_heads
+          : static_cast<int>(std::clamp<int64_t>(
+                (int64_t{1} << 16) / std::max<int64_t>(per_head, 1), 1, p.n_kv_heads));
   ParallelFor(p.n_kv_heads, grain, [&](int begin, int end) {
     for (int g = begin; g < end; ++g) {
       AttendGroup(p, g, acc_o, acc_m, acc_l, group_ws + static_cast<size_t>(g) * slice);
