@@ -82,7 +82,12 @@ void MatMulWT(const float* x, WeightView w, float* y, int m, int n, int k, float
     return;
   }
   const auto* w16 = static_cast<const uint16_t*>(w.data);
-  if (m <= kDirectRows) {
+  const bool direct = UsesDirectKernel(m, n, k);
+  if (!direct && w.f32 != nullptr) {
+    MatMulWTCpu(x, w.f32, y, m, n, k, beta);
+    return;
+  }
+  if (direct) {
     // Pieces of at least ~64K multiply-adds: enough work to pay for handing them to a thread
     // (a small model's products run inline).
     const int grain = std::max(1, (64 << 10) / std::max(1, m * k));

@@ -63,14 +63,23 @@ TEST(MatMulWTTest, SixteenBitWeightsMatchAFloat64LoopForEveryPath) {
   std::mt19937 rng(11);
   std::normal_distribution<float> nd(0, 1);
   for (DType dtype : {DType::kBF16, DType::kF16}) {
-    for (int k : {53, 64, 300}) {
+    // k 3500: a matrix over kSmallMatrixElements, so 33 and 64 rows take the direct kernel
+    // (the small ones take SGEMM from kSmallMatrixRows rows on).
+    for (int k : {53, 64, 300, 3500}) {
       const int n = 77;
       std::vector<float> w(n * k);
       for (float& v : w) v = nd(rng);
       const std::vector<uint16_t> w16 = To16(w, dtype);
       std::vector<float> exact(w.size());
       ConvertToF32(dtype, w16.data(), w16.size(), exact.data());
-      for (int m : {1, 2, 3, 4, 5, 7, 8, 9, 17, 40, kDirectRows, kDirectRows + 1, 90}) {
+      for (int m : {1, 2, 3, 4, 5, 7, 8, 9, 17, 33, 40, kDirectRows, kDirectRows + 1, 90}) {
+        if (k == 3500 && m != 33 && m != kDirectRows) continue;
+        if (k == 3500) {
+          EXPECT_TRUE(UsesDirectKernel(m, n, k));
+        }
+        if (k == 300 && m >= kSmallMatrixRows && m <= kDirectRows) {
+          EXPECT_FALSE(UsesDirectKernel(m, n, k));
+        }
         for (float beta : {0.0f, 1.0f}) {
           std::vector<float> x(m * k), y(m * n), want(m * n);
           for (float& v : x) v = nd(rng);
@@ -87,10 +96,16 @@ TEST(MatMulWTTest, SixteenBitWeightsMatchAFloat64LoopForEveryPath) {
               want[i * n + j] = static_cast<float>(acc + beta * want[i * n + j]);
             }
           }
-          MatMulWT(x.data(), {w16.data(), dtype}, y.data(), m, n, k, beta);
-          for (int i = 0; i < m * n; ++i) {
-            ASSERT_NEAR(y[i], want[i], 1e-4f * (1 + std::abs(want[i])))
-                << DTypeName(dtype) << " k " << k << " m " << m << " beta " << beta << " at " << i;
+          // Without and with the f32 copy a small matrix carries (model::Matrix).
+          for (const float* copy :
+               {static_cast<const float*>(nullptr), static_cast<const float*>(exact.data())}) {
+            std::vector<float> out = y;
+            MatMulWT(x.data(), {w16.data(), dtype, copy}, out.data(), m, n, k, beta);
+            for (int i = 0; i < m * n; ++i) {
+              ASSERT_NEAR(out[i], want[i], 1e-4f * (1 + std::abs(want[i])))
+                  << DTypeName(dtype) << " k " << k << " m " << m << " beta " << beta << " at " << i
+                  << (copy ? " with the f32 copy" : "");
+            }
           }
         }
       }

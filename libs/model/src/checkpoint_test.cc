@@ -101,7 +101,15 @@ TEST(CheckpointTest, SixteenBitMatricesStayAsStoredUnlessMixed) {
   const Matrix& wqkv = (*mixed)->non_expert()->layers[0].wqkv;
   EXPECT_EQ(wqkv.dtype, DType::kF32);
   EXPECT_EQ(wqkv.f32, f.layers[0].wqkv.f32);
-  EXPECT_EQ((*mixed)->non_expert()->layers[1].wqkv.dtype, DType::kBF16);
+  const Matrix& bf16 = (*mixed)->non_expert()->layers[1].wqkv;
+  EXPECT_EQ(bf16.dtype, DType::kBF16);
+  // A small 16-bit matrix also carries its elements in f32 (for compute-bound products).
+  ASSERT_LE(bf16.rows * bf16.cols, kernels::kSmallMatrixElements);
+  ASSERT_EQ(bf16.f32.size(), bf16.half.size());
+  for (size_t i = 0; i < bf16.half.size(); ++i) {
+    ASSERT_EQ(bf16.f32[i], BF16ToF32(bf16.half[i])) << i;
+  }
+  EXPECT_EQ(bf16.view().f32, bf16.f32.data());
   std::vector<uint16_t> out(64 * 64);
   const absl::Status st =
       (*mixed_ckpt)

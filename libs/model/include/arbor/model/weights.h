@@ -32,13 +32,16 @@ struct ExpertKey {
 struct Matrix {
   DType dtype = DType::kF32;
   int64_t rows = 0, cols = 0;
-  std::vector<float> f32;      // dtype kF32
+  std::vector<float> f32;      // dtype kF32; for a 16-bit matrix of at most
+                               // kernels::kSmallMatrixElements, the same elements in f32 too
   std::vector<uint16_t> half;  // dtype kBF16 or kF16
 
   kernels::WeightView view() const {
-    return {dtype == DType::kF32 ? static_cast<const void*>(f32.data()) : half.data(), dtype};
+    if (dtype == DType::kF32) return {f32.data(), dtype};
+    return {half.data(), dtype, f32.empty() ? nullptr : f32.data()};
   }
   bool empty() const { return rows == 0; }
+  // Bytes of the elements in `dtype` (what a product that streams them reads).
   size_t bytes() const { return static_cast<size_t>(rows * cols) * DTypeSize(dtype); }
   // The elements as f32 (a copy where they are 16-bit): what the CUDA backends upload.
   std::vector<float> ToF32() const;
