@@ -140,8 +140,10 @@ void TreeAttentionCpu(const TreeAttentionParams& p) {
     work += static_cast<int64_t>(n_q) * p.n_heads * p.chunks.len[c];
   }
   const size_t slice = TreeAttentionParams::GroupWorkspaceFloats(max_q, r, hd, p.block_tokens);
-  // Kv heads in parallel once there is enough to share (about 64K multiply-adds a piece; a
-  // short decode attends inline), and only while each block's products are small enough that
+  // Kv heads in parallel once there is enough to share (about 4M multiply-adds a piece: the
+  // threads OpenBLAS leaves spinning after the step's previous GEMM hold the cores for a while,
+  // so a smaller piece loses more than it gains; the embedded model's batch-64 decode attends
+  // inline), and only while each block's products are small enough that
   // OpenBLAS runs them on the calling thread (at most 4 x 64K multiply-adds, its threshold for
   // threading a GEMM): a prefill chunk's large products are threaded by OpenBLAS instead, and
   // two of our threads calling a threaded OpenBLAS at once fight over the same cores.
@@ -151,7 +153,7 @@ void TreeAttentionCpu(const TreeAttentionParams& p) {
       block_product > kBlasSingleThreadMacs
           ? p.n_kv_heads
           : static_cast<int>(std::clamp<int64_t>(
-                (int64_t{1} << 16) / std::max<int64_t>(per_head, 1), 1, p.n_kv_heads));
+                (int64_t{4} << 20) / std::max<int64_t>(per_head, 1), 1, p.n_kv_heads));
   ParallelFor(p.n_kv_heads, grain, [&](int begin, int end) {
     for (int g = begin; g < end; ++g) {
       AttendGroup(p, g, acc_o, acc_m, acc_l, group_ws + static_cast<size_t>(g) * slice);

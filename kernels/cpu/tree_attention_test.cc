@@ -166,7 +166,7 @@ TEST(TreeAttentionTest, LargerBlocksAndHeadDim) { CheckRandomTree(77, 4, 2, 64, 
 
 // Enough work that the kv heads run in parallel on the kernels' threads (parallel.h), each in its
 // own workspace slice; the result must not depend on which thread ran which head.
-TEST(TreeAttentionTest, EightKvHeadsInParallel) { CheckRandomTree(91, 16, 8, 32, 8, 120); }
+TEST(TreeAttentionTest, EightKvHeadsInParallel) { CheckRandomTree(91, 16, 8, 64, 4, 400); }
 
 TEST(TreeAttentionTest, RejectsChunksThatTheirBlocksDoNotCover) {
   float q[4] = {}, out[4] = {}, ws[256] = {}, blk[64] = {};
