@@ -1,6 +1,7 @@
 #include "expert_worker_service.h"
 
 #include <chrono>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -113,22 +114,24 @@ absl::Status ExpertWorkerService::DoRun(const v1::RunExpertsRequest& req,
   out->add_shape(n);
   out->add_shape(c.hidden_size);
   std::string* data = out->mutable_data();
-  if (out_dtype == v1::DTYPE_BF16) {
-    std::vector<float> sums(x.size(), 0.0f);  // [n, hidden] partial sums, start at 0
-    {
-      absl::MutexLock lock(&compute_mu_);
-      ARBOR_RETURN_IF_ERROR(backend_->RunGroups(req.layer(), x.data(), n, groups, sums.data()));
-    }
-    out->set_dtype(v1::DTYPE_BF16);
-    data->resize(sums.size() * sizeof(uint16_t));
-    auto* bits = reinterpret_cast<uint16_t*>(data->data());
-    for (size_t i = 0; i < sums.size(); ++i) bits[i] = F32ToBF16(sums[i]);
-  } else {
-    out->set_dtype(v1::DTYPE_F32);
-    data->assign(x.size() * sizeof(float), '\0');  // [n, hidden] partial sums, start at 0
+  data->assign(x.size() * sizeof(float), '\0');  // [n, hidden] f32 partial sums, start at 0
+  {
     absl::MutexLock lock(&compute_mu_);
     ARBOR_RETURN_IF_ERROR(backend_->RunGroups(req.layer(), x.data(), n, groups,
                                               reinterpret_cast<float*>(data->data())));
+  }
+  out->set_dtype(v1::DTYPE_F32);
+  if (out_dtype == v1::DTYPE_BF16) {
+    // Narrowed in place, front to back: element i's 2 bytes land at or before its own 4.
+    out->set_dtype(v1::DTYPE_BF16);
+    char* bytes = data->data();
+    for (size_t i = 0; i < x.size(); ++i) {
+      float sum;
+      std::memcpy(&sum, bytes + 4 * i, 4);
+      const uint16_t bits = F32ToBF16(sum);
+      std::memcpy(bytes + 2 * i, &bits, 2);
+    }
+    data->resize(x.size() * sizeof(uint16_t));
   }
   for (const auto& g : groups) {
     expert_tokens_.Add({{"layer", absl::StrCat(req.layer())}, {"expert", absl::StrCat(g.expert)}})

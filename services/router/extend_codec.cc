@@ -82,6 +82,23 @@ v1::FinishReason FinishReasonToProto(engine::FinishReason r) {
   return v1::FINISH_REASON_UNSPECIFIED;
 }
 
+namespace {
+
+// One token's id and log-prob, and its alternatives: entries [e * k, (e + 1) * k) of top_ids /
+// top_logprobs.
+void FillToken(int id, float logprob, const std::vector<int>& top_ids,
+               const std::vector<float>& top_logprobs, size_t e, size_t k, v1::GeneratedToken* t) {
+  t->set_id(id);
+  t->set_logprob(logprob);
+  for (size_t j = e * k; j < (e + 1) * k && j < top_ids.size(); ++j) {
+    v1::TokenLogprob* top = t->add_top_logprobs();
+    top->set_id(top_ids[j]);
+    top->set_logprob(top_logprobs[j]);
+  }
+}
+
+}  // namespace
+
 std::vector<v1::ExtendEvent> TokenEvents(const engine::GenerationResult& r, size_t first, int top_k,
                                          size_t sent_bytes, size_t stable_bytes) {
   std::vector<v1::ExtendEvent> events;
@@ -89,13 +106,7 @@ std::vector<v1::ExtendEvent> TokenEvents(const engine::GenerationResult& r, size
   for (size_t i = first; i < r.token_ids.size(); ++i) {
     v1::ExtendEvent& e = events.emplace_back();
     v1::GeneratedToken* t = e.mutable_token();
-    t->set_id(r.token_ids[i]);
-    t->set_logprob(r.logprobs[i]);
-    for (size_t j = i * k; j < (i + 1) * k && j < r.top_ids.size(); ++j) {
-      v1::TokenLogprob* top = t->add_top_logprobs();
-      top->set_id(r.top_ids[j]);
-      top->set_logprob(r.top_logprobs[j]);
-    }
+    FillToken(r.token_ids[i], r.logprobs[i], r.top_ids, r.top_logprobs, i, k, t);
     if (i + 1 == r.token_ids.size() && stable_bytes > sent_bytes) {
       t->set_text(r.text.substr(sent_bytes, stable_bytes - sent_bytes));
     }
@@ -109,14 +120,8 @@ void AddPromptLogprobs(const engine::GenerationResult& r, int first, int top_k,
   const int from = r.prompt_logprobs_from;
   for (int i = std::max(first, from); i - from < static_cast<int>(r.prompt_logprobs.size()); ++i) {
     const size_t e = static_cast<size_t>(i - from);
-    v1::GeneratedToken* t = out->add_prompt_logprobs();
-    t->set_id(r.prompt_ids[i]);
-    t->set_logprob(r.prompt_logprobs[e]);
-    for (size_t j = e * k; j < (e + 1) * k && j < r.prompt_top_ids.size(); ++j) {
-      v1::TokenLogprob* top = t->add_top_logprobs();
-      top->set_id(r.prompt_top_ids[j]);
-      top->set_logprob(r.prompt_top_logprobs[j]);
-    }
+    FillToken(r.prompt_ids[i], r.prompt_logprobs[e], r.prompt_top_ids, r.prompt_top_logprobs, e, k,
+              out->add_prompt_logprobs());
   }
 }
 

@@ -144,7 +144,7 @@ int main(int argc, char** argv) {
   if (!weights.ok()) return Exit(weights.status().ToString(), 1);
   auto tokenizer = LoadTokenizer(dir, cfg);
   if (!tokenizer.ok()) return Exit(tokenizer.status().ToString(), 1);
-  absl::StatusOr<std::unique_ptr<arbor::engine::ExpertBackend>> experts;
+  std::unique_ptr<arbor::engine::ExpertBackend> local_experts;
   std::unique_ptr<arbor::router::RemoteExpertBackend> remote;
   std::vector<std::string> addresses;
   if (local) {
@@ -152,9 +152,13 @@ int main(int argc, char** argv) {
       return Exit("give --local_experts or expert workers (--workers, --placement), not both", 2);
     }
     // The experts run where the engine does ("auto" resolved the same way).
-    experts = arbor::engine::CreateExpertBackend(
+    auto created = arbor::engine::CreateExpertBackend(
         weights->get(), absl::GetFlag(FLAGS_max_batch_tokens),
         arbor::engine::ResolveEngineBackend(absl::GetFlag(FLAGS_backend), cfg));
+    if (!created.ok()) {
+      return Exit(absl::StrCat("refusing to serve: ", created.status().ToString()), 1);
+    }
+    local_experts = *std::move(created);
     addresses.push_back("local");
   } else {
     absl::StatusOr<std::vector<WorkerPlacement>> placement = Placement(cfg);
@@ -168,17 +172,13 @@ int main(int argc, char** argv) {
         {.call_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_expert_timeout_ms)),
          .describe_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_describe_timeout_ms)),
          .wire_dtype = wire == "bf16" ? arbor::DType::kBF16 : arbor::DType::kF32});
-    if (created.ok()) {
-      remote = *std::move(created);
-      for (const auto& p : *placement) addresses.push_back(p.address);
-    } else {
-      experts = created.status();
+    if (!created.ok()) {
+      return Exit(absl::StrCat("refusing to serve: ", created.status().ToString()), 1);
     }
+    remote = *std::move(created);
+    for (const auto& p : *placement) addresses.push_back(p.address);
   }
-  if (!remote && !experts.ok()) {
-    return Exit(absl::StrCat("refusing to serve: ", experts.status().ToString()), 1);
-  }
-  arbor::engine::ExpertBackend* backend = remote ? remote.get() : experts->get();
+  arbor::engine::ExpertBackend* backend = remote ? remote.get() : local_experts.get();
   const arbor::router::RouterOptions options = OptionsFromFlags();
 
   const arbor::rpc::ServerHostOptions host_options = arbor::rpc::ServerHostOptionsFromFlags();

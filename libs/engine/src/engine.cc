@@ -248,14 +248,12 @@ absl::Status Engine::Step(std::span<const StepInput> inputs) {
   // token row of an all_logits input.
   int n_last = 0;
   for (int s = 0; s < n_seqs; ++s) {
-    first_row_[s] = inputs[s].all_logits ? n_last : -1;
-    if (inputs[s].all_logits) {
-      for (int t = query_start_[s]; t < query_start_[s + 1]; ++t) last_rows_[n_last++] = t;
-      logits_row_[s] = inputs[s].want_logits ? n_last - 1 : -1;
-    } else {
-      logits_row_[s] = inputs[s].want_logits ? n_last : -1;
-      if (inputs[s].want_logits) last_rows_[n_last++] = query_start_[s + 1] - 1;
-    }
+    const StepInput& in = inputs[s];
+    const int end = query_start_[s + 1];
+    const int begin = in.all_logits ? query_start_[s] : in.want_logits ? end - 1 : end;
+    first_row_[s] = in.all_logits ? n_last : -1;
+    for (int t = begin; t < end; ++t) last_rows_[n_last++] = t;
+    logits_row_[s] = in.want_logits ? n_last - 1 : -1;
   }
 
   const auto t_forward = std::chrono::steady_clock::now();

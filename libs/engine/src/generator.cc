@@ -235,10 +235,7 @@ absl::StatusOr<int> Generator::Step() {
     Request& r = *requests_[id];
     const int left = static_cast<int>(r.result.prompt_ids.size()) - r.fed;
     const bool score = r.params.prompt_logprobs;
-    if (!r.admitted || left == 0 || budget == 0 || rows == 0 ||
-        static_cast<int>(inputs_.size()) == engine_->options().max_seqs) {
-      continue;
-    }
+    if (!r.admitted || left == 0 || budget == 0 || rows == 0) continue;
     int n = std::min(left, budget);
     if (prefill_chunk_ > 0) n = std::min(n, prefill_chunk_);
     if (score) n = std::min(n, rows);  // one logits row per token

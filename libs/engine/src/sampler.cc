@@ -28,6 +28,20 @@ float LogSumExp(const float* logits, int n) {
   for (int i = 0; i < n; ++i) z += std::exp(static_cast<double>(logits[i]) - mx);
   return mx + static_cast<float>(std::log(z));
 }
+
+// An index drawn from [0, n) with probability probs[i] / sum.
+int Draw(const float* probs, int n, double sum, std::mt19937_64& rng) {
+  const double u = std::uniform_real_distribution<double>(0.0, sum)(rng);
+  double cum = 0;
+  for (int i = 0; i < n; ++i) {
+    cum += probs[i];
+    if (u < cum) return i;
+  }
+  // Rounding can leave u past the last partial sum: the last index with any mass.
+  int i = n - 1;
+  while (probs[i] == 0.0f && i > 0) --i;
+  return i;
+}
 }  // namespace
 
 Sampler::Sampler(int vocab_size) : vocab_(vocab_size), order_(vocab_size), probs_(vocab_size) {}
@@ -62,18 +76,7 @@ SampledToken Sampler::Sample(const float* logits, const SamplingParams& params,
       probs_[i] = std::exp((logits[i] - top) / params.temperature);
       sum += probs_[i];
     }
-    const double u = std::uniform_real_distribution<double>(0.0, sum)(rng);
-    double cum = 0;
-    chosen = vocab_ - 1;
-    for (int i = 0; i < vocab_; ++i) {
-      cum += probs_[i];
-      if (u < cum) {
-        chosen = i;
-        break;
-      }
-    }
-    // Rounding can leave u past the last partial sum: take the last token with any mass.
-    while (probs_[chosen] == 0.0f && chosen > 0) --chosen;
+    chosen = Draw(probs_.data(), vocab_, sum, rng);
   } else {
     std::iota(order_.begin(), order_.end(), 0);
     int n = vocab_;
@@ -106,16 +109,7 @@ SampledToken Sampler::Sample(const float* logits, const SamplingParams& params,
       sum = 0;
       for (int i = 0; i < n; ++i) sum += probs_[i];
     }
-    const double u = std::uniform_real_distribution<double>(0.0, sum)(rng);
-    double cum = 0;
-    chosen = order_[n - 1];
-    for (int i = 0; i < n; ++i) {
-      cum += probs_[i];
-      if (u < cum) {
-        chosen = order_[i];
-        break;
-      }
-    }
+    chosen = order_[Draw(probs_.data(), n, sum, rng)];
   }
   return SampledToken{chosen, logits[chosen] - lse, lse};
 }
