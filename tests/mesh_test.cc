@@ -27,6 +27,7 @@
 #include "arbor/model/config.h"
 #include "arbor/model/expert_spec.h"
 #include "arbor/rpc/http_get_for_test.h"
+#include "arbor/rpc/tls.h"
 #include "arbor/statestore/redis_server_for_test.h"
 #include "arbor/v1/kvstore.grpc.pb.h"
 #include "arbor/v1/router.grpc.pb.h"
@@ -497,9 +498,10 @@ TEST(ArborUpTest, StartsServesAndStopsEveryChild) {
   const std::string dir = ::testing::TempDir() + "arbor_up_" + std::to_string(::getpid());
   std::filesystem::create_directories(dir);
   const std::string ready = dir + "/ready.json";
-  testing::ChildProcess up({ARBOR_CLI_BIN, "up", "--ports=auto", "--model=" + kModel, "--workers=2",
-                            "--replicas=2", "--ready_file=" + ready, "--log_dir=" + dir},
-                           dir + "/up.log");
+  testing::ChildProcess up(
+      {ARBOR_CLI_BIN, "up", "--ports=auto", "--model=" + kModel, "--workers=2", "--replicas=2",
+       "--ready_file=" + ready, "--log_dir=" + dir, "--data_dir=" + dir},
+      dir + "/up.log");
   ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(ready); }, std::chrono::seconds(90)))
       << "see " << dir;
   std::ifstream in(ready);
@@ -507,13 +509,22 @@ TEST(ArborUpTest, StartsServesAndStopsEveryChild) {
   const std::vector<int> pids = ServicePids(ready);
   ASSERT_EQ(pids.size(), 7u);  // kv-store, 2 x 2 workers, router, planner
 
-  auto kv = v1::KvStore::NewStub(
-      grpc::CreateChannel(j["kvstore"].get<std::string>(), grpc::InsecureChannelCredentials()));
-  auto router = v1::Router::NewStub(
-      grpc::CreateChannel(j["router"].get<std::string>(), grpc::InsecureChannelCredentials()));
+  // The mesh runs mTLS: an operator's certificate from the CA `arbor up` made.
+  const std::string tls = j["tls_dir"].get<std::string>();
+  auto creds = rpc::MakeChannelCredentials(
+      {.cert = tls + "/operator.crt", .key = tls + "/operator.key", .ca = tls + "/ca.crt"});
+  auto kv = v1::KvStore::NewStub(grpc::CreateChannel(j["kvstore"].get<std::string>(), creds));
+  auto router = v1::Router::NewStub(grpc::CreateChannel(j["router"].get<std::string>(), creds));
   grpc::ClientContext ctx;
   v1::CreateSequenceResponse created;
   ASSERT_TRUE(kv->CreateSequence(&ctx, {}, &created).ok());
+  // Without a certificate the kv-store does not even complete the handshake.
+  auto plain = v1::KvStore::NewStub(
+      grpc::CreateChannel(j["kvstore"].get<std::string>(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext plain_ctx;
+  plain_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::CreateSequenceResponse refused;
+  EXPECT_FALSE(plain->CreateSequence(&plain_ctx, {}, &refused).ok());
   const std::vector<int> prompt = {1, 40, 41, 42};
   ExpectSameGeneration(Extend(*router, Request(created.sequence_id(), prompt, 8)),
                        Reference(kModel, prompt, 8), "through arbor up");
@@ -532,7 +543,8 @@ TEST(ArborUpTest, StopsEveryChildWhenItsParentDies) {
   testing::ChildProcess shell(
       {"/bin/sh", "-c",
        absl::StrCat("'", ARBOR_CLI_BIN, "' up --ports=auto --model='", kModel,
-                    "' --workers=1 --ready_file='", ready, "' --log_dir='", dir, "'; true")},
+                    "' --workers=1 --ready_file='", ready, "' --log_dir='", dir, "' --data_dir='",
+                    dir, "'; true")},
       dir + "/up.log");
   ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(ready); }, std::chrono::seconds(90)))
       << "see " << dir;

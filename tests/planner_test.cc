@@ -19,8 +19,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "arbor/common/process.h"
-#include "arbor/search/task_language.h"
 #include "arbor/rpc/service_main.h"
+#include "arbor/search/task_language.h"
 #include "arbor/statestore/redis_server_for_test.h"
 #include "arbor/v1/kvstore.grpc.pb.h"
 #include "arbor/v1/planner.grpc.pb.h"
@@ -46,7 +46,8 @@ class PlannerMesh {
     up_ = std::make_unique<testing::ChildProcess>(
         std::vector<std::string>{ARBOR_CLI_BIN, "up", "--ports=auto", "--model=" + kModel,
                                  "--with_planner=false", "--ready_file=" + ready,
-                                 "--log_dir=" + dir_, "--redis_url=" + redis_url},
+                                 "--log_dir=" + dir_, "--redis_url=" + redis_url,
+                                 "--data_dir=" + dir_, "--insecure"},
         dir_ + "/up.log");
     if (!WaitFor([&] { return std::filesystem::exists(ready); }, std::chrono::seconds(90))) return;
     std::ifstream in(ready);
@@ -67,7 +68,7 @@ class PlannerMesh {
         std::vector<std::string>{ARBOR_PLANNER_BIN, "--model=" + kModel,
                                  "--address=" + planner_address_,
                                  absl::StrCat("--metrics_address=127.0.0.1:", FreeLoopbackPort()),
-                                 "--kvstore=" + kvstore_, "--router=" + router_},
+                                 "--kvstore=" + kvstore_, "--router=" + router_, "--insecure"},
         dir_ + "/planner.log");
     if (!planner_->WaitServing(planner_address_, std::chrono::seconds(60)).ok()) return false;
     stub_ = v1::Planner::NewStub(
@@ -288,6 +289,53 @@ TEST(PlannerTest, CancelMidTaskReleasesItsKv) {
   grpc::ClientContext ctx;
   ASSERT_TRUE(mesh.planner().GetTask(&ctx, get, &task).ok());
   EXPECT_EQ(task.status(), v1::TASK_STATUS_CANCELLED);
+}
+
+// A Solve whose client goes away ends its task (CANCELLED, KV released) unless it asked to run
+// detached; a detached task runs on for WatchTask to follow.
+TEST(PlannerTest, AClientThatLeavesEndsItsTaskUnlessDetached) {
+  PlannerMesh mesh;
+  ASSERT_TRUE(mesh.ok()) << "see " << mesh.dir();
+  auto leave_after_first_event = [&](v1::SolveRequest req) {
+    grpc::ClientContext ctx;
+    auto stream = mesh.planner().Solve(&ctx, req);
+    v1::SolveEvent e;
+    EXPECT_TRUE(stream->Read(&e));
+    ctx.TryCancel();
+    while (stream->Read(&e)) {
+    }
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  };
+  auto status_of = [&](const std::string& id) {
+    v1::GetTaskRequest get;
+    get.set_task_id(id);
+    v1::Task task;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(mesh.planner().GetTask(&ctx, get, &task).ok());
+    return task.status();
+  };
+  v1::SolveRequest req = Bfs(2, 4, 6, 48);
+  req.set_task_id("leaver");
+  leave_after_first_event(req);
+  EXPECT_TRUE(WaitFor([&] { return status_of("leaver") == v1::TASK_STATUS_CANCELLED; },
+                      std::chrono::seconds(60)));
+  EXPECT_TRUE(
+      WaitFor([&] { return mesh.Stats().live_sequences() == 0; }, std::chrono::seconds(30)));
+
+  req = Bfs(1, 2, 2, 4);
+  req.set_task_id("stayer");
+  req.set_detached(true);
+  leave_after_first_event(req);
+  v1::WatchTaskRequest watch;
+  watch.set_task_id("stayer");
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  auto stream = mesh.planner().WatchTask(&ctx, watch);
+  v1::SolveEvent e, last;
+  while (stream->Read(&e)) last = e;
+  ASSERT_TRUE(stream->Finish().ok());
+  EXPECT_TRUE(last.has_result());
+  EXPECT_EQ(status_of("stayer"), v1::TASK_STATUS_SUCCEEDED);
 }
 
 TEST(PlannerTest, HundredTasksLeaveNothingBehind) {

@@ -144,6 +144,11 @@ grpc::ServerUnaryReactor* ExpertWorkerService::RunExperts(grpc::CallbackServerCo
                                                           const v1::RunExpertsRequest* req,
                                                           v1::RunExpertsResponse* resp) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  if (absl::Status st = limits_.peers.Check(*ctx, {rpc::Role::kRouter}, "RunExperts"); !st.ok()) {
+    rpc_metrics_.Record("RunExperts", st, 0);
+    reactor->Finish(rpc::ToGrpcStatus(st));
+    return reactor;
+  }
   pool_.Schedule([this, ctx, req, resp, reactor] {
     const auto t0 = std::chrono::steady_clock::now();
     const absl::Status st =
@@ -157,6 +162,12 @@ grpc::ServerUnaryReactor* ExpertWorkerService::RunExperts(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* ExpertWorkerService::Describe(grpc::CallbackServerContext* ctx,
                                                         const v1::DescribeRequest*,
                                                         v1::DescribeResponse* resp) {
+  if (absl::Status st = limits_.peers.Check(*ctx, {rpc::Role::kRouter}, "Describe"); !st.ok()) {
+    rpc_metrics_.Record("Describe", st, 0);
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    reactor->Finish(rpc::ToGrpcStatus(st));
+    return reactor;
+  }
   const model::ModelConfig& c = weights_->config();
   resp->set_model(model_name_);
   for (const model::ExpertKey& k : weights_->experts_loaded()) {

@@ -13,6 +13,7 @@
 #include "arbor/engine/expert_backend.h"
 #include "arbor/model/weights.h"
 #include "arbor/rpc/rpc_metrics.h"
+#include "arbor/rpc/tls.h"
 #include "arbor/v1/expert.grpc.pb.h"
 #include "prometheus/counter.h"
 #include "prometheus/registry.h"
@@ -23,6 +24,7 @@ struct ExpertWorkerLimits {
   int max_rows = 2048;          // rows in one RunExperts, and the most one expert gets
   int threads = 2;              // handler pool
   std::string backend = "cpu";  // auto, cpu or cuda (engine::CreateExpertBackend)
+  rpc::PeerRoles peers;         // with mTLS, routers only (tls.h)
 };
 
 class ExpertWorkerService final : public arbor::v1::ExpertWorker::CallbackService {

@@ -61,7 +61,8 @@ int main(int argc, char** argv) {
       weights->get(), std::filesystem::path(dir).filename().string(),
       {.max_rows = absl::GetFlag(FLAGS_max_rows),
        .threads = absl::GetFlag(FLAGS_threads),
-       .backend = backend},
+       .backend = backend,
+       .peers = arbor::rpc::PeerRolesFromFlags()},
       *registry);
   if (!service.ok()) {
     spdlog::error("--backend={}: {}", backend, service.status().ToString());

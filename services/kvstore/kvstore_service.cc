@@ -1,8 +1,10 @@
 #include "kvstore_service.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "arbor/common/clock.h"
@@ -13,6 +15,27 @@
 #include "spdlog/spdlog.h"
 
 namespace arbor::kvstore {
+namespace {
+
+absl::Status UnknownSeq(kvcache::SeqId seq) {
+  return absl::NotFoundError(absl::StrCat("sequence ", seq, " unknown or released"));
+}
+
+absl::Status CheckTenantField(const std::string& tenant) {
+  if (tenant.size() > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tenant of ", tenant.size(), " bytes, at most 64"));
+  }
+  return absl::OkStatus();
+}
+
+// Owners are per tenant: the same tag of two tenants names two sets of sequences.
+std::string OwnerKey(const std::string& tenant, const std::string& owner) {
+  return absl::StrCat(tenant.size(), ":", tenant, owner);
+}
+
+}  // namespace
+
 KvStoreService::KvStoreService(kvcache::KvTree* tree, statestore::StateStore* state,
                                const KvStoreLimits& limits, prometheus::Registry& registry)
     : tree_(tree),
@@ -47,10 +70,22 @@ void KvStoreService::UpdateGauges() {
   live_sequences_.Set(s.live_sequences);
 }
 
+absl::Status KvStoreService::CheckCaller(const grpc::CallbackServerContext& ctx,
+                                         const char* method) const {
+  using rpc::Role;
+  if (absl::EndsWith(method, "State")) return limits_.peers.Check(ctx, {Role::kPlanner}, method);
+  return limits_.peers.Check(ctx, {Role::kRouter, Role::kPlanner, Role::kOperator}, method);
+}
+
 template <typename Fn>
 grpc::ServerUnaryReactor* KvStoreService::Run(grpc::CallbackServerContext* ctx, const char* method,
                                               Fn fn) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  if (absl::Status st = CheckCaller(*ctx, method); !st.ok()) {
+    Record(method, st, 0);
+    reactor->Finish(rpc::ToGrpcStatus(st));
+    return reactor;
+  }
   pool_.Schedule([this, ctx, reactor, method, fn = std::move(fn)]() mutable {
     const auto t0 = std::chrono::steady_clock::now();
     absl::Status status =
@@ -72,6 +107,40 @@ absl::Status KvStoreService::CheckTokens(const google::protobuf::RepeatedField<i
   return absl::OkStatus();
 }
 
+absl::Status KvStoreService::CheckOwn(kvcache::SeqId seq, const std::string& tenant) const {
+  auto it = tenant_of_.find(seq);
+  if (it == tenant_of_.end() || it->second != tenant) return UnknownSeq(seq);
+  return absl::OkStatus();
+}
+
+absl::Status KvStoreService::CheckRoom(const std::string& tenant, int more) const {
+  if (limits_.max_sequences_per_tenant <= 0) return absl::OkStatus();
+  auto it = live_of_tenant_.find(tenant);
+  const int live = it == live_of_tenant_.end() ? 0 : it->second;
+  if (live + more > limits_.max_sequences_per_tenant) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "tenant \"", tenant, "\" holds ", live, " live sequences; ", more,
+        " more would pass its limit (--max_sequences_per_tenant=", limits_.max_sequences_per_tenant,
+        ")"));
+  }
+  return absl::OkStatus();
+}
+
+void KvStoreService::Adopt(kvcache::SeqId seq, const std::string& tenant,
+                           const std::string& owner_key) {
+  versions_[seq] = 1;
+  tenant_of_[seq] = tenant;
+  ++live_of_tenant_[tenant];
+  if (!owner_key.empty()) {
+    owner_of_[seq] = owner_key;
+    owned_[owner_key].insert(seq);
+  }
+}
+
+uint64_t KvStoreService::SaltOf(const std::string& tenant) const {
+  return limits_.share_prefix_across_tenants ? 0 : kvcache::PrefixSalt(tenant);
+}
+
 grpc::ServerUnaryReactor* KvStoreService::CreateSequence(grpc::CallbackServerContext* ctx,
                                                          const v1::CreateSequenceRequest* req,
                                                          v1::CreateSequenceResponse* resp) {
@@ -81,17 +150,16 @@ grpc::ServerUnaryReactor* KvStoreService::CreateSequence(grpc::CallbackServerCon
       return absl::InvalidArgumentError(
           absl::StrCat("owner of ", req->owner().size(), " bytes, at most 256"));
     }
-    ARBOR_ASSIGN_OR_RETURN(kvcache::KvTree::Created created,
-                           tree_->CreateSequence(absl::MakeConstSpan(
-                               req->prompt_token_ids().data(), req->prompt_token_ids().size())));
-    {
-      absl::MutexLock lock(&mu_);
-      versions_[created.seq] = 1;
-      if (!req->owner().empty()) {
-        owner_of_[created.seq] = req->owner();
-        owned_[req->owner()].insert(created.seq);
-      }
-    }
+    ARBOR_RETURN_IF_ERROR(CheckTenantField(req->tenant()));
+    absl::MutexLock lock(&mu_);
+    ARBOR_RETURN_IF_ERROR(CheckRoom(req->tenant(), 1));
+    ARBOR_ASSIGN_OR_RETURN(
+        kvcache::KvTree::Created created,
+        tree_->CreateSequence(
+            absl::MakeConstSpan(req->prompt_token_ids().data(), req->prompt_token_ids().size()),
+            SaltOf(req->tenant())));
+    Adopt(created.seq, req->tenant(),
+          req->owner().empty() ? "" : OwnerKey(req->tenant(), req->owner()));
     resp->set_sequence_id(created.seq);
     resp->set_reused_tokens(created.reused_tokens);
     resp->set_version(1);
@@ -108,19 +176,15 @@ grpc::ServerUnaryReactor* KvStoreService::Fork(grpc::CallbackServerContext* ctx,
       return absl::InvalidArgumentError(
           absl::StrCat("n ", req->n(), " out of range [1, ", tree_->options().max_fork, "]"));
     }
+    ARBOR_RETURN_IF_ERROR(CheckTenantField(req->tenant()));
     std::vector<kvcache::SeqId> kids(req->n());
+    absl::MutexLock lock(&mu_);
+    ARBOR_RETURN_IF_ERROR(CheckOwn(req->sequence_id(), req->tenant()));
+    ARBOR_RETURN_IF_ERROR(CheckRoom(req->tenant(), req->n()));
     ARBOR_RETURN_IF_ERROR(tree_->Fork(req->sequence_id(), req->n(), kids.data()));
-    {
-      absl::MutexLock lock(&mu_);
-      for (kvcache::SeqId k : kids) versions_[k] = 1;
-      if (auto it = owner_of_.find(req->sequence_id()); it != owner_of_.end()) {
-        const std::string owner = it->second;
-        for (kvcache::SeqId k : kids) {
-          owner_of_[k] = owner;
-          owned_[owner].insert(k);
-        }
-      }
-    }
+    auto it = owner_of_.find(req->sequence_id());
+    const std::string owner_key = it == owner_of_.end() ? "" : it->second;
+    for (kvcache::SeqId k : kids) Adopt(k, req->tenant(), owner_key);
     for (kvcache::SeqId k : kids) resp->add_sequence_ids(k);
     forks_.Increment();
     UpdateGauges();
@@ -137,13 +201,13 @@ grpc::ServerUnaryReactor* KvStoreService::Release(grpc::CallbackServerContext* c
                                                      req->sequence_ids_size(), " ids, allowed [1, ",
                                                      limits_.max_release_ids, "]"));
     }
+    ARBOR_RETURN_IF_ERROR(CheckTenantField(req->tenant()));
+    absl::MutexLock lock(&mu_);
     for (kvcache::SeqId id : req->sequence_ids()) {
-      if (!tree_->Release(id).ok()) {
+      if (!CheckOwn(id, req->tenant()).ok() || !tree_->Release(id).ok()) {
         resp->add_unknown_ids(id);
         continue;
       }
-      absl::MutexLock lock(&mu_);
-      versions_.erase(id);
       Disown(id);
     }
     UpdateGauges();
@@ -152,6 +216,13 @@ grpc::ServerUnaryReactor* KvStoreService::Release(grpc::CallbackServerContext* c
 }
 
 void KvStoreService::Disown(kvcache::SeqId seq) {
+  versions_.erase(seq);
+  if (auto t = tenant_of_.find(seq); t != tenant_of_.end()) {
+    if (auto n = live_of_tenant_.find(t->second); n != live_of_tenant_.end() && --n->second <= 0) {
+      live_of_tenant_.erase(n);
+    }
+    tenant_of_.erase(t);
+  }
   auto it = owner_of_.find(seq);
   if (it == owner_of_.end()) return;
   auto set = owned_.find(it->second);
@@ -170,14 +241,14 @@ grpc::ServerUnaryReactor* KvStoreService::ReleaseOwner(grpc::CallbackServerConte
       return absl::InvalidArgumentError(
           absl::StrCat("owner of ", req->owner().size(), " bytes out of range [1, 256]"));
     }
+    ARBOR_RETURN_IF_ERROR(CheckTenantField(req->tenant()));
     absl::MutexLock lock(&mu_);
-    auto it = owned_.find(req->owner());
+    auto it = owned_.find(OwnerKey(req->tenant(), req->owner()));
     if (it == owned_.end()) return absl::OkStatus();
     const std::vector<kvcache::SeqId> seqs(it->second.begin(), it->second.end());
     int released = 0;
     for (kvcache::SeqId seq : seqs) {
       released += tree_->Release(seq).ok();
-      versions_.erase(seq);
       Disown(seq);
     }
     resp->set_released(released);
@@ -191,7 +262,9 @@ grpc::ServerUnaryReactor* KvStoreService::GetPath(grpc::CallbackServerContext* c
                                                   v1::GetPathResponse* resp) {
   return Run(ctx, "GetPath", [this, req, resp]() -> absl::Status {
     // Under the commit lock: path, tokens and version are one snapshot.
+    ARBOR_RETURN_IF_ERROR(CheckTenantField(req->tenant()));
     absl::MutexLock lock(&mu_);
+    ARBOR_RETURN_IF_ERROR(CheckOwn(req->sequence_id(), req->tenant()));
     std::vector<kvcache::PathEntry> path;
     ARBOR_RETURN_IF_ERROR(tree_->Path(req->sequence_id(), &path));
     for (const kvcache::PathEntry& e : path) {
@@ -215,8 +288,13 @@ grpc::ServerUnaryReactor* KvStoreService::GetPath(grpc::CallbackServerContext* c
 // Streams the requested segment ranges in chunks of at most read_chunk_tokens tokens.
 class KvStoreService::SegmentReader : public grpc::ServerWriteReactor<v1::SegmentChunk> {
  public:
-  SegmentReader(KvStoreService* service, const v1::ReadSegmentsRequest* req)
+  SegmentReader(KvStoreService* service, const v1::ReadSegmentsRequest* req,
+                const absl::Status& caller)
       : service_(service), req_(req), t0_(std::chrono::steady_clock::now()) {
+    if (!caller.ok()) {
+      Done(caller);
+      return;
+    }
     if (req->segments_size() < 1 || req->segments_size() > service->limits_.max_read_ranges) {
       Done(absl::InvalidArgumentError(absl::StrCat("segments holds ", req->segments_size(),
                                                    " ranges, allowed [1, ",
@@ -235,6 +313,10 @@ class KvStoreService::SegmentReader : public grpc::ServerWriteReactor<v1::Segmen
             absl::StrCat("segments[", i, "].length ", r.length(), " is not positive")));
         return;
       }
+    }
+    if (absl::Status st = service->CheckReadable(*req); !st.ok()) {
+      Done(st);
+      return;
     }
     Next();
   }
@@ -287,7 +369,36 @@ class KvStoreService::SegmentReader : public grpc::ServerWriteReactor<v1::Segmen
 
 grpc::ServerWriteReactor<v1::SegmentChunk>* KvStoreService::ReadSegments(
     grpc::CallbackServerContext* ctx, const v1::ReadSegmentsRequest* req) {
-  return new SegmentReader(this, req);
+  return new SegmentReader(this, req, CheckCaller(*ctx, "ReadSegments"));
+}
+
+absl::Status KvStoreService::CheckReadable(const v1::ReadSegmentsRequest& req) {
+  ARBOR_RETURN_IF_ERROR(CheckTenantField(req.tenant()));
+  if (req.sequence_id() == 0) {
+    return absl::InvalidArgumentError("sequence_id is required (the sequence whose path is read)");
+  }
+  absl::MutexLock lock(&mu_);
+  ARBOR_RETURN_IF_ERROR(CheckOwn(req.sequence_id(), req.tenant()));
+  std::vector<kvcache::PathEntry> path;
+  ARBOR_RETURN_IF_ERROR(tree_->Path(req.sequence_id(), &path));
+  for (int i = 0; i < req.segments_size(); ++i) {
+    const auto& r = req.segments(i);
+    auto on_path = std::find_if(path.begin(), path.end(), [&](const kvcache::PathEntry& e) {
+      return e.segment == r.segment_id();
+    });
+    if (on_path == path.end()) {
+      return absl::NotFoundError(absl::StrCat("segments[", i, "]: segment ", r.segment_id(),
+                                              " is not on sequence ", req.sequence_id(),
+                                              "'s path"));
+    }
+    if (static_cast<int64_t>(r.first()) + r.length() > on_path->length) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "segments[", i, "]: tokens [", r.first(), ", ",
+          static_cast<int64_t>(r.first()) + r.length(), ") pass the ", on_path->length,
+          " tokens of segment ", r.segment_id(), " on sequence ", req.sequence_id(), "'s path"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status KvStoreService::DoCommit(const v1::CommitRequest& req, v1::CommitResponse* resp) {
@@ -295,12 +406,13 @@ absl::Status KvStoreService::DoCommit(const v1::CommitRequest& req, v1::CommitRe
   const int n = req.token_ids_size();
   if (n < 1) return absl::InvalidArgumentError("token_ids is empty");
   ARBOR_RETURN_IF_ERROR(CheckTokens(req.token_ids(), "token_ids"));
+  ARBOR_RETURN_IF_ERROR(CheckTenantField(req.tenant()));
   ARBOR_RETURN_IF_ERROR(mesh::CheckKv(req.kv(), l, n, "kv").status());
+  ARBOR_RETURN_IF_ERROR(mesh::CheckKvFinite(req.kv(), "kv"));
   absl::MutexLock lock(&mu_);
+  ARBOR_RETURN_IF_ERROR(CheckOwn(req.sequence_id(), req.tenant()));
   auto it = versions_.find(req.sequence_id());
-  if (it == versions_.end()) {
-    return absl::NotFoundError(absl::StrCat("sequence ", req.sequence_id(), " unknown"));
-  }
+  if (it == versions_.end()) return UnknownSeq(req.sequence_id());
   if (it->second != req.expected_version()) {
     return absl::AbortedError(absl::StrCat("sequence ", req.sequence_id(), " is at version ",
                                            it->second, ", not the expected ",

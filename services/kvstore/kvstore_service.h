@@ -2,6 +2,10 @@
 // streamed reads of segment KV, atomic versioned commits) and the planner's state store, over
 // gRPC. A thin shell: validation and status mapping here, the work in libs/kvcache and
 // libs/statestore. Handlers run on an owned thread pool, never on gRPC's callback threads.
+//
+// Tenants (kvstore.proto): every sequence records the tenant that created it; a call naming
+// another tenant finds nothing (NOT_FOUND, the same words as an unknown id). Prompt prefixes
+// are reused within a tenant only (the tree's prefix salt), unless limits say to share them.
 #pragma once
 
 #include <memory>
@@ -13,6 +17,7 @@
 #include "arbor/common/thread_pool.h"
 #include "arbor/kvcache/kv_tree.h"
 #include "arbor/rpc/rpc_metrics.h"
+#include "arbor/rpc/tls.h"
 #include "arbor/statestore/state_store.h"
 #include "arbor/v1/kvstore.grpc.pb.h"
 #include "prometheus/counter.h"
@@ -28,6 +33,13 @@ struct KvStoreLimits {
   int read_chunk_tokens = 256;  // tokens per streamed SegmentChunk
   int max_list_keys = 10000;    // ListState limit
   int threads = 4;              // handler pool
+  // Live sequences one tenant may hold at once; 0 = no limit beyond the KV pool.
+  int max_sequences_per_tenant = 0;
+  // Reuse prompt prefixes across tenants (a single-tenant deployment): one salt for all.
+  bool share_prefix_across_tenants = false;
+  // With mTLS, who may call (tls.h): KV and Stats routers, planners and operators, the state
+  // store planners only.
+  rpc::PeerRoles peers;
 };
 
 class KvStoreService final : public arbor::v1::KvStore::CallbackService {
@@ -78,11 +90,23 @@ class KvStoreService final : public arbor::v1::KvStore::CallbackService {
   template <typename Fn>
   grpc::ServerUnaryReactor* Run(grpc::CallbackServerContext* ctx, const char* method, Fn fn);
   void Record(const char* method, const absl::Status& status, double seconds);
+  // OK when the caller's certificate role may call `method`.
+  absl::Status CheckCaller(const grpc::CallbackServerContext& ctx, const char* method) const;
   void UpdateGauges();
 
   absl::Status DoCommit(const v1::CommitRequest& req, v1::CommitResponse* resp);
+  // OK when every range of `req` lies on its sequence's path and the sequence is its tenant's.
+  absl::Status CheckReadable(const v1::ReadSegmentsRequest& req);
   absl::Status CheckTokens(const google::protobuf::RepeatedField<int32_t>& ids,
                            const char* field) const;
+  // OK when `seq` is live and `tenant`'s; NOT_FOUND otherwise, in the same words either way.
+  absl::Status CheckOwn(kvcache::SeqId seq, const std::string& tenant) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // RESOURCE_EXHAUSTED when `tenant` cannot hold `more` more live sequences.
+  absl::Status CheckRoom(const std::string& tenant, int more) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void Adopt(kvcache::SeqId seq, const std::string& tenant, const std::string& owner)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint64_t SaltOf(const std::string& tenant) const;
 
   kvcache::KvTree* tree_;
   statestore::StateStore* state_;
@@ -92,9 +116,13 @@ class KvStoreService final : public arbor::v1::KvStore::CallbackService {
   // check to the new version, so they are atomic per sequence.
   absl::Mutex mu_;
   absl::flat_hash_map<kvcache::SeqId, uint64_t> versions_ ABSL_GUARDED_BY(mu_);
-  // Owner tags: sequence -> owner, owner -> its live sequences.
+  // The tenant of every live sequence, and how many each tenant holds.
+  absl::flat_hash_map<kvcache::SeqId, std::string> tenant_of_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, int> live_of_tenant_ ABSL_GUARDED_BY(mu_);
+  // Owner tags, per tenant (OwnerKey): sequence -> owner key, owner key -> its live sequences.
   absl::flat_hash_map<kvcache::SeqId, std::string> owner_of_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, absl::flat_hash_set<kvcache::SeqId>> owned_ ABSL_GUARDED_BY(mu_);
+  // Forgets a released sequence: its version, tenant and owner.
   void Disown(kvcache::SeqId seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   rpc::RpcMetrics rpc_metrics_;

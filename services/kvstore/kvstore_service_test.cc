@@ -3,6 +3,10 @@
 // state store on both backends, and the metrics endpoint.
 #include "kvstore_service.h"
 
+#include <cmath>
+#include <limits>
+#include <set>
+
 #include "arbor/rpc/http_get_for_test.h"
 #include "arbor/rpc/server_host.h"
 #include "arbor/statestore/redis_server_for_test.h"
@@ -73,6 +77,7 @@ class KvStoreServiceTest : public ::testing::Test {
     v1::GetPathResponse path;
     EXPECT_TRUE(Call(&v1::KvStore::Stub::GetPath, preq, &path).ok());
     v1::ReadSegmentsRequest req;
+    req.set_sequence_id(seq);
     for (const auto& s : path.segments()) {
       auto* r = req.add_segments();
       r->set_segment_id(s.segment_id());
@@ -160,6 +165,7 @@ TEST_F(KvStoreServiceTest, CommitForkReadAndRelease) {
     v1::GetPathResponse path;
     ASSERT_TRUE(Call(&v1::KvStore::Stub::GetPath, preq, &path).ok());
     v1::ReadSegmentsRequest req;
+    req.set_sequence_id(kids.sequence_ids(1));
     auto* r = req.add_segments();
     r->set_segment_id(path.segments(0).segment_id());
     r->set_first(2);
@@ -240,6 +246,12 @@ TEST_F(KvStoreServiceTest, BadInputNamesTheFieldAndTheServiceKeepsServing) {
   cases.push_back({bad_dtype, grpc::StatusCode::INVALID_ARGUMENT, "kv.dtype DTYPE_BF16"});
   cases.push_back({CommitOf(seq, 1, std::vector<int>(300, 1), 0), grpc::StatusCode::OUT_OF_RANGE,
                    "past max_seq_tokens 200"});
+  for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
+    auto poisoned = CommitOf(seq, 1, {1, 2}, 0);
+    reinterpret_cast<float*>(poisoned.mutable_kv()->mutable_data()->data())[37] = bad;
+    cases.push_back({poisoned, grpc::StatusCode::INVALID_ARGUMENT,
+                     "kv.data value 37 is " + std::string(std::isnan(bad) ? "nan" : "inf")});
+  }
   auto huge = CommitOf(seq, 1, {1}, 0);
   huge.mutable_kv()->mutable_data()->resize(2 << 20);  // over the 1 MiB message limit
   cases.push_back({huge, grpc::StatusCode::RESOURCE_EXHAUSTED, ""});
@@ -259,6 +271,7 @@ TEST_F(KvStoreServiceTest, BadInputNamesTheFieldAndTheServiceKeepsServing) {
   f.set_n(1);
   EXPECT_EQ(Call(&v1::KvStore::Stub::Fork, f, &fr).error_code(), grpc::StatusCode::NOT_FOUND);
   v1::ReadSegmentsRequest r;
+  r.set_sequence_id(seq);
   r.add_segments()->set_segment_id(777);
   r.mutable_segments(0)->set_length(1);
   grpc::ClientContext ctx;
@@ -267,7 +280,9 @@ TEST_F(KvStoreServiceTest, BadInputNamesTheFieldAndTheServiceKeepsServing) {
   EXPECT_FALSE(reader->Read(&chunk));
   const grpc::Status rs = reader->Finish();
   EXPECT_EQ(rs.error_code(), grpc::StatusCode::NOT_FOUND);
-  EXPECT_NE(rs.error_message().find("segments[0]"), std::string::npos);
+  EXPECT_NE(rs.error_message().find("segments[0]: segment 777 is not on sequence"),
+            std::string::npos)
+      << rs.error_message();
   for (auto [first, length, needle] :
        {std::tuple{-1, 1, "segments[0].first -1"}, std::tuple{0, 0, "segments[0].length 0"}}) {
     r.mutable_segments(0)->set_first(first);
@@ -352,6 +367,202 @@ TEST_F(KvStoreServiceTest, MetricsCountRequestsAndReportKvUsage) {
   EXPECT_NE(body.find("arbor_kvstore_kv_usage 0.03125"), std::string::npos);  // 2 of 64 blocks
   EXPECT_NE(body.find("arbor_kvstore_request_duration_seconds_bucket"), std::string::npos);
   EXPECT_NE(body.find("arbor_kvstore_committed_tokens_total 5"), std::string::npos);
+}
+
+// Tenants: tenant B names tenant A's sequence in every KV call and finds nothing (NOT_FOUND in
+// the words an unknown id gets), changes nothing, and A's sequence still works; ids are random.
+TEST_F(KvStoreServiceTest, ATenantCannotSeeOrTouchAnothersSequences) {
+  v1::CreateSequenceRequest create;
+  create.set_tenant("a");
+  create.set_owner("planner/task/a/t1");
+  v1::CreateSequenceResponse a;
+  ASSERT_TRUE(Call(&v1::KvStore::Stub::CreateSequence, create, &a).ok());
+  const uint64_t seq = a.sequence_id();
+  auto commit = CommitOf(seq, 1, {1, 2, 3, 4, 5}, 0);
+  commit.set_tenant("a");
+  v1::CommitResponse c;
+  ASSERT_TRUE(Call(&v1::KvStore::Stub::Commit, commit, &c).ok());
+  const std::string unknown = absl::StrCat("sequence ", seq, " unknown or released");
+
+  for (const std::string& tenant : {std::string("b"), std::string("")}) {
+    v1::GetPathRequest path;
+    path.set_sequence_id(seq);
+    path.set_include_token_ids(true);
+    path.set_tenant(tenant);
+    v1::GetPathResponse pr;
+    grpc::Status st = Call(&v1::KvStore::Stub::GetPath, path, &pr);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND);
+    EXPECT_EQ(st.error_message(), unknown);
+    EXPECT_EQ(pr.token_ids_size(), 0);
+
+    v1::ForkRequest fork;
+    fork.set_sequence_id(seq);
+    fork.set_n(2);
+    fork.set_tenant(tenant);
+    v1::ForkResponse fr;
+    st = Call(&v1::KvStore::Stub::Fork, fork, &fr);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND);
+    EXPECT_EQ(st.error_message(), unknown);
+
+    auto append = CommitOf(seq, 2, {9}, 0);
+    append.set_tenant(tenant);
+    st = Call(&v1::KvStore::Stub::Commit, append, &c);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND);
+    EXPECT_EQ(st.error_message(), unknown);
+
+    v1::ReadSegmentsRequest read;
+    read.set_sequence_id(seq);
+    read.set_tenant(tenant);
+    read.add_segments()->set_segment_id(1);
+    read.mutable_segments(0)->set_length(1);
+    grpc::ClientContext ctx;
+    auto reader = stub_->ReadSegments(&ctx, read);
+    v1::SegmentChunk chunk;
+    EXPECT_FALSE(reader->Read(&chunk));
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+
+    v1::ReleaseRequest release;
+    release.add_sequence_ids(seq);
+    release.set_tenant(tenant);
+    v1::ReleaseResponse rr;
+    ASSERT_TRUE(Call(&v1::KvStore::Stub::Release, release, &rr).ok());
+    ASSERT_EQ(rr.unknown_ids_size(), 1);
+
+    v1::ReleaseOwnerRequest owner;
+    owner.set_owner("planner/task/a/t1");
+    owner.set_tenant(tenant);
+    v1::ReleaseOwnerResponse orr;
+    ASSERT_TRUE(Call(&v1::KvStore::Stub::ReleaseOwner, owner, &orr).ok());
+    EXPECT_EQ(orr.released(), 0);
+  }
+  // Nothing changed: A's sequence is whole, and A can still use it.
+  EXPECT_EQ(tree_->stats().live_sequences, 1);
+  EXPECT_EQ(tree_->Length(seq), 5);
+  v1::GetPathRequest path;
+  path.set_sequence_id(seq);
+  path.set_tenant("a");
+  v1::GetPathResponse pr;
+  ASSERT_TRUE(Call(&v1::KvStore::Stub::GetPath, path, &pr).ok());
+  EXPECT_EQ(pr.version(), 2u);
+  v1::ReleaseOwnerRequest owner;
+  owner.set_owner("planner/task/a/t1");
+  owner.set_tenant("a");
+  v1::ReleaseOwnerResponse orr;
+  ASSERT_TRUE(Call(&v1::KvStore::Stub::ReleaseOwner, owner, &orr).ok());
+  EXPECT_EQ(orr.released(), 1);
+}
+
+// A path's segments are read through that path's own sequence only, and only as far as the path
+// sees them: a sequence cannot read a sibling's leaf or past its fork point.
+TEST_F(KvStoreServiceTest, ReadsStayOnTheNamedSequencesPath) {
+  const uint64_t parent = NewSequence();
+  v1::CommitResponse c;
+  ASSERT_TRUE(Call(&v1::KvStore::Stub::Commit, CommitOf(parent, 1, {1, 2, 3}, 0), &c).ok());
+  v1::ForkRequest fork;
+  fork.set_sequence_id(parent);
+  fork.set_n(2);
+  v1::ForkResponse kids;
+  ASSERT_TRUE(Call(&v1::KvStore::Stub::Fork, fork, &kids).ok());
+  const uint64_t a = kids.sequence_ids(0), b = kids.sequence_ids(1);
+  ASSERT_TRUE(Call(&v1::KvStore::Stub::Commit, CommitOf(a, 1, {4, 5}, 0), &c).ok());
+  v1::GetPathRequest preq;
+  preq.set_sequence_id(a);
+  v1::GetPathResponse path;
+  ASSERT_TRUE(Call(&v1::KvStore::Stub::GetPath, preq, &path).ok());
+  ASSERT_EQ(path.segments_size(), 2);
+  auto read = [&](uint64_t seq, uint64_t segment, int first, int length) {
+    v1::ReadSegmentsRequest r;
+    r.set_sequence_id(seq);
+    auto* range = r.add_segments();
+    range->set_segment_id(segment);
+    range->set_first(first);
+    range->set_length(length);
+    grpc::ClientContext ctx;
+    auto reader = stub_->ReadSegments(&ctx, r);
+    v1::SegmentChunk chunk;
+    while (reader->Read(&chunk)) {
+    }
+    return reader->Finish();
+  };
+  EXPECT_TRUE(read(a, path.segments(1).segment_id(), 0, 2).ok());
+  EXPECT_EQ(read(b, path.segments(1).segment_id(), 0, 2).error_code(),
+            grpc::StatusCode::NOT_FOUND);                          // a's leaf is not on b's path
+  EXPECT_TRUE(read(b, path.segments(0).segment_id(), 0, 3).ok());  // the shared parent is
+  EXPECT_EQ(read(b, path.segments(0).segment_id(), 1, 3).error_code(),
+            grpc::StatusCode::OUT_OF_RANGE);
+  v1::ReadSegmentsRequest none;
+  none.add_segments()->set_segment_id(path.segments(0).segment_id());
+  none.mutable_segments(0)->set_length(1);
+  grpc::ClientContext ctx;
+  auto reader = stub_->ReadSegments(&ctx, none);
+  v1::SegmentChunk chunk;
+  EXPECT_FALSE(reader->Read(&chunk));
+  const grpc::Status st = reader->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("sequence_id is required"), std::string::npos);
+}
+
+// The prefix index is per tenant: B's identical prompt reuses nothing of A's KV (so A's prompt
+// cannot be probed, or A's KV poisoned for B), while A's second sequence reuses it.
+TEST_F(KvStoreServiceTest, PrefixReuseStaysWithinATenant) {
+  const std::vector<int> prompt = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+  auto create = [&](const std::string& tenant) {
+    v1::CreateSequenceRequest req;
+    req.set_tenant(tenant);
+    for (int t : prompt) req.add_prompt_token_ids(t);
+    v1::CreateSequenceResponse resp;
+    EXPECT_TRUE(Call(&v1::KvStore::Stub::CreateSequence, req, &resp).ok());
+    return resp;
+  };
+  const v1::CreateSequenceResponse first = create("a");
+  EXPECT_EQ(first.reused_tokens(), 0);
+  auto commit = CommitOf(first.sequence_id(), 1, prompt, 0);
+  commit.set_tenant("a");
+  v1::CommitResponse c;
+  ASSERT_TRUE(Call(&v1::KvStore::Stub::Commit, commit, &c).ok());
+  EXPECT_EQ(create("b").reused_tokens(), 0);
+  EXPECT_EQ(create("").reused_tokens(), 0);
+  EXPECT_EQ(create("a").reused_tokens(), 8);  // two whole 4-token blocks, never the last token
+}
+
+TEST(KvStoreTenantLimitsTest, LiveSequencesPerTenantAreBounded) {
+  auto tree = *kvcache::KvTree::Create(kLayout, 64, {.random_ids = true});
+  auto state = statestore::NewInMemoryStateStore();
+  auto registry = std::make_shared<prometheus::Registry>();
+  KvStoreService service(tree.get(), state.get(),
+                         {.vocab_size = 100, .max_sequences_per_tenant = 3}, *registry);
+  auto host = *rpc::ServerHost::Start({}, {&service}, registry);
+  auto stub = v1::KvStore::NewStub(
+      grpc::CreateChannel(host->address(), grpc::InsecureChannelCredentials()));
+  auto call = [&](auto method, const auto& req, auto* resp) {
+    grpc::ClientContext ctx;
+    return ((*stub).*method)(&ctx, req, resp);
+  };
+  v1::CreateSequenceRequest create;
+  create.set_tenant("a");
+  v1::CreateSequenceResponse a;
+  ASSERT_TRUE(call(&v1::KvStore::Stub::CreateSequence, create, &a).ok());
+  v1::ForkRequest fork;
+  fork.set_tenant("a");
+  fork.set_sequence_id(a.sequence_id());
+  fork.set_n(3);
+  v1::ForkResponse fr;
+  const grpc::Status over = call(&v1::KvStore::Stub::Fork, fork, &fr);
+  EXPECT_EQ(over.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(over.error_message().find("--max_sequences_per_tenant=3"), std::string::npos)
+      << over.error_message();
+  fork.set_n(2);
+  ASSERT_TRUE(call(&v1::KvStore::Stub::Fork, fork, &fr).ok());
+  // Another tenant has its own room.
+  create.set_tenant("b");
+  v1::CreateSequenceResponse b;
+  ASSERT_TRUE(call(&v1::KvStore::Stub::CreateSequence, create, &b).ok());
+  // Ids are random 64-bit values: not 1, 2, 3, ...
+  const std::set<uint64_t> ids = {a.sequence_id(), fr.sequence_ids(0), fr.sequence_ids(1),
+                                  b.sequence_id()};
+  EXPECT_EQ(ids.size(), 4u);
+  EXPECT_GT(*ids.rbegin(), uint64_t{1} << 32);
+  host->Shutdown();
 }
 
 }  // namespace

@@ -20,6 +20,10 @@ ABSL_FLAG(bool, prefix_cache, true, "reuse cached prompt prefixes");
 ABSL_FLAG(std::string, redis_url, "",
           "state store: redis://host:port[/db]; empty keeps state in memory");
 ABSL_FLAG(int, threads, 4, "handler threads");
+ABSL_FLAG(int, max_sequences_per_tenant, 0,
+          "live sequences one tenant may hold; 0 = no limit beyond the KV pool");
+ABSL_FLAG(bool, share_prefix_across_tenants, false,
+          "reuse cached prompt prefixes across tenants (a single-tenant deployment only)");
 
 int main(int argc, char** argv) {
   if (!arbor::rpc::InitServiceMain(argc, argv, "arbor-kvstore",
@@ -40,7 +44,8 @@ int main(int argc, char** argv) {
       arbor::kvcache::KvTree::Create(layout, layout.BlocksFor(absl::GetFlag(FLAGS_kv_cache_tokens)),
                                      {.max_fork = absl::GetFlag(FLAGS_max_fork),
                                       .max_seq_tokens = absl::GetFlag(FLAGS_max_seq_tokens),
-                                      .prefix_index = absl::GetFlag(FLAGS_prefix_cache)});
+                                      .prefix_index = absl::GetFlag(FLAGS_prefix_cache),
+                                      .random_ids = true});
   if (!tree.ok()) {
     spdlog::error("{}", tree.status().ToString());
     return 1;
@@ -59,7 +64,12 @@ int main(int argc, char** argv) {
   auto registry = std::make_shared<prometheus::Registry>();
   arbor::kvstore::KvStoreService service(
       tree->get(), state.get(),
-      {.vocab_size = config->vocab_size, .threads = absl::GetFlag(FLAGS_threads)}, *registry);
+      {.vocab_size = config->vocab_size,
+       .threads = absl::GetFlag(FLAGS_threads),
+       .max_sequences_per_tenant = absl::GetFlag(FLAGS_max_sequences_per_tenant),
+       .share_prefix_across_tenants = absl::GetFlag(FLAGS_share_prefix_across_tenants),
+       .peers = arbor::rpc::PeerRolesFromFlags()},
+      *registry);
   auto host =
       arbor::rpc::ServerHost::Start(arbor::rpc::ServerHostOptionsFromFlags(), {&service}, registry);
   if (!host.ok()) {

@@ -19,13 +19,40 @@ ABSL_FLAG(int, default_max_nodes, 200, "Budget.max_nodes when a request leaves i
 ABSL_FLAG(int64_t, default_max_tokens, 200000, "Budget.max_tokens when a request leaves it 0");
 ABSL_FLAG(int, io_threads, 64, "concurrent Extend calls, over all tasks");
 ABSL_FLAG(int, call_timeout_ms, 120000, "deadline of every kv-store and router call");
+ABSL_FLAG(std::string, tokens_file, "",
+          "the clients' bearer tokens (SHA-256 hash -> tenant and quotas; re-read when it "
+          "changes); required unless --insecure");
+ABSL_FLAG(bool, insecure, false,
+          "serve without authentication: any caller may name any tenant and see every task "
+          "(a laptop, never a shared deployment)");
 
 int main(int argc, char** argv) {
   if (!arbor::rpc::InitServiceMain(argc, argv, "arbor-planner",
                                    "arbor-planner: tree-of-thought search over the mesh",
                                    {.address = "127.0.0.1:50081",
                                     .metrics_address = "127.0.0.1:9121",
-                                    .max_message_mb = 64})) {
+                                    .max_message_mb = 64,
+                                    .client_certificates = false})) {
+    return 2;
+  }
+  std::unique_ptr<arbor::rpc::TokenAuthenticator> auth;
+  if (const std::string tokens = absl::GetFlag(FLAGS_tokens_file); !tokens.empty()) {
+    if (absl::GetFlag(FLAGS_insecure)) {
+      spdlog::error("--tokens_file and --insecure contradict each other; pick one");
+      return 2;
+    }
+    auto opened = arbor::rpc::TokenAuthenticator::Open(tokens);
+    if (!opened.ok()) {
+      spdlog::error("--tokens_file: {}", opened.status().ToString());
+      return 2;
+    }
+    auth = *std::move(opened);
+  } else if (absl::GetFlag(FLAGS_insecure)) {
+    spdlog::warn(
+        "INSECURE: --insecure serves every caller without authentication; any client can name "
+        "any tenant and read, watch and cancel every task. Use --tokens_file on a shared mesh.");
+  } else {
+    spdlog::error("--tokens_file is required (or --insecure for an unauthenticated laptop mesh)");
     return 2;
   }
   auto kv_channel = arbor::mesh::NewChannel(absl::GetFlag(FLAGS_kvstore));
@@ -43,7 +70,8 @@ int main(int argc, char** argv) {
        .default_max_nodes = absl::GetFlag(FLAGS_default_max_nodes),
        .default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens),
        .io_threads = absl::GetFlag(FLAGS_io_threads),
-       .call_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_call_timeout_ms))},
+       .call_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_call_timeout_ms)),
+       .auth = auth.get()},
       *registry);
   if (!service.ok()) {
     spdlog::error("{}", service.status().ToString());

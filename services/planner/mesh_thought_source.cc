@@ -39,6 +39,7 @@ absl::Status MeshThoughtSource::CheckCancelled() const {
 absl::StatusOr<uint64_t> MeshThoughtSource::CreateRoot(const std::string& owner) {
   v1::CreateSequenceRequest create;
   create.set_owner(owner);
+  create.set_tenant(options_.tenant);
   ARBOR_ASSIGN_OR_RETURN(const v1::CreateSequenceResponse created,
                          kv_->CreateSequence(create, options_.deadline));
   v1::ExtendRequest req;
@@ -49,13 +50,14 @@ absl::StatusOr<uint64_t> MeshThoughtSource::CreateRoot(const std::string& owner)
   ARBOR_RETURN_IF_ERROR(out[0].status);
   ARBOR_ASSIGN_OR_RETURN(
       const v1::GetPathResponse path,
-      kv_->GetPath(created.sequence_id(), /*token_ids=*/true, options_.deadline));
+      kv_->GetPath(created.sequence_id(), /*token_ids=*/true, options_.deadline, options_.tenant));
   ids_[created.sequence_id()].assign(path.token_ids().begin(), path.token_ids().end());
   return created.sequence_id();
 }
 
 absl::StatusOr<bool> MeshThoughtSource::Exists(uint64_t seq) {
-  absl::StatusOr<v1::GetPathResponse> path = kv_->GetPath(seq, false, options_.deadline);
+  absl::StatusOr<v1::GetPathResponse> path =
+      kv_->GetPath(seq, false, options_.deadline, options_.tenant);
   if (absl::IsNotFound(path.status())) return false;
   if (!path.ok()) return path.status();
   return true;
@@ -65,6 +67,7 @@ absl::StatusOr<uint64_t> MeshThoughtSource::Rebuild(const std::vector<int>& toke
                                                     const std::string& owner) {
   v1::CreateSequenceRequest req;
   req.set_owner(owner);
+  req.set_tenant(options_.tenant);
   req.mutable_prompt_token_ids()->Add(tokens.begin(), tokens.end());
   ARBOR_ASSIGN_OR_RETURN(const v1::CreateSequenceResponse created,
                          kv_->CreateSequence(req, options_.deadline));
@@ -94,7 +97,17 @@ std::vector<MeshThoughtSource::Generated> MeshThoughtSource::ExtendAll(
     pool_->Schedule([this, &reqs, &out, &done, i] {
       Generated& g = out[i];
       double sum = 0;
-      g.status = router_->Extend(reqs[i], options_.deadline, [&](const v1::ExtendEvent& e) {
+      v1::ExtendRequest req = reqs[i];
+      req.set_tenant(options_.tenant);
+      // A cancelled task starts no more Extends and stops those running at their next token
+      // (the router drops a cancelled Extend within its step), not at the end of the round.
+      if (absl::Status st = CheckCancelled(); !st.ok()) {
+        g.status = st;
+        done.DecrementCount();
+        return;
+      }
+      g.status = router_->Extend(req, options_.deadline, [&](const v1::ExtendEvent& e) {
+        if (is_cancelled_ && is_cancelled_()) return false;
         if (e.has_token()) {
           if (g.ids.empty()) {
             for (const v1::TokenLogprob& t : e.token().top_logprobs()) {
@@ -126,7 +139,8 @@ absl::StatusOr<std::vector<std::vector<search::Proposal>>> MeshThoughtSource::Pr
   ARBOR_RETURN_IF_ERROR(CheckCancelled());
   std::vector<std::vector<uint64_t>> kids;
   for (const search::SearchNode* p : parents) {
-    ARBOR_ASSIGN_OR_RETURN(std::vector<uint64_t> k, kv_->Fork(p->handle, n, options_.deadline));
+    ARBOR_ASSIGN_OR_RETURN(std::vector<uint64_t> k,
+                           kv_->Fork(p->handle, n, options_.deadline, options_.tenant));
     kids.push_back(std::move(k));
   }
   std::vector<v1::ExtendRequest> reqs;
@@ -209,7 +223,8 @@ absl::StatusOr<std::vector<double>> MeshThoughtSource::Evaluate(
   std::vector<uint64_t> forks;
   std::vector<v1::ExtendRequest> reqs;
   for (const search::SearchNode* n : nodes) {
-    ARBOR_ASSIGN_OR_RETURN(std::vector<uint64_t> f, kv_->Fork(n->handle, k, options_.deadline));
+    ARBOR_ASSIGN_OR_RETURN(std::vector<uint64_t> f,
+                           kv_->Fork(n->handle, k, options_.deadline, options_.tenant));
     for (uint64_t seq : f) {
       v1::ExtendRequest req;
       req.set_sequence_id(seq);
@@ -294,11 +309,11 @@ absl::StatusOr<const std::map<int, float>*> MeshThoughtSource::LabelTokens() {
 // Releases run whatever the task's deadline (a task that ran out of time still gives its KV
 // back): only the client's own timeout bounds them.
 absl::Status MeshThoughtSource::ReleaseOwner(const std::string& owner) {
-  return kv_->ReleaseOwner(owner, mesh::kNoDeadline).status();
+  return kv_->ReleaseOwner(owner, mesh::kNoDeadline, options_.tenant).status();
 }
 
 absl::Status MeshThoughtSource::Release(const std::vector<uint64_t>& seqs) {
-  return kv_->Release(seqs, mesh::kNoDeadline);
+  return kv_->Release(seqs, mesh::kNoDeadline, options_.tenant);
 }
 
 }  // namespace arbor::planner

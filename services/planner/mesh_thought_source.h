@@ -40,6 +40,8 @@ struct SourceOptions {
   float top_p = 1.0f;  // thoughts (and sampled values): nucleus mass in (0, 1]
   int max_thought_tokens = 64;
   uint64_t seed = 0;
+  // The tenant every kv-store and router call acts for (the task's).
+  std::string tenant;
   // Every call's deadline (the clients cap each call by their own timeout too).
   std::chrono::system_clock::time_point deadline = std::chrono::system_clock::time_point::max();
 };

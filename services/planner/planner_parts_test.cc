@@ -97,7 +97,7 @@ TEST(TaskCheckpointTest, ForgedTreesAreDataLossNotCrashes) {
   // A checkpoint stored under another task's key.
   EXPECT_EQ(
       ParseCheckpoint("planner/task/x", SmallCheckpoint().SerializeAsString()).status().message(),
-      "planner/task/x: request.task_id \"t1\" does not match the key");
+      "planner/task/x: request.task_id \"t1\" and request.tenant \"\" do not match the key");
 }
 
 std::shared_ptr<Task> NewTask(const std::string& id, const std::string& tenant) {

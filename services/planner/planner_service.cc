@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "arbor/common/clock.h"
+#include "arbor/common/random_id.h"
 #include "arbor/common/status_macros.h"
 #include "arbor/rpc/status.h"
 #include "arbor/search/search.h"
@@ -77,46 +78,98 @@ PlannerService::~PlannerService() {
       +[](int* live) { return *live == 0; }, &live_threads_));
 }
 
+absl::StatusOr<PlannerService::Caller> PlannerService::Authorize(
+    const grpc::CallbackServerContext& ctx) const {
+  if (options_.auth == nullptr) return Caller{};
+  absl::StatusOr<rpc::Identity> id = options_.auth->Authenticate(ctx.client_metadata());
+  if (!id.ok()) return id.status();
+  return Caller{.authenticated = true, .tenant = id->tenant, .quota = id->quota};
+}
+
+absl::StatusOr<std::shared_ptr<Task>> PlannerService::FindTask(
+    const grpc::CallbackServerContext& ctx, const std::string& id) const {
+  absl::StatusOr<Caller> caller = Authorize(ctx);
+  if (!caller.ok()) return caller.status();
+  std::shared_ptr<Task> task = registry_.Find(id, caller->scope());
+  if (task == nullptr) return UnknownTask(id);
+  return task;
+}
+
 PlanDefaults PlannerService::defaults() const {
   return {.max_nodes = options_.default_max_nodes, .max_tokens = options_.default_max_tokens};
 }
 
 void PlannerService::WriteCheckpoint(Task& task) {
-  if (auto st = state_->Put(TaskKey(task.id), task.CheckpointBytes()); !st.ok()) {
+  if (auto st = state_->Put(task.key, task.CheckpointBytes()); !st.ok()) {
     spdlog::warn("task={} checkpoint failed: {}", task.id, st.status().ToString());
   }
 }
 
 grpc::ServerWriteReactor<v1::SolveEvent>* PlannerService::Solve(grpc::CallbackServerContext* ctx,
                                                                 const v1::SolveRequest* req) {
-  auto stream = Task::Stream::Create();
+  // The task this call started, once it has one: a client that goes away (or whose deadline
+  // passes) cancels it unless it runs detached. Reattaching calls never cancel.
+  // `keep` owns the task for the callback; `started` publishes it once set.
+  auto started = std::make_shared<std::atomic<Task*>>(nullptr);
+  auto keep = std::make_shared<std::shared_ptr<Task>>();
+  auto stream = Task::Stream::Create([started, keep] {
+    if (Task* t = started->load()) t->cancel = true;
+  });
   const auto t0 = Clock::now();
   auto fail = [&](const absl::Status& st) {
     rpc_metrics_.Record("Solve", st, SecondsSince(t0));
     stream->Close(st);
     return stream.get();
   };
-  absl::StatusOr<TaskPlan> plan = PlanTask(*req, presets_, defaults());
+  absl::StatusOr<Caller> caller = Authorize(*ctx);
+  if (!caller.ok()) return fail(caller.status());
+  auto task = std::make_shared<Task>();
+  task->request = *req;
+  if (caller->authenticated) {
+    if (!req->tenant().empty() && req->tenant() != caller->tenant) {
+      return fail(absl::PermissionDeniedError(
+          "tenant: a call's tenant is its token's; leave the field empty"));
+    }
+    task->request.set_tenant(caller->tenant);
+  }
+  absl::StatusOr<TaskPlan> plan = PlanTask(task->request, presets_, defaults());
   if (!plan.ok()) return fail(plan.status());
+  if (absl::Status st = ApplyQuota(caller->quota, caller->tenant, req->budget(), &*plan);
+      !st.ok()) {
+    return fail(st);
+  }
+  task->tenant = task->request.tenant();
+  plan->source.tenant = task->tenant;
   if (!req->task_id().empty()) {
-    if (auto existing = registry_.Find(req->task_id())) {  // idempotent: attach to it
+    if (auto existing = registry_.Find(req->task_id(), task->tenant)) {  // attach to it
       existing->Attach(stream);
       return stream.get();
     }
   }
-  auto task = std::make_shared<Task>();
-  task->id = req->task_id().empty()
-                 ? absl::StrCat("t", std::chrono::system_clock::now().time_since_epoch().count(),
-                                "-", next_id_++)
-                 : req->task_id();
-  task->tenant = req->tenant();
-  task->request = *req;
+  // Unguessable unless the client names it: a task id is also how a client reattaches.
+  task->id = req->task_id().empty() ? absl::StrCat("t", RandomHex(12)) : req->task_id();
+  task->key = TaskKey(task->id, task->tenant);
   task->request.set_task_id(task->id);
   task->plan = *std::move(plan);
-  absl::StatusOr<TaskRegistry::Admitted> admitted = registry_.Admit(task);
+  if (task->plan.deadline_ms == 0 && !req->detached()) {
+    // deadline_ms 0 is the Solve's own deadline.
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        ctx->deadline() - std::chrono::system_clock::now());
+    if (left.count() < 3600000) {
+      task->plan.deadline_ms = static_cast<int>(std::max<int64_t>(1, left.count()));
+    }
+  }
+  absl::StatusOr<TaskRegistry::Admitted> admitted = registry_.Admit(task, caller->quota.max_tasks);
   if (!admitted.ok()) return fail(admitted.status());
   admitted->task->Attach(stream);  // a Solve of the same id may have won the race
-  if (admitted->is_new) Start(std::move(task), {});
+  if (admitted->is_new) {
+    if (!req->detached()) {
+      *keep = task;
+      started->store(task.get());
+      if (ctx->IsCancelled()) task->cancel = true;  // gone before we got here
+    }
+    Start(std::move(task), {});
+  }
   return stream.get();
 }
 
@@ -214,7 +267,7 @@ void PlannerService::Run(std::shared_ptr<Task> task, v1::TaskCheckpoint restored
 
 absl::Status PlannerService::CreateRoot(Task& task, MeshThoughtSource& source,
                                         search::SearchTree& tree) {
-  absl::StatusOr<uint64_t> root = source.CreateRoot(TaskKey(task.id));
+  absl::StatusOr<uint64_t> root = source.CreateRoot(task.key);
   if (!root.ok()) return root.status();
   tree.mutable_node(0).handle = *root;
   return absl::OkStatus();
@@ -229,12 +282,12 @@ absl::Status PlannerService::Restore(Task& task, MeshThoughtSource& source,
   absl::StatusOr<search::SearchTree> restored_tree = RestoreTree(&restored);
   if (!restored_tree.ok()) {
     return absl::Status(restored_tree.status().code(),
-                        absl::StrCat(TaskKey(task.id), ": ", restored_tree.status().message()));
+                        absl::StrCat(task.key, ": ", restored_tree.status().message()));
   }
   tree = *std::move(restored_tree);
   // Nodes the search may still expand need their sequences; any the kv-store lost (it
   // restarted, or evicted them) are rebuilt from the checkpointed token ids.
-  absl::StatusOr<int> rebuilt = RebuildLostSequences(source, TaskKey(task.id), tree, &restored);
+  absl::StatusOr<int> rebuilt = RebuildLostSequences(source, task.key, tree, &restored);
   if (!rebuilt.ok()) return rebuilt.status();
   {
     absl::MutexLock lock(&task.mu);
@@ -255,7 +308,7 @@ void PlannerService::Finish(Task& task, MeshThoughtSource& source, absl::Status 
         absl::UnavailableError("the planner is shutting down; the task resumes when it restarts"));
     return;
   }
-  if (absl::Status st = source.ReleaseOwner(TaskKey(task.id)); !st.ok()) {
+  if (absl::Status st = source.ReleaseOwner(task.key); !st.ok()) {
     spdlog::warn("task={} could not release its sequences: {}", task.id, st.ToString());
   }
   v1::TaskStatus final_status;
@@ -289,12 +342,12 @@ void PlannerService::Finish(Task& task, MeshThoughtSource& source, absl::Status 
 grpc::ServerUnaryReactor* PlannerService::GetTask(grpc::CallbackServerContext* ctx,
                                                   const v1::GetTaskRequest* req, v1::Task* resp) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  std::shared_ptr<Task> task = registry_.Find(req->task_id());
-  if (task == nullptr) {
-    reactor->Finish(rpc::ToGrpcStatus(UnknownTask(req->task_id())));
+  absl::StatusOr<std::shared_ptr<Task>> task = FindTask(*ctx, req->task_id());
+  if (!task.ok()) {
+    reactor->Finish(rpc::ToGrpcStatus(task.status()));
     return reactor;
   }
-  *resp = task->Snapshot();
+  *resp = (*task)->Snapshot();
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -302,11 +355,11 @@ grpc::ServerUnaryReactor* PlannerService::GetTask(grpc::CallbackServerContext* c
 grpc::ServerWriteReactor<v1::SolveEvent>* PlannerService::WatchTask(
     grpc::CallbackServerContext* ctx, const v1::WatchTaskRequest* req) {
   auto stream = Task::Stream::Create();
-  std::shared_ptr<Task> task = registry_.Find(req->task_id());
-  if (task == nullptr) {
-    stream->Close(UnknownTask(req->task_id()));
+  absl::StatusOr<std::shared_ptr<Task>> task = FindTask(*ctx, req->task_id());
+  if (!task.ok()) {
+    stream->Close(task.status());
   } else {
-    task->Attach(stream);
+    (*task)->Attach(stream);
   }
   return stream.get();
 }
@@ -315,13 +368,13 @@ grpc::ServerUnaryReactor* PlannerService::CancelTask(grpc::CallbackServerContext
                                                      const v1::CancelTaskRequest* req,
                                                      v1::Task* resp) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  std::shared_ptr<Task> task = registry_.Find(req->task_id());
-  if (task == nullptr) {
-    reactor->Finish(rpc::ToGrpcStatus(UnknownTask(req->task_id())));
+  absl::StatusOr<std::shared_ptr<Task>> task = FindTask(*ctx, req->task_id());
+  if (!task.ok()) {
+    reactor->Finish(rpc::ToGrpcStatus(task.status()));
     return reactor;
   }
-  task->cancel = true;  // the task's thread stops at its next call and releases its KV
-  *resp = task->Snapshot();
+  (*task)->cancel = true;  // the task's thread stops at its next call and releases its KV
+  *resp = (*task)->Snapshot();
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -330,13 +383,24 @@ grpc::ServerUnaryReactor* PlannerService::ListTasks(grpc::CallbackServerContext*
                                                     const v1::ListTasksRequest* req,
                                                     v1::ListTasksResponse* resp) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  absl::StatusOr<Caller> caller = Authorize(*ctx);
+  if (!caller.ok()) {
+    reactor->Finish(rpc::ToGrpcStatus(caller.status()));
+    return reactor;
+  }
+  if (caller->authenticated && !req->tenant().empty() && req->tenant() != caller->tenant) {
+    reactor->Finish(rpc::ToGrpcStatus(absl::PermissionDeniedError(
+        "tenant: a caller lists its own token's tenant's tasks; leave the field empty")));
+    return reactor;
+  }
   const int limit = req->limit() == 0 ? 100 : req->limit();
   if (limit < 1 || limit > 1000) {
     reactor->Finish(rpc::ToGrpcStatus(absl::InvalidArgumentError(
         absl::StrCat("limit ", req->limit(), " out of range [1, 1000]"))));
     return reactor;
   }
-  for (const std::shared_ptr<Task>& t : registry_.List(req->tenant())) {
+  for (const std::shared_ptr<Task>& t :
+       registry_.List(caller->authenticated ? caller->tenant : req->tenant())) {
     if (resp->tasks_size() == limit) break;
     v1::Task snap = t->Snapshot();
     snap.clear_nodes();  // the list stays small; GetTask has the tree

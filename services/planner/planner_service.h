@@ -15,6 +15,7 @@
 #include <atomic>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -23,6 +24,7 @@
 #include "arbor/mesh/kvstore_client.h"
 #include "arbor/mesh/router_client.h"
 #include "arbor/rpc/rpc_metrics.h"
+#include "arbor/rpc/tokens.h"
 #include "arbor/search/task_language.h"
 #include "arbor/statestore/state_store.h"
 #include "arbor/v1/planner.grpc.pb.h"
@@ -42,6 +44,10 @@ struct PlannerOptions {
   int io_threads = 64;                             // concurrent Extend calls, over all tasks
   std::chrono::milliseconds call_timeout{120000};  // every kv-store and router call
   int max_finished_tasks = 1000;  // finished tasks kept for GetTask/ListTasks (oldest dropped)
+  // Checks every call's bearer token; the tenant and its quotas come from the token. Null
+  // (--insecure): no authentication, the tenant is whatever a request names, and every task is
+  // visible to every caller. Must outlive the service.
+  rpc::TokenAuthenticator* auth = nullptr;
 };
 
 class PlannerService final : public v1::Planner::CallbackService {
@@ -75,6 +81,21 @@ class PlannerService final : public v1::Planner::CallbackService {
                  prometheus::Registry& registry);
 
   PlanDefaults defaults() const;
+  // Who calls: with a token authenticator, the tenant of the call's bearer token (UNAUTHENTICATED
+  // without a valid one); without (--insecure), nobody in particular.
+  struct Caller {
+    bool authenticated = false;
+    std::string tenant;
+    rpc::TenantQuota quota;
+    // The tenant whose tasks the caller may see: its own, or (--insecure) any.
+    std::optional<std::string> scope() const {
+      return authenticated ? std::optional<std::string>(tenant) : std::nullopt;
+    }
+  };
+  absl::StatusOr<Caller> Authorize(const grpc::CallbackServerContext& ctx) const;
+  // The caller's task of `id`, or NOT_FOUND (another tenant's task is as unknown as none).
+  absl::StatusOr<std::shared_ptr<Task>> FindTask(const grpc::CallbackServerContext& ctx,
+                                                 const std::string& id) const;
   // Starts a task's thread (new, or resumed from `checkpoint`). The thread is detached and
   // counted; the destructor waits for the count to reach zero.
   void Start(std::shared_ptr<Task> task, v1::TaskCheckpoint checkpoint);
@@ -102,7 +123,6 @@ class PlannerService final : public v1::Planner::CallbackService {
   rpc::RpcMetrics rpc_metrics_;
   PlannerMetrics metrics_;
   TaskRegistry registry_;
-  std::atomic<uint64_t> next_id_{1};
   std::atomic<bool> stopping_{false};
 
   absl::Mutex threads_mu_;

@@ -28,10 +28,14 @@ void PlannerService::ResumeOne(const std::string& key, const v1::TaskCheckpoint&
   auto task = std::make_shared<Task>();
   task->id = cp.request().task_id();
   task->tenant = cp.request().tenant();
+  task->key = key;  // ParseCheckpoint checked it is the task's
   task->request = cp.request();
   // The stored request is checked as a new one is: a checkpoint is untrusted bytes.
   absl::StatusOr<TaskPlan> plan = PlanTask(cp.request(), presets_, defaults());
-  if (plan.ok()) task->plan = *std::move(plan);
+  if (plan.ok()) {
+    task->plan = *std::move(plan);
+    task->plan.source.tenant = task->tenant;
+  }
   bool run = cp.status() == v1::TASK_STATUS_RUNNING;
   const bool refused = run && !plan.ok();
   {
@@ -71,7 +75,7 @@ void PlannerService::ResumeOne(const std::string& key, const v1::TaskCheckpoint&
   } else if (refused) {
     WriteCheckpoint(*task);
     // Whatever KV it held goes, as with any task that fails.
-    kv_.ReleaseOwner(TaskKey(task->id), mesh::kNoDeadline).IgnoreError();
+    kv_.ReleaseOwner(task->key, mesh::kNoDeadline, task->tenant).IgnoreError();
   }
 }
 

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "arbor/common/status_macros.h"
+#include "arbor/rpc/tokens.h"
 
 namespace arbor::planner {
 namespace {
@@ -169,7 +170,9 @@ absl::StatusOr<TaskPlan> PlanTask(const v1::SolveRequest& req,
   if (!req.task_id().empty() && !ValidTaskId(req.task_id())) {
     return absl::InvalidArgumentError("task_id must be 1..128 characters of [A-Za-z0-9_-]");
   }
-  ARBOR_RETURN_IF_ERROR(Bytes("tenant", req.tenant(), 0, 64));
+  if (!req.tenant().empty() && !rpc::ValidTenantName(req.tenant())) {
+    return absl::InvalidArgumentError("tenant must be empty or 1..64 characters of [A-Za-z0-9._-]");
+  }
   ARBOR_RETURN_IF_ERROR(Bytes("problem", req.problem(), 1, 4096));
   ARBOR_RETURN_IF_ERROR(CheckTemplates(req, presets));
   const v1::SearchSpec& s = req.search();
@@ -189,6 +192,31 @@ absl::StatusOr<TaskPlan> PlanTask(const v1::SolveRequest& req,
   plan.templates =
       req.has_templates() ? TemplatesFromProto(req.templates()) : presets.at(req.preset());
   return plan;
+}
+
+}  // namespace arbor::planner
+
+namespace arbor::planner {
+
+absl::Status ApplyQuota(const rpc::TenantQuota& quota, const std::string& tenant,
+                        const v1::Budget& asked, TaskPlan* plan) {
+  if (quota.max_nodes > 0) {
+    if (asked.max_nodes() > quota.max_nodes) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("budget.max_nodes ", asked.max_nodes(), " is over tenant \"", tenant,
+                       "\"'s quota (max_nodes=", quota.max_nodes, " in the tokens file)"));
+    }
+    plan->budget.max_nodes = std::min(plan->budget.max_nodes, quota.max_nodes);
+  }
+  if (quota.max_tokens > 0) {
+    if (asked.max_tokens() > quota.max_tokens) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("budget.max_tokens ", asked.max_tokens(), " is over tenant \"", tenant,
+                       "\"'s quota (max_tokens=", quota.max_tokens, " in the tokens file)"));
+    }
+    plan->budget.max_tokens = std::min(plan->budget.max_tokens, quota.max_tokens);
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace arbor::planner

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "arbor/rpc/tokens.h"
 #include "arbor/search/search.h"
 #include "arbor/search/task_language.h"
 #include "arbor/v1/planner.pb.h"
@@ -41,5 +42,11 @@ bool ValidTaskId(const std::string& id);
 absl::StatusOr<TaskPlan> PlanTask(const v1::SolveRequest& req,
                                   const std::map<std::string, search::Templates>& presets,
                                   const PlanDefaults& defaults);
+
+// Caps `plan`'s budget by the quotas of `tenant` (from its token): a budget the request left 0
+// takes the smaller of the default and the quota; one asked above the quota is
+// RESOURCE_EXHAUSTED naming the field and the quota.
+absl::Status ApplyQuota(const rpc::TenantQuota& quota, const std::string& tenant,
+                        const v1::Budget& asked, TaskPlan* plan);
 
 }  // namespace arbor::planner

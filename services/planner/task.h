@@ -24,6 +24,7 @@ struct Task {
 
   // Set before the task is shared, then read-only.
   std::string id, tenant;
+  std::string key;           // TaskKey(id, tenant): its checkpoint's key and its sequences' owner
   v1::SolveRequest request;  // with task_id set
   TaskPlan plan;             // checked and translated once, at Solve or resume
 

@@ -4,7 +4,10 @@
 
 namespace arbor::planner {
 
-std::string TaskKey(const std::string& task_id) { return kTaskKeyPrefix + task_id; }
+std::string TaskKey(const std::string& task_id, const std::string& tenant) {
+  return tenant.empty() ? absl::StrCat(kTaskKeyPrefix, task_id)
+                        : absl::StrCat(kTaskKeyPrefix, tenant, "/", task_id);
+}
 
 v1::Node NodeToProto(const search::SearchNode& n) {
   v1::Node p;
@@ -40,9 +43,11 @@ absl::StatusOr<v1::TaskCheckpoint> ParseCheckpoint(const std::string& key,
   if (!cp.ParseFromString(bytes)) {
     return absl::DataLossError(absl::StrCat(key, ": not a task checkpoint"));
   }
-  if (cp.request().task_id().empty() || TaskKey(cp.request().task_id()) != key) {
+  if (cp.request().task_id().empty() ||
+      TaskKey(cp.request().task_id(), cp.request().tenant()) != key) {
     return absl::DataLossError(absl::StrCat(key, ": request.task_id \"", cp.request().task_id(),
-                                            "\" does not match the key"));
+                                            "\" and request.tenant \"", cp.request().tenant(),
+                                            "\" do not match the key"));
   }
   return cp;
 }

@@ -17,9 +17,11 @@
 namespace arbor::planner {
 
 // Where task checkpoints live in the state store, and the kv-store owner tag of every sequence
-// of the task (the same string: whatever a crash left behind is released with the task).
+// of the task (the same string: whatever a crash left behind is released with the task):
+// "planner/task/<tenant>/<task_id>", or "planner/task/<task_id>" for the unnamed tenant of an
+// --insecure planner. Task ids are per tenant: two tenants may both use "job-1".
 inline constexpr char kTaskKeyPrefix[] = "planner/task/";
-std::string TaskKey(const std::string& task_id);
+std::string TaskKey(const std::string& task_id, const std::string& tenant = "");
 
 v1::Node NodeToProto(const search::SearchNode& n);
 
@@ -28,7 +30,7 @@ void RecordNode(const search::SearchNode& n, const std::vector<int>& own_token_i
                 v1::TaskCheckpoint* cp);
 
 // Parses the bytes stored under `key`. DATA_LOSS naming the key when they are not a checkpoint
-// of a task (no task_id, or a task_id another key's).
+// of a task (no task_id, or a task_id or tenant another key's).
 absl::StatusOr<v1::TaskCheckpoint> ParseCheckpoint(const std::string& key,
                                                    const std::string& bytes);
 

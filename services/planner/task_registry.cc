@@ -6,9 +6,10 @@
 
 namespace arbor::planner {
 
-absl::StatusOr<TaskRegistry::Admitted> TaskRegistry::Admit(std::shared_ptr<Task> task) {
+absl::StatusOr<TaskRegistry::Admitted> TaskRegistry::Admit(std::shared_ptr<Task> task,
+                                                           int tenant_limit) {
   absl::MutexLock lock(&mu_);
-  if (auto it = tasks_.find(task->id); it != tasks_.end()) {
+  if (auto it = tasks_.find({task->tenant, task->id}); it != tasks_.end()) {
     return Admitted{.task = it->second, .is_new = false};
   }
   int running = 0, tenant_running = 0;
@@ -21,12 +22,13 @@ absl::StatusOr<TaskRegistry::Admitted> TaskRegistry::Admit(std::shared_ptr<Task>
     return absl::ResourceExhaustedError(
         absl::StrCat("the planner runs ", running, " tasks, its limit (--max_tasks); retry later"));
   }
-  if (tenant_running >= limits_.max_tasks_per_tenant) {
-    return absl::ResourceExhaustedError(absl::StrCat("tenant \"", task->tenant, "\" runs ",
-                                                     tenant_running,
-                                                     " tasks, its limit (--max_tasks_per_tenant)"));
+  const int limit = tenant_limit > 0 ? tenant_limit : limits_.max_tasks_per_tenant;
+  if (tenant_running >= limit) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "tenant \"", task->tenant, "\" runs ", tenant_running, " tasks, its limit (",
+        tenant_limit > 0 ? "max_tasks in the tokens file" : "--max_tasks_per_tenant", ")"));
   }
-  tasks_[task->id] = task;
+  tasks_[{task->tenant, task->id}] = task;
   EvictFinished();
   return Admitted{.task = std::move(task), .is_new = true};
 }
@@ -40,19 +42,27 @@ void TaskRegistry::EvictFinished() {
   std::sort(finished.begin(), finished.end(),
             [](const auto& a, const auto& b) { return a->finished_at < b->finished_at; });
   for (size_t i = 0; i + limits_.max_finished_tasks < finished.size(); ++i) {
-    tasks_.erase(finished[i]->id);
+    tasks_.erase({finished[i]->tenant, finished[i]->id});
   }
 }
 
 void TaskRegistry::Restore(std::shared_ptr<Task> task) {
   absl::MutexLock lock(&mu_);
-  tasks_[task->id] = std::move(task);
+  Key key{task->tenant, task->id};
+  tasks_[std::move(key)] = std::move(task);
 }
 
-std::shared_ptr<Task> TaskRegistry::Find(const std::string& id) const {
+std::shared_ptr<Task> TaskRegistry::Find(const std::string& id,
+                                         const std::optional<std::string>& tenant) const {
   absl::MutexLock lock(&mu_);
-  auto it = tasks_.find(id);
-  return it == tasks_.end() ? nullptr : it->second;
+  if (tenant.has_value()) {
+    auto it = tasks_.find({*tenant, id});
+    return it == tasks_.end() ? nullptr : it->second;
+  }
+  for (const auto& [key, t] : tasks_) {
+    if (key.second == id) return t;
+  }
+  return nullptr;
 }
 
 std::vector<std::shared_ptr<Task>> TaskRegistry::List(const std::string& tenant) const {

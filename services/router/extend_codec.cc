@@ -16,6 +16,10 @@ absl::Status ValidateTextBytes(size_t bytes, const ExtendLimits& limits) {
 
 absl::Status ValidateExtendRequest(const v1::ExtendRequest& req, const ExtendLimits& limits) {
   if (req.sequence_id() == 0) return absl::InvalidArgumentError("sequence_id is 0");
+  if (req.tenant().size() > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tenant of ", req.tenant().size(), " bytes, at most 64"));
+  }
   if (!limits.has_tokenizer && (req.has_text() || req.params().stop_size() > 0)) {
     return absl::InvalidArgumentError(
         absl::StrCat(req.has_text() ? "text" : "params.stop",

@@ -55,6 +55,8 @@ ABSL_FLAG(int, blas_threads, 0, "OpenBLAS threads; 0 keeps OpenBLAS's default");
 ABSL_FLAG(int, expert_timeout_ms, 10000, "deadline of every RunExperts call");
 ABSL_FLAG(int, describe_timeout_ms, 30000, "how long to wait for every worker at start");
 ABSL_FLAG(int, kvstore_timeout_ms, 30000, "deadline of every kv-store call");
+ABSL_FLAG(bool, share_prefix_across_tenants, false,
+          "reuse cached prompt prefixes across tenants (a single-tenant deployment only)");
 
 namespace {
 
@@ -109,6 +111,8 @@ arbor::router::RouterOptions OptionsFromFlags() {
   options.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
   options.max_pending = absl::GetFlag(FLAGS_max_pending);
   options.io_threads = absl::GetFlag(FLAGS_io_threads);
+  options.share_prefix_across_tenants = absl::GetFlag(FLAGS_share_prefix_across_tenants);
+  options.peers = arbor::rpc::PeerRolesFromFlags();
   options.kvstore_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_kvstore_timeout_ms));
   return options;
 }

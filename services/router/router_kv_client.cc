@@ -36,8 +36,9 @@ RouterKvClient::RouterKvClient(std::shared_ptr<grpc::Channel> channel,
                                std::chrono::milliseconds timeout)
     : kv_(std::move(channel), {.timeout = timeout}) {}
 
-absl::StatusOr<KvPath> RouterKvClient::GetPath(uint64_t seq, Deadline deadline) {
-  absl::StatusOr<v1::GetPathResponse> resp = kv_.GetPath(seq, /*token_ids=*/true, deadline);
+absl::StatusOr<KvPath> RouterKvClient::GetPath(uint64_t seq, const std::string& tenant,
+                                               Deadline deadline) {
+  absl::StatusOr<v1::GetPathResponse> resp = kv_.GetPath(seq, /*token_ids=*/true, deadline, tenant);
   if (!resp.ok()) return resp.status();
   KvPath path;
   path.segments.assign(resp->segments().begin(), resp->segments().end());
@@ -51,11 +52,14 @@ absl::StatusOr<KvPath> RouterKvClient::GetPath(uint64_t seq, Deadline deadline) 
   return path;
 }
 
-absl::Status RouterKvClient::Fetch(const std::vector<v1::PathSegment>& segments, int from, int to,
+absl::Status RouterKvClient::Fetch(uint64_t seq, const std::string& tenant,
+                                   const std::vector<v1::PathSegment>& segments, int from, int to,
                                    const kvcache::KvLayout& layout, Deadline deadline, float* out) {
   const size_t row = layout.token_floats();
   const std::vector<FetchRange> ranges = SplitFetch(segments, from, to);
   v1::ReadSegmentsRequest req;
+  req.set_sequence_id(seq);
+  req.set_tenant(tenant);
   for (const FetchRange& f : ranges) {
     v1::ReadSegmentsRequest::Range* r = req.add_segments();
     r->set_segment_id(f.segment_id);

@@ -49,12 +49,14 @@ class RouterKvClient {
   // Every call is bounded by the Extend's deadline and `timeout`.
   RouterKvClient(std::shared_ptr<grpc::Channel> channel, std::chrono::milliseconds timeout);
 
-  // The path with its token ids. The kv-store's status, with context, on failure; INTERNAL when
-  // its answer is inconsistent.
-  absl::StatusOr<KvPath> GetPath(uint64_t seq, Deadline deadline);
-  // The KV of path positions [from, to) into `out` ([to - from, layout.token_floats()]). INTERNAL
-  // naming the segment and token of a chunk that is not what was asked for.
-  absl::Status Fetch(const std::vector<v1::PathSegment>& segments, int from, int to,
+  // The path of `tenant`'s sequence `seq` with its token ids. The kv-store's status, with
+  // context, on failure; INTERNAL when its answer is inconsistent.
+  absl::StatusOr<KvPath> GetPath(uint64_t seq, const std::string& tenant, Deadline deadline);
+  // The KV of positions [from, to) of the path `segments` of `tenant`'s sequence `seq` into
+  // `out` ([to - from, layout.token_floats()]). INTERNAL naming the segment and token of a chunk
+  // that is not what was asked for.
+  absl::Status Fetch(uint64_t seq, const std::string& tenant,
+                     const std::vector<v1::PathSegment>& segments, int from, int to,
                      const kvcache::KvLayout& layout, Deadline deadline, float* out);
   // Returns the sequence's new version. ABORTED when someone else extended it meanwhile.
   absl::StatusOr<uint64_t> Commit(const v1::CommitRequest& req, Deadline deadline);

@@ -93,7 +93,9 @@ grpc::ServerWriteReactor<v1::ExtendEvent>* RouterService::Extend(grpc::CallbackS
   job->seq = req->sequence_id();
   job->t0 = Clock::now();
   job->stream = stream;
-  absl::Status st = ValidateExtendRequest(*req, limits_);
+  absl::Status st =
+      options_.peers.Check(*ctx, {rpc::Role::kPlanner, rpc::Role::kOperator}, "Extend");
+  if (st.ok()) st = ValidateExtendRequest(*req, limits_);
   if (st.ok() && pending_.fetch_add(1) >= options_.max_pending) {
     --pending_;
     st = absl::ResourceExhaustedError(absl::StrCat("the router has ", options_.max_pending,
@@ -117,6 +119,13 @@ grpc::ServerUnaryReactor* RouterService::Tokenize(grpc::CallbackServerContext* c
                                                   v1::TokenizeResponse* resp) {
   const auto t0 = Clock::now();
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  if (absl::Status st =
+          options_.peers.Check(*ctx, {rpc::Role::kPlanner, rpc::Role::kOperator}, "Tokenize");
+      !st.ok()) {
+    rpc_metrics_.Record("Tokenize", st, SecondsSince(t0));
+    reactor->Finish(rpc::ToGrpcStatus(st));
+    return reactor;
+  }
   if (tokenizer_ == nullptr) {
     const absl::Status st =
         absl::FailedPreconditionError("the model folder has no tokenizer.model");
@@ -157,7 +166,8 @@ void RouterService::Prepare(std::shared_ptr<Job> job) {
   } else if (req.has_token_ids()) {
     job->input.assign(req.token_ids().ids().begin(), req.token_ids().ids().end());
   }
-  absl::StatusOr<KvPath> path = kvstore_.GetPath(job->seq, job->client_deadline);
+  absl::StatusOr<KvPath> path =
+      kvstore_.GetPath(job->seq, job->request.tenant(), job->client_deadline);
   if (!path.ok()) {
     Post([this, job, st = path.status()] { Fail(job, st); });
     return;
@@ -178,8 +188,9 @@ void RouterService::Fetch(std::shared_ptr<Job> job) {
   const kvcache::KvLayout& layout = engine_->kv_tree().layout();  // immutable
   job->fetched.assign(static_cast<size_t>(job->fetch_to - job->fetch_from) * layout.token_floats(),
                       0.0f);
-  const absl::Status st = kvstore_.Fetch(job->path, job->fetch_from, job->fetch_to, layout,
-                                         job->client_deadline, job->fetched.data());
+  const absl::Status st =
+      kvstore_.Fetch(job->seq, job->request.tenant(), job->path, job->fetch_from, job->fetch_to,
+                     layout, job->client_deadline, job->fetched.data());
   if (!st.ok()) {
     Post([this, job, st] { Fail(job, st); });
     return;
@@ -268,8 +279,9 @@ void RouterService::Place(std::shared_ptr<Job> job) {
   // path only, and the path's last token is computed here rather than fetched.
   const bool score = job->params.prompt_logprobs;
   const int reusable = score ? job->path_len : n;
-  absl::StatusOr<kvcache::KvTree::Created> created =
-      engine_->AddSequence(absl::MakeConstSpan(job->context.data(), reusable));
+  absl::StatusOr<kvcache::KvTree::Created> created = engine_->AddSequence(
+      absl::MakeConstSpan(job->context.data(), reusable),
+      options_.share_prefix_across_tenants ? 0 : kvcache::PrefixSalt(job->request.tenant()));
   if (!created.ok()) {
     Fail(job, created.status());
     return;
@@ -345,7 +357,10 @@ void RouterService::Complete(std::shared_ptr<Job> job) {
         job->seq, job->version, tokens, engine_->kv_tree().layout(),
         [&](float* kv) { return engine_->kv_tree().ReadKv(job->local, first, count, kv); });
     st = commit.status();
-    if (commit.ok()) job->commit = *std::move(commit);
+    if (commit.ok()) {
+      job->commit = *std::move(commit);
+      job->commit.set_tenant(job->request.tenant());
+    }
   }
   v1::ExtendResult& res = job->result;
   res.set_finish_reason(FinishReasonToProto(r.finish));

@@ -38,6 +38,7 @@
 #include "arbor/model/tokenizer.h"
 #include "arbor/rpc/event_stream.h"
 #include "arbor/rpc/rpc_metrics.h"
+#include "arbor/rpc/tls.h"
 #include "arbor/v1/router.grpc.pb.h"
 #include "extend_codec.h"
 #include "grpcpp/channel.h"
@@ -57,6 +58,10 @@ struct RouterOptions {
   int max_pending = 1024;        // Extend calls in flight; beyond: RESOURCE_EXHAUSTED
   int io_threads = 8;            // kv-store calls and tokenization
   std::chrono::milliseconds kvstore_timeout{30000};  // per kv-store call, capped by the client's
+  // Reuse cached prompt prefixes across tenants (a single-tenant deployment); by default a
+  // tenant's Extends reuse only KV computed for the same tenant.
+  bool share_prefix_across_tenants = false;
+  rpc::PeerRoles peers;  // with mTLS, planners and operators (tls.h)
 };
 
 class RouterService final : public v1::Router::CallbackService {

@@ -27,6 +27,7 @@
 #include "arbor/common/clock.h"
 #include "arbor/mesh/planner_client.h"
 #include "arbor/search/task_language.h"
+#include "client_auth.h"
 #include "game24.h"
 #include "generate.h"
 #include "grpcpp/grpcpp.h"
@@ -173,10 +174,15 @@ absl::StatusOr<std::vector<Mode>> ParseModes() {
 
 // The clients Eval's modes call, with the longest any one call may take here.
 struct EvalClients {
-  explicit EvalClients(mesh::ClientOptions options)
+  // Only the planner sees the bearer token.
+  EvalClients(mesh::ClientOptions options, const std::string& token)
       : kv(mesh::NewChannel(absl::GetFlag(FLAGS_kvstore)), options),
         router(mesh::NewChannel(absl::GetFlag(FLAGS_router)), options),
-        planner(mesh::NewChannel(absl::GetFlag(FLAGS_planner)), options) {}
+        planner(mesh::NewChannel(absl::GetFlag(FLAGS_planner)), WithToken(options, token)) {}
+  static mesh::ClientOptions WithToken(mesh::ClientOptions o, const std::string& token) {
+    o.bearer_token = token;
+    return o;
+  }
   mesh::KvStoreClient kv;
   mesh::RouterClient router;
   mesh::PlannerClient planner;
@@ -274,7 +280,12 @@ int Eval(const std::vector<std::string>& args) {
     std::fprintf(stderr, "arbor eval: %s\n", preset.status().ToString().c_str());
     return 1;
   }
-  EvalClients clients({.timeout = std::chrono::minutes(10)});
+  absl::StatusOr<std::string> token = BearerToken();
+  if (!token.ok()) {
+    std::fprintf(stderr, "arbor eval: %s\n", std::string(token.status().message()).c_str());
+    return 2;
+  }
+  EvalClients clients({.timeout = std::chrono::minutes(10)}, *token);
   nlohmann::json report = {{"puzzles", puzzles.size()},
                            {"proposals_per_node", absl::GetFlag(FLAGS_proposals)},
                            {"wide_root", absl::GetFlag(FLAGS_wide_root)},

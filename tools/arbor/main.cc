@@ -11,6 +11,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/synchronization/mutex.h"
+#include "client_auth.h"
 #include "eval.h"
 #include "generate.h"
 #include "score.h"
@@ -52,6 +53,12 @@ int main(int argc, char** argv) {
   const std::vector<char*> rest =
       absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   const std::vector<std::string> positional(rest.begin() + 1, rest.end());
+  if (command != "up") {
+    if (absl::Status st = arbor::cli::ConfigureClientTls(); !st.ok()) {
+      std::fprintf(stderr, "arbor %s: %s\n", command.c_str(), std::string(st.message()).c_str());
+      return 2;
+    }
+  }
   if (command == "generate") return arbor::cli::Generate();
   if (command == "score") return arbor::cli::Score();
   if (command == "up") return arbor::cli::Up();

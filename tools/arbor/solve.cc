@@ -5,12 +5,14 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "arbor/mesh/planner_client.h"
+#include "client_auth.h"
 #include "game24.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -48,8 +50,13 @@ namespace {
 
 // Streams (Solve, Watch) run as long as the task; the other calls are quick.
 mesh::PlannerClient Client() {
+  absl::StatusOr<std::string> token = BearerToken();
+  if (!token.ok()) {
+    std::fprintf(stderr, "arbor: %s\n", std::string(token.status().message()).c_str());
+    std::exit(2);
+  }
   return mesh::PlannerClient(mesh::NewChannel(absl::GetFlag(FLAGS_planner)),
-                             {.timeout = std::chrono::hours(24)});
+                             {.timeout = std::chrono::hours(24), .bearer_token = *token});
 }
 mesh::Deadline Quick() { return std::chrono::system_clock::now() + std::chrono::seconds(30); }
 

@@ -29,6 +29,8 @@
 #include "arbor/model/config.h"
 #include "arbor/model/expert_spec.h"
 #include "arbor/rpc/service_main.h"
+#include "client_auth.h"
+#include "mesh_certs.h"
 #include "nlohmann/json.hpp"
 
 ABSL_DECLARE_FLAG(std::string, model);
@@ -57,6 +59,10 @@ ABSL_FLAG(
     "arbor up: the router's --expert_wire_dtype (f32, or bf16: half the bytes per RunExperts)");
 ABSL_FLAG(int, max_seqs, 64, "arbor up: sequences the router batches in one step");
 ABSL_FLAG(int, start_timeout_s, 120, "arbor up: how long to wait for every service");
+ABSL_FLAG(std::string, data_dir, "",
+          "arbor up: where the mesh's credentials live (token, tokens); default ~/.arbor");
+ABSL_FLAG(bool, insecure, false,
+          "arbor up: run the planner without authentication (any client, any tenant)");
 ABSL_FLAG(int, blas_threads, 0,
           "arbor up: OpenBLAS threads of every service; 0 = OpenBLAS default");
 
@@ -173,6 +179,9 @@ struct UpPlan {
   int workers = 0, replicas = 0;
   bool fixed_ports = true;
   std::string bin_dir, log_dir, log_level;
+  std::string data_dir;
+  std::string tokens_file;  // the planner's; empty with --insecure
+  std::string tls_dir;      // the mesh's certificates; empty with --insecure
 };
 
 // The plan, or the exit status (1: the model or a binary is missing; 2: a bad flag) after a
@@ -221,6 +230,31 @@ std::variant<UpPlan, int> PlanFromFlags() {
   }
   plan.log_dir = absl::GetFlag(FLAGS_log_dir);
   plan.log_level = absl::GetFlag(FLAGS_log_level);
+  plan.data_dir = absl::GetFlag(FLAGS_data_dir);
+  if (plan.data_dir.empty()) plan.data_dir = DefaultDataDir();
+  if (absl::GetFlag(FLAGS_insecure)) {
+    std::fprintf(stderr,
+                 "arbor up: INSECURE: no TLS and no tokens (--insecure); any client can call any "
+                 "service, name any tenant and read or cancel every task. Clients need "
+                 "--tls_dir=none.\n");
+    return plan;
+  }
+  plan.tls_dir = plan.data_dir + "/tls";
+  if (absl::Status st = EnsureMeshCertificates(plan.tls_dir); !st.ok()) {
+    std::fprintf(stderr, "arbor up: %s\n", std::string(st.message()).c_str());
+    return 1;
+  }
+  // `arbor up` itself checks its children's health as an operator.
+  rpc::SetDefaultChannelCredentials(
+      rpc::MakeChannelCredentials(MeshTlsFiles(plan.tls_dir, rpc::Role::kOperator)));
+  if (absl::GetFlag(FLAGS_with_planner)) {
+    absl::StatusOr<std::string> tokens = EnsureLocalToken(plan.data_dir);
+    if (!tokens.ok()) {
+      std::fprintf(stderr, "arbor up: %s\n", std::string(tokens.status().message()).c_str());
+      return 1;
+    }
+    plan.tokens_file = *tokens;
+  }
   return plan;
 }
 
@@ -269,6 +303,7 @@ std::vector<std::string> ChildArgv(const UpPlan& plan, const Child& c,
     argv[0] = bin + "planner";
     argv.push_back("--kvstore=" + kvstore);
     argv.push_back("--router=" + Named(children, "router")->address);
+    argv.push_back(plan.tokens_file.empty() ? "--insecure" : "--tokens_file=" + plan.tokens_file);
   } else if (c.name == "router") {
     argv[0] = bin + "router";
     argv.push_back("--kvstore=" + kvstore);
@@ -284,6 +319,16 @@ std::vector<std::string> ChildArgv(const UpPlan& plan, const Child& c,
   } else {
     argv[0] = bin + "expert";
     argv.push_back("--experts=" + c.detail);
+  }
+  if (!plan.tls_dir.empty()) {
+    const rpc::Role role = c.name == "kvstore"   ? rpc::Role::kKvStore
+                           : c.name == "planner" ? rpc::Role::kPlanner
+                           : c.name == "router"  ? rpc::Role::kRouter
+                                                 : rpc::Role::kExpert;
+    const rpc::TlsFiles tls = MeshTlsFiles(plan.tls_dir, role);
+    argv.push_back("--tls_cert=" + tls.cert);
+    argv.push_back("--tls_key=" + tls.key);
+    argv.push_back("--tls_ca=" + tls.ca);
   }
   // The services that run the model: only they take --backend and --blas_threads.
   if (c.name == "router" || c.name.rfind("expert-", 0) == 0) {
@@ -339,6 +384,21 @@ void AnnounceReady(const UpPlan& plan, const std::vector<Child>& children) {
   ready["kvstore"] = kvstore;
   ready["router"] = Named(children, "router")->address;
   if (const Child* p = Named(children, "planner")) ready["planner"] = p->address;
+  if (!plan.tls_dir.empty()) {
+    ready["tls_dir"] = plan.tls_dir;
+    std::printf(
+        "mTLS: every service's certificate and the CA are in %s (arbor reads ~/.arbor/tls "
+        "or $ARBOR_TLS_DIR)\n",
+        plan.tls_dir.c_str());
+  }
+  if (!plan.tokens_file.empty()) {
+    ready["token_file"] = plan.data_dir + "/token";
+    ready["tokens_file"] = plan.tokens_file;
+    std::printf(
+        "planner token: %s/token (arbor and examples/python read ~/.arbor/token or "
+        "$ARBOR_TOKEN_FILE); tenants: %s\n",
+        plan.data_dir.c_str(), plan.tokens_file.c_str());
+  }
   std::printf("try: arbor generate --router %s --kvstore %s --prompt \"4 9 10 13\"\n",
               Named(children, "router")->address.c_str(), kvstore.c_str());
   if (const Child* p = Named(children, "planner")) {

@@ -115,14 +115,15 @@ Engine::Engine(const model::ModelWeights* weights, const EngineOptions& options,
 
 SeqId Engine::AddSequence() { return kv_->CreateSequence({})->seq; }
 
-absl::StatusOr<kvcache::KvTree::Created> Engine::AddSequence(absl::Span<const int> prompt) {
+absl::StatusOr<kvcache::KvTree::Created> Engine::AddSequence(absl::Span<const int> prompt,
+                                                             uint64_t prefix_salt) {
   for (int t : prompt) {
     if (t < 0 || t >= config_.vocab_size) {
       return absl::InvalidArgumentError(absl::StrCat(
           "prompt token id ", t, " outside the vocabulary [0, ", config_.vocab_size, ")"));
     }
   }
-  return kv_->CreateSequence(prompt);
+  return kv_->CreateSequence(prompt, prefix_salt);
 }
 
 const float* Engine::logits(int i) const {

@@ -25,11 +25,21 @@ uint64_t BlockHash(uint64_t prev, const int* tokens, int n) {
   return Mix(h, static_cast<uint64_t>(n));
 }
 
+// The hash a path of `salt` starts from.
+uint64_t RootHash(uint64_t salt) { return salt == 0 ? kHashSeed : Mix(kHashSeed, salt); }
+
 absl::Status UnknownSeq(SeqId seq) {
   return absl::NotFoundError(absl::StrCat("sequence ", seq, " unknown or released"));
 }
 
 }  // namespace
+
+uint64_t PrefixSalt(std::string_view tenant) {
+  if (tenant.empty()) return 0;
+  uint64_t h = Mix(kHashSeed, tenant.size());
+  for (unsigned char c : tenant) h = Mix(h, c);
+  return h == 0 ? 1 : h;
+}
 
 struct KvTree::Segment {
   SegmentId id = 0;
@@ -85,7 +95,7 @@ KvTree::Segment* KvTree::NewSegment(Segment* parent, int parent_len) {
     all_segments_.push_back(std::make_unique<Segment>());
     s = all_segments_.back().get();
   }
-  s->id = next_segment_++;
+  s->id = NewId(&next_segment_, by_id_);
   s->parent = parent;
   s->parent_len = parent_len;
   s->start = parent == nullptr ? 0 : parent->start + parent_len;
@@ -172,7 +182,8 @@ KvTree::Segment* KvTree::Leaf(SeqId seq) const {
   return it == live_.end() ? nullptr : it->second;
 }
 
-absl::StatusOr<KvTree::Created> KvTree::CreateSequence(absl::Span<const int> prompt) {
+absl::StatusOr<KvTree::Created> KvTree::CreateSequence(absl::Span<const int> prompt,
+                                                       uint64_t prefix_salt) {
   if (static_cast<int>(prompt.size()) > options_.max_seq_tokens) {
     return absl::OutOfRangeError(absl::StrCat(
         "prompt of ", prompt.size(), " tokens exceeds max_seq_tokens ", options_.max_seq_tokens));
@@ -182,7 +193,7 @@ absl::StatusOr<KvTree::Created> KvTree::CreateSequence(absl::Span<const int> pro
   int match_len = 0, reused = 0;
   if (options_.prefix_index) {
     const int bt = layout_.block_tokens;
-    uint64_t h = kHashSeed;
+    uint64_t h = RootHash(prefix_salt);
     // Whole blocks only, and never the last token: its logits must be computed.
     for (int b = 0; (b + 1) * bt <= static_cast<int>(prompt.size()) - 1; ++b) {
       h = BlockHash(h, prompt.data() + b * bt, bt);
@@ -199,6 +210,7 @@ absl::StatusOr<KvTree::Created> KvTree::CreateSequence(absl::Span<const int> pro
     }
   }
   Segment* leaf = NewSegment(match, match_len);
+  if (match == nullptr) leaf->start_hash = RootHash(prefix_salt);  // a new root path
   leaf->refcount = 1;
   if (match != nullptr) {
     if (match->cached) {  // revive it
@@ -210,7 +222,7 @@ absl::StatusOr<KvTree::Created> KvTree::CreateSequence(absl::Span<const int> pro
     ++counters_.prefix_hits;
     counters_.reused_tokens += reused;
   }
-  const SeqId id = next_seq_++;
+  const SeqId id = NewId(&next_seq_, live_);
   live_.emplace(id, leaf);
   return Created{id, reused};
 }
@@ -239,7 +251,7 @@ absl::Status KvTree::Fork(SeqId seq, int n, SeqId* out) {
   for (int i = 0; i < n; ++i) {
     Segment* child = NewSegment(base, base_len);
     child->refcount = 1;
-    out[i] = next_seq_++;
+    out[i] = NewId(&next_seq_, live_);
     live_.emplace(out[i], child);
   }
   if (base != nullptr) base->refcount += n;  // the one refcount change

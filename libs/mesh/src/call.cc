@@ -2,6 +2,8 @@
 
 #include <thread>
 
+#include "arbor/rpc/tls.h"
+
 namespace arbor::mesh {
 
 std::shared_ptr<grpc::Channel> NewChannel(const std::string& address,
@@ -12,7 +14,7 @@ std::shared_ptr<grpc::Channel> NewChannel(const std::string& address,
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(address, rpc::DefaultChannelCredentials(), args);
 }
 
 absl::Status CallPolicy::Run(Repeat repeat, Deadline caller, const std::string& what,

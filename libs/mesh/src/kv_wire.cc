@@ -39,6 +39,23 @@ absl::StatusOr<int> CheckKv(const v1::Tensor& t, const kvcache::KvLayout& layout
   return static_cast<int>(n);
 }
 
+absl::Status CheckKvFinite(const v1::Tensor& t, const std::string& field) {
+  // An f32 is NaN or infinite exactly when its exponent bits are all ones.
+  const char* p = t.data().data();
+  const size_t n = t.data().size() / sizeof(uint32_t);
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, p + i * sizeof(bits), sizeof(bits));
+    if ((bits & 0x7f800000u) == 0x7f800000u) {
+      float v;
+      std::memcpy(&v, &bits, sizeof(v));
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".data value ", i, " is ", v, ": KV must be finite"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 const void* KvRowBytes(const v1::Tensor& t) { return t.data().data(); }
 
 void CopyKvRows(const v1::Tensor& t, float* out) {

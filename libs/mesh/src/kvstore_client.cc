@@ -17,8 +17,10 @@ absl::StatusOr<v1::CreateSequenceResponse> KvStoreClient::CreateSequence(
       [&](grpc::ClientContext& ctx, auto* resp) { return stub_->CreateSequence(&ctx, req, resp); });
 }
 
-absl::StatusOr<std::vector<uint64_t>> KvStoreClient::Fork(uint64_t seq, int n, Deadline deadline) {
+absl::StatusOr<std::vector<uint64_t>> KvStoreClient::Fork(uint64_t seq, int n, Deadline deadline,
+                                                          const std::string& tenant) {
   v1::ForkRequest req;
+  req.set_tenant(tenant);
   req.set_sequence_id(seq);
   req.set_n(n);
   ARBOR_ASSIGN_OR_RETURN(
@@ -29,9 +31,11 @@ absl::StatusOr<std::vector<uint64_t>> KvStoreClient::Fork(uint64_t seq, int n, D
   return std::vector<uint64_t>(resp.sequence_ids().begin(), resp.sequence_ids().end());
 }
 
-absl::Status KvStoreClient::Release(const std::vector<uint64_t>& seqs, Deadline deadline) {
+absl::Status KvStoreClient::Release(const std::vector<uint64_t>& seqs, Deadline deadline,
+                                    const std::string& tenant) {
   for (size_t i = 0; i < seqs.size(); i += 1024) {
     v1::ReleaseRequest req;
+    req.set_tenant(tenant);
     for (size_t j = i; j < std::min(seqs.size(), i + 1024); ++j) req.add_sequence_ids(seqs[j]);
     ARBOR_RETURN_IF_ERROR(
         policy_
@@ -46,8 +50,10 @@ absl::Status KvStoreClient::Release(const std::vector<uint64_t>& seqs, Deadline 
   return absl::OkStatus();
 }
 
-absl::StatusOr<int> KvStoreClient::ReleaseOwner(const std::string& owner, Deadline deadline) {
+absl::StatusOr<int> KvStoreClient::ReleaseOwner(const std::string& owner, Deadline deadline,
+                                                const std::string& tenant) {
   v1::ReleaseOwnerRequest req;
+  req.set_tenant(tenant);
   req.set_owner(owner);
   ARBOR_ASSIGN_OR_RETURN(
       const v1::ReleaseOwnerResponse resp,
@@ -61,8 +67,10 @@ absl::StatusOr<int> KvStoreClient::ReleaseOwner(const std::string& owner, Deadli
 }
 
 absl::StatusOr<v1::GetPathResponse> KvStoreClient::GetPath(uint64_t seq, bool token_ids,
-                                                           Deadline deadline) {
+                                                           Deadline deadline,
+                                                           const std::string& tenant) {
   v1::GetPathRequest req;
+  req.set_tenant(tenant);
   req.set_sequence_id(seq);
   req.set_include_token_ids(token_ids);
   return policy_.Call<v1::GetPathResponse>(

@@ -153,6 +153,7 @@ TEST_F(RealKvStoreTest, AStreamsConsumerCanStopIt) {
   absl::StatusOr<v1::GetPathResponse> path = kv_->GetPath(seq->sequence_id(), true, kNoDeadline);
   ASSERT_TRUE(path.ok());
   v1::ReadSegmentsRequest read;
+  read.set_sequence_id(seq->sequence_id());
   for (const auto& s : path->segments()) {
     auto* r = read.add_segments();
     r->set_segment_id(s.segment_id());

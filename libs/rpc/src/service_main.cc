@@ -18,8 +18,17 @@ ABSL_FLAG(std::string, metrics_address, "",
           "Prometheus /metrics listen address (host:port); empty serves none");
 ABSL_FLAG(int, max_message_mb, 64, "largest gRPC message received or sent, MiB");
 ABSL_FLAG(int, shutdown_grace_ms, 0, "NOT_SERVING time before draining on SIGTERM");
+ABSL_FLAG(std::string, tls_cert, "",
+          "mTLS: this service's certificate (PEM; its common name states its role, "
+          "arbor-<role>); re-read when it changes");
+ABSL_FLAG(std::string, tls_key, "", "mTLS: the certificate's private key (PEM)");
+ABSL_FLAG(std::string, tls_ca, "",
+          "mTLS: the mesh's CA certificate (PEM); with it every call in and out is TLS");
 
 namespace arbor::rpc {
+namespace {
+bool client_certificates = true;  // ServiceDefaults::client_certificates of this process
+}  // namespace
 
 bool InitServiceMain(int argc, char** argv, const char* program, const char* usage,
                      const ServiceDefaults& defaults) {
@@ -47,14 +56,36 @@ bool InitServiceMain(int argc, char** argv, const char* program, const char* usa
     std::fprintf(stderr, "%s: --max_message_mb=%d is out of range [1, 2047]\n", program, mb);
     return false;
   }
+  const TlsFiles tls = TlsFilesFromFlags();
+  if (auto st = CheckTlsFiles(tls, "--tls_cert/--tls_key/--tls_ca"); !st.ok()) {
+    std::fprintf(stderr, "%s: %s\n", program, std::string(st.message()).c_str());
+    return false;
+  }
+  if (tls.enabled() && tls.cert.empty()) {
+    std::fprintf(stderr, "%s: --tls_ca needs --tls_cert and --tls_key\n", program);
+    return false;
+  }
+  client_certificates = defaults.client_certificates;
+  SetDefaultChannelCredentials(MakeChannelCredentials(tls));
   return true;
+}
+
+TlsFiles TlsFilesFromFlags() {
+  return {.cert = absl::GetFlag(FLAGS_tls_cert),
+          .key = absl::GetFlag(FLAGS_tls_key),
+          .ca = absl::GetFlag(FLAGS_tls_ca)};
+}
+
+PeerRoles PeerRolesFromFlags() {
+  return TlsFilesFromFlags().enabled() ? PeerRoles::Required() : PeerRoles();
 }
 
 ServerHostOptions ServerHostOptionsFromFlags() {
   return {.address = absl::GetFlag(FLAGS_address),
           .metrics_address = absl::GetFlag(FLAGS_metrics_address),
           .max_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20,
-          .shutdown_grace = absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms))};
+          .shutdown_grace = absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms)),
+          .credentials = MakeServerCredentials(TlsFilesFromFlags(), client_certificates)};
 }
 
 void ServeUntilSignal(ServerHost& host) {
@@ -67,7 +98,7 @@ bool HealthServing(const std::string& address, std::chrono::milliseconds timeout
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   auto stub = grpc::health::v1::Health::NewStub(
-      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+      grpc::CreateCustomChannel(address, DefaultChannelCredentials(), args));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + timeout);
   grpc::health::v1::HealthCheckResponse resp;

@@ -89,7 +89,9 @@ class Engine {
   // A new sequence that already holds the longest cached prefix of `prompt` (whole KV blocks,
   // never the last token); the caller feeds prompt[reused_tokens:]. OUT_OF_RANGE past
   // max_seq_tokens.
-  absl::StatusOr<kvcache::KvTree::Created> AddSequence(absl::Span<const int> prompt);
+  // Prefixes are reused only between sequences of the same `prefix_salt` (kvcache::PrefixSalt).
+  absl::StatusOr<kvcache::KvTree::Created> AddSequence(absl::Span<const int> prompt,
+                                                       uint64_t prefix_salt = 0);
   // n new sequences sharing all of `seq`'s KV, in O(n) whatever its length; `seq` stays valid.
   // Errors as KvTree::Fork.
   absl::Status Fork(SeqId seq, int n, SeqId* out) { return kv_->Fork(seq, n, out); }

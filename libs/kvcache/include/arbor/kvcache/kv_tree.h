@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <list>
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -37,6 +38,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
+#include "arbor/common/random_id.h"
 #include "arbor/kvcache/block_pool.h"
 
 namespace arbor::kvcache {
@@ -48,7 +50,15 @@ struct KvTreeOptions {
   int max_fork = 64;             // n in Fork(seq, n) is in [1, max_fork]
   int max_seq_tokens = 1 << 20;  // one sequence's length, path included
   bool prefix_index = true;      // index full prompt blocks and reuse them
+  // Sequence and segment ids drawn at random (never 0, never one in use) instead of counted
+  // from 1, so a client cannot guess another's (the kv-store service); counted ids are
+  // easier to read in a single process's logs.
+  bool random_ids = false;
 };
+
+// The prefix-hash salt of a tenant (0, no salt, for ""): prompts reuse KV only within the same
+// salt, so one tenant can neither reuse nor probe (by timing) another's prompt KV.
+uint64_t PrefixSalt(std::string_view tenant);
 
 // One segment of a sequence's path: tokens [start, start + length) of the sequence live in
 // `blocks` (block i holds tokens start + i * block_tokens ...; the last may be partly used).
@@ -87,8 +97,9 @@ class KvTree {
   };
   // A new sequence holding the longest indexed prefix of `prompt` (empty when nothing matches or
   // `prompt` is empty). The caller computes and commits prompt[reused_tokens:]. OUT_OF_RANGE if
-  // the prompt exceeds max_seq_tokens.
-  absl::StatusOr<Created> CreateSequence(absl::Span<const int> prompt);
+  // the prompt exceeds max_seq_tokens. Only prefixes indexed under the same `prefix_salt`
+  // (PrefixSalt) are reused, and the new sequence's blocks are indexed under it.
+  absl::StatusOr<Created> CreateSequence(absl::Span<const int> prompt, uint64_t prefix_salt = 0);
 
   // Writes n new sequence ids into `out`, each sharing all of `seq`'s KV; `seq` stays valid.
   // NOT_FOUND for an unknown sequence, INVALID_ARGUMENT for n outside [1, max_fork]; nothing
@@ -181,6 +192,16 @@ class KvTree {
   bool EvictFor(int blocks) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void IndexNewFullBlocks(Segment* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Segment* Leaf(SeqId seq) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The next id: `*counter`'s value (then counted up), or with random_ids a random one that
+  // `in_use` does not hold.
+  template <typename Map>
+  uint64_t NewId(uint64_t* counter, const Map& in_use) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!options_.random_ids) return (*counter)++;
+    for (;;) {
+      const uint64_t id = RandomNonZeroU64();
+      if (!in_use.contains(id)) return id;
+    }
+  }
   // Appends the path to `out` (Path clears it first).
   absl::Status PathLocked(SeqId seq, std::vector<PathEntry>* out, int pending) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);

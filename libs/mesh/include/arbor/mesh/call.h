@@ -28,6 +28,9 @@ struct ClientOptions {
   std::chrono::milliseconds backoff{100};  // before the second try; doubles after each
   // Wait for a service that is still starting (to the deadline) instead of failing at once.
   bool wait_for_ready = false;
+  // Sent as "authorization: Bearer <token>" on every call (the planner's public API); empty:
+  // none.
+  std::string bearer_token;
 };
 
 struct ChannelOptions {
@@ -54,6 +57,9 @@ class CallPolicy {
   void Prepare(grpc::ClientContext& ctx, Deadline deadline, bool wait_for_ready) const {
     ctx.set_deadline(deadline);
     ctx.set_wait_for_ready(wait_for_ready || options_.wait_for_ready);
+    if (!options_.bearer_token.empty()) {
+      ctx.AddMetadata("authorization", "Bearer " + options_.bearer_token);
+    }
   }
 
   // Runs `attempt` (one try with a fresh context) until it succeeds, fails for good, or (when

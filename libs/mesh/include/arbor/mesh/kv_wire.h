@@ -23,6 +23,10 @@ float* PrepareKv(const kvcache::KvLayout& layout, int tokens, v1::Tensor* out);
 absl::StatusOr<int> CheckKv(const v1::Tensor& t, const kvcache::KvLayout& layout, int tokens,
                             const std::string& field);
 
+// INVALID_ARGUMENT naming `field` and the first value that is NaN or infinite in a tensor
+// CheckKv accepted: KV a model computes is finite, and stored KV is served to later readers.
+absl::Status CheckKvFinite(const v1::Tensor& t, const std::string& field);
+
 // The f32 rows ([tokens, layout.token_floats()]) of a tensor CheckKv accepted, as bytes in any
 // alignment (for memcpy, as KvTree::Append reads them); valid while `t` is. No copy.
 const void* KvRowBytes(const v1::Tensor& t);

@@ -20,15 +20,21 @@ class KvStoreClient {
  public:
   explicit KvStoreClient(std::shared_ptr<grpc::Channel> channel, ClientOptions options = {});
 
+  // `tenant` (kvstore.proto): the tenant a call acts for; a sequence of another is NOT_FOUND.
+  // Requests passed whole (CreateSequence, ReadSegments, Commit) carry it in their field.
   absl::StatusOr<v1::CreateSequenceResponse> CreateSequence(const v1::CreateSequenceRequest& req,
                                                             Deadline deadline);
   // The children's sequence ids.
-  absl::StatusOr<std::vector<uint64_t>> Fork(uint64_t seq, int n, Deadline deadline);
+  absl::StatusOr<std::vector<uint64_t>> Fork(uint64_t seq, int n, Deadline deadline,
+                                             const std::string& tenant = "");
   // Unknown ids are ignored. Sent in batches of at most 1024.
-  absl::Status Release(const std::vector<uint64_t>& seqs, Deadline deadline);
+  absl::Status Release(const std::vector<uint64_t>& seqs, Deadline deadline,
+                       const std::string& tenant = "");
   // Waits for a kv-store still starting (to the deadline). Returns how many were released.
-  absl::StatusOr<int> ReleaseOwner(const std::string& owner, Deadline deadline);
-  absl::StatusOr<v1::GetPathResponse> GetPath(uint64_t seq, bool token_ids, Deadline deadline);
+  absl::StatusOr<int> ReleaseOwner(const std::string& owner, Deadline deadline,
+                                   const std::string& tenant = "");
+  absl::StatusOr<v1::GetPathResponse> GetPath(uint64_t seq, bool token_ids, Deadline deadline,
+                                              const std::string& tenant = "");
   // Streams the ranges' KV; `on_chunk` may stop the stream by returning an error (returned).
   absl::Status ReadSegments(const v1::ReadSegmentsRequest& req, Deadline deadline,
                             const std::function<absl::Status(const v1::SegmentChunk&)>& on_chunk);

@@ -23,6 +23,8 @@ struct ServerHostOptions {
   int max_message_bytes = 64 << 20;
   absl::Duration shutdown_grace = absl::ZeroDuration();  // NOT_SERVING before draining
   absl::Duration drain_timeout = absl::Seconds(10);      // then in-flight RPCs are cancelled
+  // The listening port's credentials (tls.h); null: plaintext.
+  std::shared_ptr<grpc::ServerCredentials> credentials;
 };
 
 class ServerHost {

@@ -4,13 +4,15 @@
 // health probe the launcher and tests use.
 //
 // Defines the flags every service has: --address, --metrics_address, --max_message_mb,
-// --shutdown_grace_ms and --log_level. Each service gives its own defaults (ServiceDefaults).
+// --shutdown_grace_ms, --log_level, and the mesh's mTLS files --tls_cert, --tls_key and
+// --tls_ca (tls.h; all three or none). Each service gives its own defaults (ServiceDefaults).
 #pragma once
 
 #include <chrono>
 #include <string>
 
 #include "arbor/rpc/server_host.h"
+#include "arbor/rpc/tls.h"
 
 namespace arbor::rpc {
 
@@ -19,6 +21,9 @@ struct ServiceDefaults {
   std::string address;          // gRPC listen address, host:port
   std::string metrics_address;  // Prometheus /metrics listen address; empty serves none
   int max_message_mb = 64;      // largest gRPC message received or sent, MiB
+  // With TLS on, callers must present a certificate of the mesh's CA (false: the planner, whose
+  // public API authenticates with bearer tokens).
+  bool client_certificates = true;
 };
 
 // Call first in main, before any thread starts. Blocks the shutdown signals, sets the shared
@@ -27,14 +32,19 @@ struct ServiceDefaults {
 bool InitServiceMain(int argc, char** argv, const char* program, const char* usage,
                      const ServiceDefaults& defaults);
 
-// The server's options from the shared flags.
+// The server's options from the shared flags (TLS credentials included).
 ServerHostOptions ServerHostOptionsFromFlags();
+// The mTLS files from the flags, and the callers' roles a service with them checks (a service
+// without them accepts every caller).
+TlsFiles TlsFilesFromFlags();
+PeerRoles PeerRolesFromFlags();
 
 // Waits for SIGTERM or SIGINT, then shuts `host` down (NOT_SERVING, grace, drain).
 void ServeUntilSignal(ServerHost& host);
 
 // Whether the gRPC health service at `address` answers SERVING within `timeout`. Uses a fresh
-// channel each call, so no reconnect backoff carries over between polls.
+// channel each call, so no reconnect backoff carries over between polls, with this process's
+// default channel credentials (tls.h).
 bool HealthServing(const std::string& address,
                    std::chrono::milliseconds timeout = std::chrono::milliseconds(500));
 
