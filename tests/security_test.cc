@@ -37,7 +37,8 @@ const std::string kModel = std::string(ARBOR_SOURCE_DIR) + "/models/test-moe";
 std::string TokensFile(bool with_carol) {
   std::string text =
       absl::StrCat(rpc::TokenHash("alice-token"), " tenant=alice max_tasks=1 max_nodes=50\n",
-                   rpc::TokenHash("bob-token"), " tenant=bob\n");
+                   rpc::TokenHash("bob-token"), " tenant=bob\n", rpc::TokenHash("dave-token"),
+                   " tenant=dave tokens_per_minute=1\n");
   if (with_carol) absl::StrAppend(&text, rpc::TokenHash("carol-token"), " tenant=carol\n");
   return text;
 }
@@ -267,6 +268,23 @@ TEST_F(SecurityTest, QuotasFromTheTokensFileNameTheLimit) {
   while (running->Read(&first)) {
   }
   EXPECT_EQ(running->Finish().error_code(), grpc::StatusCode::CANCELLED);
+}
+
+// tokens_per_minute: a tenant over it gets RESOURCE_EXHAUSTED naming the quota, and its running
+// task waits before its next expansion (here until its deadline ends it).
+TEST_F(SecurityTest, ATenantOverItsTokensPerMinuteWaits) {
+  const std::string dave = Bearer("dave-token");
+  v1::SolveRequest req = Bfs("", 1, 2, 3);
+  req.mutable_budget()->set_deadline_ms(3000);
+  const Solved first = Solve(dave, req);  // its first round passes the quota; then it waits
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  ASSERT_TRUE(first.events.back().has_result());
+  EXPECT_LT(first.events.back().result().counts().nodes(), 1 + 2 + 2 + 2);  // not every round
+  const Solved second = Solve(dave, Bfs("", 1, 1, 1));
+  EXPECT_EQ(second.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(second.status.error_message().find("tokens_per_minute=1"), std::string::npos)
+      << second.status.error_message();
+  EXPECT_TRUE(Solve(Bearer("bob-token"), Bfs("", 1, 1, 1)).status.ok());  // others unaffected
 }
 
 // Below the planner: the router and kv-store act for the tenant each call names (the planner

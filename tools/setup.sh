@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   # toolchain
   build-essential cmake ninja-build ccache pkg-config clang-format clang
+  # libFuzzer and the sanitizers' runtime for clang (tools/fuzz.sh); OpenSSL (tokens, certificates)
+  libclang-rt-14-dev libssl-dev
   # RPC, protos, abseil
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libabsl-dev
   # state store

@@ -2,7 +2,8 @@
 # The README's test command: installs what is missing, builds with -Werror, runs clang's
 # thread-safety analysis over every translation unit with lock annotations, runs every test
 # through CTest, then rebuilds the tests with AddressSanitizer + UndefinedBehaviorSanitizer
-# (CPU only) and runs them again, the checkpoint loader's bad-input tests among them.
+# (CPU only) and runs them again, the checkpoint loader's bad-input tests among them, and last
+# runs every fuzz target (clang's libFuzzer) for a bounded time on its corpus and regressions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
@@ -19,3 +20,6 @@ ARBOR_BUILD_DIR=build-asan bash tools/build.sh -DARBOR_WERROR=ON -DARBOR_SANITIZ
   -DARBOR_ENABLE_CUDA=OFF -DARBOR_BUILD_BENCHMARKS=OFF -DCMAKE_BUILD_TYPE=Debug
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure --timeout 900
+
+echo "== fuzzing (libFuzzer, ASan + UBSan; every target for a bounded time) =="
+bash tools/fuzz.sh "${ARBOR_FUZZ_SECONDS:-10}"

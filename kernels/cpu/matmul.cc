@@ -1,5 +1,8 @@
 #include "arbor/kernels/matmul.h"
 
+#if ARBOR_X86_KERNELS
+#include <cpuid.h>
+#endif
 #include <cblas.h>
 
 #include <algorithm>
@@ -12,9 +15,15 @@ namespace arbor::kernels {
 namespace {
 
 #if ARBOR_X86_KERNELS
+// F16C from CPUID (clang's __builtin_cpu_supports does not know "f16c").
+bool HaveF16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) != 0 && (c & bit_F16C) != 0;
+}
+
 bool HaveAvx2() {
-  static const bool have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                           __builtin_cpu_supports("f16c");
+  static const bool have =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && HaveF16c();
   return have;
 }
 #endif

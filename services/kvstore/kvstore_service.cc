@@ -504,7 +504,8 @@ grpc::ServerUnaryReactor* KvStoreService::ListState(grpc::CallbackServerContext*
       return absl::InvalidArgumentError(
           absl::StrCat("limit ", req->limit(), " out of range [1, ", limits_.max_list_keys, "]"));
     }
-    ARBOR_ASSIGN_OR_RETURN(auto keys, state_->ListKeys(req->prefix(), req->limit()));
+    ARBOR_ASSIGN_OR_RETURN(auto keys,
+                           state_->ListKeys(req->prefix(), req->limit(), req->start_after()));
     for (auto& k : keys) resp->add_keys(std::move(k));
     return absl::OkStatus();
   });

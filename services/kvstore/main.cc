@@ -2,6 +2,8 @@
 // and SIGTERM/SIGINT shut it down (NOT_SERVING, grace, drain). Every flag can also be set from
 // the environment as ARBOR_<FLAG_NAME>.
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 
 #include "absl/flags/flag.h"
 #include "arbor/model/config.h"
@@ -18,12 +20,49 @@ ABSL_FLAG(int, max_fork, 64, "largest n for Fork");
 ABSL_FLAG(int, max_seq_tokens, 32768, "longest sequence, in tokens");
 ABSL_FLAG(bool, prefix_cache, true, "reuse cached prompt prefixes");
 ABSL_FLAG(std::string, redis_url, "",
-          "state store: redis://host:port[/db]; empty keeps state in memory");
+          "state store: redis://host:port[/db]; empty keeps state in memory. The password goes "
+          "in --redis_password_file or $ARBOR_REDIS_PASSWORD, never on the command line");
+ABSL_FLAG(std::string, redis_password_file, "",
+          "a file holding the Redis password (default: $ARBOR_REDIS_PASSWORD, else none)");
 ABSL_FLAG(int, threads, 4, "handler threads");
 ABSL_FLAG(int, max_sequences_per_tenant, 0,
           "live sequences one tenant may hold; 0 = no limit beyond the KV pool");
 ABSL_FLAG(bool, share_prefix_across_tenants, false,
           "reuse cached prompt prefixes across tenants (a single-tenant deployment only)");
+
+namespace {
+
+// The Redis password: from --redis_password_file or $ARBOR_REDIS_PASSWORD. A password on the
+// command line (readable by every user through ps and /proc) is refused.
+absl::StatusOr<std::string> RedisPassword(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.find("redis_url") != std::string::npos && arg.find('@') != std::string::npos) {
+      return absl::InvalidArgumentError(
+          "--redis_url carries a password on the command line; use --redis_password_file or "
+          "ARBOR_REDIS_PASSWORD");
+    }
+  }
+  if (const std::string file = absl::GetFlag(FLAGS_redis_password_file); !file.empty()) {
+    std::ifstream in(file);
+    std::string password;
+    if (!in || !std::getline(in, password)) {
+      return absl::InvalidArgumentError("--redis_password_file " + file + " cannot be read");
+    }
+    return password;
+  }
+  const char* env = std::getenv("ARBOR_REDIS_PASSWORD");
+  return std::string(env != nullptr ? env : "");
+}
+
+// The url without its credentials, for logs.
+std::string Redacted(const std::string& url) {
+  const size_t at = url.find('@'), scheme = url.find("://");
+  if (at == std::string::npos || scheme == std::string::npos) return url;
+  return url.substr(0, scheme + 3) + "***@" + url.substr(at + 1);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   if (!arbor::rpc::InitServiceMain(argc, argv, "arbor-kvstore",
@@ -54,7 +93,13 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_redis_url).empty()) {
     state = arbor::statestore::NewInMemoryStateStore();
   } else {
-    auto redis = arbor::statestore::NewRedisStateStore({.url = absl::GetFlag(FLAGS_redis_url)});
+    absl::StatusOr<std::string> password = RedisPassword(argc, argv);
+    if (!password.ok()) {
+      spdlog::error("{}", std::string(password.status().message()));
+      return 2;
+    }
+    auto redis = arbor::statestore::NewRedisStateStore(
+        {.url = absl::GetFlag(FLAGS_redis_url), .password = *password});
     if (!redis.ok()) {
       spdlog::error("{}", redis.status().ToString());
       return 1;
@@ -76,9 +121,10 @@ int main(int argc, char** argv) {
     spdlog::error("{}", host.status().ToString());
     return 1;
   }
-  spdlog::info("arbor-kvstore ready address={} metrics_port={} state={}", (*host)->address(),
-               (*host)->metrics_port(),
-               absl::GetFlag(FLAGS_redis_url).empty() ? "memory" : absl::GetFlag(FLAGS_redis_url));
+  spdlog::info(
+      "arbor-kvstore ready address={} metrics_port={} state={}", (*host)->address(),
+      (*host)->metrics_port(),
+      absl::GetFlag(FLAGS_redis_url).empty() ? "memory" : Redacted(absl::GetFlag(FLAGS_redis_url)));
   arbor::rpc::ServeUntilSignal(**host);
   return 0;
 }

@@ -19,6 +19,8 @@ ABSL_FLAG(int, default_max_nodes, 200, "Budget.max_nodes when a request leaves i
 ABSL_FLAG(int64_t, default_max_tokens, 200000, "Budget.max_tokens when a request leaves it 0");
 ABSL_FLAG(int, io_threads, 64, "concurrent Extend calls, over all tasks");
 ABSL_FLAG(int, call_timeout_ms, 120000, "deadline of every kv-store and router call");
+ABSL_FLAG(int, finished_retention_s, 86400,
+          "how long a finished task's checkpoint stays in the state store before it is deleted");
 ABSL_FLAG(std::string, tokens_file, "",
           "the clients' bearer tokens (SHA-256 hash -> tenant and quotas; re-read when it "
           "changes); required unless --insecure");
@@ -27,12 +29,12 @@ ABSL_FLAG(bool, insecure, false,
           "(a laptop, never a shared deployment)");
 
 int main(int argc, char** argv) {
-  if (!arbor::rpc::InitServiceMain(argc, argv, "arbor-planner",
-                                   "arbor-planner: tree-of-thought search over the mesh",
-                                   {.address = "127.0.0.1:50081",
-                                    .metrics_address = "127.0.0.1:9121",
-                                    .max_message_mb = 64,
-                                    .client_certificates = false})) {
+  if (!arbor::rpc::InitServiceMain(
+          argc, argv, "arbor-planner", "arbor-planner: tree-of-thought search over the mesh",
+          {.address = "127.0.0.1:50081",
+           .metrics_address = "127.0.0.1:9121",
+           .max_message_mb = 4,  // requests are text (planner.proto's limits)
+           .client_certificates = false})) {
     return 2;
   }
   std::unique_ptr<arbor::rpc::TokenAuthenticator> auth;
@@ -71,6 +73,7 @@ int main(int argc, char** argv) {
        .default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens),
        .io_threads = absl::GetFlag(FLAGS_io_threads),
        .call_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_call_timeout_ms)),
+       .finished_retention = std::chrono::seconds(absl::GetFlag(FLAGS_finished_retention_s)),
        .auth = auth.get()},
       *registry);
   if (!service.ok()) {

@@ -94,36 +94,38 @@ std::vector<MeshThoughtSource::Generated> MeshThoughtSource::ExtendAll(
   std::vector<Generated> out(reqs.size());
   absl::BlockingCounter done(static_cast<int>(reqs.size()));
   for (size_t i = 0; i < reqs.size(); ++i) {
-    pool_->Schedule([this, &reqs, &out, &done, i] {
-      Generated& g = out[i];
-      double sum = 0;
-      v1::ExtendRequest req = reqs[i];
-      req.set_tenant(options_.tenant);
-      // A cancelled task starts no more Extends and stops those running at their next token
-      // (the router drops a cancelled Extend within its step), not at the end of the round.
-      if (absl::Status st = CheckCancelled(); !st.ok()) {
-        g.status = st;
-        done.DecrementCount();
-        return;
-      }
-      g.status = router_->Extend(req, options_.deadline, [&](const v1::ExtendEvent& e) {
-        if (is_cancelled_ && is_cancelled_()) return false;
-        if (e.has_token()) {
-          if (g.ids.empty()) {
-            for (const v1::TokenLogprob& t : e.token().top_logprobs()) {
-              g.first_top.push_back({.id = t.id(), .logprob = t.logprob()});
-            }
+    pool_->Schedule(
+        [this, &reqs, &out, &done, i] {
+          Generated& g = out[i];
+          double sum = 0;
+          v1::ExtendRequest req = reqs[i];
+          req.set_tenant(options_.tenant);
+          // A cancelled task starts no more Extends and stops those running at their next token
+          // (the router drops a cancelled Extend within its step), not at the end of the round.
+          if (absl::Status st = CheckCancelled(); !st.ok()) {
+            g.status = st;
+            done.DecrementCount();
+            return;
           }
-          g.ids.push_back(e.token().id());
-          sum += e.token().logprob();
-        } else {
-          g.result = e.result();
-        }
-        return true;
-      });
-      g.mean_logprob = g.ids.empty() ? 0 : sum / static_cast<double>(g.ids.size());
-      done.DecrementCount();
-    });
+          g.status = router_->Extend(req, options_.deadline, [&](const v1::ExtendEvent& e) {
+            if (is_cancelled_ && is_cancelled_()) return false;
+            if (e.has_token()) {
+              if (g.ids.empty()) {
+                for (const v1::TokenLogprob& t : e.token().top_logprobs()) {
+                  g.first_top.push_back({.id = t.id(), .logprob = t.logprob()});
+                }
+              }
+              g.ids.push_back(e.token().id());
+              sum += e.token().logprob();
+            } else {
+              g.result = e.result();
+            }
+            return true;
+          });
+          g.mean_logprob = g.ids.empty() ? 0 : sum / static_cast<double>(g.ids.size());
+          done.DecrementCount();
+        },
+        options_.tenant);  // tenants take turns on the planner's calls to the mesh
   }
   done.Wait();
   for (const Generated& g : out) {
@@ -136,6 +138,9 @@ std::vector<MeshThoughtSource::Generated> MeshThoughtSource::ExtendAll(
 
 absl::StatusOr<std::vector<std::vector<search::Proposal>>> MeshThoughtSource::Propose(
     const std::vector<const search::SearchNode*>& parents, int n) {
+  if (before_expand_ && !before_expand_()) {
+    return std::vector<std::vector<search::Proposal>>(parents.size());
+  }
   ARBOR_RETURN_IF_ERROR(CheckCancelled());
   std::vector<std::vector<uint64_t>> kids;
   for (const search::SearchNode* p : parents) {

@@ -73,6 +73,9 @@ class MeshThoughtSource : public search::ThoughtSource {
   absl::Status Release(const std::vector<uint64_t>& seqs);
 
   const SourceCounts& counts() const { return counts_; }
+  // Runs before every expansion's calls to the mesh (the planner's tokens_per_minute wait);
+  // false: time ran out while it waited, and the expansion proposes nothing.
+  void set_before_expand(std::function<bool()> fn) { before_expand_ = std::move(fn); }
   void set_counts(const SourceCounts& c) { counts_ = c; }
   // A node's own token ids, by handle: the root's prompt, a child's generated thought.
   const std::vector<int>& token_ids(uint64_t handle) const;
@@ -102,6 +105,7 @@ class MeshThoughtSource : public search::ThoughtSource {
   mesh::KvStoreClient* kv_;
   mesh::RouterClient* router_;
   ThreadPool* pool_;
+  std::function<bool()> before_expand_;
   std::string problem_;
   search::Templates templates_;
   SourceOptions options_;

@@ -1,5 +1,6 @@
 #include "planner_service.h"
 
+#include <algorithm>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -53,6 +54,7 @@ absl::StatusOr<std::unique_ptr<PlannerService>> PlannerService::Create(
       new PlannerService(std::move(kvstore), std::move(router), state, options, registry));
   ARBOR_ASSIGN_OR_RETURN(s->presets_, search::LoadPresets(options.model_dir));
   ARBOR_RETURN_IF_ERROR(s->Resume());
+  s->sweeper_ = std::thread([p = s.get()] { p->SweepExpired(); });
   return s;
 }
 
@@ -71,6 +73,11 @@ PlannerService::PlannerService(std::shared_ptr<grpc::Channel> kvstore,
       io_(options.io_threads) {}
 
 PlannerService::~PlannerService() {
+  {
+    absl::MutexLock lock(&expiry_mu_);
+    sweeper_stop_ = true;
+  }
+  if (sweeper_.joinable()) sweeper_.join();
   stopping_ = true;
   for (const auto& t : registry_.List()) t->cancel = true;
   absl::MutexLock lock(&threads_mu_);
@@ -147,6 +154,15 @@ grpc::ServerWriteReactor<v1::SolveEvent>* PlannerService::Solve(grpc::CallbackSe
     }
   }
   // Unguessable unless the client names it: a task id is also how a client reattaches.
+  if (const int64_t quota = caller->quota.tokens_per_minute; quota > 0) {
+    if (const int64_t used = TokensLastMinute(task->tenant); used >= quota) {
+      return fail(absl::ResourceExhaustedError(
+          absl::StrCat("tenant \"", task->tenant, "\" used ", used,
+                       " tokens in the last minute, its quota (tokens_per_minute=", quota,
+                       " in the tokens file); retry later")));
+    }
+    task->tokens_per_minute = quota;
+  }
   task->id = req->task_id().empty() ? absl::StrCat("t", RandomHex(12)) : req->task_id();
   task->key = TaskKey(task->id, task->tenant);
   task->request.set_task_id(task->id);
@@ -193,6 +209,10 @@ void PlannerService::Run(std::shared_ptr<Task> task, v1::TaskCheckpoint restored
   plan.Start();
   MeshThoughtSource source(&kv_, &router_, &io_, req.problem(), plan.templates, plan.source,
                            [task] { return task->cancel.load(); });
+  source.set_before_expand([&] {
+    CountRound(*task, source);
+    return Throttle(*task, plan.budget.deadline);
+  });
   search::SearchTree tree("");
   absl::Status status = restored.nodes_size() > 0 ? Restore(*task, source, restored, tree)
                                                   : CreateRoot(*task, source, tree);
@@ -233,6 +253,7 @@ void PlannerService::Run(std::shared_ptr<Task> task, v1::TaskCheckpoint restored
                                             },
                                         .round =
                                             [&] {
+                                              CountRound(*task, source);
                                               // Every change of the round is recorded already (a
                                               // parent's expanded flag with its first child).
                                               {
@@ -262,6 +283,7 @@ void PlannerService::Run(std::shared_ptr<Task> task, v1::TaskCheckpoint restored
                    search::StopReasonName(r->stop), result.solved());
     }
   }
+  CountRound(*task, source);
   Finish(*task, source, status, result, SecondsSince(t0));
 }
 
@@ -321,14 +343,17 @@ void PlannerService::Finish(Task& task, MeshThoughtSource& source, absl::Status 
     final_status = v1::TASK_STATUS_FAILED;
     spdlog::warn("task={} failed: {}", task.id, status.ToString());
   }
+  const int64_t finished_ms = UnixMillis();
   {
     absl::MutexLock lock(&task.mu);
     task.status = final_status;
     task.error = status.ok() ? "" : std::string(status.message());
     task.result = result;
     *task.checkpoint.mutable_result() = result;
+    task.checkpoint.set_finished_unix_ms(finished_ms);
   }
   WriteCheckpoint(task);
+  ExpireLater(task, finished_ms);
   if (status.ok()) {
     v1::SolveEvent e;
     *e.mutable_result() = result;
@@ -337,6 +362,79 @@ void PlannerService::Finish(Task& task, MeshThoughtSource& source, absl::Status 
   metrics_.TaskFinished(final_status, source.counts());
   task.Close(status);
   rpc_metrics_.Record("Solve", status, seconds);
+}
+
+void PlannerService::CountTokens(const std::string& tenant, int64_t tokens) {
+  if (tokens <= 0) return;
+  const int64_t second = UnixMillis() / 1000;
+  absl::MutexLock lock(&usage_mu_);
+  auto& q = usage_[tenant];
+  if (!q.empty() && q.back().first == second) {
+    q.back().second += tokens;
+  } else {
+    q.emplace_back(second, tokens);
+  }
+  while (!q.empty() && q.front().first <= second - 60) q.pop_front();
+}
+
+int64_t PlannerService::TokensLastMinute(const std::string& tenant) {
+  const int64_t second = UnixMillis() / 1000;
+  absl::MutexLock lock(&usage_mu_);
+  auto it = usage_.find(tenant);
+  if (it == usage_.end()) return 0;
+  while (!it->second.empty() && it->second.front().first <= second - 60) it->second.pop_front();
+  int64_t sum = 0;
+  for (const auto& [s, n] : it->second) sum += n;
+  if (it->second.empty()) usage_.erase(it);
+  return sum;
+}
+
+void PlannerService::CountRound(Task& task, const MeshThoughtSource& source) {
+  const SourceCounts& counts = source.counts();
+  const int64_t used = counts.generated + counts.prefilled;
+  CountTokens(task.tenant, used - task.tokens_counted);
+  task.tokens_counted = used;
+}
+
+bool PlannerService::Throttle(Task& task, std::chrono::steady_clock::time_point deadline) {
+  // Holds the next expansion while the tenant is over its quota (a cancel and the task's
+  // deadline still end the wait; false when the deadline did).
+  if (task.tokens_per_minute <= 0) return true;
+  while (TokensLastMinute(task.tenant) >= task.tokens_per_minute) {
+    if (task.cancel) return true;  // the expansion's own cancel check ends it
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return true;
+}
+
+void PlannerService::ExpireLater(const Task& task, int64_t finished_unix_ms) {
+  const int64_t at =
+      finished_unix_ms +
+      std::chrono::duration_cast<std::chrono::milliseconds>(options_.finished_retention).count();
+  absl::MutexLock lock(&expiry_mu_);
+  expiring_.emplace(at, Expiry{task.key, task.tenant, task.id});
+}
+
+void PlannerService::SweepExpired() {
+  expiry_mu_.Lock();
+  while (!sweeper_stop_) {
+    const int64_t now = UnixMillis();
+    while (!expiring_.empty() && expiring_.begin()->first <= now) {
+      const Expiry e = expiring_.begin()->second;
+      expiring_.erase(expiring_.begin());
+      expiry_mu_.Unlock();  // the state store call may take a while
+      if (absl::Status st = state_->Delete(e.key); !st.ok() && !absl::IsNotFound(st)) {
+        spdlog::warn("{}: could not delete the expired checkpoint: {}", e.key, st.ToString());
+      }
+      registry_.Remove(e.tenant, e.id);
+      expiry_mu_.Lock();
+    }
+    const int64_t next = expiring_.empty() ? now + 60000 : expiring_.begin()->first;
+    expiry_mu_.AwaitWithTimeout(absl::Condition(&sweeper_stop_),
+                                absl::Milliseconds(std::clamp<int64_t>(next - now, 10, 60000)));
+  }
+  expiry_mu_.Unlock();
 }
 
 grpc::ServerUnaryReactor* PlannerService::GetTask(grpc::CallbackServerContext* ctx,

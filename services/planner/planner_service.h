@@ -13,10 +13,12 @@
 #pragma once
 
 #include <atomic>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -44,6 +46,9 @@ struct PlannerOptions {
   int io_threads = 64;                             // concurrent Extend calls, over all tasks
   std::chrono::milliseconds call_timeout{120000};  // every kv-store and router call
   int max_finished_tasks = 1000;  // finished tasks kept for GetTask/ListTasks (oldest dropped)
+  // How long a finished task's checkpoint stays in the state store (then it is deleted, and the
+  // task is unknown).
+  std::chrono::seconds finished_retention{86400};
   // Checks every call's bearer token; the tenant and its quotas come from the token. Null
   // (--insecure): no authentication, the tenant is whatever a request names, and every task is
   // visible to every caller. Must outlive the service.
@@ -111,9 +116,13 @@ class PlannerService final : public v1::Planner::CallbackService {
   void Finish(Task& task, MeshThoughtSource& source, absl::Status status,
               const v1::SolveResult& result, double seconds);
   void WriteCheckpoint(Task& task);
-  // Loads every task checkpoint of the state store and starts the running ones.
+  // Loads every task checkpoint of the state store (page by page, however many) and starts the
+  // running ones; deletes finished ones past their retention.
   absl::Status Resume();
   void ResumeOne(const std::string& key, const v1::TaskCheckpoint& cp);
+  // Deletes `task`'s checkpoint (and forgets the task) at `finished_unix_ms` + retention.
+  void ExpireLater(const Task& task, int64_t finished_unix_ms);
+  void SweepExpired();  // the sweeper thread's loop
 
   mesh::KvStoreClient kv_;
   mesh::RouterClient router_;
@@ -127,6 +136,26 @@ class PlannerService final : public v1::Planner::CallbackService {
 
   absl::Mutex threads_mu_;
   int live_threads_ ABSL_GUARDED_BY(threads_mu_) = 0;  // task threads not yet ended
+
+  // Tokens (generated and prefilled) each tenant used, in one-second buckets over the last
+  // minute: the tokens_per_minute quota.
+  void CountTokens(const std::string& tenant, int64_t tokens);
+  int64_t TokensLastMinute(const std::string& tenant);
+  // Counts the task's tokens since the last count for its tenant; before an expansion, waits
+  // while the tenant is over its tokens_per_minute quota.
+  void CountRound(Task& task, const MeshThoughtSource& source);
+  bool Throttle(Task& task, std::chrono::steady_clock::time_point deadline);
+  absl::Mutex usage_mu_;
+  std::map<std::string, std::deque<std::pair<int64_t, int64_t>>> usage_
+      ABSL_GUARDED_BY(usage_mu_);  // tenant -> (second, tokens), oldest first
+
+  struct Expiry {
+    std::string key, tenant, id;
+  };
+  absl::Mutex expiry_mu_;
+  std::multimap<int64_t, Expiry> expiring_ ABSL_GUARDED_BY(expiry_mu_);  // by deadline, unix ms
+  bool sweeper_stop_ ABSL_GUARDED_BY(expiry_mu_) = false;
+  std::thread sweeper_;
   ThreadPool io_;
 };
 

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "absl/synchronization/notification.h"
+#include "arbor/common/clock.h"
 #include "arbor/rpc/server_host.h"
 #include "arbor/statestore/state_store.h"
 #include "gtest/gtest.h"
@@ -207,6 +208,75 @@ TEST_F(PlannerServiceTest, CheckpointsThatAreNoTaskFailOrAreSkipped) {
   // And the planner serves.
   PlannerHost::Solved s = planner.Solve(Game24Solve("after"));
   EXPECT_TRUE(s.status.ok()) << s.status.error_message();
+}
+
+// However many checkpoints the state store holds, Resume pages through all of them: a running
+// task whose key sorts after 2,500 finished ones still resumes. Finished checkpoints past the
+// retention are deleted at start; a task that finishes now is deleted once its retention passes.
+TEST_F(PlannerServiceTest, ResumeFindsEveryRunningTaskAndExpiresFinishedOnes) {
+  const int64_t now = UnixMillis();
+  for (int i = 0; i < 2500; ++i) {
+    v1::TaskCheckpoint done;
+    *done.mutable_request() = Game24Solve(absl::StrCat("done-", i));
+    done.add_nodes()->mutable_node()->set_parent_id(-1);
+    done.set_status(v1::TASK_STATUS_SUCCEEDED);
+    // The first 2,000 finished two hours ago (past the 1 h retention), the rest a minute ago.
+    done.set_finished_unix_ms(i < 2000 ? now - 7200 * 1000 : now - 60 * 1000);
+    ASSERT_TRUE(
+        mesh_->state()->Put(TaskKey(done.request().task_id()), done.SerializeAsString()).ok());
+  }
+  // A task cut back to its root and marked RUNNING, as a crash after its first checkpoint
+  // would leave it (its key sorts after every other).
+  {
+    PlannerHost first(mesh_->kvstore_channel(), mesh_->router_channel(), mesh_->state());
+    v1::SolveRequest req = Game24Solve("zz-running");
+    req.mutable_search()->mutable_bfs()->set_depth(1);
+    ASSERT_TRUE(first.Solve(req).status.ok());
+  }
+  absl::StatusOr<statestore::VersionedValue> v = mesh_->state()->Get(TaskKey("zz-running"));
+  ASSERT_TRUE(v.ok());
+  v1::TaskCheckpoint running;
+  ASSERT_TRUE(running.ParseFromString(v->value));
+  while (running.nodes_size() > 1) running.mutable_nodes()->RemoveLast();
+  running.mutable_nodes(0)->set_expanded(false);
+  running.set_status(v1::TASK_STATUS_RUNNING);
+  running.clear_result();
+  running.clear_finished_unix_ms();
+  ASSERT_TRUE(mesh_->state()->Put(TaskKey("zz-running"), running.SerializeAsString()).ok());
+
+  PlannerOptions options;
+  options.finished_retention = std::chrono::seconds(3600);
+  PlannerHost planner(mesh_->kvstore_channel(), mesh_->router_channel(), mesh_->state(), options);
+  absl::StatusOr<v1::Task> t = planner.AwaitEnd("zz-running");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->status(), v1::TASK_STATUS_SUCCEEDED) << t->error();
+  EXPECT_EQ(planner.GetTask("done-0").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(planner.GetTask("done-2499").ok());
+  std::vector<std::string> left;
+  std::string after;
+  for (;;) {
+    auto page = mesh_->state()->ListKeys(kTaskKeyPrefix, 1000, after);
+    ASSERT_TRUE(page.ok());
+    if (page->empty()) break;
+    after = page->back();
+    left.insert(left.end(), page->begin(), page->end());
+  }
+  EXPECT_EQ(left.size(), 500u + 1u);  // the recent finished ones and the resumed task
+  planner.Stop();
+
+  // A retention of 1 s: a task that finishes is gone (checkpoint and all) shortly after.
+  options.finished_retention = std::chrono::seconds(1);
+  PlannerHost quick(mesh_->kvstore_channel(), mesh_->router_channel(), mesh_->state(), options);
+  PlannerHost::Solved s = quick.Solve(Game24Solve("short-lived"));
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+  EXPECT_TRUE(quick.GetTask("short-lived").ok());
+  const auto until = std::chrono::steady_clock::now() + seconds(30);
+  while (quick.GetTask("short-lived").ok() && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(quick.GetTask("short-lived").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(mesh_->state()->Get(TaskKey("short-lived")).status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 // A router whose Extends hang until the test lets them go, so tasks stay running.

@@ -23,8 +23,9 @@ class RemoteStateStore : public statestore::StateStore {
     return kv_->CompareAndSetState(std::string(key), expected_version, std::string(value),
                                    mesh::kNoDeadline);
   }
-  absl::StatusOr<std::vector<std::string>> ListKeys(absl::string_view prefix, int limit) override {
-    return kv_->ListState(std::string(prefix), limit, mesh::kNoDeadline);
+  absl::StatusOr<std::vector<std::string>> ListKeys(absl::string_view prefix, int limit,
+                                                    absl::string_view start_after) override {
+    return kv_->ListState(std::string(prefix), limit, mesh::kNoDeadline, std::string(start_after));
   }
 
  private:

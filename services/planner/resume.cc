@@ -2,6 +2,7 @@
 // running ones go on from their restored trees (PlannerService::Restore), the finished ones
 // answer GetTask and WatchTask.
 #include "absl/strings/str_cat.h"
+#include "arbor/common/clock.h"
 #include "arbor/common/status_macros.h"
 #include "planner_service.h"
 #include "spdlog/spdlog.h"
@@ -10,16 +11,41 @@
 namespace arbor::planner {
 
 absl::Status PlannerService::Resume() {
-  ARBOR_ASSIGN_OR_RETURN(std::vector<std::string> keys, state_->ListKeys(kTaskKeyPrefix, 10000));
-  for (const std::string& key : keys) {
-    absl::StatusOr<statestore::VersionedValue> v = state_->Get(key);
-    if (!v.ok()) continue;
-    absl::StatusOr<v1::TaskCheckpoint> cp = ParseCheckpoint(key, v->value);
-    if (!cp.ok()) {
-      spdlog::warn("{}; skipped", cp.status().ToString());
-      continue;
+  const int64_t now = UnixMillis();
+  const int64_t retention_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(options_.finished_retention).count();
+  int resumed = 0, expired = 0;
+  std::string after;
+  for (;;) {  // page by page: every checkpoint, however many keys there are
+    ARBOR_ASSIGN_OR_RETURN(std::vector<std::string> keys,
+                           state_->ListKeys(kTaskKeyPrefix, 1000, after));
+    if (keys.empty()) break;
+    after = keys.back();
+    for (const std::string& key : keys) {
+      absl::StatusOr<statestore::VersionedValue> v = state_->Get(key);
+      if (!v.ok()) continue;
+      absl::StatusOr<v1::TaskCheckpoint> cp = ParseCheckpoint(key, v->value);
+      if (!cp.ok()) {
+        spdlog::warn("{}; skipped", cp.status().ToString());
+        continue;
+      }
+      if (cp->status() != v1::TASK_STATUS_RUNNING) {
+        // Finished: kept until its retention passes (one from before finished_unix_ms existed
+        // counts from now).
+        const int64_t finished = cp->finished_unix_ms() > 0 ? cp->finished_unix_ms() : now;
+        if (finished + retention_ms <= now) {
+          state_->Delete(key).IgnoreError();
+          ++expired;
+          continue;
+        }
+        cp->set_finished_unix_ms(finished);
+      }
+      ResumeOne(key, *cp);
+      ++resumed;
     }
-    ResumeOne(key, *cp);
+  }
+  if (resumed + expired > 0) {
+    spdlog::info("{} task checkpoints loaded, {} past their retention deleted", resumed, expired);
   }
   return absl::OkStatus();
 }
@@ -69,6 +95,14 @@ void PlannerService::ResumeOne(const std::string& key, const v1::TaskCheckpoint&
     }
   }
   registry_.Restore(task);
+  if (!run) {
+    const int64_t finished = cp.finished_unix_ms() > 0 ? cp.finished_unix_ms() : UnixMillis();
+    if (refused) {
+      absl::MutexLock lock(&task->mu);
+      task->checkpoint.set_finished_unix_ms(finished);
+    }
+    ExpireLater(*task, finished);
+  }
   if (run) {
     spdlog::info("task={} resumes", task->id);
     Start(std::move(task), cp);

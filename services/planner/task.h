@@ -24,9 +24,11 @@ struct Task {
 
   // Set before the task is shared, then read-only.
   std::string id, tenant;
-  std::string key;           // TaskKey(id, tenant): its checkpoint's key and its sequences' owner
-  v1::SolveRequest request;  // with task_id set
-  TaskPlan plan;             // checked and translated once, at Solve or resume
+  std::string key;  // TaskKey(id, tenant): its checkpoint's key and its sequences' owner
+  int64_t tokens_per_minute = 0;  // its tenant's quota when it started (0: none)
+  int64_t tokens_counted = 0;     // of its tokens, those counted for the quota (its thread's)
+  v1::SolveRequest request;       // with task_id set
+  TaskPlan plan;                  // checked and translated once, at Solve or resume
 
   std::atomic<bool> cancel{false};
   std::atomic<int64_t> finished_at{0};  // steady clock ticks when it finished (for eviction)

@@ -52,6 +52,11 @@ void TaskRegistry::Restore(std::shared_ptr<Task> task) {
   tasks_[std::move(key)] = std::move(task);
 }
 
+void TaskRegistry::Remove(const std::string& tenant, const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  tasks_.erase({tenant, id});
+}
+
 std::shared_ptr<Task> TaskRegistry::Find(const std::string& id,
                                          const std::optional<std::string>& tenant) const {
   absl::MutexLock lock(&mu_);

@@ -41,6 +41,8 @@ class TaskRegistry {
   // `tenant`'s task of `id`, or null; with no tenant (an --insecure planner), any tenant's.
   std::shared_ptr<Task> Find(const std::string& id,
                              const std::optional<std::string>& tenant = std::nullopt) const;
+  // Forgets `tenant`'s task `id` (its checkpoint's retention has passed).
+  void Remove(const std::string& tenant, const std::string& id);
   // Every task (of `tenant`, when not empty), in id order.
   std::vector<std::shared_ptr<Task>> List(const std::string& tenant = "") const;
 

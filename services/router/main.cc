@@ -131,7 +131,9 @@ int main(int argc, char** argv) {
           "arbor-router: attention, gating and batching over expert workers",
           {.address = "127.0.0.1:50071",
            .metrics_address = "127.0.0.1:9111",
-           .max_message_mb = 256})) {
+           // Extend requests are text or token ids (router.proto's limits); the kv-store
+           // channel, which carries KV, has its own limit below.
+           .max_message_mb = 16})) {
     return 2;
   }
   if (absl::GetFlag(FLAGS_blas_threads) > 0) {
@@ -186,8 +188,8 @@ int main(int argc, char** argv) {
   const arbor::router::RouterOptions options = OptionsFromFlags();
 
   const arbor::rpc::ServerHostOptions host_options = arbor::rpc::ServerHostOptionsFromFlags();
-  auto kvstore = arbor::mesh::NewChannel(absl::GetFlag(FLAGS_kvstore),
-                                         {.max_message_bytes = host_options.max_message_bytes});
+  auto kvstore =
+      arbor::mesh::NewChannel(absl::GetFlag(FLAGS_kvstore), {.max_message_bytes = 256 << 20});
   auto registry = std::make_shared<prometheus::Registry>();
   auto service = arbor::router::RouterService::Create(weights->get(), tokenizer->get(), backend,
                                                       remote.get(), kvstore, options, *registry);

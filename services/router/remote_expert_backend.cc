@@ -11,7 +11,6 @@
 #include "arbor/common/status_macros.h"
 #include "arbor/model/expert_spec.h"
 #include "arbor/rpc/status.h"
-#include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 
 namespace arbor::router {
@@ -53,36 +52,7 @@ RemoteExpertBackend::~RemoteExpertBackend() = default;
 absl::StatusOr<std::vector<WorkerPlacement>> LoadPlacementFile(const std::string& path, int layers,
                                                                int experts) {
   ARBOR_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
-  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON"));
-  if (!j.is_object() || !j.contains("workers") || !j["workers"].is_array() ||
-      j["workers"].empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": \"workers\" must be a non-empty array"));
-  }
-  std::vector<WorkerPlacement> out;
-  for (size_t i = 0; i < j["workers"].size(); ++i) {
-    const nlohmann::json& w = j["workers"][i];
-    const std::string where = absl::StrCat(path, ": workers[", i, "]");
-    if (!w.is_object() || !w.contains("address") || !w["address"].is_string() ||
-        w["address"].get<std::string>().empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ".address must be a host:port string"));
-    }
-    WorkerPlacement p{.address = w["address"].get<std::string>()};
-    if (w.contains("experts")) {
-      if (!w["experts"].is_string()) {
-        return absl::InvalidArgumentError(absl::StrCat(where, ".experts must be a string"));
-      }
-      auto keys = model::ParseExpertSpec(w["experts"].get<std::string>(), layers, experts);
-      if (!keys.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(where, ".experts: ", keys.status().message()));
-      }
-      p.experts = std::move(*keys);
-    }
-    out.push_back(std::move(p));
-  }
-  return out;
+  return model::ParsePlacement(text, path, layers, experts);
 }
 
 absl::StatusOr<std::unique_ptr<RemoteExpertBackend>> RemoteExpertBackend::Create(

@@ -19,6 +19,7 @@
 #include "arbor/engine/expert_backend.h"
 #include "arbor/mesh/expert_client.h"
 #include "arbor/model/config.h"
+#include "arbor/model/expert_spec.h"
 #include "arbor/v1/expert.grpc.pb.h"
 
 namespace arbor::router {
@@ -39,16 +40,9 @@ struct RemoteExpertCounters {
   std::vector<int64_t> rows_per_worker;
 };
 
-// One expert worker of the placement: its address and, optionally, the pairs the router should
-// send it (they must be among those it hosts); without them, everything it Describes.
-struct WorkerPlacement {
-  std::string address;
-  std::optional<std::vector<model::ExpertKey>> experts;
-};
+using model::WorkerPlacement;
 
-// Reads a placement file:
-//   {"workers": [{"address": "host:port", "experts": "0:0-3,1:*"}, {"address": ...}, ...]}
-// ("experts" optional, in the --experts syntax). INVALID_ARGUMENT naming the file and field.
+// Reads a placement file (model::ParsePlacement). INVALID_ARGUMENT naming the file and field.
 absl::StatusOr<std::vector<WorkerPlacement>> LoadPlacementFile(const std::string& path, int layers,
                                                                int experts);
 

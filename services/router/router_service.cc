@@ -47,8 +47,9 @@ absl::StatusOr<std::unique_ptr<RouterService>> RouterService::Create(
   service->options_.engine = service->engine_->options();  // resolved: backend cpu or cuda
   service->generator_ =
       std::make_unique<engine::Generator>(service->engine_.get(), tokenizer, options.prefill_chunk);
+  // Admitted jobs are the ones that run: at most a step's sequences, tenants taking turns.
   service->admission_ = std::make_unique<KvAdmission<std::shared_ptr<Job>>>(
-      service->engine_->kv_tree().stats().blocks_capacity);
+      service->engine_->kv_tree().stats().blocks_capacity, service->options_.engine.max_seqs);
   service->loop_ = std::thread([s = service.get()] { s->Loop(); });
   return service;
 }
@@ -253,7 +254,7 @@ void RouterService::Admit(std::shared_ptr<Job> job) {
       job, job->reserved_blocks,
       absl::StrCat("sequence ", job->seq, " with ", n, " context tokens and params.max_tokens ",
                    job->params.max_tokens),
-      layout.block_tokens);
+      layout.block_tokens, job->request.tenant());
   if (!fits.ok()) {
     job->reserved_blocks = 0;
     Fail(job, fits);

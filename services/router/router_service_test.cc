@@ -94,6 +94,25 @@ TEST(KvAdmissionTest, WaitsInOrderAndRefusesWhatCanNeverFit) {
   EXPECT_EQ(a.waiting(), 0);
 }
 
+// Tenants take turns: a tenant with a thousand waiting jobs does not hold another's one behind
+// them; within a tenant the order holds; at most max_running run at once.
+TEST(KvAdmissionTest, TenantsTakeTurns) {
+  KvAdmission<int> a(1000, /*max_running=*/2);
+  for (int i = 0; i < 1000; ++i) ASSERT_TRUE(a.Enqueue(i, 1, "big", 16, "big").ok());
+  ASSERT_TRUE(a.Enqueue(-1, 1, "small", 16, "small").ok());
+  ASSERT_TRUE(a.Enqueue(-2, 1, "small", 16, "small").ok());
+  EXPECT_EQ(a.AdmitWaiting(), (std::vector<int>{0, -1}));  // one each
+  EXPECT_EQ(a.running(), 2);
+  a.Release(1);
+  EXPECT_EQ(a.AdmitWaiting(), std::vector<int>{1});  // big's turn
+  a.Release(1);
+  EXPECT_EQ(a.AdmitWaiting(), std::vector<int>{-2});  // small's second, not big's 998th
+  a.Release(1);
+  a.Release(1);
+  EXPECT_EQ(a.AdmitWaiting(), (std::vector<int>{2, 3}));  // small is done: big runs on, in order
+  EXPECT_EQ(a.waiting(), 996);
+}
+
 // ---- with the mesh ----
 
 class RouterServiceTest : public ::testing::Test {

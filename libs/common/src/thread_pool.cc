@@ -14,9 +14,9 @@ ThreadPool::~ThreadPool() {
   for (std::thread& t : threads_) t.join();
 }
 
-void ThreadPool::Schedule(std::function<void()> fn) {
+void ThreadPool::Schedule(std::function<void()> fn, const std::string& group) {
   absl::MutexLock lock(&mu_);
-  queue_.push_back(std::move(fn));
+  queues_[group].push_back(std::move(fn));
 }
 
 void ThreadPool::Work() {
@@ -25,12 +25,17 @@ void ThreadPool::Work() {
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
-          +[](ThreadPool* p)
-               ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) { return p->stopping_ || !p->queue_.empty(); },
+          +[](ThreadPool* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) {
+            return p->stopping_ || !p->queues_.empty();
+          },
           this));
-      if (queue_.empty()) return;  // stopping and drained
-      fn = std::move(queue_.front());
-      queue_.pop_front();
+      if (queues_.empty()) return;  // stopping and drained
+      auto next = queues_.upper_bound(last_group_);
+      if (next == queues_.end()) next = queues_.begin();
+      fn = std::move(next->second.front());
+      next->second.pop_front();
+      last_group_ = next->first;
+      if (next->second.empty()) queues_.erase(next);
     }
     fn();
   }

@@ -159,8 +159,10 @@ absl::StatusOr<int64_t> KvStoreClient::CompareAndSetState(const std::string& key
 }
 
 absl::StatusOr<std::vector<std::string>> KvStoreClient::ListState(const std::string& prefix,
-                                                                  int limit, Deadline deadline) {
+                                                                  int limit, Deadline deadline,
+                                                                  const std::string& start_after) {
   v1::ListStateRequest req;
+  req.set_start_after(start_after);
   req.set_prefix(prefix);
   req.set_limit(limit);
   ARBOR_ASSIGN_OR_RETURN(

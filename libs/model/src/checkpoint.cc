@@ -15,10 +15,16 @@ namespace {
 
 using nlohmann::json;
 
-// Reads `model.safetensors.index.json`: tensor name -> shard file name.
 absl::StatusOr<std::map<std::string, std::string>> ReadIndex(const std::string& path) {
   ARBOR_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
-  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  return ParseSafetensorsIndex(text, path);
+}
+
+}  // namespace
+
+absl::StatusOr<std::map<std::string, std::string>> ParseSafetensorsIndex(absl::string_view text,
+                                                                         const std::string& path) {
+  json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object"));
   }
@@ -42,8 +48,6 @@ absl::StatusOr<std::map<std::string, std::string>> ReadIndex(const std::string& 
   }
   return map;
 }
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir) {
   ARBOR_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::Load(dir));

@@ -7,6 +7,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "nlohmann/json.hpp"
 
 namespace arbor::model {
 namespace {
@@ -79,6 +80,42 @@ std::vector<std::vector<ExpertKey>> SplitExpertsEvenly(int layers, int experts, 
     }
   }
   return shards;
+}
+
+absl::StatusOr<std::vector<WorkerPlacement>> ParsePlacement(absl::string_view text,
+                                                            const std::string& path, int layers,
+                                                            int experts) {
+  const nlohmann::json j =
+      nlohmann::json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON"));
+  if (!j.is_object() || !j.contains("workers") || !j["workers"].is_array() ||
+      j["workers"].empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": \"workers\" must be a non-empty array"));
+  }
+  std::vector<WorkerPlacement> out;
+  for (size_t i = 0; i < j["workers"].size(); ++i) {
+    const nlohmann::json& w = j["workers"][i];
+    const std::string where = absl::StrCat(path, ": workers[", i, "]");
+    if (!w.is_object() || !w.contains("address") || !w["address"].is_string() ||
+        w["address"].get<std::string>().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ".address must be a host:port string"));
+    }
+    WorkerPlacement p{.address = w["address"].get<std::string>()};
+    if (w.contains("experts")) {
+      if (!w["experts"].is_string()) {
+        return absl::InvalidArgumentError(absl::StrCat(where, ".experts must be a string"));
+      }
+      auto keys = ParseExpertSpec(w["experts"].get<std::string>(), layers, experts);
+      if (!keys.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ".experts: ", keys.status().message()));
+      }
+      p.experts = std::move(*keys);
+    }
+    out.push_back(std::move(p));
+  }
+  return out;
 }
 
 }  // namespace arbor::model

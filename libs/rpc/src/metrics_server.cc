@@ -101,6 +101,14 @@ void MetricsServer::Loop() {
   }
 }
 
+MetricsRoute RouteMetricsRequest(absl::string_view head) {
+  absl::string_view rest = head.substr(0, head.find("\r\n"));
+  if (!absl::ConsumePrefix(&rest, "GET ")) return MetricsRoute::kMethodNotAllowed;
+  const absl::string_view path = rest.substr(0, rest.find(' '));
+  if (path != "/metrics" && !absl::StartsWith(path, "/metrics?")) return MetricsRoute::kNotFound;
+  return MetricsRoute::kMetrics;
+}
+
 void MetricsServer::Serve(int client) {
   // The request head: up to 8 KiB, until the blank line.
   std::string head;
@@ -110,17 +118,19 @@ void MetricsServer::Serve(int client) {
     if (n <= 0) break;
     head.append(buf, static_cast<size_t>(n));
   }
-  const std::string line = head.substr(0, head.find("\r\n"));
   std::string status = "200 OK", type = "text/plain; version=0.0.4; charset=utf-8", body;
-  absl::string_view rest = line;
-  const bool get = absl::ConsumePrefix(&rest, "GET ");
-  const absl::string_view path = rest.substr(0, rest.find(' '));
-  if (!get) {
-    status = "405 Method Not Allowed", type = "text/plain", body = "only GET\n";
-  } else if (path != "/metrics" && !absl::StartsWith(path, "/metrics?")) {
-    status = "404 Not Found", type = "text/plain", body = "see /metrics\n";
-  } else if (registry_ != nullptr) {
-    body = prometheus::TextSerializer().Serialize(registry_->Collect());
+  switch (RouteMetricsRequest(head)) {
+    case MetricsRoute::kMethodNotAllowed:
+      status = "405 Method Not Allowed", type = "text/plain", body = "only GET\n";
+      break;
+    case MetricsRoute::kNotFound:
+      status = "404 Not Found", type = "text/plain", body = "see /metrics\n";
+      break;
+    case MetricsRoute::kMetrics:
+      if (registry_ != nullptr) {
+        body = prometheus::TextSerializer().Serialize(registry_->Collect());
+      }
+      break;
   }
   const std::string reply =
       absl::StrCat("HTTP/1.1 ", status, "\r\nContent-Type: ", type,

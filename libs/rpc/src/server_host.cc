@@ -23,6 +23,10 @@ absl::StatusOr<std::unique_ptr<ServerHost>> ServerHost::Start(
       &host->port_);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
+  grpc::ResourceQuota quota("arbor-server");
+  quota.Resize(static_cast<size_t>(options.max_memory_bytes));
+  builder.SetResourceQuota(quota);
   for (grpc::Service* s : services) builder.RegisterService(s);
   host->server_ = builder.BuildAndStart();
   if (host->server_ == nullptr || host->port_ == 0) {

@@ -146,12 +146,17 @@ class Searcher {
     bool capped = false;
     if (!fresh.empty()) {
       const int room = budget_.max_nodes - tree_.size();
+      // The root is always expanded alone (it is the whole first level).
+      const int wanted = fresh.size() == 1 && fresh[0] == 0 && spec_.root_proposals > 0
+                             ? spec_.root_proposals
+                             : spec_.proposals_per_node;
+      // Ask only for what the node budget can keep: the first parents, in order, as many
+      // proposals as there is room for (a round never generates thoughts past max_nodes). The
+      // rest stay unexpanded.
+      const int per_node = std::min(wanted, room);
+      fresh.resize(std::min<size_t>(fresh.size(), (room + per_node - 1) / per_node));
       std::vector<const SearchNode*> ps;
       for (int p : fresh) ps.push_back(&tree_.node(p));
-      // The root is always expanded alone (it is the whole first level).
-      const int per_node = fresh.size() == 1 && fresh[0] == 0 && spec_.root_proposals > 0
-                               ? spec_.root_proposals
-                               : spec_.proposals_per_node;
       ARBOR_ASSIGN_OR_RETURN(std::vector<std::vector<Proposal>> proposals,
                              source_.Propose(ps, per_node));
       if (proposals.size() != fresh.size()) {

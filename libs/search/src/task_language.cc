@@ -19,7 +19,12 @@ std::string Render(const std::string& t, const std::string& problem, const std::
 
 absl::StatusOr<Templates> ParsePreset(const std::string& path) {
   ARBOR_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
-  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  return ParsePresetText(text, path);
+}
+
+absl::StatusOr<Templates> ParsePresetText(absl::string_view text, const std::string& path) {
+  const nlohmann::json j =
+      nlohmann::json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object"));
   }

@@ -71,12 +71,16 @@ class InMemoryStateStore : public StateStore {
     return ++v.version;
   }
 
-  absl::StatusOr<std::vector<std::string>> ListKeys(absl::string_view prefix, int limit) override {
+  absl::StatusOr<std::vector<std::string>> ListKeys(absl::string_view prefix, int limit,
+                                                    absl::string_view start_after) override {
     absl::MutexLock lock(&mu_);
     std::vector<std::string> keys;
-    for (auto it = map_.lower_bound(std::string(prefix));
-         it != map_.end() && absl::StartsWith(it->first, prefix) &&
-         static_cast<int>(keys.size()) < limit;
+    auto first = map_.lower_bound(std::string(prefix));
+    if (first != map_.end() && first->first <= start_after) {
+      first = map_.upper_bound(std::string(start_after));
+    }
+    for (auto it = first; it != map_.end() && absl::StartsWith(it->first, prefix) &&
+                          static_cast<int>(keys.size()) < limit;
          ++it) {
       keys.push_back(it->first);
     }

@@ -151,7 +151,8 @@ class RedisStateStore : public StateStore {
     return version;
   }
 
-  absl::StatusOr<std::vector<std::string>> ListKeys(absl::string_view prefix, int limit) override {
+  absl::StatusOr<std::vector<std::string>> ListKeys(absl::string_view prefix, int limit,
+                                                    absl::string_view start_after) override {
     // SCAN's MATCH is a glob: escape the prefix's special characters.
     std::string pattern;
     for (char c : options_.key_prefix + std::string(prefix)) {
@@ -175,6 +176,7 @@ class RedisStateStore : public StateStore {
       }
     } while (cursor != "0");
     std::sort(keys.begin(), keys.end());
+    keys.erase(keys.begin(), std::upper_bound(keys.begin(), keys.end(), start_after));
     if (static_cast<int>(keys.size()) > limit) keys.resize(std::max(limit, 0));
     return keys;
   }
@@ -248,6 +250,7 @@ class RedisStateStore : public StateStore {
 
 absl::StatusOr<std::unique_ptr<StateStore>> NewRedisStateStore(const RedisOptions& options) {
   ARBOR_ASSIGN_OR_RETURN(RedisUrl url, ParseUrl(options.url));
+  if (!options.password.empty()) url.password = options.password;
   auto store = std::make_unique<RedisStateStore>(options, std::move(url));
   ARBOR_RETURN_IF_ERROR(store->Connect());
   return store;

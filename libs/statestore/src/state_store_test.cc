@@ -96,6 +96,13 @@ TEST_P(StateStoreTest, ListKeysByPrefixSortedAndLimited) {
   EXPECT_EQ(*store_->ListKeys("task/", 2), (std::vector<std::string>{"task/a", "task/b"}));
   EXPECT_EQ(*store_->ListKeys("tasks*", 10), (std::vector<std::string>{"tasks*x"}));  // no glob
   EXPECT_TRUE(store_->ListKeys("none/", 10)->empty());
+  // Pages: each starts after the previous page's last key.
+  EXPECT_EQ(*store_->ListKeys("task/", 2, "task/b"), (std::vector<std::string>{"task/c"}));
+  EXPECT_EQ(*store_->ListKeys("task/", 2, "task/a"),
+            (std::vector<std::string>{"task/b", "task/c"}));
+  EXPECT_EQ(*store_->ListKeys("task/", 2, "a"), (std::vector<std::string>{"task/a", "task/b"}));
+  EXPECT_TRUE(store_->ListKeys("task/", 2, "task/c")->empty());
+  EXPECT_TRUE(store_->ListKeys("task/", 2, "u")->empty());
 }
 
 TEST_P(StateStoreTest, BadKeysAndValuesNameTheField) {

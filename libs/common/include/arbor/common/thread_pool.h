@@ -1,10 +1,13 @@
-// A fixed set of worker threads running scheduled closures in FIFO order: where services move
-// blocking or heavy work so that gRPC callbacks never block. Thread-safe. The destructor runs
-// everything already scheduled, then joins.
+// A fixed set of worker threads running scheduled closures: where services move blocking or
+// heavy work so that gRPC callbacks never block. Closures run in FIFO order within a group, and
+// groups (e.g. tenants) take turns, so one group's thousand closures do not hold another's one
+// behind them. Thread-safe. The destructor runs everything already scheduled, then joins.
 #pragma once
 
 #include <deque>
 #include <functional>
+#include <map>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -20,13 +23,16 @@ class ThreadPool {
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
-  void Schedule(std::function<void()> fn);
+  void Schedule(std::function<void()> fn) { Schedule(std::move(fn), std::string()); }
+  void Schedule(std::function<void()> fn, const std::string& group);
 
  private:
   void Work();
 
   absl::Mutex mu_;
-  std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
+  // Non-empty queues by group; the turn passes to the group after `last_group_`.
+  std::map<std::string, std::deque<std::function<void()>>> queues_ ABSL_GUARDED_BY(mu_);
+  std::string last_group_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;
 };

@@ -50,7 +50,8 @@ class KvStoreClient {
   absl::StatusOr<int64_t> CompareAndSetState(const std::string& key, int64_t expected_version,
                                              const std::string& value, Deadline deadline);
   absl::StatusOr<std::vector<std::string>> ListState(const std::string& prefix, int limit,
-                                                     Deadline deadline);
+                                                     Deadline deadline,
+                                                     const std::string& start_after = "");
 
  private:
   std::unique_ptr<v1::KvStore::Stub> stub_;

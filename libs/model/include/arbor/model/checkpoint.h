@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,6 +18,11 @@
 #include "arbor/model/safetensors.h"
 
 namespace arbor::model {
+
+// `model.safetensors.index.json`'s text: tensor name -> shard file name (a plain file name in
+// the model folder). INVALID_ARGUMENT naming `path` and the entry that is wrong.
+absl::StatusOr<std::map<std::string, std::string>> ParseSafetensorsIndex(absl::string_view text,
+                                                                         const std::string& path);
 
 class Checkpoint {
  public:

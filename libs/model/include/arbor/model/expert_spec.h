@@ -3,6 +3,7 @@
 // e.g. "0:0-3,1:*" or "*:4-7".
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,20 @@ absl::StatusOr<std::vector<ExpertKey>> ParseExpertSpec(absl::string_view spec, i
 
 // The canonical spec of a set of pairs (one item per layer and run of experts).
 std::string FormatExpertSpec(const std::vector<ExpertKey>& keys);
+
+// One expert worker of a router's placement: its address and, optionally, the pairs the router
+// should send it (they must be among those it hosts); without them, everything it Describes.
+struct WorkerPlacement {
+  std::string address;
+  std::optional<std::vector<ExpertKey>> experts;
+};
+
+// A placement file's text:
+//   {"workers": [{"address": "host:port", "experts": "0:0-3,1:*"}, {"address": ...}, ...]}
+// ("experts" optional, in the --experts syntax). INVALID_ARGUMENT naming `path` and the field.
+absl::StatusOr<std::vector<WorkerPlacement>> ParsePlacement(absl::string_view text,
+                                                            const std::string& path, int layers,
+                                                            int experts);
 
 // Splits every (layer, expert) pair over `workers` shards as evenly as possible, keeping each
 // layer's experts contiguous within a shard.

@@ -15,9 +15,16 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "prometheus/registry.h"
 
 namespace arbor::rpc {
+
+// What the metrics port answers a request whose head (request line, then headers) is `head`:
+// GET /metrics (a query allowed) is the metrics, another GET path 404, any other method 405.
+// The head is untrusted bytes from the network.
+enum class MetricsRoute { kMetrics, kNotFound, kMethodNotAllowed };
+MetricsRoute RouteMetricsRequest(absl::string_view head);
 
 class MetricsServer {
  public:

@@ -23,6 +23,11 @@ struct ServerHostOptions {
   int max_message_bytes = 64 << 20;
   absl::Duration shutdown_grace = absl::ZeroDuration();  // NOT_SERVING before draining
   absl::Duration drain_timeout = absl::Seconds(10);      // then in-flight RPCs are cancelled
+  // Streams one connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+  int max_concurrent_streams = 1024;
+  // Memory gRPC may use for this server's connections and calls (its resource quota); beyond
+  // it, new calls are refused instead of the process running out of memory.
+  int64_t max_memory_bytes = int64_t{4} << 30;
   // The listening port's credentials (tls.h); null: plaintext.
   std::shared_ptr<grpc::ServerCredentials> credentials;
 };

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace arbor::search {
 
@@ -20,6 +21,8 @@ struct Templates {
 // A preset file (<model>/presets/<name>.json: the Templates fields, value_labels an object of
 // numbers). INVALID_ARGUMENT naming the file and the field that is wrong.
 absl::StatusOr<Templates> ParsePreset(const std::string& path);
+// The same for a preset's text; `path` names it in errors.
+absl::StatusOr<Templates> ParsePresetText(absl::string_view text, const std::string& path);
 
 // Every <model_dir>/presets/*.json by name (the file's stem); none when the folder is absent.
 // INVALID_ARGUMENT naming the first preset file that does not parse.

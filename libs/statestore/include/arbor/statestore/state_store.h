@@ -40,9 +40,14 @@ class StateStore {
   // returns the new version; ABORTED naming both versions otherwise, and nothing changes.
   virtual absl::StatusOr<int64_t> CompareAndSet(absl::string_view key, int64_t expected_version,
                                                 absl::string_view value) = 0;
-  // Keys starting with `prefix`, sorted, at most `limit`.
-  virtual absl::StatusOr<std::vector<std::string>> ListKeys(absl::string_view prefix,
-                                                            int limit) = 0;
+  // Keys starting with `prefix` and sorting after `start_after` ("": from the first), sorted, at
+  // most `limit`: pass the last key of one page as the next page's `start_after` to list any
+  // number of keys.
+  virtual absl::StatusOr<std::vector<std::string>> ListKeys(absl::string_view prefix, int limit,
+                                                            absl::string_view start_after) = 0;
+  absl::StatusOr<std::vector<std::string>> ListKeys(absl::string_view prefix, int limit) {
+    return ListKeys(prefix, limit, "");
+  }
 };
 
 // INVALID_ARGUMENT naming the field when a key or value breaks the limits above (empty or too
@@ -54,7 +59,8 @@ absl::Status ValidateValue(absl::string_view value);
 std::unique_ptr<StateStore> NewInMemoryStateStore();
 
 struct RedisOptions {
-  std::string url;  // redis://[:password@]host[:port][/db]
+  std::string url;       // redis://[:password@]host[:port][/db]
+  std::string password;  // when set, used instead of the url's (kept out of command lines)
   std::string key_prefix = "arbor:";
   int timeout_ms = 2000;  // connect and per-command timeout
 };
