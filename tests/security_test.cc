@@ -38,7 +38,8 @@ std::string TokensFile(bool with_carol) {
   std::string text =
       absl::StrCat(rpc::TokenHash("alice-token"), " tenant=alice max_tasks=1 max_nodes=50\n",
                    rpc::TokenHash("bob-token"), " tenant=bob\n", rpc::TokenHash("dave-token"),
-                   " tenant=dave tokens_per_minute=1\n");
+                   " tenant=dave tokens_per_minute=1\n", rpc::TokenHash("eve-token"),
+                   " tenant=eve expires=2020-01-01T00:00:00Z\n");
   if (with_carol) absl::StrAppend(&text, rpc::TokenHash("carol-token"), " tenant=carol\n");
   return text;
 }
@@ -175,8 +176,9 @@ class SecurityTest : public ::testing::Test {
 };
 
 TEST_F(SecurityTest, EveryPlannerRpcRefusesCallersWithoutAValidToken) {
-  for (const std::string& auth : {std::string(""), Bearer("guess"), Bearer(""),
-                                  std::string("Basic bob-token"), std::string("bob-token")}) {
+  for (const std::string& auth :
+       {std::string(""), Bearer("guess"), Bearer(""), std::string("Basic bob-token"),
+        std::string("bob-token"), Bearer("eve-token") /* expired */}) {
     SCOPED_TRACE(auth);
     const Solved s = Solve(auth, Bfs("", 1, 1, 1));
     EXPECT_EQ(s.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);

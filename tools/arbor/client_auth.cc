@@ -113,7 +113,7 @@ absl::StatusOr<std::string> EnsureLocalToken(const std::string& data_dir) {
   if (!std::filesystem::exists(tokens_path)) {
     const std::string text = absl::StrCat(
         "# Arbor planner tokens: sha256:<hash of a token> tenant=<name> [max_tasks=N] "
-        "[max_nodes=N] [max_tokens=N] [tokens_per_minute=N]\n",
+        "[max_nodes=N] [max_tokens=N] [tokens_per_minute=N] [expires=RFC 3339 time]\n",
         rpc::TokenHash(*token), " tenant=local\n");
     if (absl::Status st = WriteAtomically(tokens_path, text, 0600); !st.ok()) return st;
   }

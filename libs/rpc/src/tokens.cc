@@ -120,10 +120,16 @@ absl::StatusOr<TokenTable> ParseTokens(absl::string_view text, absl::string_view
         st = ParseLimit(value, key, where, &id.quota.max_tokens);
       } else if (key == "tokens_per_minute") {
         st = ParseLimit(value, key, where, &id.quota.tokens_per_minute);
+      } else if (key == "expires") {
+        std::string err;
+        if (!absl::ParseTime(absl::RFC3339_full, value, &id.expires, &err)) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              where, ": expires=", value, " is not an RFC 3339 time (2027-01-31T00:00:00Z)"));
+        }
       } else {
-        return absl::InvalidArgumentError(
-            absl::StrCat(where, ": unknown key \"", key,
-                         "\" (tenant, max_tasks, max_nodes, max_tokens, tokens_per_minute)"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, ": unknown key \"", key,
+            "\" (tenant, max_tasks, max_nodes, max_tokens, tokens_per_minute, expires)"));
       }
       if (!st.ok()) return st;
     }
@@ -191,6 +197,9 @@ absl::StatusOr<Identity> TokenAuthenticator::AuthenticateToken(absl::string_view
   MaybeReload();
   auto it = table_.find(hash);
   if (it == table_.end()) return absl::UnauthenticatedError("the bearer token is not valid");
+  if (absl::Now() >= it->second.expires) {
+    return absl::UnauthenticatedError("the bearer token has expired");
+  }
   return it->second;
 }
 

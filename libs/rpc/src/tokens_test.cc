@@ -74,6 +74,22 @@ TEST(Tokens, AuthenticatesBearerMetadata) {
   EXPECT_EQ(auth.AuthenticateToken("").status().code(), absl::StatusCode::kUnauthenticated);
 }
 
+TEST(Tokens, AnExpiredTokenIsRefused) {
+  TokenAuthenticator auth(
+      *ParseTokens(absl::StrCat(TokenHash("old"), " tenant=a expires=2020-01-01T00:00:00Z\n",
+                                TokenHash("new"), " tenant=b expires=2999-01-01T00:00:00Z\n"),
+                   "t"));
+  const absl::Status old = auth.AuthenticateToken("old").status();
+  EXPECT_EQ(old.code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(old.message(), "the bearer token has expired");
+  EXPECT_TRUE(auth.AuthenticateToken("new").ok());
+  EXPECT_NE(ParseTokens(absl::StrCat(TokenHash("x"), " tenant=a expires=tomorrow"), "t")
+                .status()
+                .message()
+                .find("expires=tomorrow is not an RFC 3339 time"),
+            std::string::npos);
+}
+
 TEST(Tokens, ReloadsAChangedFileAndKeepsTheLastGoodOne) {
   const std::string path = absl::StrCat(::testing::TempDir(), "/tokens-", ::getpid());
   auto write = [&](const std::string& text) {

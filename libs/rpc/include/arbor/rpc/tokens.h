@@ -3,7 +3,7 @@
 //
 //   # comment
 //   sha256:<64 hex digits> tenant=<name> [max_tasks=N] [max_nodes=N] [max_tokens=N]
-//                                        [tokens_per_minute=N]
+//                                        [tokens_per_minute=N] [expires=<RFC 3339 time>]
 //
 // A tenant name is 1..64 characters of [A-Za-z0-9._-]; several tokens may name one tenant (with
 // the same quotas); a quota left out (or 0) is the server's own limit. `TokenAuthenticator` reads
@@ -37,6 +37,7 @@ struct TenantQuota {
 struct Identity {
   std::string tenant;
   TenantQuota quota;
+  absl::Time expires = absl::InfiniteFuture();  // the token is refused from then on
 };
 
 // "sha256:<hex>" of `token`, as a tokens file names it.
