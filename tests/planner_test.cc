@@ -25,6 +25,7 @@
 #include "arbor/v1/kvstore.grpc.pb.h"
 #include "arbor/v1/planner.grpc.pb.h"
 #include "child_process.h"
+#include "game24_requests.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
@@ -111,15 +112,7 @@ class PlannerMesh {
 };
 
 v1::SolveRequest Bfs(int breadth, int proposals, int depth, int thought_tokens = 8) {
-  v1::SolveRequest req;
-  req.set_problem("4 9 10 13");
-  req.set_preset("game24");
-  req.mutable_search()->mutable_bfs()->set_breadth(breadth);
-  req.mutable_search()->mutable_bfs()->set_proposals_per_node(proposals);
-  req.mutable_search()->mutable_bfs()->set_depth(depth);
-  req.mutable_search()->mutable_generation()->set_max_thought_tokens(thought_tokens);
-  req.mutable_search()->mutable_generation()->set_seed(7);
-  return req;
+  return testing::Game24Bfs(breadth, proposals, depth, thought_tokens);
 }
 
 struct Solved {

@@ -23,6 +23,7 @@
 #include "arbor/v1/planner.grpc.pb.h"
 #include "arbor/v1/router.grpc.pb.h"
 #include "child_process.h"
+#include "game24_requests.h"
 #include "gtest/gtest.h"
 #include "mesh_certs.h"
 #include "nlohmann/json.hpp"
@@ -155,15 +156,8 @@ class SecurityTest : public ::testing::Test {
 
   static v1::SolveRequest Bfs(const std::string& id, int breadth, int proposals, int depth,
                               int thought_tokens = 8) {
-    v1::SolveRequest req;
+    v1::SolveRequest req = testing::Game24Bfs(breadth, proposals, depth, thought_tokens, 3);
     req.set_task_id(id);
-    req.set_problem("4 9 10 13");
-    req.set_preset("game24");
-    req.mutable_search()->mutable_bfs()->set_breadth(breadth);
-    req.mutable_search()->mutable_bfs()->set_proposals_per_node(proposals);
-    req.mutable_search()->mutable_bfs()->set_depth(depth);
-    req.mutable_search()->mutable_generation()->set_max_thought_tokens(thought_tokens);
-    req.mutable_search()->mutable_generation()->set_seed(3);
     return req;
   }
 

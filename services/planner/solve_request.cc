@@ -194,29 +194,22 @@ absl::StatusOr<TaskPlan> PlanTask(const v1::SolveRequest& req,
   return plan;
 }
 
-}  // namespace arbor::planner
-
-namespace arbor::planner {
-
 absl::Status ApplyQuota(const rpc::TenantQuota& quota, const std::string& tenant,
                         const v1::Budget& asked, TaskPlan* plan) {
-  if (quota.max_nodes > 0) {
-    if (asked.max_nodes() > quota.max_nodes) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("budget.max_nodes ", asked.max_nodes(), " is over tenant \"", tenant,
-                       "\"'s quota (max_nodes=", quota.max_nodes, " in the tokens file)"));
+  // One budget field against its quota (0: none): over it is refused, a default is capped.
+  auto cap = [&](const char* field, int64_t asked_value, int64_t limit, auto* budget) {
+    if (limit <= 0) return absl::OkStatus();
+    if (asked_value > limit) {
+      return absl::ResourceExhaustedError(absl::StrCat("budget.", field, " ", asked_value,
+                                                       " is over tenant \"", tenant, "\"'s quota (",
+                                                       field, "=", limit, " in the tokens file)"));
     }
-    plan->budget.max_nodes = std::min(plan->budget.max_nodes, quota.max_nodes);
-  }
-  if (quota.max_tokens > 0) {
-    if (asked.max_tokens() > quota.max_tokens) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("budget.max_tokens ", asked.max_tokens(), " is over tenant \"", tenant,
-                       "\"'s quota (max_tokens=", quota.max_tokens, " in the tokens file)"));
-    }
-    plan->budget.max_tokens = std::min(plan->budget.max_tokens, quota.max_tokens);
-  }
-  return absl::OkStatus();
+    *budget = std::min<int64_t>(*budget, limit);
+    return absl::OkStatus();
+  };
+  ARBOR_RETURN_IF_ERROR(
+      cap("max_nodes", asked.max_nodes(), quota.max_nodes, &plan->budget.max_nodes));
+  return cap("max_tokens", asked.max_tokens(), quota.max_tokens, &plan->budget.max_tokens);
 }
 
 }  // namespace arbor::planner
