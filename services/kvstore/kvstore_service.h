@@ -104,7 +104,7 @@ class KvStoreService final : public arbor::v1::KvStore::CallbackService {
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // RESOURCE_EXHAUSTED when `tenant` cannot hold `more` more live sequences.
   absl::Status CheckRoom(const std::string& tenant, int more) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  void Adopt(kvcache::SeqId seq, const std::string& tenant, const std::string& owner)
+  void Adopt(kvcache::SeqId seq, const std::string& tenant, const std::string& owner_key)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint64_t SaltOf(const std::string& tenant) const;
 

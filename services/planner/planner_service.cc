@@ -153,7 +153,6 @@ grpc::ServerWriteReactor<v1::SolveEvent>* PlannerService::Solve(grpc::CallbackSe
       return stream.get();
     }
   }
-  // Unguessable unless the client names it: a task id is also how a client reattaches.
   if (const int64_t quota = caller->quota.tokens_per_minute; quota > 0) {
     if (const int64_t used = TokensLastMinute(task->tenant); used >= quota) {
       return fail(absl::ResourceExhaustedError(
@@ -163,6 +162,7 @@ grpc::ServerWriteReactor<v1::SolveEvent>* PlannerService::Solve(grpc::CallbackSe
     }
     task->tokens_per_minute = quota;
   }
+  // Unguessable unless the client names it: a task id is also how a client reattaches.
   task->id = req->task_id().empty() ? absl::StrCat("t", RandomHex(12)) : req->task_id();
   task->key = TaskKey(task->id, task->tenant);
   task->request.set_task_id(task->id);

@@ -6,12 +6,11 @@
 
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "arbor/common/mapped_file.h"
 #include "arbor/common/random_id.h"
 #include "arbor/rpc/tls.h"
 #include "arbor/rpc/tokens.h"
@@ -27,11 +26,9 @@ namespace arbor::cli {
 namespace {
 
 absl::StatusOr<std::string> ReadToken(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("token file ", path, " cannot be read"));
-  std::stringstream s;
-  s << in.rdbuf();
-  std::string token(absl::StripAsciiWhitespace(s.str()));
+  absl::StatusOr<std::string> text = ReadFileToString(path);
+  if (!text.ok()) return text.status();
+  std::string token(absl::StripAsciiWhitespace(*text));
   if (token.empty())
     return absl::InvalidArgumentError(absl::StrCat("token file ", path, " is empty"));
   return token;

@@ -4,14 +4,13 @@
 #include <sys/stat.h>
 
 #include <cctype>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "arbor/common/mapped_file.h"
 #include "spdlog/spdlog.h"
 
 namespace arbor::rpc {
@@ -31,14 +30,6 @@ std::string Stamp(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return "";
   return absl::StrCat(st.st_ino, ":", st.st_size, ":", st.st_mtim.tv_sec, ".", st.st_mtim.tv_nsec);
-}
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("tokens file ", path, " cannot be read"));
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
 }
 
 template <typename T>
@@ -155,7 +146,7 @@ absl::StatusOr<TokenTable> ParseTokens(absl::string_view text, absl::string_view
 absl::StatusOr<std::unique_ptr<TokenAuthenticator>> TokenAuthenticator::Open(
     const std::string& path) {
   const std::string stamp = Stamp(path);
-  absl::StatusOr<std::string> text = ReadFile(path);
+  absl::StatusOr<std::string> text = ReadFileToString(path);
   if (!text.ok()) return text.status();
   absl::StatusOr<TokenTable> table = ParseTokens(*text, path);
   if (!table.ok()) return table.status();
@@ -178,7 +169,7 @@ void TokenAuthenticator::MaybeReload() {
   const std::string stamp = Stamp(path_);
   if (stamp == stamp_) return;
   stamp_ = stamp;
-  absl::StatusOr<std::string> text = ReadFile(path_);
+  absl::StatusOr<std::string> text = ReadFileToString(path_);
   absl::StatusOr<TokenTable> table =
       text.ok() ? ParseTokens(*text, path_) : absl::StatusOr<TokenTable>(text.status());
   if (!table.ok()) {
