@@ -458,11 +458,40 @@ grpc::ServerUnaryReactor* KvStoreService::Stats(grpc::CallbackServerContext* ctx
   });
 }
 
+absl::StatusOr<int64_t> KvStoreService::WriteState(
+    const std::string& key, const std::string& tenant, size_t value_bytes,
+    const std::function<absl::StatusOr<int64_t>()>& write) {
+  if (tenant.size() > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tenant of ", tenant.size(), " bytes, at most 64"));
+  }
+  const int64_t limit = limits_.max_state_bytes_per_tenant;
+  if (limit <= 0) return write();
+  absl::MutexLock lock(&state_mu_);
+  const auto old = state_sizes_.find(key);
+  const int64_t held = state_bytes_of_tenant_[tenant];
+  const int64_t freed =
+      old != state_sizes_.end() && old->second.first == tenant ? old->second.second : 0;
+  const int64_t bytes = static_cast<int64_t>(value_bytes);
+  if (held - freed + bytes > limit) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "tenant \"", tenant, "\" holds ", held, " bytes of state; ", bytes, " more at ", key,
+        " would pass its limit (--max_state_bytes_per_tenant=", limit, ")"));
+  }
+  ARBOR_ASSIGN_OR_RETURN(int64_t version, write());
+  if (old != state_sizes_.end()) state_bytes_of_tenant_[old->second.first] -= old->second.second;
+  state_bytes_of_tenant_[tenant] += bytes;
+  state_sizes_[key] = {tenant, bytes};
+  return version;
+}
+
 grpc::ServerUnaryReactor* KvStoreService::PutState(grpc::CallbackServerContext* ctx,
                                                    const v1::PutStateRequest* req,
                                                    v1::PutStateResponse* resp) {
   return Run(ctx, "PutState", [this, req, resp]() -> absl::Status {
-    ARBOR_ASSIGN_OR_RETURN(int64_t version, state_->Put(req->key(), req->value()));
+    ARBOR_ASSIGN_OR_RETURN(int64_t version,
+                           WriteState(req->key(), req->tenant(), req->value().size(),
+                                      [&] { return state_->Put(req->key(), req->value()); }));
     resp->set_version(version);
     return absl::OkStatus();
   });
@@ -482,7 +511,16 @@ grpc::ServerUnaryReactor* KvStoreService::GetState(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* KvStoreService::DeleteState(grpc::CallbackServerContext* ctx,
                                                       const v1::DeleteStateRequest* req,
                                                       v1::DeleteStateResponse*) {
-  return Run(ctx, "DeleteState", [this, req]() { return state_->Delete(req->key()); });
+  return Run(ctx, "DeleteState", [this, req]() -> absl::Status {
+    if (limits_.max_state_bytes_per_tenant <= 0) return state_->Delete(req->key());
+    absl::MutexLock lock(&state_mu_);
+    ARBOR_RETURN_IF_ERROR(state_->Delete(req->key()));
+    if (auto it = state_sizes_.find(req->key()); it != state_sizes_.end()) {
+      state_bytes_of_tenant_[it->second.first] -= it->second.second;
+      state_sizes_.erase(it);
+    }
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* KvStoreService::CompareAndSetState(
@@ -490,7 +528,9 @@ grpc::ServerUnaryReactor* KvStoreService::CompareAndSetState(
     v1::CompareAndSetStateResponse* resp) {
   return Run(ctx, "CompareAndSetState", [this, req, resp]() -> absl::Status {
     ARBOR_ASSIGN_OR_RETURN(
-        int64_t version, state_->CompareAndSet(req->key(), req->expected_version(), req->value()));
+        int64_t version, WriteState(req->key(), req->tenant(), req->value().size(), [&] {
+          return state_->CompareAndSet(req->key(), req->expected_version(), req->value());
+        }));
     resp->set_version(version);
     return absl::OkStatus();
   });

@@ -8,7 +8,10 @@
 // are reused within a tenant only (the tree's prefix salt), unless limits say to share them.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <string>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -35,6 +38,9 @@ struct KvStoreLimits {
   int threads = 4;              // handler pool
   // Live sequences one tenant may hold at once; 0 = no limit beyond the KV pool.
   int max_sequences_per_tenant = 0;
+  // Bytes of state-store values one tenant may hold (PutState/CompareAndSetState's tenant);
+  // 0 = no limit. Counted since this process started (see docs/SECURITY.md).
+  int64_t max_state_bytes_per_tenant = 0;
   // Reuse prompt prefixes across tenants (a single-tenant deployment): one salt for all.
   bool share_prefix_across_tenants = false;
   // With mTLS, who may call (tls.h): KV and Stats routers, planners and operators, the state
@@ -124,6 +130,18 @@ class KvStoreService final : public arbor::v1::KvStore::CallbackService {
   absl::flat_hash_map<std::string, absl::flat_hash_set<kvcache::SeqId>> owned_ ABSL_GUARDED_BY(mu_);
   // Forgets a released sequence: its version, tenant and owner.
   void Disown(kvcache::SeqId seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // State writes with --max_state_bytes_per_tenant: `write` (the store's Put or CompareAndSet)
+  // runs under state_mu_ once the tenant's bytes, with `value_bytes` at `key` in place of what
+  // the key held, are within the limit; the counts follow what was written.
+  absl::StatusOr<int64_t> WriteState(const std::string& key, const std::string& tenant,
+                                     size_t value_bytes,
+                                     const std::function<absl::StatusOr<int64_t>()>& write);
+  absl::Mutex state_mu_;
+  // Every key written since start: its tenant and value bytes; and bytes per tenant.
+  absl::flat_hash_map<std::string, std::pair<std::string, int64_t>> state_sizes_
+      ABSL_GUARDED_BY(state_mu_);
+  absl::flat_hash_map<std::string, int64_t> state_bytes_of_tenant_ ABSL_GUARDED_BY(state_mu_);
 
   rpc::RpcMetrics rpc_metrics_;
   prometheus::Gauge& kv_usage_;

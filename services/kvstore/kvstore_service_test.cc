@@ -565,5 +565,60 @@ TEST(KvStoreTenantLimitsTest, LiveSequencesPerTenantAreBounded) {
   host->Shutdown();
 }
 
+// State values count against their tenant: a write that would pass --max_state_bytes_per_tenant
+// is refused naming it and changes nothing; rewriting a key counts its new size only; a delete
+// gives the bytes back; other tenants have their own room.
+TEST(KvStoreTenantLimitsTest, StateBytesPerTenantAreBounded) {
+  auto tree = *kvcache::KvTree::Create(kLayout, 64, {.random_ids = true});
+  auto state = statestore::NewInMemoryStateStore();
+  auto registry = std::make_shared<prometheus::Registry>();
+  KvStoreService service(tree.get(), state.get(),
+                         {.vocab_size = 100, .max_state_bytes_per_tenant = 100}, *registry);
+  auto host = *rpc::ServerHost::Start({}, {&service}, registry);
+  auto stub = v1::KvStore::NewStub(
+      grpc::CreateChannel(host->address(), grpc::InsecureChannelCredentials()));
+  auto put = [&](const std::string& key, int bytes, const std::string& tenant) {
+    grpc::ClientContext ctx;
+    v1::PutStateRequest req;
+    req.set_key(key);
+    req.set_value(std::string(bytes, 'x'));
+    req.set_tenant(tenant);
+    v1::PutStateResponse resp;
+    return stub->PutState(&ctx, req, &resp);
+  };
+  auto cas = [&](const std::string& key, int64_t expected, int bytes, const std::string& tenant) {
+    grpc::ClientContext ctx;
+    v1::CompareAndSetStateRequest req;
+    req.set_key(key);
+    req.set_expected_version(expected);
+    req.set_value(std::string(bytes, 'y'));
+    req.set_tenant(tenant);
+    v1::CompareAndSetStateResponse resp;
+    return stub->CompareAndSetState(&ctx, req, &resp);
+  };
+  auto del = [&](const std::string& key) {
+    grpc::ClientContext ctx;
+    v1::DeleteStateRequest req;
+    req.set_key(key);
+    v1::DeleteStateResponse resp;
+    return stub->DeleteState(&ctx, req, &resp);
+  };
+  ASSERT_TRUE(put("a/1", 60, "a").ok());
+  const grpc::Status over = put("a/2", 50, "a");
+  EXPECT_EQ(over.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(over.error_message().find("--max_state_bytes_per_tenant=100"), std::string::npos)
+      << over.error_message();
+  EXPECT_EQ(state->Get("a/2").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(cas("a/2", 0, 50, "a").error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  ASSERT_TRUE(put("a/1", 90, "a").ok());  // the key's new size replaces its old one
+  EXPECT_EQ(put("a/1", 101, "a").error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(state->Get("a/1")->value.size(), 90u);  // the refused write changed nothing
+  ASSERT_TRUE(put("b/1", 100, "b").ok());           // b has its own room
+  ASSERT_TRUE(del("a/1").ok());
+  ASSERT_TRUE(cas("a/2", 0, 100, "a").ok());
+  EXPECT_EQ(put("a/3", 1, "a").error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  host->Shutdown();
+}
+
 }  // namespace
 }  // namespace arbor::kvstore

@@ -27,6 +27,8 @@ ABSL_FLAG(std::string, redis_password_file, "",
 ABSL_FLAG(int, threads, 4, "handler threads");
 ABSL_FLAG(int, max_sequences_per_tenant, 0,
           "live sequences one tenant may hold; 0 = no limit beyond the KV pool");
+ABSL_FLAG(int64_t, max_state_bytes_per_tenant, 0,
+          "bytes of state-store values (task checkpoints) one tenant may hold; 0 = no limit");
 ABSL_FLAG(bool, share_prefix_across_tenants, false,
           "reuse cached prompt prefixes across tenants (a single-tenant deployment only)");
 
@@ -112,6 +114,7 @@ int main(int argc, char** argv) {
       {.vocab_size = config->vocab_size,
        .threads = absl::GetFlag(FLAGS_threads),
        .max_sequences_per_tenant = absl::GetFlag(FLAGS_max_sequences_per_tenant),
+       .max_state_bytes_per_tenant = absl::GetFlag(FLAGS_max_state_bytes_per_tenant),
        .share_prefix_across_tenants = absl::GetFlag(FLAGS_share_prefix_across_tenants),
        .peers = arbor::rpc::PeerRolesFromFlags()},
       *registry);

@@ -18,6 +18,9 @@ ABSL_FLAG(int, max_tasks_per_tenant, 4, "running tasks of one tenant");
 ABSL_FLAG(int, default_max_nodes, 200, "Budget.max_nodes when a request leaves it 0");
 ABSL_FLAG(int64_t, default_max_tokens, 200000, "Budget.max_tokens when a request leaves it 0");
 ABSL_FLAG(int, io_threads, 64, "concurrent Extend calls, over all tasks");
+ABSL_FLAG(int, io_threads_per_tenant, 0,
+          "concurrent Extend calls of one tenant; 0 = io_threads less an eighth, the rest kept "
+          "for other tenants");
 ABSL_FLAG(int, call_timeout_ms, 120000, "deadline of every kv-store and router call");
 ABSL_FLAG(int, finished_retention_s, 86400,
           "how long a finished task's checkpoint stays in the state store before it is deleted");
@@ -72,6 +75,7 @@ int main(int argc, char** argv) {
        .default_max_nodes = absl::GetFlag(FLAGS_default_max_nodes),
        .default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens),
        .io_threads = absl::GetFlag(FLAGS_io_threads),
+       .io_threads_per_tenant = absl::GetFlag(FLAGS_io_threads_per_tenant),
        .call_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_call_timeout_ms)),
        .finished_retention = std::chrono::seconds(absl::GetFlag(FLAGS_finished_retention_s)),
        .auth = auth.get()},

@@ -70,7 +70,9 @@ PlannerService::PlannerService(std::shared_ptr<grpc::Channel> kvstore,
       registry_({.max_tasks = options.max_tasks,
                  .max_tasks_per_tenant = options.max_tasks_per_tenant,
                  .max_finished_tasks = options.max_finished_tasks}),
-      io_(options.io_threads) {}
+      io_(options.io_threads, options.io_threads_per_tenant > 0
+                                  ? options.io_threads_per_tenant
+                                  : std::max(1, options.io_threads - options.io_threads / 8)) {}
 
 PlannerService::~PlannerService() {
   {
@@ -147,6 +149,10 @@ grpc::ServerWriteReactor<v1::SolveEvent>* PlannerService::Solve(grpc::CallbackSe
   }
   task->tenant = task->request.tenant();
   plan->source.tenant = task->tenant;
+  // The stored request (the checkpoint's) carries the budget the task runs with, quota applied,
+  // so that a resumed task keeps it.
+  task->request.mutable_budget()->set_max_nodes(plan->budget.max_nodes);
+  task->request.mutable_budget()->set_max_tokens(plan->budget.max_tokens);
   if (!req->task_id().empty()) {
     if (auto existing = registry_.Find(req->task_id(), task->tenant)) {  // attach to it
       existing->Attach(stream);

@@ -43,7 +43,10 @@ struct PlannerOptions {
   int max_tasks_per_tenant = 4;  // running tasks of one tenant
   int default_max_nodes = 200;   // Budget.max_nodes 0
   int64_t default_max_tokens = 200000;
-  int io_threads = 64;                             // concurrent Extend calls, over all tasks
+  int io_threads = 64;  // concurrent Extend calls, over all tasks
+  // Concurrent Extend calls of one tenant (0 = io_threads less an eighth): the rest stay free for
+  // other tenants' next calls while one tenant's round waits on the router.
+  int io_threads_per_tenant = 0;
   std::chrono::milliseconds call_timeout{120000};  // every kv-store and router call
   int max_finished_tasks = 1000;  // finished tasks kept for GetTask/ListTasks (oldest dropped)
   // How long a finished task's checkpoint stays in the state store (then it is deleted, and the

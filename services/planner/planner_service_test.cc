@@ -279,6 +279,84 @@ TEST_F(PlannerServiceTest, ResumeFindsEveryRunningTaskAndExpiresFinishedOnes) {
             absl::StatusCode::kNotFound);
 }
 
+// A task resumed after a restart runs under its tenant's quotas from the tokens file, as a new
+// one does: tenant a's budget is capped at max_nodes=4 (a task's stored request carries the
+// budget it ran with), tenant b's tokens_per_minute=1 holds the task.
+TEST_F(PlannerServiceTest, ResumedTasksKeepTheirTenantsQuotas) {
+  rpc::TokenAuthenticator auth(
+      *rpc::ParseTokens(absl::StrCat(rpc::TokenHash("tok-a"), " tenant=a max_nodes=4\n",
+                                     rpc::TokenHash("tok-b"), " tenant=b tokens_per_minute=1\n"),
+                        "tokens"));
+  PlannerOptions options;
+  options.auth = &auth;
+  {  // a new task's checkpoint names the budget its quota gave it
+    PlannerHost first(mesh_->kvstore_channel(), mesh_->router_channel(), mesh_->state(), options);
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer tok-a");
+    ctx.set_deadline(std::chrono::system_clock::now() + seconds(120));
+    auto reader = first.stub().Solve(&ctx, Game24Solve("new-a"));
+    v1::SolveEvent e;
+    while (reader->Read(&e)) {
+    }
+    ASSERT_TRUE(reader->Finish().ok());
+    absl::StatusOr<statestore::VersionedValue> v = mesh_->state()->Get(TaskKey("new-a", "a"));
+    ASSERT_TRUE(v.ok()) << v.status();
+    v1::TaskCheckpoint cp;
+    ASSERT_TRUE(cp.ParseFromString(v->value));
+    EXPECT_EQ(cp.request().budget().max_nodes(), 4);
+    EXPECT_LE(cp.nodes_size(), 4);
+  }
+  // Two tasks as a crash leaves them: cut back to the root, RUNNING, no budget named (the
+  // server's default of 200 nodes, were there no quota).
+  {
+    PlannerHost seed(mesh_->kvstore_channel(), mesh_->router_channel(), mesh_->state());
+    v1::SolveRequest req = Game24Solve("seed");
+    req.mutable_search()->mutable_bfs()->set_depth(1);
+    ASSERT_TRUE(seed.Solve(req).status.ok());
+  }
+  absl::StatusOr<statestore::VersionedValue> seeded = mesh_->state()->Get(TaskKey("seed"));
+  ASSERT_TRUE(seeded.ok()) << seeded.status();
+  v1::TaskCheckpoint root;
+  ASSERT_TRUE(root.ParseFromString(seeded->value));
+  while (root.nodes_size() > 1) root.mutable_nodes()->RemoveLast();
+  root.mutable_nodes(0)->set_expanded(false);
+  root.set_status(v1::TASK_STATUS_RUNNING);
+  root.clear_result();
+  root.clear_finished_unix_ms();
+  for (const std::string tenant : {"a", "b"}) {
+    v1::TaskCheckpoint cp = root;
+    *cp.mutable_request() = Game24Solve("resumed-" + tenant, tenant);
+    ASSERT_TRUE(
+        mesh_->state()->Put(TaskKey(cp.request().task_id(), tenant), cp.SerializeAsString()).ok());
+  }
+  auto checkpoint = [&](const std::string& tenant) {
+    v1::TaskCheckpoint cp;
+    absl::StatusOr<statestore::VersionedValue> v =
+        mesh_->state()->Get(TaskKey("resumed-" + tenant, tenant));
+    if (v.ok()) {
+      EXPECT_TRUE(cp.ParseFromString(v->value));
+    }
+    return cp;
+  };
+  PlannerHost planner(mesh_->kvstore_channel(), mesh_->router_channel(), mesh_->state(), options);
+  const auto until = std::chrono::steady_clock::now() + seconds(120);
+  while (checkpoint("a").status() == v1::TASK_STATUS_RUNNING &&
+         std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const v1::TaskCheckpoint a = checkpoint("a");
+  EXPECT_NE(a.status(), v1::TASK_STATUS_RUNNING);
+  EXPECT_LE(a.nodes_size(), 4);
+  EXPECT_GT(a.nodes_size(), 1);
+  // b's minute's token went on rebuilding its root's KV (or on its first round): it waits, where
+  // unpaced the whole search takes about as long as a's did.
+  const int b_nodes = checkpoint("b").nodes_size();
+  std::this_thread::sleep_for(seconds(3));
+  EXPECT_EQ(checkpoint("b").status(), v1::TASK_STATUS_RUNNING);
+  EXPECT_EQ(checkpoint("b").nodes_size(), b_nodes);
+  planner.Stop();  // ends the waiting task
+}
+
 // A router whose Extends hang until the test lets them go, so tasks stay running.
 class HeldRouter final : public v1::Router::CallbackService {
  public:

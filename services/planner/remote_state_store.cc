@@ -1,5 +1,7 @@
 #include "remote_state_store.h"
 
+#include "task_checkpoint.h"
+
 namespace arbor::planner {
 namespace {
 
@@ -8,7 +10,8 @@ class RemoteStateStore : public statestore::StateStore {
   explicit RemoteStateStore(mesh::KvStoreClient* kv) : kv_(kv) {}
 
   absl::StatusOr<int64_t> Put(absl::string_view key, absl::string_view value) override {
-    return kv_->PutState(std::string(key), std::string(value), mesh::kNoDeadline);
+    return kv_->PutState(std::string(key), std::string(value), mesh::kNoDeadline,
+                         TenantOfTaskKey(key));
   }
   absl::StatusOr<statestore::VersionedValue> Get(absl::string_view key) override {
     absl::StatusOr<v1::GetStateResponse> r = kv_->GetState(std::string(key), mesh::kNoDeadline);
@@ -21,7 +24,7 @@ class RemoteStateStore : public statestore::StateStore {
   absl::StatusOr<int64_t> CompareAndSet(absl::string_view key, int64_t expected_version,
                                         absl::string_view value) override {
     return kv_->CompareAndSetState(std::string(key), expected_version, std::string(value),
-                                   mesh::kNoDeadline);
+                                   mesh::kNoDeadline, TenantOfTaskKey(key));
   }
   absl::StatusOr<std::vector<std::string>> ListKeys(absl::string_view prefix, int limit,
                                                     absl::string_view start_after) override {

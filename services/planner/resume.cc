@@ -58,6 +58,14 @@ void PlannerService::ResumeOne(const std::string& key, const v1::TaskCheckpoint&
   task->request = cp.request();
   // The stored request is checked as a new one is: a checkpoint is untrusted bytes.
   absl::StatusOr<TaskPlan> plan = PlanTask(cp.request(), presets_, defaults());
+  if (plan.ok() && options_.auth != nullptr) {
+    // The tenant's quotas as the tokens file says now: they cap the budget (which the stored
+    // request carries) and pace the tokens, as for a new task.
+    if (std::optional<rpc::TenantQuota> quota = options_.auth->QuotaOf(task->tenant)) {
+      ApplyQuota(*quota, task->tenant, v1::Budget(), &*plan).IgnoreError();  // nothing asked: caps
+      task->tokens_per_minute = quota->tokens_per_minute;
+    }
+  }
   if (plan.ok()) {
     task->plan = *std::move(plan);
     task->plan.source.tenant = task->tenant;

@@ -1,12 +1,19 @@
 #include "task_checkpoint.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 
 namespace arbor::planner {
 
 std::string TaskKey(const std::string& task_id, const std::string& tenant) {
   return tenant.empty() ? absl::StrCat(kTaskKeyPrefix, task_id)
                         : absl::StrCat(kTaskKeyPrefix, tenant, "/", task_id);
+}
+
+std::string TenantOfTaskKey(absl::string_view key) {
+  if (!absl::ConsumePrefix(&key, kTaskKeyPrefix)) return "";
+  const size_t slash = key.find('/');
+  return slash == absl::string_view::npos ? "" : std::string(key.substr(0, slash));
 }
 
 v1::Node NodeToProto(const search::SearchNode& n) {

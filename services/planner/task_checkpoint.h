@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "arbor/search/search.h"
 #include "arbor/v1/planner.pb.h"
 #include "mesh_thought_source.h"
@@ -22,6 +23,8 @@ namespace arbor::planner {
 // --insecure planner. Task ids are per tenant: two tenants may both use "job-1".
 inline constexpr char kTaskKeyPrefix[] = "planner/task/";
 std::string TaskKey(const std::string& task_id, const std::string& tenant = "");
+// The tenant a state key belongs to: TaskKey's tenant, "" for any other key (the planner's own).
+std::string TenantOfTaskKey(absl::string_view key);
 
 v1::Node NodeToProto(const search::SearchNode& n);
 

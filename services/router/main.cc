@@ -48,6 +48,10 @@ ABSL_FLAG(int, max_seq_tokens, 32768, "longest sequence, in tokens");
 ABSL_FLAG(int, kv_cache_tokens, 65536, "the router's KV cache, in tokens");
 ABSL_FLAG(int, kv_block_tokens, 16, "tokens per KV block");
 ABSL_FLAG(int, prefill_chunk, 256, "input tokens one Extend feeds per step");
+ABSL_FLAG(int, shared_step_tokens, 8,
+          "tokens of one step while a tenant with few tokens to feed runs beside others, shared "
+          "fairly between them (so one tenant's batch does not slow another's steps); 0 = feed "
+          "every Extend each step");
 ABSL_FLAG(int, max_new_tokens, 8192, "largest params.max_tokens");
 ABSL_FLAG(int, max_pending, 1024, "Extend calls in flight before RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, io_threads, 8, "threads for kv-store calls and tokenization");
@@ -108,6 +112,7 @@ arbor::router::RouterOptions OptionsFromFlags() {
   options.engine.kv_block_tokens = absl::GetFlag(FLAGS_kv_block_tokens);
   options.engine.backend = absl::GetFlag(FLAGS_backend);
   options.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
+  options.shared_step_tokens = absl::GetFlag(FLAGS_shared_step_tokens);
   options.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
   options.max_pending = absl::GetFlag(FLAGS_max_pending);
   options.io_threads = absl::GetFlag(FLAGS_io_threads);

@@ -44,7 +44,10 @@ absl::StatusOr<std::unique_ptr<RouterService>> RouterService::Create(
   ARBOR_ASSIGN_OR_RETURN(
       service->engine_,
       engine::Engine::Create(weights, service->metrics_.experts(), options.engine));
-  service->options_.engine = service->engine_->options();  // resolved: backend cpu or cuda
+  // Resolved: the backend (cpu or cuda), and max_seq_tokens capped by the model's context, which
+  // is what requests are checked against and what KV admission reserves at most.
+  service->options_.engine = service->engine_->options();
+  service->limits_.max_seq_tokens = service->options_.engine.max_seq_tokens;
   service->generator_ =
       std::make_unique<engine::Generator>(service->engine_.get(), tokenizer, options.prefill_chunk);
   // Admitted jobs are the ones that run: at most a step's sequences, tenants taking turns.

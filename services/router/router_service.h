@@ -53,10 +53,16 @@ namespace arbor::router {
 struct RouterOptions {
   engine::EngineOptions engine;  // the local engine: step size, KV cache, sequence length
   int prefill_chunk = 256;       // input tokens one Extend feeds per step
-  int max_text_bytes = 65536;    // ExtendRequest.text, TokenizeRequest.text
-  int max_new_tokens = 8192;     // GenerationParams.max_tokens
-  int max_pending = 1024;        // Extend calls in flight; beyond: RESOURCE_EXHAUSTED
-  int io_threads = 8;            // kv-store calls and tokenization
+  // The tokens of one step while a tenant with few tokens to feed (no more than its fair part of
+  // these) runs beside others, shared between them (each its fair part, what one leaves unused
+  // going to the others; a tenant's Extends take turns within its part), so that one tenant's
+  // large batch does not slow every step another tenant's few tokens ride in. When every tenant
+  // wants more than its part, every running Extend is fed. 0 = never held.
+  int shared_step_tokens = 8;
+  int max_text_bytes = 65536;  // ExtendRequest.text, TokenizeRequest.text
+  int max_new_tokens = 8192;   // GenerationParams.max_tokens
+  int max_pending = 1024;      // Extend calls in flight; beyond: RESOURCE_EXHAUSTED
+  int io_threads = 8;          // kv-store calls and tokenization
   std::chrono::milliseconds kvstore_timeout{30000};  // per kv-store call, capped by the client's
   // Reuse cached prompt prefixes across tenants (a single-tenant deployment); by default a
   // tenant's Extends reuse only KV computed for the same tenant.
@@ -98,6 +104,9 @@ class RouterService final : public v1::Router::CallbackService {
   void Post(std::function<void()> fn);
   void Loop();
   void StepOnce();
+  // With a small tenant running beside others, sets how many tokens each running Extend is fed
+  // next step (RouterOptions::shared_step_tokens); lifts every limit otherwise.
+  void ShareStep();
   // io pool stages.
   void Prepare(std::shared_ptr<Job> job);
   void Fetch(std::shared_ptr<Job> job);
@@ -134,6 +143,8 @@ class RouterService final : public v1::Router::CallbackService {
   std::unique_ptr<engine::Generator> generator_;                  // step loop only
   absl::flat_hash_map<int, std::shared_ptr<Job>> running_;        // generator id -> job; loop only
   std::unique_ptr<KvAdmission<std::shared_ptr<Job>>> admission_;  // step loop only
+  bool sharing_ = false;                             // ShareStep limits are set; loop only
+  absl::flat_hash_map<std::string, uint64_t> turn_;  // per tenant: whose turn; loop only
 
   mutable absl::Mutex mu_;
   std::deque<std::function<void()>> inbox_ ABSL_GUARDED_BY(mu_);

@@ -371,6 +371,96 @@ TEST_F(RouterServiceTest, KvAdmissionWaitsForRoomAndRefusesWhatCanNeverFit) {
   EXPECT_EQ(Path(c).length(), 0);  // nothing committed
 }
 
+// KV admission reserves at most the model's context (4096 tokens for this model), not the
+// --max_seq_tokens flag (32768 by default): an Extend that asks for more tokens than the context
+// holds is admitted into a cache just over one context and stops at the context's end.
+TEST_F(RouterServiceTest, KvAdmissionIsSizedByTheModelsContext) {
+  RouterOptions options;
+  options.engine.kv_cache_tokens = 4096 + 64;
+  options.engine.max_seq_tokens = 32768;  // the flag's default
+  ASSERT_NO_FATAL_FAILURE(StartMesh(options));
+  const uint64_t a = NewSequence();
+  Extended ra = Extend(*router_, Request(a, {1, 5, 9, 13}, 8192));
+  ASSERT_TRUE(ra.status.ok()) << ra.status.error_message();
+  EXPECT_EQ(ra.result.finish_reason(), v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(ra.tokens.size(), 4096u - 4u);
+  EXPECT_EQ(Path(a).length(), 4096);
+
+  // Past the context, the request is refused naming the limit the model sets.
+  const uint64_t b = NewSequence();
+  std::vector<int> too_long(4097, 5);
+  Extended rb = Extend(*router_, Request(b, too_long, 1));
+  EXPECT_EQ(rb.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(rb.status.error_message().find("max_seq_tokens 4096"), std::string::npos)
+      << rb.status.error_message();
+}
+
+// Tenant "big" streams 8 long Extends; tenant "small" one short one beside them. With steps
+// shared (2 tokens while small runs: its 1 and 1 of big's), big gains about one token per step of
+// small's life; fed every step, it would gain 8. Without a second tenant nothing is held.
+TEST_F(RouterServiceTest, ASmallTenantsStepsAreNotFilledByAnothersBatch) {
+  for (const int shared : {2, 0}) {
+    RouterOptions options;
+    options.shared_step_tokens = shared;
+    ASSERT_NO_FATAL_FAILURE(StartMesh(options));
+    auto sequence = [&](const std::string& tenant) {
+      grpc::ClientContext ctx;
+      v1::CreateSequenceRequest req;
+      req.set_tenant(tenant);
+      v1::CreateSequenceResponse resp;
+      EXPECT_TRUE(kv_->CreateSequence(&ctx, req, &resp).ok());
+      return resp.sequence_id();
+    };
+    std::atomic<int> big_tokens{0}, big_started{0};
+    std::vector<std::thread> big;
+    std::vector<std::unique_ptr<grpc::ClientContext>> big_ctx;
+    for (int i = 0; i < 8; ++i) {
+      big_ctx.push_back(std::make_unique<grpc::ClientContext>());
+      v1::ExtendRequest req = Request(sequence("big"), {1, 5 + i, 9, 13}, 2000);
+      req.set_tenant("big");
+      big.emplace_back([&, req, ctx = big_ctx.back().get()] {
+        auto reader = router_->Extend(ctx, req);
+        v1::ExtendEvent e;
+        bool first = true;
+        while (reader->Read(&e)) {
+          if (!e.has_token()) continue;
+          if (first) ++big_started;
+          first = false;
+          ++big_tokens;
+        }
+        reader->Finish().IgnoreError();
+      });
+    }
+    const auto until = std::chrono::steady_clock::now() + seconds(60);
+    while (big_started.load() < 8 && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    ASSERT_EQ(big_started.load(), 8);
+    v1::ExtendRequest small = Request(sequence("small"), {1, 2, 3}, 40);
+    small.set_tenant("small");
+    grpc::ClientContext ctx;
+    auto reader = router_->Extend(&ctx, small);
+    v1::ExtendEvent e;
+    int small_tokens = 0, at_first = 0, at_last = 0;
+    while (reader->Read(&e)) {
+      if (!e.has_token()) continue;
+      if (small_tokens++ == 0) at_first = big_tokens.load();
+      at_last = big_tokens.load();
+    }
+    ASSERT_TRUE(reader->Finish().ok());
+    EXPECT_EQ(small_tokens, 40);
+    for (auto& c : big_ctx) c->TryCancel();
+    for (auto& t : big) t.join();
+    const int gained = at_last - at_first;  // over small's 39 steps after its first token
+    if (shared > 0) {
+      EXPECT_LE(gained, 2 * 39) << "shared steps";
+    } else {
+      EXPECT_GE(gained, 4 * 39) << "every Extend fed";
+    }
+    mesh_.reset();
+  }
+}
+
 // A client that cancels while tokens stream gets CANCELLED, and the kv-store is unchanged.
 TEST_F(RouterServiceTest, CancelBeforeTheCommitCommitsNothing) {
   ASSERT_NO_FATAL_FAILURE(StartMesh());

@@ -1,7 +1,12 @@
 // The router's step loop: one thread that owns the engine and the generator, runs what the other
 // threads post to it, drops cancelled jobs, and steps every live Extend together (continuous
 // batching). The stages it runs are in router_service.cc.
+#include <algorithm>
 #include <chrono>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "arbor/common/clock.h"
 #include "extend_job.h"
@@ -31,6 +36,7 @@ void RouterService::StepOnce() {
     Fail(job, Interrupted(*job));
   }
   if (generator_->live() == 0) return;
+  ShareStep();
 
   const engine::GeneratorStats before = generator_->stats();
   const auto t0 = std::chrono::steady_clock::now();
@@ -54,6 +60,65 @@ void RouterService::StepOnce() {
     for (const auto& job : done) Complete(job);
   }
   metrics_.Export(engine_->kv_tree().stats(), static_cast<int>(running_.size()));
+}
+
+void RouterService::ShareStep() {
+  // The running Extends by tenant, in job order (ids grow with arrival).
+  std::map<std::string, std::vector<std::pair<uint64_t, int>>> by_tenant;  // (job id, gen id)
+  for (const auto& [gen_id, job] : running_) {
+    if (!generator_->finished(gen_id))
+      by_tenant[job->request.tenant()].push_back({job->id, gen_id});
+  }
+  auto lift = [this] {
+    if (!sharing_) return;
+    for (const auto& [gen_id, job] : running_) generator_->SetStepTokens(gen_id, -1);
+    sharing_ = false;
+    turn_.clear();
+  };
+  const int total = options_.shared_step_tokens;
+  if (total <= 0 || by_tenant.size() < 2) return lift();
+  // What each tenant could feed this step: one token per decoding Extend, the prompt left (up to
+  // a prefill chunk) per prefilling one.
+  auto want = [this](int gen_id) {
+    const int left = generator_->prompt_tokens_left(gen_id);
+    return left > 0 ? std::min(left, std::max(1, options_.prefill_chunk)) : 1;
+  };
+  std::vector<std::pair<int64_t, const std::string*>> demand;
+  for (auto& [tenant, jobs] : by_tenant) {
+    std::sort(jobs.begin(), jobs.end());
+    int64_t d = 0;
+    for (const auto& [id, gen_id] : jobs) d += want(gen_id);
+    demand.push_back({d, &tenant});
+  }
+  // Held to `total` only while some tenant needs no more than its fair part of it (a small
+  // tenant beside large ones); when every tenant wants more, every Extend is fed, for
+  // throughput.
+  std::sort(demand.begin(), demand.end());
+  if (demand.front().first > std::max(1, total / static_cast<int>(demand.size()))) return lift();
+  sharing_ = true;
+  // Water-filling: the smallest demands are met first; the rest split what is left evenly.
+  int left = total;
+  for (size_t i = 0; i < demand.size(); ++i) {
+    const std::string& tenant = *demand[i].second;
+    const int fair = std::max(1, left / static_cast<int>(demand.size() - i));
+    int part = static_cast<int>(std::min<int64_t>(demand[i].first, fair));
+    left = std::max(0, left - part);
+    // Within the tenant, Extends take turns: the walk starts where the last step's stopped.
+    const auto& jobs = by_tenant[tenant];
+    const size_t n = jobs.size();
+    uint64_t& turn = turn_[tenant];
+    const size_t start = turn % n;
+    size_t fed = 0;
+    for (size_t k = 0; k < n; ++k) {
+      const int gen_id = jobs[(start + k) % n].second;
+      const int w = want(gen_id);
+      const int give = part >= w ? w : (fed == 0 ? std::max(1, part) : 0);  // never none at all
+      generator_->SetStepTokens(gen_id, give);
+      part -= std::min(part, give);
+      fed += give > 0;
+    }
+    turn += std::max<size_t>(1, fed);
+  }
 }
 
 void RouterService::Loop() {

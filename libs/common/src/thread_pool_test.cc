@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/synchronization/notification.h"
@@ -60,6 +62,39 @@ TEST(ThreadPoolTest, GroupsTakeTurns) {
   ASSERT_EQ(order.size(), 1001u);
   const size_t small = std::find(order.begin(), order.end(), "small") - order.begin();
   EXPECT_LE(small, 1u);  // right after big's turn, not after all of big's
+}
+
+// A group kept to 3 of 4 threads: while its closures block, the fourth thread still runs another
+// group's closure; the blocked group's other closures wait for one of its three, not for it.
+TEST(ThreadPoolTest, AGroupKeptUnderTheThreadCountLeavesThreadsForOthers) {
+  absl::Notification release, small_ran;
+  std::atomic<int> big_running{0}, big_max{0}, big_done{0};
+  {
+    ThreadPool pool(4, /*max_per_group=*/3);
+    for (int i = 0; i < 10; ++i) {
+      pool.Schedule(
+          [&] {
+            const int now = ++big_running;
+            int seen = big_max.load();
+            while (now > seen && !big_max.compare_exchange_weak(seen, now)) {
+            }
+            release.WaitForNotification();
+            --big_running;
+            ++big_done;
+          },
+          "big");
+    }
+    for (int i = 0; i < 3000 && big_running.load() < 3; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_EQ(big_running.load(), 3);  // (no ASSERT: the pool must be released below)
+    pool.Schedule([&] { small_ran.Notify(); }, "small");
+    EXPECT_TRUE(small_ran.WaitForNotificationWithTimeout(absl::Seconds(30)));
+    EXPECT_EQ(big_running.load(), 3);
+    release.Notify();
+  }
+  EXPECT_EQ(big_done.load(), 10);
+  EXPECT_EQ(big_max.load(), 3);
 }
 
 }  // namespace

@@ -8,43 +8,6 @@
 
 namespace arbor::engine {
 
-const char* FinishReasonName(FinishReason r) {
-  switch (r) {
-    case FinishReason::kNone:
-      return "none";
-    case FinishReason::kLength:
-      return "length";
-    case FinishReason::kStop:
-      return "stop";
-    case FinishReason::kEos:
-      return "eos";
-  }
-  return "?";
-}
-
-absl::Status GenerationParams::Validate() const {
-  ARBOR_RETURN_IF_ERROR(sampling.Validate());
-  if (max_tokens < 0 || max_tokens > (1 << 20)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_tokens ", max_tokens, " out of range [0, 1048576]"));
-  }
-  if (top_logprobs < 0 || top_logprobs > 20) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("top_logprobs ", top_logprobs, " out of range [0, 20]"));
-  }
-  if (stop.size() > 16) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("stop holds ", stop.size(), " strings, at most 16"));
-  }
-  for (size_t i = 0; i < stop.size(); ++i) {
-    if (stop[i].empty() || stop[i].size() > 256) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("stop[", i, "] of ", stop[i].size(), " bytes out of range [1, 256]"));
-    }
-  }
-  return absl::OkStatus();
-}
-
 Generator::Generator(Engine* engine, const model::Tokenizer* tokenizer, int prefill_chunk)
     : engine_(engine),
       tokenizer_(tokenizer),
@@ -190,6 +153,13 @@ void Generator::Advance(Request& r, const float* logits) {
   }
 }
 
+void Generator::SetStepTokens(int id, int tokens) { requests_.at(id)->step_tokens = tokens; }
+
+int Generator::prompt_tokens_left(int id) const {
+  const Request& r = *requests_.at(id);
+  return static_cast<int>(r.result.prompt_ids.size()) - r.fed;
+}
+
 absl::StatusOr<int> Generator::Step() {
   // Admit queued requests while there are sequence slots.
   int admitted = 0;
@@ -221,7 +191,7 @@ absl::StatusOr<int> Generator::Step() {
   for (int id : live_) {
     Request& r = *requests_[id];
     if (!r.admitted || r.fed < static_cast<int>(r.result.prompt_ids.size()) || budget == 0 ||
-        (r.result.finish != FinishReason::kNone && !r.tail_kv)) {
+        r.step_tokens == 0 || (r.result.finish != FinishReason::kNone && !r.tail_kv)) {
       continue;
     }
     decode_token_[inputs_.size()] = r.result.token_ids.back();
@@ -235,8 +205,9 @@ absl::StatusOr<int> Generator::Step() {
     Request& r = *requests_[id];
     const int left = static_cast<int>(r.result.prompt_ids.size()) - r.fed;
     const bool score = r.params.prompt_logprobs;
-    if (!r.admitted || left == 0 || budget == 0 || rows == 0) continue;
+    if (!r.admitted || left == 0 || budget == 0 || rows == 0 || r.step_tokens == 0) continue;
     int n = std::min(left, budget);
+    if (r.step_tokens > 0) n = std::min(n, r.step_tokens);
     if (prefill_chunk_ > 0) n = std::min(n, prefill_chunk_);
     if (score) n = std::min(n, rows);  // one logits row per token
     const bool want = n == left && r.params.max_tokens > 0;

@@ -110,6 +110,33 @@ TEST_F(GeneratorTest, MoreRequestsThanSlotsQueueAndMatchRunningAlone) {
             static_cast<int64_t>(prompts.size()) * 9);  // first token of each comes from prefill
 }
 
+// A held request (step tokens 0) is not fed while the others run; one limited to 2 tokens a step
+// prefills in chunks of 2; lifted, both finish with exactly the tokens they generate alone.
+TEST_F(GeneratorTest, StepTokensHoldAndLimitRequestsWithoutChangingTheirOutput) {
+  GenerationParams p;
+  p.max_tokens = 6;
+  p.ignore_eos = true;
+  Generator gen(m_->engine.get(), m_->tokenizer.get());
+  const int held = *gen.Submit(m_->tokenizer->Encode("4 9 10 13"), p);
+  const int slow = *gen.Submit(m_->tokenizer->Encode("Arbor forks branches"), p);
+  const int prompt = gen.prompt_tokens_left(slow);
+  ASSERT_GT(prompt, 4);
+  gen.SetStepTokens(held, 0);
+  gen.SetStepTokens(slow, 2);
+  ASSERT_TRUE(gen.Step().ok());
+  EXPECT_EQ(gen.prompt_tokens_left(held), static_cast<int>(gen.result(held).prompt_ids.size()));
+  EXPECT_EQ(gen.prompt_tokens_left(slow), prompt - 2);
+  ASSERT_TRUE(gen.Step().ok());
+  EXPECT_EQ(gen.prompt_tokens_left(slow), prompt - 4);
+  EXPECT_TRUE(gen.result(held).token_ids.empty());
+  gen.SetStepTokens(held, -1);
+  gen.SetStepTokens(slow, -1);
+  ASSERT_TRUE(gen.RunToCompletion().ok());
+  EXPECT_EQ(gen.prompt_tokens_left(slow), 0);
+  EXPECT_EQ(gen.result(held).token_ids, GenerateOne(*m_, "4 9 10 13", p).token_ids);
+  EXPECT_EQ(gen.result(slow).token_ids, GenerateOne(*m_, "Arbor forks branches", p).token_ids);
+}
+
 TEST_F(GeneratorTest, RepeatedPromptReusesCachedPrefixAndGeneratesTheSame) {
   GenerationParams p;
   p.max_tokens = 8;

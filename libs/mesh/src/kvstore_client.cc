@@ -109,10 +109,11 @@ absl::StatusOr<v1::StatsResponse> KvStoreClient::Stats(Deadline deadline) {
 }
 
 absl::StatusOr<int64_t> KvStoreClient::PutState(const std::string& key, const std::string& value,
-                                                Deadline deadline) {
+                                                Deadline deadline, const std::string& tenant) {
   v1::PutStateRequest req;
   req.set_key(key);
   req.set_value(value);
+  req.set_tenant(tenant);
   ARBOR_ASSIGN_OR_RETURN(
       const v1::PutStateResponse resp,
       policy_.Call<v1::PutStateResponse>(
@@ -143,11 +144,13 @@ absl::Status KvStoreClient::DeleteState(const std::string& key, Deadline deadlin
 absl::StatusOr<int64_t> KvStoreClient::CompareAndSetState(const std::string& key,
                                                           int64_t expected_version,
                                                           const std::string& value,
-                                                          Deadline deadline) {
+                                                          Deadline deadline,
+                                                          const std::string& tenant) {
   v1::CompareAndSetStateRequest req;
   req.set_key(key);
   req.set_expected_version(expected_version);
   req.set_value(value);
+  req.set_tenant(tenant);
   ARBOR_ASSIGN_OR_RETURN(
       const v1::CompareAndSetStateResponse resp,
       policy_.Call<v1::CompareAndSetStateResponse>(

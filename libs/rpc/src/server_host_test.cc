@@ -1,6 +1,7 @@
 #include "arbor/rpc/server_host.h"
 
 #include <cstdlib>
+#include <future>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -9,7 +10,9 @@
 #include "arbor/rpc/http_get_for_test.h"
 #include "arbor/rpc/metrics_server.h"
 #include "arbor/rpc/status.h"
+#include "arbor/v1/planner.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "gtest/gtest.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
@@ -115,6 +118,94 @@ TEST(ServerHostTest, UnusableAddressesAreUnavailable) {
   auto host = ServerHost::Start(opts, {}, nullptr);
   EXPECT_EQ(host.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_NE(host.status().message().find("no-such-host.invalid"), absl::string_view::npos);
+}
+
+// A service with one unary and one server-streaming method, each taking a string field.
+class EchoTasks final : public v1::Planner::CallbackService {
+ public:
+  grpc::ServerUnaryReactor* GetTask(grpc::CallbackServerContext* ctx, const v1::GetTaskRequest* req,
+                                    v1::Task*) override {
+    auto* r = ctx->DefaultReactor();
+    r->Finish(req->task_id() == "t1" ? grpc::Status::OK
+                                     : grpc::Status(grpc::StatusCode::NOT_FOUND, "no such task"));
+    return r;
+  }
+  grpc::ServerWriteReactor<v1::SolveEvent>* WatchTask(grpc::CallbackServerContext*,
+                                                      const v1::WatchTaskRequest*) override {
+    class Done : public grpc::ServerWriteReactor<v1::SolveEvent> {
+     public:
+      Done() { Finish(grpc::Status::OK); }
+      void OnDone() override { delete this; }
+    };
+    return new Done();
+  }
+};
+
+// A request whose string field is not UTF-8 gets INVALID_ARGUMENT naming the field (gRPC alone
+// answers UNIMPLEMENTED with no message); bytes that are no message at all get INVALID_ARGUMENT
+// naming the method; a method the service does not implement is still UNIMPLEMENTED, and good
+// requests are untouched.
+TEST(ServerHostTest, UnparsableRequestsAreInvalidArgumentNamingTheField) {
+  EchoTasks service;
+  auto host = ServerHost::Start({}, {&service}, nullptr);
+  ASSERT_TRUE(host.ok()) << host.status();
+  auto channel = grpc::CreateChannel((*host)->address(), grpc::InsecureChannelCredentials());
+  auto stub = v1::Planner::NewStub(channel);
+  const std::string bad_utf8 = "t\xc3\x28\xff";
+
+  {
+    grpc::ClientContext ctx;
+    v1::GetTaskRequest req;
+    req.set_task_id(bad_utf8);
+    v1::Task resp;
+    grpc::Status st = stub->GetTask(&ctx, req, &resp);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(st.error_message(),
+              "string field arbor.v1.GetTaskRequest.task_id is not valid UTF-8");
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::WatchTaskRequest req;
+    req.set_task_id(bad_utf8);
+    auto reader = stub->WatchTask(&ctx, req);
+    v1::SolveEvent e;
+    EXPECT_FALSE(reader->Read(&e));
+    grpc::Status st = reader->Finish();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(st.error_message(),
+              "string field arbor.v1.WatchTaskRequest.task_id is not valid UTF-8");
+  }
+  {  // a truncated message: field 1, length 9, three bytes
+    grpc::GenericStub generic(channel);
+    grpc::ClientContext ctx;
+    const std::string wire =
+        "\x0a\x09"
+        "abc";
+    grpc::Slice slice(wire);
+    grpc::ByteBuffer request(&slice, 1), response;
+    std::promise<grpc::Status> done;
+    generic.UnaryCall(&ctx, "/arbor.v1.Planner/GetTask", grpc::StubOptions(), &request, &response,
+                      [&done](grpc::Status s) { done.set_value(std::move(s)); });
+    grpc::Status st = done.get_future().get();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(st.error_message(),
+              "the request to /arbor.v1.Planner/GetTask is not a valid message of its type");
+  }
+  for (const std::string& id : {std::string("t1"), std::string("t\xc3\xa9")}) {  // é is fine
+    grpc::ClientContext ctx;
+    v1::GetTaskRequest req;
+    req.set_task_id(id);
+    v1::Task resp;
+    grpc::Status st = stub->GetTask(&ctx, req, &resp);
+    EXPECT_EQ(st.error_code(), id == "t1" ? grpc::StatusCode::OK : grpc::StatusCode::NOT_FOUND);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::CancelTaskRequest req;
+    v1::Task resp;
+    EXPECT_EQ(stub->CancelTask(&ctx, req, &resp).error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  }
+  (*host)->Shutdown();
 }
 
 TEST(FlagsEnvTest, EnvironmentSetsFlagsAndBadValuesNameTheVariable) {

@@ -194,6 +194,17 @@ absl::StatusOr<Identity> TokenAuthenticator::AuthenticateToken(absl::string_view
   return it->second;
 }
 
+std::optional<TenantQuota> TokenAuthenticator::QuotaOf(absl::string_view tenant) {
+  absl::MutexLock lock(&mu_);
+  MaybeReload();
+  const absl::Time now = absl::Now();
+  for (const auto& [hash, id] : table_) {
+    // ParseTokens gives every token of a tenant the same quotas.
+    if (id.tenant == tenant && now < id.expires) return id.quota;
+  }
+  return std::nullopt;
+}
+
 absl::StatusOr<Identity> TokenAuthenticator::Authenticate(
     const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) {
   auto it = metadata.find(kAuthorizationKey);

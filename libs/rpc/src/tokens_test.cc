@@ -90,6 +90,27 @@ TEST(Tokens, AnExpiredTokenIsRefused) {
             std::string::npos);
 }
 
+// Work without a caller (a resumed task) takes its tenant's quotas from any of its unexpired
+// tokens (a tenant has one set); none for a tenant with no valid token.
+TEST(Tokens, QuotaOfATenantComesFromItsValidTokens) {
+  TokenAuthenticator auth(
+      *ParseTokens(absl::StrCat(TokenHash("a1"), " tenant=a max_nodes=20 tokens_per_minute=900\n",
+                                TokenHash("a2"), " tenant=a max_nodes=20 tokens_per_minute=900\n",
+                                TokenHash("b"), " tenant=b\n", TokenHash("c"),
+                                " tenant=c max_nodes=5 expires=2020-01-01T00:00:00Z\n"),
+                   "t"));
+  std::optional<TenantQuota> a = auth.QuotaOf("a");
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->max_nodes, 20);
+  EXPECT_EQ(a->tokens_per_minute, 900);
+  EXPECT_EQ(a->max_tokens, 0);
+  std::optional<TenantQuota> b = auth.QuotaOf("b");
+  ASSERT_TRUE(b.has_value());
+  EXPECT_EQ(b->max_nodes, 0);
+  EXPECT_FALSE(auth.QuotaOf("c").has_value());
+  EXPECT_FALSE(auth.QuotaOf("nobody").has_value());
+}
+
 TEST(Tokens, ReloadsAChangedFileAndKeepsTheLastGoodOne) {
   const std::string path = absl::StrCat(::testing::TempDir(), "/tokens-", ::getpid());
   auto write = [&](const std::string& text) {

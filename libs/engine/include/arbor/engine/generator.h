@@ -107,6 +107,12 @@ class Generator {
   size_t stable_text_bytes(int id) const;
   // Requests not yet finished.
   int live() const { return static_cast<int>(live_.size()); }
+  // At most `tokens` of the request's tokens are fed in each step from now on: 0 holds it (it
+  // waits, its state kept), -1 lifts the limit (the default). For a scheduler that shares
+  // steps between clients.
+  void SetStepTokens(int id, int tokens);
+  // Prompt tokens the request has still to feed (0 once it decodes).
+  int prompt_tokens_left(int id) const;
   // The request's result so far (complete once finished). The id must come from Submit.
   const GenerationResult& result(int id) const;
 
@@ -125,6 +131,7 @@ class Generator {
     bool tail_kv = false;    // finished; the last token still needs its KV (complete_kv)
     bool cancelled = false;  // ended by Cancel
     size_t max_stop = 0;     // longest stop string
+    int step_tokens = -1;    // SetStepTokens
   };
   bool done(const Request& r) const {
     return r.cancelled || (r.result.finish != FinishReason::kNone && !r.tail_kv);

@@ -42,13 +42,15 @@ class KvStoreClient {
   absl::StatusOr<uint64_t> Commit(const v1::CommitRequest& req, Deadline deadline);
   absl::StatusOr<v1::StatsResponse> Stats(Deadline deadline);
 
-  // The state store. Versions as in statestore::StateStore.
+  // The state store. Versions as in statestore::StateStore. A value is kept for `tenant` ("" =
+  // the caller's own), whose bytes the kv-store may bound.
   absl::StatusOr<int64_t> PutState(const std::string& key, const std::string& value,
-                                   Deadline deadline);
+                                   Deadline deadline, const std::string& tenant = "");
   absl::StatusOr<v1::GetStateResponse> GetState(const std::string& key, Deadline deadline);
   absl::Status DeleteState(const std::string& key, Deadline deadline);
   absl::StatusOr<int64_t> CompareAndSetState(const std::string& key, int64_t expected_version,
-                                             const std::string& value, Deadline deadline);
+                                             const std::string& value, Deadline deadline,
+                                             const std::string& tenant = "");
   absl::StatusOr<std::vector<std::string>> ListState(const std::string& prefix, int limit,
                                                      Deadline deadline,
                                                      const std::string& start_after = "");

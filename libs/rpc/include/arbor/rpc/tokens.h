@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -66,6 +67,9 @@ class TokenAuthenticator {
   absl::StatusOr<Identity> Authenticate(
       const std::multimap<grpc::string_ref, grpc::string_ref>& metadata);
   absl::StatusOr<Identity> AuthenticateToken(absl::string_view token);
+  // The quotas of `tenant` in the tokens file as it is now; nullopt when none of its tokens is
+  // valid (unexpired). For work that runs without a caller, e.g. a task resumed after a restart.
+  std::optional<TenantQuota> QuotaOf(absl::string_view tenant);
 
  private:
   TokenAuthenticator(std::string path, TokenTable table, std::string stamp);
