@@ -46,11 +46,15 @@ class ExpertWorkerService final : public arbor::v1::ExpertWorker::CallbackServic
   // The backend in use: "cpu" or "cuda" ("auto" resolved).
   const std::string& backend_name() const { return backend_name_; }
 
+  // What RunExperts does once the caller is checked: every field of `req` against the model and
+  // the limits (INVALID_ARGUMENT or FAILED_PRECONDITION naming it), then the experts' partial
+  // sums into `resp`. Public for the fuzz target.
+  absl::Status DoRun(const v1::RunExpertsRequest& req, v1::RunExpertsResponse* resp);
+
  private:
   ExpertWorkerService(const model::ModelWeights* weights, std::string model_name,
                       const ExpertWorkerLimits& limits, prometheus::Registry& registry,
                       std::unique_ptr<engine::ExpertBackend> backend);
-  absl::Status DoRun(const v1::RunExpertsRequest& req, v1::RunExpertsResponse* resp);
 
   const model::ModelWeights* weights_;
   const std::string model_name_;
