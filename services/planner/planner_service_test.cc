@@ -114,6 +114,26 @@ class PlannerServiceTest : public ::testing::Test {
     ASSERT_TRUE(mesh.ok()) << mesh.status();
     mesh_ = std::move(*mesh);
   }
+  // A depth-1 task `id` run to the end, its checkpoint cut back to the root and marked RUNNING,
+  // as a crash after its first checkpoint would leave it (every sequence it named released).
+  v1::TaskCheckpoint CrashedAtTheRoot(const std::string& id) {
+    {
+      PlannerHost first(mesh_->kvstore_channel(), mesh_->router_channel(), mesh_->state());
+      v1::SolveRequest req = Game24Solve(id);
+      req.mutable_search()->mutable_bfs()->set_depth(1);
+      EXPECT_TRUE(first.Solve(req).status.ok());
+    }
+    v1::TaskCheckpoint cp;
+    absl::StatusOr<statestore::VersionedValue> v = mesh_->state()->Get(TaskKey(id));
+    EXPECT_TRUE(v.ok() && cp.ParseFromString(v->value)) << id;
+    while (cp.nodes_size() > 1) cp.mutable_nodes()->RemoveLast();
+    if (cp.nodes_size() > 0) cp.mutable_nodes(0)->set_expanded(false);
+    cp.set_status(v1::TASK_STATUS_RUNNING);
+    cp.clear_result();
+    cp.clear_finished_unix_ms();
+    return cp;
+  }
+
   std::unique_ptr<testing::InProcessMesh> mesh_;
 };
 
@@ -227,21 +247,8 @@ TEST_F(PlannerServiceTest, ResumeFindsEveryRunningTaskAndExpiresFinishedOnes) {
   }
   // A task cut back to its root and marked RUNNING, as a crash after its first checkpoint
   // would leave it (its key sorts after every other).
-  {
-    PlannerHost first(mesh_->kvstore_channel(), mesh_->router_channel(), mesh_->state());
-    v1::SolveRequest req = Game24Solve("zz-running");
-    req.mutable_search()->mutable_bfs()->set_depth(1);
-    ASSERT_TRUE(first.Solve(req).status.ok());
-  }
-  absl::StatusOr<statestore::VersionedValue> v = mesh_->state()->Get(TaskKey("zz-running"));
-  ASSERT_TRUE(v.ok());
-  v1::TaskCheckpoint running;
-  ASSERT_TRUE(running.ParseFromString(v->value));
-  while (running.nodes_size() > 1) running.mutable_nodes()->RemoveLast();
-  running.mutable_nodes(0)->set_expanded(false);
-  running.set_status(v1::TASK_STATUS_RUNNING);
-  running.clear_result();
-  running.clear_finished_unix_ms();
+  v1::TaskCheckpoint running = CrashedAtTheRoot("zz-running");
+  ASSERT_EQ(running.nodes_size(), 1);
   ASSERT_TRUE(mesh_->state()->Put(TaskKey("zz-running"), running.SerializeAsString()).ok());
 
   PlannerOptions options;
@@ -306,23 +313,10 @@ TEST_F(PlannerServiceTest, ResumedTasksKeepTheirTenantsQuotas) {
     EXPECT_EQ(cp.request().budget().max_nodes(), 4);
     EXPECT_LE(cp.nodes_size(), 4);
   }
-  // Two tasks as a crash leaves them: cut back to the root, RUNNING, no budget named (the
-  // server's default of 200 nodes, were there no quota).
-  {
-    PlannerHost seed(mesh_->kvstore_channel(), mesh_->router_channel(), mesh_->state());
-    v1::SolveRequest req = Game24Solve("seed");
-    req.mutable_search()->mutable_bfs()->set_depth(1);
-    ASSERT_TRUE(seed.Solve(req).status.ok());
-  }
-  absl::StatusOr<statestore::VersionedValue> seeded = mesh_->state()->Get(TaskKey("seed"));
-  ASSERT_TRUE(seeded.ok()) << seeded.status();
-  v1::TaskCheckpoint root;
-  ASSERT_TRUE(root.ParseFromString(seeded->value));
-  while (root.nodes_size() > 1) root.mutable_nodes()->RemoveLast();
-  root.mutable_nodes(0)->set_expanded(false);
-  root.set_status(v1::TASK_STATUS_RUNNING);
-  root.clear_result();
-  root.clear_finished_unix_ms();
+  // Two tasks as a crash leaves them, no budget named (the server's default of 200 nodes, were
+  // there no quota).
+  const v1::TaskCheckpoint root = CrashedAtTheRoot("seed");
+  ASSERT_EQ(root.nodes_size(), 1);
   for (const std::string tenant : {"a", "b"}) {
     v1::TaskCheckpoint cp = root;
     *cp.mutable_request() = Game24Solve("resumed-" + tenant, tenant);
