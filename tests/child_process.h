@@ -51,6 +51,23 @@ class ChildProcess {
     return absl::DeadlineExceededError(absl::StrCat(address, " not serving in time"));
   }
 
+  // Waits (up to `timeout`) for the process to exit by itself: its wait status, or -1 (after
+  // killing it) if it did not.
+  int Wait(std::chrono::seconds timeout) {
+    if (pid_ <= 0) return -1;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    int status = 0;
+    while (::waitpid(pid_, &status, WNOHANG) != pid_) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        Signal(SIGKILL);
+        return -1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    pid_ = -1;
+    return status;
+  }
+
   // Sends `sig` and reaps the process. Returns its wait status, or -1 if already gone.
   int Signal(int sig) {
     if (pid_ <= 0) return -1;

@@ -32,6 +32,7 @@
 #include "arbor/v1/kvstore.grpc.pb.h"
 #include "arbor/v1/router.grpc.pb.h"
 #include "child_process.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
@@ -533,6 +534,121 @@ TEST(ArborUpTest, StartsServesAndStopsEveryChild) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   for (int pid : pids) EXPECT_FALSE(Alive(pid)) << pid;
   EXPECT_FALSE(std::filesystem::exists(ready));
+}
+
+// kill -9 of a child: `arbor up` restarts it (the expert worker without a replica, then the
+// router), counts it in the ready file, and the mesh serves again at the same addresses.
+TEST(ArborUpTest, RestartsAChildThatDies) {
+  const std::string dir = ::testing::TempDir() + "arbor_up_restart_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  const std::string ready = dir + "/ready.json";
+  testing::ChildProcess up(
+      {ARBOR_CLI_BIN, "up", "--ports=auto", "--model=" + kModel, "--workers=1",
+       "--with_planner=false", "--ready_file=" + ready, "--log_dir=" + dir, "--data_dir=" + dir},
+      dir + "/up.log");
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(ready); }, std::chrono::seconds(90)))
+      << "see " << dir;
+  auto service = [&](const std::string& name) {
+    std::ifstream in(ready);
+    const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+    if (j.is_discarded()) return nlohmann::json();
+    for (const auto& s : j["services"]) {
+      if (s["name"] == name) return s;
+    }
+    return nlohmann::json();
+  };
+  std::ifstream in(ready);
+  const nlohmann::json j = nlohmann::json::parse(in);
+  const std::string tls = j["tls_dir"].get<std::string>();
+  auto creds = rpc::MakeChannelCredentials(
+      {.cert = tls + "/operator.crt", .key = tls + "/operator.key", .ca = tls + "/ca.crt"});
+  auto kv = v1::KvStore::NewStub(grpc::CreateChannel(j["kvstore"].get<std::string>(), creds));
+  auto router = v1::Router::NewStub(grpc::CreateChannel(j["router"].get<std::string>(), creds));
+  auto serving = [&](const std::string& address) {
+    auto health = grpc::health::v1::Health::NewStub(grpc::CreateChannel(address, creds));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    grpc::health::v1::HealthCheckResponse resp;
+    return health->Check(&ctx, {}, &resp).ok() &&
+           resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+  };
+  const std::vector<int> prompt = {1, 40, 41, 42};
+  auto generate = [&] {
+    grpc::ClientContext ctx;
+    v1::CreateSequenceResponse created;
+    EXPECT_TRUE(kv->CreateSequence(&ctx, {}, &created).ok());
+    return Extend(*router, Request(created.sequence_id(), prompt, 8));
+  };
+  ExpectSameGeneration(generate(), Reference(kModel, prompt, 8), "before");
+
+  for (const std::string name : {"expert-0", "router"}) {
+    const int pid = service(name)["pid"].get<int>();
+    ASSERT_EQ(::kill(pid, SIGKILL), 0) << name;
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          const nlohmann::json s = service(name);
+          return s.is_object() && s["restarts"].get<int>() == 1 && s["pid"].get<int>() != pid &&
+                 serving(s["address"].get<std::string>());
+        },
+        std::chrono::seconds(60)))
+        << name << " was not restarted; see " << dir;
+    // The router skips a worker that failed for a moment, then calls it again.
+    Extended again;
+    WaitFor(
+        [&] {
+          again = generate();
+          return again.status.ok();
+        },
+        std::chrono::seconds(30));
+    ExpectSameGeneration(again, Reference(kModel, prompt, 8), "after " + name + " restarted");
+  }
+  EXPECT_EQ(service("kvstore")["restarts"].get<int>(), 0);
+  const int status = up.Signal(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
+
+// A child that keeps dying (here killed each time it is back: 6 exits within 2 minutes) cannot
+// stay up: `arbor up` says so, stops the rest and exits 1.
+TEST(ArborUpTest, StopsWhenAChildCannotStayUp) {
+  const std::string dir = ::testing::TempDir() + "arbor_up_crashloop_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  const std::string ready = dir + "/ready.json";
+  testing::ChildProcess up({ARBOR_CLI_BIN, "up", "--ports=auto", "--model=" + kModel, "--workers=1",
+                            "--with_planner=false", "--insecure", "--ready_file=" + ready,
+                            "--log_dir=" + dir, "--data_dir=" + dir},
+                           dir + "/up.log");
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(ready); }, std::chrono::seconds(90)))
+      << "see " << dir;
+  const std::vector<int> first = ServicePids(ready);
+  auto expert_pid = [&] {
+    std::ifstream in(ready);
+    const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+    if (j.is_discarded()) return -1;
+    for (const auto& s : j["services"]) {
+      if (s["name"] == "expert-0") return s["pid"].get<int>();
+    }
+    return -1;
+  };
+  int last = -1;
+  for (int kill = 0; kill < 6; ++kill) {
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          const int pid = expert_pid();
+          return pid > 0 && pid != last && Alive(pid);
+        },
+        std::chrono::seconds(60)))
+        << "kill " << kill << "; see " << dir;
+    last = expert_pid();
+    ::kill(last, SIGKILL);
+  }
+  const int status = up.Wait(std::chrono::seconds(60));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << status;
+  for (int pid : first) EXPECT_FALSE(Alive(pid)) << pid;
+  std::ifstream log(dir + "/up.log");
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("expert-0 exited (killed by signal 9), 6 times in 120 s: it cannot stay up"),
+            std::string::npos)
+      << text;
 }
 
 TEST(ArborUpTest, StopsEveryChildWhenItsParentDies) {

@@ -1,8 +1,9 @@
 // `arbor up` starts the kv-store, N expert workers (the model's experts split evenly, each shard
 // `--replicas` times; none with --workers 0, where the router runs every expert) and the router as
 // child processes on loopback, waits until every one reports SERVING on grpc.health.v1, prints
-// the endpoints (and writes them to --ready_file), and stops them all, router first so its Extend
-// calls drain, on SIGINT/SIGTERM, when its own parent dies, or when any child exits by itself.
+// the endpoints (and writes them to --ready_file), restarts a child that exits (with backoff, as a
+// kubelet would), and stops them all, router first so its Extend calls drain, on SIGINT/SIGTERM,
+// when its own parent dies, or when a child cannot stay up.
 #include "up.h"
 
 #include <netinet/in.h>
@@ -12,8 +13,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -77,7 +80,28 @@ struct Child {
   int metrics_port = 0;
   std::string detail;
   pid_t pid = -1;
+  // Supervision: restarts so far, when the last start was, the next start's delay (doubling
+  // while it keeps exiting), when a pending restart is due, and its recent exits.
+  int restarts = 0;
+  Clock::time_point started;
+  std::chrono::milliseconds backoff{0};
+  Clock::time_point restart_at;
+  std::deque<Clock::time_point> exits;
 };
+
+// A child that exits is started again after a backoff of 0.5 s, doubling up to 30 s, that starts
+// over once it has stayed up a minute; one that exits more than 5 times in 2 minutes cannot stay
+// up, and `arbor up` stops.
+constexpr std::chrono::milliseconds kFirstBackoff{500}, kMaxBackoff{30000};
+constexpr std::chrono::seconds kStableAfter{60}, kExitWindow{120};
+constexpr size_t kMaxExitsInWindow = 5;
+
+// "exit code 3", "killed by signal 9".
+std::string ExitText(int status) {
+  if (WIFSIGNALED(status)) return absl::StrCat("killed by signal ", WTERMSIG(status));
+  if (WIFEXITED(status)) return absl::StrCat("exit code ", WEXITSTATUS(status));
+  return absl::StrCat("status ", status);
+}
 
 bool PortFree(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -340,6 +364,16 @@ std::vector<std::string> ChildArgv(const UpPlan& plan, const Child& c,
   return argv;
 }
 
+// Starts child `c` (its log appended to), stopped whenever `arbor up` dies, whatever the cause;
+// Ctrl-C reaches only `arbor up`, which stops the children in order.
+pid_t Spawn(const UpPlan& plan, const Child& c, const std::vector<Child>& children) {
+  return SpawnProcess(
+      ChildArgv(plan, c, children),
+      {.log_path = plan.log_dir.empty() ? "" : absl::StrCat(plan.log_dir, "/", c.name, ".log"),
+       .new_process_group = true,
+       .parent_death_signal = SIGTERM});
+}
+
 // Waits for every child to serve; false (after a message) if one exits or the time runs out.
 bool WaitUntilServing(std::vector<Child>& children, const std::string& log_dir) {
   const auto deadline = Clock::now() + std::chrono::seconds(absl::GetFlag(FLAGS_start_timeout_s));
@@ -365,35 +399,49 @@ bool WaitUntilServing(std::vector<Child>& children, const std::string& log_dir) 
   return true;
 }
 
+// Writes --ready_file (if any): the endpoints, and each service's pid and restarts.
+void WriteReady(const UpPlan& plan, const std::vector<Child>& children) {
+  const std::string ready_file = absl::GetFlag(FLAGS_ready_file);
+  if (ready_file.empty()) return;
+  nlohmann::json ready;
+  for (const Child& c : children) {
+    nlohmann::json entry = {{"name", c.name},
+                            {"address", c.address},
+                            {"metrics", absl::StrCat("127.0.0.1:", c.metrics_port)},
+                            {"pid", c.pid},
+                            {"restarts", c.restarts}};
+    if (!c.detail.empty()) entry["experts"] = c.detail;
+    ready["services"].push_back(entry);
+  }
+  ready["kvstore"] = children.front().address;
+  ready["router"] = Named(children, "router")->address;
+  if (const Child* p = Named(children, "planner")) ready["planner"] = p->address;
+  if (!plan.tls_dir.empty()) ready["tls_dir"] = plan.tls_dir;
+  if (!plan.tokens_file.empty()) {
+    ready["token_file"] = plan.data_dir + "/token";
+    ready["tokens_file"] = plan.tokens_file;
+  }
+  const std::string tmp = ready_file + ".tmp";
+  std::ofstream(tmp) << ready.dump(2) << "\n";
+  std::filesystem::rename(tmp, ready_file);  // readers never see half a file
+}
+
 // Prints the endpoints and writes --ready_file.
 void AnnounceReady(const UpPlan& plan, const std::vector<Child>& children) {
-  nlohmann::json ready;
   std::printf("arbor up: ready (model %s)\n", plan.model.c_str());
   for (const Child& c : children) {
     std::printf("  %-10s %-16s metrics http://127.0.0.1:%d/metrics%s%s\n", c.name.c_str(),
                 c.address.c_str(), c.metrics_port, c.detail.empty() ? "" : "  experts ",
                 c.detail.c_str());
-    nlohmann::json entry = {{"name", c.name},
-                            {"address", c.address},
-                            {"metrics", absl::StrCat("127.0.0.1:", c.metrics_port)},
-                            {"pid", c.pid}};
-    if (!c.detail.empty()) entry["experts"] = c.detail;
-    ready["services"].push_back(entry);
   }
   const std::string& kvstore = children.front().address;
-  ready["kvstore"] = kvstore;
-  ready["router"] = Named(children, "router")->address;
-  if (const Child* p = Named(children, "planner")) ready["planner"] = p->address;
   if (!plan.tls_dir.empty()) {
-    ready["tls_dir"] = plan.tls_dir;
     std::printf(
         "mTLS: every service's certificate and the CA are in %s (arbor reads ~/.arbor/tls "
         "or $ARBOR_TLS_DIR)\n",
         plan.tls_dir.c_str());
   }
   if (!plan.tokens_file.empty()) {
-    ready["token_file"] = plan.data_dir + "/token";
-    ready["tokens_file"] = plan.tokens_file;
     std::printf(
         "planner token: %s/token (arbor and examples/python read ~/.arbor/token or "
         "$ARBOR_TOKEN_FILE); tenants: %s\n",
@@ -405,30 +453,52 @@ void AnnounceReady(const UpPlan& plan, const std::vector<Child>& children) {
     std::printf("     arbor solve --planner %s --preset game24 \"4 9 10 13\"\n",
                 p->address.c_str());
   }
-  std::printf("stop: Ctrl-C\n");
+  std::printf("a service that exits is restarted; stop: Ctrl-C\n");
   std::fflush(stdout);
-  const std::string ready_file = absl::GetFlag(FLAGS_ready_file);
-  if (!ready_file.empty()) {
-    const std::string tmp = ready_file + ".tmp";
-    std::ofstream(tmp) << ready.dump(2) << "\n";
-    std::filesystem::rename(tmp, ready_file);  // readers never see half a file
-  }
+  WriteReady(plan, children);
 }
 
-// Runs until a signal, a child's exit or our parent's death; the exit status.
-int Supervise(const sigset_t& signals, pid_t parent, std::vector<Child>& children) {
+// Runs until a signal, a child that cannot stay up, or our parent's death; the exit status. A
+// child that exits is restarted after its backoff (as a kubelet would), logged and counted.
+int Supervise(const sigset_t& signals, pid_t parent, const UpPlan& plan,
+              std::vector<Child>& children) {
   for (;;) {
-    const timespec tick{0, 200 * 1000 * 1000};
+    const timespec tick{0, 100 * 1000 * 1000};
     const int sig = ::sigtimedwait(&signals, nullptr, &tick);
     if (sig == SIGINT || sig == SIGTERM) {
       std::printf("arbor up: signal %d, stopping\n", sig);
       return 0;
     }
+    auto now = Clock::now();
     int status = 0;
-    if (Child* dead = Reap(children, &status)) {
-      std::fprintf(stderr, "arbor up: %s exited unexpectedly (status %d); stopping the rest\n",
-                   dead->name.c_str(), status);
-      return 1;
+    while (Child* dead = Reap(children, &status)) {
+      if (now - dead->started >= kStableAfter) dead->backoff = std::chrono::milliseconds(0);
+      dead->backoff =
+          dead->backoff.count() == 0 ? kFirstBackoff : std::min(2 * dead->backoff, kMaxBackoff);
+      dead->exits.push_back(now);
+      while (now - dead->exits.front() > kExitWindow) dead->exits.pop_front();
+      if (dead->exits.size() > kMaxExitsInWindow) {
+        std::fprintf(stderr,
+                     "arbor up: %s exited (%s), %zu times in %lld s: it cannot stay up; stopping "
+                     "the rest\n",
+                     dead->name.c_str(), ExitText(status).c_str(), dead->exits.size(),
+                     static_cast<long long>(kExitWindow.count()));
+        return 1;
+      }
+      dead->restart_at = now + dead->backoff;
+      std::fprintf(stderr, "arbor up: %s exited (%s); restarting it in %.1f s\n",
+                   dead->name.c_str(), ExitText(status).c_str(),
+                   static_cast<double>(dead->backoff.count()) / 1000);
+    }
+    now = Clock::now();
+    for (Child& c : children) {
+      if (c.pid > 0 || now < c.restart_at) continue;
+      c.pid = Spawn(plan, c, children);
+      c.started = now;
+      ++c.restarts;
+      std::fprintf(stderr, "arbor up: %s restarted (pid %d, restart %d)\n", c.name.c_str(), c.pid,
+                   c.restarts);
+      WriteReady(plan, children);
     }
     if (::getppid() != parent) return 0;  // orphaned: our parent is gone
   }
@@ -455,20 +525,15 @@ int Up() {
   std::vector<Child> children;
   if (!PlanChildren(plan, &children)) return 1;
   for (Child& c : children) {
-    // A child stops when `arbor up` dies, whatever the cause; Ctrl-C reaches only `arbor up`,
-    // which stops the children in order.
-    c.pid = SpawnProcess(
-        ChildArgv(plan, c, children),
-        {.log_path = plan.log_dir.empty() ? "" : absl::StrCat(plan.log_dir, "/", c.name, ".log"),
-         .new_process_group = true,
-         .parent_death_signal = SIGTERM});
+    c.pid = Spawn(plan, c, children);
+    c.started = Clock::now();
   }
   if (!WaitUntilServing(children, plan.log_dir)) {
     StopAll(children);
     return 1;
   }
   AnnounceReady(plan, children);
-  const int code = Supervise(signals, parent, children);
+  const int code = Supervise(signals, parent, plan, children);
   StopAll(children);
   if (const std::string ready_file = absl::GetFlag(FLAGS_ready_file); !ready_file.empty()) {
     std::filesystem::remove(ready_file);
