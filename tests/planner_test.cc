@@ -6,6 +6,8 @@
 // - kill -9 of the planner mid-task, restart on the same state store (a real redis-server behind
 //   the kv-store): Solve with the same task id reattaches, the task completes once, with no
 //   duplicate nodes, and nothing leaks;
+// - kill -9 of the kv-store, or of the router, mid-task (`arbor up` restarts it): the planner
+//   heals the task, which completes once;
 // - bad requests name the field.
 #include <signal.h>
 
@@ -77,6 +79,18 @@ class PlannerMesh {
     return true;
   }
   void KillPlanner() { planner_->Signal(SIGKILL); }
+  // kill -9 of one of `arbor up`'s services ("kvstore", "router", "expert-0"), which `arbor up`
+  // restarts: its pid and restarts from the ready file (-1, -1 when it is not there).
+  std::pair<int, int> Service(const std::string& name) const {
+    std::ifstream in(dir_ + "/ready.json");
+    const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+    if (j.is_discarded()) return {-1, -1};
+    for (const auto& s : j["services"]) {
+      if (s["name"] == name) return {s["pid"].get<int>(), s["restarts"].get<int>()};
+    }
+    return {-1, -1};
+  }
+  bool Kill(const std::string& name) { return ::kill(Service(name).first, SIGKILL) == 0; }
   // Drops every kv-store sequence of a task, as a kv-store restart would.
   int ReleaseOwner(const std::string& owner) {
     v1::ReleaseOwnerRequest req;
@@ -194,6 +208,41 @@ TEST(PlannerTest, BfsCompletesWithOrderedEventsAndReleasesItsKv) {
   }
   EXPECT_EQ(first_level, 5);
   EXPECT_EQ(second_level, 2 * 3);
+}
+
+// kill -9 of the kv-store (every sequence and, in memory, every checkpoint gone), then of the
+// router (its Extends broken), after a task's first round: `arbor up` restarts the service, the
+// planner heals the task from the tree it recorded (rebuilding lost sequences from their token
+// ids, re-running the round that broke) and the task completes once, releasing what it holds.
+TEST(PlannerTest, ATaskHealsWhenTheKvStoreOrTheRouterDiesMidSolve) {
+  for (const std::string victim : {"kvstore", "router"}) {
+    PlannerMesh mesh;
+    ASSERT_TRUE(mesh.ok()) << "see " << mesh.dir();
+    bool killed = false;
+    const Solved s = SolveAll(mesh.planner(), Bfs(2, 3, 5, 16), [&](const v1::SolveEvent& e) {
+      if (e.has_progress() && !killed) killed = mesh.Kill(victim);
+    });
+    ASSERT_TRUE(killed) << victim;
+    ASSERT_TRUE(s.status.ok()) << victim << ": " << s.status.error_message();
+    std::set<int> created;
+    int results = 0;
+    for (size_t i = 0; i < s.events.size(); ++i) {
+      const v1::SolveEvent& e = s.events[i];
+      if (e.has_node_created()) {
+        EXPECT_TRUE(created.insert(e.node_created().id()).second) << victim << ": duplicate node";
+      }
+      if (e.has_result()) {
+        ++results;
+        EXPECT_EQ(i + 1, s.events.size()) << victim << ": the result is last";
+      }
+    }
+    EXPECT_EQ(results, 1) << victim;
+    EXPECT_GT(created.size(), 3u) << victim << ": the search went on past its first round";
+    EXPECT_EQ(mesh.Service(victim).second, 1) << victim;
+    EXPECT_NE(mesh.PlannerLog().find("restored its tree after"), std::string::npos)
+        << victim << "; see " << mesh.dir();
+    EXPECT_EQ(mesh.Stats().live_sequences(), 0) << victim;
+  }
 }
 
 // Values from labels: the value prompt on forks of every node, the first label the model writes

@@ -22,6 +22,9 @@ ABSL_FLAG(int, io_threads_per_tenant, 0,
           "concurrent Extend calls of one tenant; 0 = io_threads less an eighth, the rest kept "
           "for other tenants");
 ABSL_FLAG(int, call_timeout_ms, 120000, "deadline of every kv-store and router call");
+ABSL_FLAG(int, heal_timeout_s, 300,
+          "how long a running task keeps retrying when the kv-store or router is unreachable or "
+          "lost its sequences (its own deadline may end it sooner)");
 ABSL_FLAG(int, finished_retention_s, 86400,
           "how long a finished task's checkpoint stays in the state store before it is deleted");
 ABSL_FLAG(std::string, tokens_file, "",
@@ -78,6 +81,7 @@ int main(int argc, char** argv) {
        .io_threads_per_tenant = absl::GetFlag(FLAGS_io_threads_per_tenant),
        .call_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_call_timeout_ms)),
        .finished_retention = std::chrono::seconds(absl::GetFlag(FLAGS_finished_retention_s)),
+       .heal_timeout = std::chrono::seconds(absl::GetFlag(FLAGS_heal_timeout_s)),
        .auth = auth.get()},
       *registry);
   if (!service.ok()) {

@@ -9,7 +9,10 @@ PlannerMetrics::PlannerMetrics(prometheus::Registry& registry)
       tasks_(
           rpc::CounterFamily(registry, "arbor_planner_tasks_total", "tasks finished, by status")),
       tokens_(rpc::CounterFamily(registry, "arbor_planner_tokens_total",
-                                 "tokens of finished tasks: generated, prefilled, reused")) {}
+                                 "tokens of finished tasks: generated, prefilled, reused")),
+      heals_(rpc::Counter(registry, "arbor_planner_task_heals_total",
+                          "running tasks that went on after the kv-store or router lost part of "
+                          "them")) {}
 
 void PlannerMetrics::TaskFinished(v1::TaskStatus status, const SourceCounts& counts) {
   tasks_.Add({{"status", v1::TaskStatus_Name(status)}}).Increment();

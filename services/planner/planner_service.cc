@@ -220,8 +220,14 @@ void PlannerService::Run(std::shared_ptr<Task> task, v1::TaskCheckpoint restored
     return Throttle(*task, plan.budget.deadline);
   });
   search::SearchTree tree("");
-  absl::Status status = restored.nodes_size() > 0 ? Restore(*task, source, restored, tree)
-                                                  : CreateRoot(*task, source, tree);
+  HealState heal;
+  // Starting waits out a kv-store or router that is away, as the search does (Heal).
+  auto start = [&] {
+    return restored.nodes_size() > 0 ? Restore(*task, source, restored, tree)
+                                     : CreateRoot(*task, source, tree);
+  };
+  absl::Status status = start();
+  while (!status.ok() && WaitToHeal(*task, plan, heal, &status)) status = start();
 
   // Events, and the checkpoint kept in step with the tree.
   auto record = [&](const search::SearchNode& n) {
@@ -259,6 +265,7 @@ void PlannerService::Run(std::shared_ptr<Task> task, v1::TaskCheckpoint restored
                                             },
                                         .round =
                                             [&] {
+                                              heal = {};  // the mesh works again
                                               CountRound(*task, source);
                                               // Every change of the round is recorded already (a
                                               // parent's expanded flag with its first child).
@@ -282,7 +289,10 @@ void PlannerService::Run(std::shared_ptr<Task> task, v1::TaskCheckpoint restored
     WriteCheckpoint(*task);
     absl::StatusOr<search::SearchResult> r =
         search::RunSearch(plan.spec, plan.budget, source, tree, observer);
-    status = r.status();
+    for (status = r.status(); !r.ok() && Heal(*task, source, tree, plan, heal, &status);
+         status = r.status()) {
+      r = search::RunSearch(plan.spec, plan.budget, source, tree, observer);
+    }
     if (r.ok()) {
       result = ResultOf(task->id, tree, *r, counts());
       spdlog::info("task={} done: {} nodes, stop={}, solved={}", task->id, tree.size(),
@@ -324,6 +334,61 @@ absl::Status PlannerService::Restore(Task& task, MeshThoughtSource& source,
   spdlog::info("task={} resumed with {} nodes, {} sequences rebuilt from token ids", task.id,
                tree.size(), *rebuilt);
   return absl::OkStatus();
+}
+
+bool PlannerService::WaitToHeal(Task& task, const TaskPlan& plan, HealState& state,
+                                absl::Status* status) {
+  const absl::Status& st = *status;
+  if (!(absl::IsUnavailable(st) || absl::IsNotFound(st) || absl::IsAborted(st) ||
+        absl::IsDeadlineExceeded(st)) ||
+      task.cancel) {
+    return false;
+  }
+  if (state.tries == 0) {
+    state.since = std::chrono::steady_clock::now();
+    state.backoff = std::chrono::milliseconds(250);
+  }
+  const auto give_up = std::min(plan.budget.deadline, state.since + options_.heal_timeout);
+  if (std::chrono::steady_clock::now() + state.backoff >= give_up) {
+    // Without a try (the task's own deadline is at hand) the failure stays what it was.
+    if (state.tries > 0) {
+      *status = absl::Status(st.code(), absl::StrCat("the mesh stayed unreachable (", state.tries,
+                                                     " tries to heal the task): ", st.message()));
+    }
+    return false;
+  }
+  spdlog::warn("task={} lost part of the mesh ({}); healing in {} ms", task.id, st.ToString(),
+               state.backoff.count());
+  for (auto until = std::chrono::steady_clock::now() + state.backoff;
+       std::chrono::steady_clock::now() < until;) {
+    if (task.cancel) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ++state.tries;
+  state.backoff = std::min(2 * state.backoff, std::chrono::milliseconds(4000));
+  return true;
+}
+
+bool PlannerService::Heal(Task& task, MeshThoughtSource& source, search::SearchTree& tree,
+                          const TaskPlan& plan, HealState& state, absl::Status* status) {
+  while (WaitToHeal(task, plan, state, status)) {
+    // The tree as last recorded (the failed round's nodes included), its lost sequences rebuilt;
+    // the tokens counted so far stay counted.
+    v1::TaskCheckpoint recorded;
+    {
+      absl::MutexLock lock(&task.mu);
+      recorded = task.checkpoint;
+    }
+    const SourceCounts counts = source.counts();
+    *status = Restore(task, source, recorded, tree);
+    source.set_counts(counts);
+    if (status->ok()) {
+      metrics_.TaskHealed();
+      spdlog::info("task={} restored its tree after {} tries to heal", task.id, state.tries);
+      return true;
+    }
+  }
+  return false;
 }
 
 void PlannerService::Finish(Task& task, MeshThoughtSource& source, absl::Status status,

@@ -52,6 +52,9 @@ struct PlannerOptions {
   // How long a finished task's checkpoint stays in the state store (then it is deleted, and the
   // task is unknown).
   std::chrono::seconds finished_retention{86400};
+  // How long a running task keeps trying to heal when the mesh loses what it needs (a kv-store or
+  // router that restarted, sequences gone), when its own deadline does not end it sooner.
+  std::chrono::seconds heal_timeout{300};
   // Checks every call's bearer token; the tenant and its quotas come from the token. Null
   // (--insecure): no authentication, the tenant is whatever a request names, and every task is
   // visible to every caller. Must outlive the service.
@@ -116,6 +119,24 @@ class PlannerService final : public v1::Planner::CallbackService {
   // Ends a task: releases every sequence it holds (by owner, so whatever a crash left behind
   // too), records the outcome in the task and its checkpoint, and tells the watchers. While the
   // planner shuts down a cancelled task keeps its checkpoint RUNNING instead.
+  // After a search failed with `*status`: when the failure is the mesh's (UNAVAILABLE, a lost
+  // sequence, a call that timed out or was aborted), waits with backoff, within the task's
+  // deadline and heal_timeout, until the tree as last recorded is restored (lost sequences
+  // rebuilt from their token ids); true: the search goes on. false: `*status` is the task's
+  // failure, saying what could not be reached.
+  // `state` spans the tries since the task last completed a round (Run resets it then), so a
+  // service that stays down is given up on after heal_timeout however often the tree is
+  // restored in between.
+  struct HealState {
+    std::chrono::steady_clock::time_point since;
+    std::chrono::milliseconds backoff{0};
+    int tries = 0;
+  };
+  bool Heal(Task& task, MeshThoughtSource& source, search::SearchTree& tree, const TaskPlan& plan,
+            HealState& state, absl::Status* status);
+  // Heal's wait: false (and `*status` the task's failure) when `*status` is not the mesh's,
+  // the task is cancelled, or its time to heal is over; true after the next backoff.
+  bool WaitToHeal(Task& task, const TaskPlan& plan, HealState& state, absl::Status* status);
   void Finish(Task& task, MeshThoughtSource& source, absl::Status status,
               const v1::SolveResult& result, double seconds);
   void WriteCheckpoint(Task& task);

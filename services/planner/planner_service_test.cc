@@ -8,6 +8,7 @@
 
 #include "absl/synchronization/notification.h"
 #include "arbor/common/clock.h"
+#include "arbor/common/process.h"
 #include "arbor/rpc/server_host.h"
 #include "arbor/statestore/state_store.h"
 #include "gtest/gtest.h"
@@ -349,6 +350,23 @@ TEST_F(PlannerServiceTest, ResumedTasksKeepTheirTenantsQuotas) {
   EXPECT_EQ(checkpoint("b").status(), v1::TASK_STATUS_RUNNING);
   EXPECT_EQ(checkpoint("b").nodes_size(), b_nodes);
   planner.Stop();  // ends the waiting task
+}
+
+// A router that is not there: the task waits for it (trying to heal) and fails once
+// heal_timeout is over, saying what it could not reach.
+TEST_F(PlannerServiceTest, ATaskGivesUpOnAServiceThatStaysAwayNamingIt) {
+  PlannerOptions options;
+  options.heal_timeout = std::chrono::seconds(2);
+  PlannerHost planner(mesh_->kvstore_channel(),
+                      grpc::CreateChannel(absl::StrCat("127.0.0.1:", FreeLoopbackPort()),
+                                          grpc::InsecureChannelCredentials()),
+                      mesh_->state(), options);
+  const PlannerHost::Solved s = planner.Solve(Game24Solve("unreachable"));
+  EXPECT_EQ(s.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_NE(s.status.error_message().find("the mesh stayed unreachable ("), std::string::npos)
+      << s.status.error_message();
+  EXPECT_NE(s.status.error_message().find("router"), std::string::npos) << s.status.error_message();
+  EXPECT_EQ(LiveSequences(*mesh_), 0);
 }
 
 // A router whose Extends hang until the test lets them go, so tasks stay running.
