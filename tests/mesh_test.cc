@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -60,10 +61,10 @@ class Mesh {
           kvstore_);
     for (const std::string& spec : worker_specs) {
       workers_.push_back(Loopback());
-      worker_procs_.push_back(Start({ARBOR_EXPERT_BIN, "--model=" + model, "--experts=" + spec,
-                                     "--address=" + workers_.back(),
-                                     "--metrics_address=" + Loopback(), "--backend=" + backend},
-                                    workers_.back()));
+      worker_argv_.push_back({ARBOR_EXPERT_BIN, "--model=" + model, "--experts=" + spec,
+                              "--address=" + workers_.back(), "--metrics_address=" + Loopback(),
+                              "--backend=" + backend});
+      worker_procs_.push_back(Start(worker_argv_.back(), workers_.back()));
     }
     for (int r = 0; r < routers; ++r) {
       routers_.push_back(Loopback());
@@ -97,6 +98,14 @@ class Mesh {
   v1::Router::Stub& router(int i = 0) { return *router_stubs_[i]; }
   int router_metrics_port(int i = 0) const { return router_metrics_[i]; }
   testing::ChildProcess& worker(int i) { return *worker_procs_[i]; }
+  // Starts worker `i` again at its address (after it was killed); false if it does not serve.
+  bool RestartWorker(int i) {
+    auto proc = std::make_unique<testing::ChildProcess>(worker_argv_[i], log_);
+    if (!proc->WaitServing(workers_[i], std::chrono::seconds(60)).ok()) return false;
+    worker_procs_[i] = proc.get();
+    restarted_.push_back(std::move(proc));
+    return true;
+  }
 
   uint64_t NewSequence() {
     grpc::ClientContext ctx;
@@ -128,6 +137,8 @@ class Mesh {
   std::vector<std::unique_ptr<testing::ChildProcess>> procs_;
   std::vector<std::string> workers_, routers_;
   std::vector<testing::ChildProcess*> worker_procs_;
+  std::vector<std::vector<std::string>> worker_argv_;
+  std::vector<std::unique_ptr<testing::ChildProcess>> restarted_;
   std::vector<int> router_metrics_;
   std::unique_ptr<v1::KvStore::Stub> kv_;
   std::vector<std::unique_ptr<v1::Router::Stub>> router_stubs_;
@@ -377,7 +388,8 @@ TEST(MeshTest, ExtendsWaitForKvRoomAndOversizedOnesAreRefused) {
 }
 
 TEST(MeshTest, KillNineDuringAnExtendWithAndWithoutAReplica) {
-  Mesh mesh(kModel, {"*:0-1", "*:2-3", "*:2-3"});  // workers 1 and 2 are replicas
+  // Workers 1 and 2 are replicas; a step without a live replica is retried for 1 s only.
+  Mesh mesh(kModel, {"*:0-1", "*:2-3", "*:2-3"}, 1, {"--expert_wait_ms=1000"});
   ASSERT_TRUE(mesh.ok()) << "see " << mesh.log();
   const std::vector<int> prompt = {1, 40, 41, 42, 43};
   const int n = 300;
@@ -405,6 +417,26 @@ TEST(MeshTest, KillNineDuringAnExtendWithAndWithoutAReplica) {
   const v1::GetPathResponse after = mesh.Path(seq);
   EXPECT_EQ(after.length(), before.length());
   EXPECT_EQ(after.version(), before.version());
+}
+
+// The only host of experts 2-3 dies mid-Extend and comes back at its address: the router's step
+// waits for it (--expert_wait_ms) instead of failing, and the Extend completes exactly.
+TEST(MeshTest, AStepWaitsForAWorkerWithoutAReplicaToComeBack) {
+  Mesh mesh(kModel, {"*:0-1", "*:2-3"}, 1, {"--expert_wait_ms=60000"});
+  ASSERT_TRUE(mesh.ok()) << "see " << mesh.log();
+  const std::vector<int> prompt = {1, 40, 41, 42, 43};
+  const int n = 200;
+  std::thread restart;
+  std::atomic<bool> restarted{false};
+  const Extended got = Extend(mesh.router(), Request(mesh.NewSequence(), prompt, n),
+                              std::chrono::seconds(90), [&](int i) {
+                                if (i != 5) return;
+                                mesh.worker(1).Signal(SIGKILL);
+                                restart = std::thread([&] { restarted = mesh.RestartWorker(1); });
+                              });
+  if (restart.joinable()) restart.join();
+  EXPECT_TRUE(restarted.load());
+  ExpectSameGeneration(got, Reference(kModel, prompt, n), "the worker came back");
 }
 
 TEST(MeshTest, BadInputGetsTheRightCodeAndTheRouterKeepsServing) {

@@ -57,6 +57,9 @@ ABSL_FLAG(int, max_pending, 1024, "Extend calls in flight before RESOURCE_EXHAUS
 ABSL_FLAG(int, io_threads, 8, "threads for kv-store calls and tokenization");
 ABSL_FLAG(int, blas_threads, 0, "OpenBLAS threads; 0 keeps OpenBLAS's default");
 ABSL_FLAG(int, expert_timeout_ms, 10000, "deadline of every RunExperts call");
+ABSL_FLAG(int, expert_wait_ms, 30000,
+          "how long a step whose expert has no live replica is retried (waiting for a restarted "
+          "worker) before its Extends fail; 0 = fail at once");
 ABSL_FLAG(int, describe_timeout_ms, 30000, "how long to wait for every worker at start");
 ABSL_FLAG(int, kvstore_timeout_ms, 30000, "deadline of every kv-store call");
 ABSL_FLAG(bool, share_prefix_across_tenants, false,
@@ -113,6 +116,7 @@ arbor::router::RouterOptions OptionsFromFlags() {
   options.engine.backend = absl::GetFlag(FLAGS_backend);
   options.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   options.shared_step_tokens = absl::GetFlag(FLAGS_shared_step_tokens);
+  options.expert_wait = std::chrono::milliseconds(absl::GetFlag(FLAGS_expert_wait_ms));
   options.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
   options.max_pending = absl::GetFlag(FLAGS_max_pending);
   options.io_threads = absl::GetFlag(FLAGS_io_threads);

@@ -59,6 +59,9 @@ struct RouterOptions {
   // large batch does not slow every step another tenant's few tokens ride in. When every tenant
   // wants more than its part, every running Extend is fed. 0 = never held.
   int shared_step_tokens = 8;
+  // How long a step that failed for want of an expert (no live replica) is tried again before
+  // its jobs fail: a restarted worker's experts are waited for. 0: fail at once.
+  std::chrono::milliseconds expert_wait{30000};
   int max_text_bytes = 65536;  // ExtendRequest.text, TokenizeRequest.text
   int max_new_tokens = 8192;   // GenerationParams.max_tokens
   int max_pending = 1024;      // Extend calls in flight; beyond: RESOURCE_EXHAUSTED
@@ -143,6 +146,7 @@ class RouterService final : public v1::Router::CallbackService {
   std::unique_ptr<engine::Generator> generator_;                  // step loop only
   absl::flat_hash_map<int, std::shared_ptr<Job>> running_;        // generator id -> job; loop only
   std::unique_ptr<KvAdmission<std::shared_ptr<Job>>> admission_;  // step loop only
+  std::chrono::steady_clock::time_point failing_since_;           // steps failing since; loop only
   bool sharing_ = false;                             // ShareStep limits are set; loop only
   absl::flat_hash_map<std::string, uint64_t> turn_;  // per tenant: whose turn; loop only
 

@@ -5,12 +5,14 @@
 #include <chrono>
 #include <map>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "arbor/common/clock.h"
 #include "extend_job.h"
 #include "router_service.h"
+#include "spdlog/spdlog.h"
 
 namespace arbor::router {
 void RouterService::Post(std::function<void()> fn) {
@@ -42,10 +44,27 @@ void RouterService::StepOnce() {
   const auto t0 = std::chrono::steady_clock::now();
   absl::StatusOr<int> live = generator_->Step();
   if (!live.ok()) {
-    // The step changed nothing; every job in it fails (e.g. an expert with no live replica).
+    // The step changed nothing. An expert with no live replica (UNAVAILABLE) may come back (a
+    // worker restarting): the step is tried again until expert_wait has passed since it first
+    // failed (a job whose client gives up meanwhile is dropped above); then every job in it
+    // fails.
     metrics_.ObserveFailedStep(SecondsSince(t0));
+    const auto now = std::chrono::steady_clock::now();
+    if (absl::IsUnavailable(live.status()) && options_.expert_wait.count() > 0) {
+      if (failing_since_ == std::chrono::steady_clock::time_point()) {
+        failing_since_ = now;
+        spdlog::warn("step failed ({}); trying it again for up to {} ms", live.status().ToString(),
+                     options_.expert_wait.count());
+      }
+      if (now - failing_since_ < options_.expert_wait) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        return;
+      }
+    }
+    failing_since_ = {};
     FailAll(live.status());
   } else {
+    failing_since_ = {};
     const engine::GeneratorStats& after = generator_->stats();
     metrics_.ObserveStep(SecondsSince(t0), after.prefill_tokens - before.prefill_tokens,
                          after.decode_tokens - before.decode_tokens);
