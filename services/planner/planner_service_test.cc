@@ -369,7 +369,8 @@ TEST_F(PlannerServiceTest, ATaskGivesUpOnAServiceThatStaysAwayNamingIt) {
   EXPECT_EQ(LiveSequences(*mesh_), 0);
 }
 
-// A router whose Extends hang until the test lets them go, so tasks stay running.
+// A router whose Extends hang until the test lets them go, so tasks stay running; then they
+// fail with an error no healing waits out.
 class HeldRouter final : public v1::Router::CallbackService {
  public:
   grpc::ServerWriteReactor<v1::ExtendEvent>* Extend(grpc::CallbackServerContext* ctx,
@@ -377,7 +378,7 @@ class HeldRouter final : public v1::Router::CallbackService {
     auto stream = rpc::EventStream<v1::ExtendEvent>::Create();
     absl::MutexLock lock(&mu_);
     if (released_) {
-      stream->Close(absl::UnavailableError("released"));
+      stream->Close(absl::FailedPreconditionError("released"));
     } else {
       held_.push_back(stream);
     }
@@ -390,7 +391,7 @@ class HeldRouter final : public v1::Router::CallbackService {
   void ReleaseAll() {
     absl::MutexLock lock(&mu_);
     released_ = true;
-    for (auto& s : held_) s->Close(absl::UnavailableError("released"));
+    for (auto& s : held_) s->Close(absl::FailedPreconditionError("released"));
     held_.clear();
   }
 
