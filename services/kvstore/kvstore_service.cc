@@ -461,10 +461,7 @@ grpc::ServerUnaryReactor* KvStoreService::Stats(grpc::CallbackServerContext* ctx
 absl::StatusOr<int64_t> KvStoreService::WriteState(
     const std::string& key, const std::string& tenant, size_t value_bytes,
     const std::function<absl::StatusOr<int64_t>()>& write) {
-  if (tenant.size() > 64) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tenant of ", tenant.size(), " bytes, at most 64"));
-  }
+  ARBOR_RETURN_IF_ERROR(CheckTenantField(tenant));
   const int64_t limit = limits_.max_state_bytes_per_tenant;
   if (limit <= 0) return write();
   absl::MutexLock lock(&state_mu_);

@@ -101,6 +101,8 @@ class InProcessMesh {
   }
 
   std::shared_ptr<grpc::Channel> kvstore_channel() const { return kv_channel_; }
+  // The first router's metrics.
+  prometheus::Registry& router_registry() const { return *registries_.front(); }
   std::shared_ptr<grpc::Channel> router_channel() const {
     return grpc::CreateChannel(router_host_->address(), grpc::InsecureChannelCredentials());
   }

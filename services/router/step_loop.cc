@@ -82,12 +82,6 @@ void RouterService::StepOnce() {
 }
 
 void RouterService::ShareStep() {
-  // The running Extends by tenant, in job order (ids grow with arrival).
-  std::map<std::string, std::vector<std::pair<uint64_t, int>>> by_tenant;  // (job id, gen id)
-  for (const auto& [gen_id, job] : running_) {
-    if (!generator_->finished(gen_id))
-      by_tenant[job->request.tenant()].push_back({job->id, gen_id});
-  }
   auto lift = [this] {
     if (!sharing_) return;
     for (const auto& [gen_id, job] : running_) generator_->SetStepTokens(gen_id, -1);
@@ -95,35 +89,55 @@ void RouterService::ShareStep() {
     turn_.clear();
   };
   const int total = options_.shared_step_tokens;
-  if (total <= 0 || by_tenant.size() < 2) return lift();
+  // Most steps have one tenant: found without building anything, every step.
+  const std::string* first_tenant = nullptr;
+  bool several = false;
+  for (const auto& [gen_id, job] : running_) {
+    if (generator_->finished(gen_id)) continue;
+    if (first_tenant == nullptr) {
+      first_tenant = &job->request.tenant();
+    } else if (job->request.tenant() != *first_tenant) {
+      several = true;
+      break;
+    }
+  }
+  if (total <= 0 || !several) return lift();
+  // The running Extends by tenant, in job order (ids grow with arrival).
+  std::map<std::string, std::vector<std::pair<uint64_t, int>>> by_tenant;  // (job id, gen id)
+  for (const auto& [gen_id, job] : running_) {
+    if (!generator_->finished(gen_id)) {
+      by_tenant[job->request.tenant()].push_back({job->id, gen_id});
+    }
+  }
   // What each tenant could feed this step: one token per decoding Extend, the prompt left (up to
   // a prefill chunk) per prefilling one.
   auto want = [this](int gen_id) {
     const int left = generator_->prompt_tokens_left(gen_id);
     return left > 0 ? std::min(left, std::max(1, options_.prefill_chunk)) : 1;
   };
-  std::vector<std::pair<int64_t, const std::string*>> demand;
-  for (auto& [tenant, jobs] : by_tenant) {
-    std::sort(jobs.begin(), jobs.end());
+  using Tenant = decltype(by_tenant)::value_type;
+  std::vector<std::pair<int64_t, Tenant*>> demand;
+  for (Tenant& t : by_tenant) {
+    std::sort(t.second.begin(), t.second.end());
     int64_t d = 0;
-    for (const auto& [id, gen_id] : jobs) d += want(gen_id);
-    demand.push_back({d, &tenant});
+    for (const auto& [id, gen_id] : t.second) d += want(gen_id);
+    demand.push_back({d, &t});
   }
   // Held to `total` only while some tenant needs no more than its fair part of it (a small
   // tenant beside large ones); when every tenant wants more, every Extend is fed, for
   // throughput.
-  std::sort(demand.begin(), demand.end());
+  std::sort(demand.begin(), demand.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
   if (demand.front().first > std::max(1, total / static_cast<int>(demand.size()))) return lift();
   sharing_ = true;
   // Water-filling: the smallest demands are met first; the rest split what is left evenly.
   int left = total;
   for (size_t i = 0; i < demand.size(); ++i) {
-    const std::string& tenant = *demand[i].second;
+    const auto& [tenant, jobs] = *demand[i].second;
     const int fair = std::max(1, left / static_cast<int>(demand.size() - i));
     int part = static_cast<int>(std::min<int64_t>(demand[i].first, fair));
     left = std::max(0, left - part);
     // Within the tenant, Extends take turns: the walk starts where the last step's stopped.
-    const auto& jobs = by_tenant[tenant];
     const size_t n = jobs.size();
     uint64_t& turn = turn_[tenant];
     const size_t start = turn % n;
