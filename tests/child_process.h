@@ -78,6 +78,8 @@ class ChildProcess {
     return status;
   }
 
+  pid_t pid() const { return pid_; }
+
  private:
   pid_t pid_ = -1;
 };

@@ -540,7 +540,10 @@ TEST(ArborUpTest, StartsServesAndStopsEveryChild) {
   std::ifstream in(ready);
   const nlohmann::json j = nlohmann::json::parse(in);
   const std::vector<int> pids = ServicePids(ready);
-  ASSERT_EQ(pids.size(), 7u);  // kv-store, 2 x 2 workers, router, planner
+  ASSERT_EQ(pids.size(), 8u);  // Redis, kv-store, 2 x 2 workers, router, planner
+  EXPECT_EQ(j["state"], "redis");
+  EXPECT_TRUE(std::filesystem::exists(dir + "/redis/appendonlydir") ||
+              std::filesystem::exists(dir + "/redis/appendonly.aof"));
 
   // The mesh runs mTLS: an operator's certificate from the CA `arbor up` made.
   const std::string tls = j["tls_dir"].get<std::string>();
@@ -697,7 +700,7 @@ TEST(ArborUpTest, StopsEveryChildWhenItsParentDies) {
   ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(ready); }, std::chrono::seconds(90)))
       << "see " << dir;
   const std::vector<int> pids = ServicePids(ready);
-  ASSERT_EQ(pids.size(), 4u);  // kv-store, a worker, router, planner
+  ASSERT_EQ(pids.size(), 5u);  // Redis, kv-store, a worker, router, planner
   shell.Signal(SIGKILL);
   EXPECT_TRUE(WaitFor(
       [&] {

@@ -8,6 +8,8 @@
 //   duplicate nodes, and nothing leaks;
 // - kill -9 of the kv-store, or of the router, mid-task (`arbor up` restarts it): the planner
 //   heals the task, which completes once;
+// - SIGTERM to a planner whose kv-store hangs: it exits anyway, and its task resumes;
+// - kill -9 of `arbor up`'s Redis mid-task: nothing is lost;
 // - bad requests name the field.
 #include <signal.h>
 
@@ -24,6 +26,7 @@
 #include "arbor/rpc/service_main.h"
 #include "arbor/search/task_language.h"
 #include "arbor/statestore/redis_server_for_test.h"
+#include "arbor/statestore/state_store.h"
 #include "arbor/v1/kvstore.grpc.pb.h"
 #include "arbor/v1/planner.grpc.pb.h"
 #include "child_process.h"
@@ -41,7 +44,8 @@ const std::string kModel = std::string(ARBOR_SOURCE_DIR) + "/models/test-moe";
 // `arbor up` without a planner, plus a planner process the test controls.
 class PlannerMesh {
  public:
-  explicit PlannerMesh(const std::string& redis_url = "") {
+  // `state`: arbor up's --state ("memory", "redis" for its own, or a redis:// url).
+  explicit PlannerMesh(const std::string& state = "memory") {
     dir_ = ::testing::TempDir() + "arbor_planner_test_" + std::to_string(::getpid()) + "_" +
            std::to_string(counter_++);
     std::filesystem::create_directories(dir_);
@@ -49,8 +53,8 @@ class PlannerMesh {
     up_ = std::make_unique<testing::ChildProcess>(
         std::vector<std::string>{ARBOR_CLI_BIN, "up", "--ports=auto", "--model=" + kModel,
                                  "--with_planner=false", "--ready_file=" + ready,
-                                 "--log_dir=" + dir_, "--redis_url=" + redis_url,
-                                 "--data_dir=" + dir_, "--insecure"},
+                                 "--log_dir=" + dir_, "--state=" + state, "--data_dir=" + dir_,
+                                 "--insecure"},
         dir_ + "/up.log");
     if (!WaitFor([&] { return std::filesystem::exists(ready); }, std::chrono::seconds(90))) return;
     std::ifstream in(ready);
@@ -79,6 +83,13 @@ class PlannerMesh {
     return true;
   }
   void KillPlanner() { planner_->Signal(SIGKILL); }
+  // SIGTERM to the planner: its wait status once it exited, or -1 (after SIGKILL) when it is
+  // still there after `timeout`.
+  int StopPlanner(std::chrono::seconds timeout) {
+    ::kill(planner_pid(), SIGTERM);
+    return planner_->Wait(timeout);
+  }
+  pid_t planner_pid() const { return planner_->pid(); }
   // kill -9 of one of `arbor up`'s services ("kvstore", "router", "expert-0"), which `arbor up`
   // restarts: its pid and restarts from the ready file (-1, -1 when it is not there).
   std::pair<int, int> Service(const std::string& name) const {
@@ -89,6 +100,11 @@ class PlannerMesh {
       if (s["name"] == name) return {s["pid"].get<int>(), s["restarts"].get<int>()};
     }
     return {-1, -1};
+  }
+  std::string ReadyField(const std::string& name) const {
+    std::ifstream in(dir_ + "/ready.json");
+    const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+    return j.is_discarded() || !j.contains(name) ? "" : j[name].get<std::string>();
   }
   bool Kill(const std::string& name) { return ::kill(Service(name).first, SIGKILL) == 0; }
   // Drops every kv-store sequence of a task, as a kv-store restart would.
@@ -445,6 +461,82 @@ TEST(PlannerTest, KillNineAndRestartResumesTheTaskOnce) {
   const std::string log = mesh.PlannerLog();
   EXPECT_NE(log.find("sequences rebuilt from token ids"), std::string::npos) << log;
   EXPECT_EQ(log.find(" 0 sequences rebuilt"), std::string::npos) << log;
+}
+
+// SIGTERM to a planner whose kv-store hangs (SIGSTOP) mid-task: every call it has in flight is
+// cancelled and it exits well within the 120 s its calls could wait; its task stays RUNNING in
+// the checkpoint, and once the kv-store goes on, a restarted planner completes it.
+TEST(PlannerTest, APlannerWhoseKvStoreHangsStillShutsDown) {
+  PlannerMesh mesh;
+  ASSERT_TRUE(mesh.ok()) << "see " << mesh.dir();
+  v1::SolveRequest req = Bfs(2, 3, 5, 16);
+  req.set_task_id("hung-kvstore");
+  const int kv_pid = mesh.Service("kvstore").first;
+  int exit_status = -2;
+  const Solved first = SolveAll(mesh.planner(), req, [&](const v1::SolveEvent& e) {
+    if (e.has_progress() && exit_status == -2) {
+      ::kill(kv_pid, SIGSTOP);
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));  // calls now hang
+      exit_status = mesh.StopPlanner(std::chrono::seconds(20));
+    }
+  });
+  ::kill(kv_pid, SIGCONT);
+  ASSERT_NE(exit_status, -2) << "no progress event";
+  EXPECT_TRUE(WIFEXITED(exit_status) && WEXITSTATUS(exit_status) == 0)
+      << "wait status " << exit_status << "; see " << mesh.dir();
+  EXPECT_EQ(first.status.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << first.status.error_message();
+  ASSERT_TRUE(mesh.StartPlanner()) << "see " << mesh.dir();
+  const Solved second = SolveAll(mesh.planner(), req);
+  ASSERT_TRUE(second.status.ok()) << second.status.error_message();
+  int results = 0;
+  for (const v1::SolveEvent& e : second.events) results += e.has_result();
+  EXPECT_EQ(results, 1);
+}
+
+// `arbor up`'s own Redis (append-only) is the state store. kill -9 of Redis mid-task: `arbor up`
+// restarts it on its data, the task runs on and completes; its final checkpoint reaches Redis
+// (written again if Redis was away when it finished): a planner restarted after kill -9 serves
+// the finished task from it, and resumes nothing.
+TEST(PlannerTest, RedisKilledMidTaskLosesNothing) {
+  PlannerMesh mesh("redis");
+  ASSERT_TRUE(mesh.ok()) << "see " << mesh.dir();
+  v1::SolveRequest req = Bfs(2, 3, 5, 16);
+  req.set_task_id("redis-killed");
+  bool killed = false;
+  const Solved s = SolveAll(mesh.planner(), req, [&](const v1::SolveEvent& e) {
+    if (e.has_progress() && !killed) killed = mesh.Kill("redis");
+  });
+  ASSERT_TRUE(killed);
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+  ASSERT_TRUE(s.events.back().has_result());
+  EXPECT_TRUE(WaitFor([&] { return mesh.Service("redis").second == 1; }, std::chrono::seconds(20)));
+  // The finished checkpoint is in Redis once it is back (within the sweeper's retries).
+  std::string password;
+  std::ifstream(mesh.dir() + "/redis/password") >> password;
+  auto redis =
+      statestore::NewRedisStateStore({.url = "redis://" + mesh.ReadyField("redis"),
+                                      .password = password,
+                                      .require_connection = false});  // it may still be restarting
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  v1::TaskCheckpoint stored;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        auto v = (*redis)->Get("planner/task/redis-killed");
+        return v.ok() && stored.ParseFromString(v->value) &&
+               stored.status() == v1::TASK_STATUS_SUCCEEDED;
+      },
+      std::chrono::seconds(20)));
+  mesh.KillPlanner();
+  ASSERT_TRUE(mesh.StartPlanner()) << "see " << mesh.dir();
+  v1::GetTaskRequest get;
+  get.set_task_id("redis-killed");
+  v1::Task task;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(mesh.planner().GetTask(&ctx, get, &task).ok());
+  EXPECT_EQ(task.status(), v1::TASK_STATUS_SUCCEEDED);
+  EXPECT_EQ(task.result().answer(), s.events.back().result().answer());
+  EXPECT_EQ(mesh.PlannerLog().find("resumes"), std::string::npos) << "see " << mesh.dir();
 }
 
 TEST(PlannerTest, BadRequestsNameTheField) {

@@ -525,6 +525,66 @@ TEST_F(KvStoreServiceTest, PrefixReuseStaysWithinATenant) {
   EXPECT_EQ(create("a").reused_tokens(), 8);  // two whole 4-token blocks, never the last token
 }
 
+// A kv-store that restarts is a new incarnation (a random epoch in the top 16 bits of every id):
+// a handle from before the restart, at the same address, is NOT_FOUND saying so, never one of
+// the new process's sequences.
+TEST(KvStoreEpochTest, AHandleFromAnEarlierIncarnationIsNotFound) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  auto state = statestore::NewInMemoryStateStore();
+  auto old_tree = *kvcache::KvTree::Create(kLayout, 64, {.random_ids = true, .epoch = 0x1234});
+  auto old_service = std::make_unique<KvStoreService>(old_tree.get(), state.get(),
+                                                      KvStoreLimits{.vocab_size = 100}, *registry);
+  auto old_host = *rpc::ServerHost::Start({}, {old_service.get()}, registry);
+  const std::string address = old_host->address();
+  auto stub =
+      v1::KvStore::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  auto call = [&](auto method, const auto& req, auto* resp) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    ctx.set_wait_for_ready(true);
+    return ((*stub).*method)(&ctx, req, resp);
+  };
+  v1::CreateSequenceRequest create;
+  v1::CreateSequenceResponse before;
+  ASSERT_TRUE(call(&v1::KvStore::Stub::CreateSequence, create, &before).ok());
+  EXPECT_EQ(kvcache::EpochOfId(before.sequence_id()), 0x1234);
+
+  // The restart: the same address, a new process state and epoch.
+  old_host->Shutdown();
+  old_service.reset();
+  auto tree = *kvcache::KvTree::Create(kLayout, 64, {.random_ids = true, .epoch = 0x5678});
+  auto registry2 = std::make_shared<prometheus::Registry>();
+  KvStoreService service(tree.get(), state.get(), {.vocab_size = 100}, *registry2);
+  rpc::ServerHostOptions at_same_address;
+  at_same_address.address = address;
+  auto host = rpc::ServerHost::Start(at_same_address, {&service}, registry2);
+  ASSERT_TRUE(host.ok()) << host.status();
+  v1::StatsResponse stats;
+  ASSERT_TRUE(call(&v1::KvStore::Stub::Stats, v1::StatsRequest(), &stats).ok());
+  EXPECT_EQ(stats.epoch(), 0x5678u);
+  for (int i = 0; i < 50; ++i) {  // the new incarnation's ids all carry its epoch
+    v1::CreateSequenceResponse after;
+    ASSERT_TRUE(call(&v1::KvStore::Stub::CreateSequence, create, &after).ok());
+    EXPECT_EQ(kvcache::EpochOfId(after.sequence_id()), 0x5678);
+    EXPECT_NE(after.sequence_id() & 0xFFFFFFFFFFFFull, 0u);
+  }
+  v1::GetPathRequest get;
+  get.set_sequence_id(before.sequence_id());
+  v1::GetPathResponse path;
+  const grpc::Status st = call(&v1::KvStore::Stub::GetPath, get, &path);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_NE(st.error_message().find("another kv-store incarnation (epoch 4660; this one's is "
+                                    "22136)"),
+            std::string::npos)
+      << st.error_message();
+  v1::ForkRequest fork;
+  fork.set_sequence_id(before.sequence_id());
+  fork.set_n(1);
+  v1::ForkResponse forked;
+  EXPECT_EQ(call(&v1::KvStore::Stub::Fork, fork, &forked).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
 TEST(KvStoreTenantLimitsTest, LiveSequencesPerTenantAreBounded) {
   auto tree = *kvcache::KvTree::Create(kLayout, 64, {.random_ids = true});
   auto state = statestore::NewInMemoryStateStore();

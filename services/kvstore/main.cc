@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "absl/flags/flag.h"
+#include "arbor/common/random_id.h"
 #include "arbor/model/config.h"
 #include "arbor/rpc/server_host.h"
 #include "arbor/rpc/service_main.h"
@@ -57,6 +58,13 @@ absl::StatusOr<std::string> RedisPassword(int argc, char** argv) {
   return std::string(env != nullptr ? env : "");
 }
 
+// This process's incarnation: random, never 0.
+uint16_t Epoch() {
+  uint16_t e = 0;
+  while (e == 0) arbor::RandomBytes(&e, sizeof(e));
+  return e;
+}
+
 // The url without its credentials, for logs.
 std::string Redacted(const std::string& url) {
   const size_t at = url.find('@'), scheme = url.find("://");
@@ -86,7 +94,8 @@ int main(int argc, char** argv) {
                                      {.max_fork = absl::GetFlag(FLAGS_max_fork),
                                       .max_seq_tokens = absl::GetFlag(FLAGS_max_seq_tokens),
                                       .prefix_index = absl::GetFlag(FLAGS_prefix_cache),
-                                      .random_ids = true});
+                                      .random_ids = true,
+                                      .epoch = Epoch()});
   if (!tree.ok()) {
     spdlog::error("{}", tree.status().ToString());
     return 1;
@@ -101,7 +110,9 @@ int main(int argc, char** argv) {
       return 2;
     }
     auto redis = arbor::statestore::NewRedisStateStore(
-        {.url = absl::GetFlag(FLAGS_redis_url), .password = *password});
+        {.url = absl::GetFlag(FLAGS_redis_url),
+         .password = *password,
+         .require_connection = false});  // Redis may be restarting: state calls wait for it
     if (!redis.ok()) {
       spdlog::error("{}", redis.status().ToString());
       return 1;
@@ -125,8 +136,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   spdlog::info(
-      "arbor-kvstore ready address={} metrics_port={} state={}", (*host)->address(),
-      (*host)->metrics_port(),
+      "arbor-kvstore ready address={} metrics_port={} epoch={} state={}", (*host)->address(),
+      (*host)->metrics_port(), (*tree)->options().epoch,
       absl::GetFlag(FLAGS_redis_url).empty() ? "memory" : Redacted(absl::GetFlag(FLAGS_redis_url)));
   arbor::rpc::ServeUntilSignal(**host);
   return 0;

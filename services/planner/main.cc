@@ -65,9 +65,13 @@ int main(int argc, char** argv) {
   }
   auto kv_channel = arbor::mesh::NewChannel(absl::GetFlag(FLAGS_kvstore));
   auto router_channel = arbor::mesh::NewChannel(absl::GetFlag(FLAGS_router));
+  // One canceller for every mesh call of the planner: a shutdown ends them all at once, however
+  // a peer hangs.
+  arbor::mesh::CallCanceller canceller;
   arbor::mesh::KvStoreClient state_client(
       kv_channel, {.timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_call_timeout_ms)),
-                   .wait_for_ready = true});
+                   .wait_for_ready = true,
+                   .canceller = &canceller});
   auto state = arbor::planner::NewRemoteStateStore(&state_client);
   auto registry = std::make_shared<prometheus::Registry>();
   auto service = arbor::planner::PlannerService::Create(
@@ -82,21 +86,25 @@ int main(int argc, char** argv) {
        .call_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_call_timeout_ms)),
        .finished_retention = std::chrono::seconds(absl::GetFlag(FLAGS_finished_retention_s)),
        .heal_timeout = std::chrono::seconds(absl::GetFlag(FLAGS_heal_timeout_s)),
-       .auth = auth.get()},
+       .auth = auth.get(),
+       .canceller = &canceller},
       *registry);
   if (!service.ok()) {
     spdlog::error("{}", service.status().ToString());
     return 1;
   }
-  auto host = arbor::rpc::ServerHost::Start(arbor::rpc::ServerHostOptionsFromFlags(),
-                                            {service->get()}, registry);
+  // NOT_SERVING until the checkpointed tasks are loaded (the state store may be down).
+  arbor::rpc::ServerHostOptions host_options = arbor::rpc::ServerHostOptionsFromFlags();
+  host_options.serving = false;
+  auto host = arbor::rpc::ServerHost::Start(host_options, {service->get()}, registry);
   if (!host.ok()) {
     spdlog::error("{}", host.status().ToString());
     return 1;
   }
   spdlog::info("arbor-planner ready address={} metrics_port={} presets={}", (*host)->address(),
                (*host)->metrics_port(), (*service)->presets().size());
-  arbor::rpc::ServeUntilSignal(**host);
+  (*service)->OnReady([h = host->get()] { h->SetServing(true); });
+  arbor::rpc::ServeUntilSignal(**host, [&] { (*service)->BeginShutdown(); });
   service->reset();
   return 0;
 }

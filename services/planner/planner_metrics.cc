@@ -12,7 +12,13 @@ PlannerMetrics::PlannerMetrics(prometheus::Registry& registry)
                                  "tokens of finished tasks: generated, prefilled, reused")),
       heals_(rpc::Counter(registry, "arbor_planner_task_heals_total",
                           "running tasks that went on after the kv-store or router lost part of "
-                          "them")) {}
+                          "them")),
+      unwritten_(rpc::Counter(registry, "arbor_planner_checkpoint_unwritten_total",
+                              "task checkpoints the state store did not take (unreachable); each "
+                              "is written again when it is back")),
+      fenced_(rpc::Counter(registry, "arbor_planner_tasks_fenced_total",
+                           "running tasks stopped because another writer changed their "
+                           "checkpoint")) {}
 
 void PlannerMetrics::TaskFinished(v1::TaskStatus status, const SourceCounts& counts) {
   tasks_.Add({{"status", v1::TaskStatus_Name(status)}}).Increment();

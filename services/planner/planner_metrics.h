@@ -4,6 +4,10 @@
 //   arbor_planner_tokens_total{kind}        counter  tokens of finished tasks
 //   arbor_planner_task_heals_total          counter  running tasks healed after the mesh lost
 //                                                    part of them (Heal)
+//   arbor_planner_checkpoint_unwritten_total counter checkpoints the state store did not take
+//                                                    (unreachable); written again when it is back
+//   arbor_planner_tasks_fenced_total        counter  tasks stopped because another writer changed
+//                                                    their checkpoint
 // Thread-safe (prometheus-cpp families are).
 #pragma once
 
@@ -24,12 +28,20 @@ class PlannerMetrics {
   void TaskSuspended() { running_.Decrement(); }
   void TaskFinished(v1::TaskStatus status, const SourceCounts& counts);
   void TaskHealed() { heals_.Increment(); }
+  void CheckpointUnwritten() { unwritten_.Increment(); }
+  // Stopped because another writer owns the task now (not finished here).
+  void TaskFenced() {
+    running_.Decrement();
+    fenced_.Increment();
+  }
 
  private:
   prometheus::Gauge& running_;
   prometheus::Family<prometheus::Counter>& tasks_;
   prometheus::Family<prometheus::Counter>& tokens_;
   prometheus::Counter& heals_;
+  prometheus::Counter& unwritten_;
+  prometheus::Counter& fenced_;
 };
 
 }  // namespace arbor::planner

@@ -1,8 +1,11 @@
 #include "planner_service.h"
 
 #include <algorithm>
+#include <set>
 #include <thread>
 
+#include "absl/algorithm/container.h"
+#include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "arbor/common/clock.h"
 #include "arbor/common/random_id.h"
@@ -53,16 +56,17 @@ absl::StatusOr<std::unique_ptr<PlannerService>> PlannerService::Create(
   std::unique_ptr<PlannerService> s(
       new PlannerService(std::move(kvstore), std::move(router), state, options, registry));
   ARBOR_ASSIGN_OR_RETURN(s->presets_, search::LoadPresets(options.model_dir));
-  ARBOR_RETURN_IF_ERROR(s->Resume());
   s->sweeper_ = std::thread([p = s.get()] { p->SweepExpired(); });
+  s->resumer_ = std::thread([p = s.get()] { p->ResumeUntilReady(); });
   return s;
 }
 
 PlannerService::PlannerService(std::shared_ptr<grpc::Channel> kvstore,
                                std::shared_ptr<grpc::Channel> router, statestore::StateStore* state,
                                const PlannerOptions& options, prometheus::Registry& registry)
-    : kv_(std::move(kvstore), {.timeout = options.call_timeout}),
-      router_(std::move(router), {.timeout = options.call_timeout}),
+    : canceller_(options.canceller != nullptr ? options.canceller : &own_canceller_),
+      kv_(std::move(kvstore), {.timeout = options.call_timeout, .canceller = canceller_}),
+      router_(std::move(router), {.timeout = options.call_timeout, .canceller = canceller_}),
       state_(state),
       options_(options),
       rpc_metrics_("planner", registry),
@@ -75,20 +79,72 @@ PlannerService::PlannerService(std::shared_ptr<grpc::Channel> kvstore,
                                   : std::max(1, options.io_threads - options.io_threads / 8)) {}
 
 PlannerService::~PlannerService() {
+  BeginShutdown();
   {
     absl::MutexLock lock(&expiry_mu_);
     sweeper_stop_ = true;
   }
   if (sweeper_.joinable()) sweeper_.join();
-  stopping_ = true;
-  for (const auto& t : registry_.List()) t->cancel = true;
+  if (resumer_.joinable()) resumer_.join();
   absl::MutexLock lock(&threads_mu_);
   threads_mu_.Await(absl::Condition(
       +[](int* live) { return *live == 0; }, &live_threads_));
 }
 
+void PlannerService::BeginShutdown() {
+  if (stopping_.exchange(true)) return;
+  for (const auto& t : registry_.List()) t->cancel = true;
+  canceller_->CancelAll();
+}
+
+void PlannerService::OnReady(std::function<void()> fn) {
+  {
+    absl::MutexLock lock(&ready_mu_);
+    if (!ready_) {
+      on_ready_ = std::move(fn);
+      return;
+    }
+  }
+  fn();
+}
+
+bool PlannerService::WaitUntilReady(absl::Duration timeout) {
+  absl::MutexLock lock(&ready_mu_);
+  auto is_ready = [this] { return ready_.load(); };
+  return ready_mu_.AwaitWithTimeout(absl::Condition(&is_ready), timeout);
+}
+
+void PlannerService::ResumeUntilReady() {
+  std::chrono::milliseconds backoff(250);
+  for (int tries = 1; !stopping_; ++tries) {
+    const absl::Status st = Resume();
+    if (st.ok()) {
+      std::function<void()> fn;
+      {
+        absl::MutexLock lock(&ready_mu_);
+        ready_ = true;
+        fn = std::move(on_ready_);
+      }
+      if (tries > 1) spdlog::info("task checkpoints loaded after {} tries; serving", tries);
+      if (fn) fn();
+      return;
+    }
+    spdlog::warn("cannot load the task checkpoints ({}); not serving, retrying in {} ms",
+                 st.ToString(), backoff.count());
+    for (auto until = Clock::now() + backoff; Clock::now() < until && !stopping_;) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    backoff = std::min(2 * backoff, std::chrono::milliseconds(4000));
+  }
+}
+
 absl::StatusOr<PlannerService::Caller> PlannerService::Authorize(
     const grpc::CallbackServerContext& ctx) const {
+  if (stopping_) return absl::UnavailableError("the planner is shutting down");
+  if (!ready_) {
+    return absl::UnavailableError(
+        "the planner is loading its tasks' checkpoints (the state store is unreachable); retry");
+  }
   if (options_.auth == nullptr) return Caller{};
   absl::StatusOr<rpc::Identity> id = options_.auth->Authenticate(ctx.client_metadata());
   if (!id.ok()) return id.status();
@@ -108,10 +164,67 @@ PlanDefaults PlannerService::defaults() const {
   return {.max_nodes = options_.default_max_nodes, .max_tokens = options_.default_max_tokens};
 }
 
-void PlannerService::WriteCheckpoint(Task& task) {
-  if (auto st = state_->Put(task.key, task.CheckpointBytes()); !st.ok()) {
-    spdlog::warn("task={} checkpoint failed: {}", task.id, st.status().ToString());
+PlannerService::Written PlannerService::WriteCheckpoint(Task& task) {
+  if (task.fenced) return Written::kFenced;
+  absl::MutexLock lock(&task.write_mu);
+  const std::string bytes = task.CheckpointBytes();
+  const uint64_t fingerprint = absl::HashOf(bytes);
+  auto unwritten = [&](const absl::Status& st) {
+    if (!task.unwritten) {
+      spdlog::warn(
+          "task={} checkpoint not stored ({}); the task goes on and it is written again "
+          "when the state store is back",
+          task.id, st.ToString());
+      metrics_.CheckpointUnwritten();
+    }
+    task.unwritten = true;
+    absl::MutexLock expiry(&expiry_mu_);
+    if (unwritten_.empty()) sweeper_wake_ = true;  // the sweeper retries within a second
+    unwritten_.push_back(task.weak_from_this());
+    return Written::kUnwritten;
+  };
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    absl::StatusOr<int64_t> v = state_->CompareAndSet(task.key, task.stored_version, bytes);
+    if (v.ok()) {
+      if (task.unwritten) spdlog::info("task={} checkpoint stored again", task.id);
+      task.stored_version = *v;
+      task.unsure_writes.clear();
+      task.unwritten = false;
+      return Written::kStored;
+    }
+    if (!absl::IsAborted(v.status())) {
+      // Unreachable, or no answer: the write may still have landed.
+      if (!absl::IsInvalidArgument(v.status()) && !absl::IsResourceExhausted(v.status())) {
+        task.unsure_writes.push_back(fingerprint);
+      }
+      return unwritten(v.status());
+    }
+    // The stored version is not ours: lost by the store, one of our own writes whose answer
+    // was lost, a finished task's whose id a new task reuses, or someone else's.
+    absl::StatusOr<statestore::VersionedValue> stored = state_->Get(task.key);
+    if (absl::IsNotFound(stored.status())) {
+      task.stored_version = 0;
+    } else if (!stored.ok()) {
+      return unwritten(stored.status());
+    } else if (stored->version == task.stored_version + 1 &&
+               absl::c_linear_search(task.unsure_writes, absl::HashOf(stored->value))) {
+      task.stored_version = stored->version;
+    } else if (v1::TaskCheckpoint cp; task.stored_version == 0 &&
+                                      cp.ParseFromString(stored->value) &&
+                                      cp.status() != v1::TASK_STATUS_RUNNING) {
+      task.stored_version = stored->version;
+    } else {
+      spdlog::error(
+          "task={} checkpoint changed under this planner (version {}, expected {}): another "
+          "planner runs the task; this one stops it",
+          task.id, stored->version, task.stored_version);
+      task.fenced = true;
+      task.cancel = true;
+      return Written::kFenced;
+    }
+    task.unsure_writes.clear();
   }
+  return unwritten(absl::AbortedError("the checkpoint's version kept changing"));
 }
 
 grpc::ServerWriteReactor<v1::SolveEvent>* PlannerService::Solve(grpc::CallbackServerContext* ctx,
@@ -394,7 +507,14 @@ bool PlannerService::Heal(Task& task, MeshThoughtSource& source, search::SearchT
 void PlannerService::Finish(Task& task, MeshThoughtSource& source, absl::Status status,
                             const v1::SolveResult& result, double seconds) {
   const bool cancelled = task.cancel.load();
-  if (cancelled && stopping_) {
+  if (task.fenced) {
+    // Another planner runs the task now: its KV and checkpoint are that planner's.
+    metrics_.TaskFenced();
+    task.Close(absl::AbortedError(absl::StrCat(
+        "task ", task.id, " is run by another planner now (its checkpoint changed); reattach")));
+    return;
+  }
+  if (stopping_ && (cancelled || !status.ok())) {
     // The planner is shutting down: leave the checkpoint RUNNING so a restart resumes the task.
     metrics_.TaskSuspended();
     task.Close(
@@ -484,6 +604,7 @@ void PlannerService::ExpireLater(const Task& task, int64_t finished_unix_ms) {
       finished_unix_ms +
       std::chrono::duration_cast<std::chrono::milliseconds>(options_.finished_retention).count();
   absl::MutexLock lock(&expiry_mu_);
+  if (expiring_.empty() || at < expiring_.begin()->first) sweeper_wake_ = true;  // sooner
   expiring_.emplace(at, Expiry{task.key, task.tenant, task.id});
 }
 
@@ -501,8 +622,32 @@ void PlannerService::SweepExpired() {
       registry_.Remove(e.tenant, e.id);
       expiry_mu_.Lock();
     }
-    const int64_t next = expiring_.empty() ? now + 60000 : expiring_.begin()->first;
-    expiry_mu_.AwaitWithTimeout(absl::Condition(&sweeper_stop_),
+    // Checkpoints the state store did not take: each is written again (it re-queues itself
+    // while the store stays away).
+    std::vector<std::weak_ptr<Task>> unwritten;
+    unwritten.swap(unwritten_);
+    if (!unwritten.empty()) {
+      expiry_mu_.Unlock();
+      std::set<Task*> seen;
+      for (const std::weak_ptr<Task>& w : unwritten) {
+        std::shared_ptr<Task> task = w.lock();
+        if (task == nullptr || !seen.insert(task.get()).second) continue;
+        bool pending;
+        {
+          absl::MutexLock lock(&task->write_mu);
+          pending = task->unwritten;
+        }
+        if (pending && !stopping_) WriteCheckpoint(*task);
+      }
+      expiry_mu_.Lock();
+    }
+    int64_t next = expiring_.empty() ? now + 60000 : expiring_.begin()->first;
+    if (!unwritten_.empty()) next = std::min(next, now + 1000);
+    sweeper_wake_ = false;
+    auto woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(expiry_mu_) {
+      return sweeper_stop_ || sweeper_wake_;
+    };
+    expiry_mu_.AwaitWithTimeout(absl::Condition(&woken),
                                 absl::Milliseconds(std::clamp<int64_t>(next - now, 10, 60000)));
   }
   expiry_mu_.Unlock();

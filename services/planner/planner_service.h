@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -59,18 +60,34 @@ struct PlannerOptions {
   // (--insecure): no authentication, the tenant is whatever a request names, and every task is
   // visible to every caller. Must outlive the service.
   rpc::TokenAuthenticator* auth = nullptr;
+  // Shared with the planner's other mesh clients (its state store's): BeginShutdown ends their
+  // calls at once. Null: the service's own, for its kv-store and router calls only.
+  mesh::CallCanceller* canceller = nullptr;
 };
 
 class PlannerService final : public v1::Planner::CallbackService {
  public:
-  // Reads the presets and resumes the running tasks found in `state` (which must outlive the
-  // service). INVALID_ARGUMENT naming a preset file that does not parse.
+  // Reads the presets and starts loading the tasks checkpointed in `state` (which must outlive
+  // the service) on a thread of its own, retried with backoff while the state store is
+  // unreachable; until they are loaded every RPC is UNAVAILABLE (ready()). INVALID_ARGUMENT
+  // naming a preset file that does not parse.
   static absl::StatusOr<std::unique_ptr<PlannerService>> Create(
       std::shared_ptr<grpc::Channel> kvstore, std::shared_ptr<grpc::Channel> router,
       statestore::StateStore* state, const PlannerOptions& options, prometheus::Registry& registry);
-  // Cancels the running tasks (their checkpoints stay RUNNING, so a restart resumes them) and
-  // waits for their threads to end.
+  // BeginShutdown, then waits for the task threads to end.
   ~PlannerService() override;
+
+  // Whether the checkpointed tasks are loaded and the service answers.
+  bool ready() const { return ready_; }
+  // Calls `fn` once the service is ready (now, if it is); at most one callback.
+  void OnReady(std::function<void()> fn);
+  // Waits up to `timeout` for ready().
+  bool WaitUntilReady(absl::Duration timeout);
+  // Stops the service's work at once, whatever its peers do: new calls are refused, running
+  // tasks stop with their checkpoints RUNNING (a restart resumes them) and every mesh and state
+  // store call in flight is cancelled. Call before the server drains (so attached clients learn
+  // their task resumes instead of seeing it cancelled). Idempotent.
+  void BeginShutdown();
 
   grpc::ServerWriteReactor<v1::SolveEvent>* Solve(grpc::CallbackServerContext* ctx,
                                                   const v1::SolveRequest* req) override;
@@ -139,15 +156,26 @@ class PlannerService final : public v1::Planner::CallbackService {
   bool WaitToHeal(Task& task, const TaskPlan& plan, HealState& state, absl::Status* status);
   void Finish(Task& task, MeshThoughtSource& source, absl::Status status,
               const v1::SolveResult& result, double seconds);
-  void WriteCheckpoint(Task& task);
+  // Stores the task's checkpoint with a compare-and-set on the version it last stored or read.
+  // kUnwritten: the state store is unreachable (or its answer was lost); the sweeper writes the
+  // latest checkpoint when it is back, and the task runs on meanwhile. kFenced: another writer
+  // changed the checkpoint, so the task is no longer this planner's (task.fenced; it stops
+  // without touching the task's KV or checkpoint). A write whose outcome was unknown is
+  // recognized when it landed, and a checkpoint the store lost (NOT_FOUND) is written anew.
+  enum class Written { kStored, kUnwritten, kFenced };
+  Written WriteCheckpoint(Task& task);
   // Loads every task checkpoint of the state store (page by page, however many) and starts the
-  // running ones; deletes finished ones past their retention.
+  // running ones (not those loaded already); deletes finished ones past their retention.
   absl::Status Resume();
-  void ResumeOne(const std::string& key, const v1::TaskCheckpoint& cp);
+  void ResumeOne(const std::string& key, const v1::TaskCheckpoint& cp, int64_t version);
+  // The resumer thread: Resume until it succeeds (backoff 250 ms doubling to 4 s) or shutdown.
+  void ResumeUntilReady();
   // Deletes `task`'s checkpoint (and forgets the task) at `finished_unix_ms` + retention.
   void ExpireLater(const Task& task, int64_t finished_unix_ms);
   void SweepExpired();  // the sweeper thread's loop
 
+  mesh::CallCanceller own_canceller_;
+  mesh::CallCanceller* const canceller_;
   mesh::KvStoreClient kv_;
   mesh::RouterClient router_;
   statestore::StateStore* state_;
@@ -157,6 +185,10 @@ class PlannerService final : public v1::Planner::CallbackService {
   PlannerMetrics metrics_;
   TaskRegistry registry_;
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> ready_{false};
+  absl::Mutex ready_mu_;
+  std::function<void()> on_ready_ ABSL_GUARDED_BY(ready_mu_);
+  std::thread resumer_;
 
   absl::Mutex threads_mu_;
   int live_threads_ ABSL_GUARDED_BY(threads_mu_) = 0;  // task threads not yet ended
@@ -179,6 +211,10 @@ class PlannerService final : public v1::Planner::CallbackService {
   absl::Mutex expiry_mu_;
   std::multimap<int64_t, Expiry> expiring_ ABSL_GUARDED_BY(expiry_mu_);  // by deadline, unix ms
   bool sweeper_stop_ ABSL_GUARDED_BY(expiry_mu_) = false;
+  bool sweeper_wake_ ABSL_GUARDED_BY(expiry_mu_) = false;  // something is due sooner
+  // Tasks whose latest checkpoint is not stored (the state store was unreachable): the sweeper
+  // writes them again every second.
+  std::vector<std::weak_ptr<Task>> unwritten_ ABSL_GUARDED_BY(expiry_mu_);
   std::thread sweeper_;
   ThreadPool io_;
 };

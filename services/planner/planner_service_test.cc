@@ -10,6 +10,7 @@
 #include "arbor/common/clock.h"
 #include "arbor/common/process.h"
 #include "arbor/rpc/server_host.h"
+#include "arbor/rpc/service_main.h"
 #include "arbor/statestore/state_store.h"
 #include "gtest/gtest.h"
 #include "in_process_mesh_for_test.h"
@@ -47,13 +48,15 @@ class PlannerHost {
     EXPECT_TRUE(service.ok()) << service.status();
     if (!service.ok()) return;
     service_ = std::move(*service);
+    EXPECT_TRUE(service_->WaitUntilReady(absl::Seconds(30)));
     host_ = *rpc::ServerHost::Start({}, {service_.get()}, registry_);
     stub_ = v1::Planner::NewStub(
         grpc::CreateChannel(host_->address(), grpc::InsecureChannelCredentials()));
   }
   ~PlannerHost() { Stop(); }
+  // As the planner's main does: its tasks stop (and resume at a restart) before the drain.
   void Stop() {
-    if (host_) host_->Shutdown();
+    if (host_) host_->Shutdown([&] { service_->BeginShutdown(); });
     service_.reset();
     host_.reset();
   }
@@ -101,6 +104,66 @@ class PlannerHost {
   std::unique_ptr<PlannerService> service_;
   std::unique_ptr<rpc::ServerHost> host_;
   std::unique_ptr<v1::Planner::Stub> stub_;
+};
+
+// Polls `cond` every 20 ms for up to `timeout`.
+bool Eventually(const std::function<bool()>& cond, std::chrono::seconds timeout) {
+  for (const auto until = std::chrono::steady_clock::now() + timeout;
+       std::chrono::steady_clock::now() < until;) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return cond();
+}
+
+// A state store in front of another that can be made unreachable (every call UNAVAILABLE, as
+// a Redis or kv-store that went away) and can play a second writer: `rival_writes` > 0 makes
+// that many CompareAndSets first change the key themselves, as another planner would.
+class FlakyStateStore final : public statestore::StateStore {
+ public:
+  explicit FlakyStateStore(statestore::StateStore* inner) : inner_(inner) {}
+  std::atomic<bool> down{false};
+  std::atomic<int> rival_writes{0};
+  std::atomic<int> refused{0};  // calls answered UNAVAILABLE
+
+  absl::StatusOr<int64_t> Put(absl::string_view key, absl::string_view value) override {
+    if (absl::Status st = Away(); !st.ok()) return st;
+    return inner_->Put(key, value);
+  }
+  absl::StatusOr<statestore::VersionedValue> Get(absl::string_view key) override {
+    if (absl::Status st = Away(); !st.ok()) return st;
+    return inner_->Get(key);
+  }
+  absl::Status Delete(absl::string_view key) override {
+    if (absl::Status st = Away(); !st.ok()) return st;
+    return inner_->Delete(key);
+  }
+  absl::StatusOr<int64_t> CompareAndSet(absl::string_view key, int64_t expected,
+                                        absl::string_view value) override {
+    if (absl::Status st = Away(); !st.ok()) return st;
+    if (rival_writes > 0 && rival_writes.fetch_sub(1) > 0) {
+      absl::StatusOr<statestore::VersionedValue> v = inner_->Get(key);
+      v1::TaskCheckpoint rival;
+      if (v.ok()) rival.ParseFromString(v->value);
+      rival.set_status(v1::TASK_STATUS_RUNNING);
+      rival.set_error("written by another planner");
+      EXPECT_TRUE(inner_->Put(key, rival.SerializeAsString()).ok());
+    }
+    return inner_->CompareAndSet(key, expected, value);
+  }
+  absl::StatusOr<std::vector<std::string>> ListKeys(absl::string_view prefix, int limit,
+                                                    absl::string_view start_after) override {
+    if (absl::Status st = Away(); !st.ok()) return st;
+    return inner_->ListKeys(prefix, limit, start_after);
+  }
+
+ private:
+  absl::Status Away() {
+    if (!down) return absl::OkStatus();
+    ++refused;
+    return absl::UnavailableError("state store away (test)");
+  }
+  statestore::StateStore* const inner_;
 };
 
 int LiveSequences(testing::InProcessMesh& mesh) { return mesh.kv_tree().stats().live_sequences; }
@@ -367,6 +430,96 @@ TEST_F(PlannerServiceTest, ATaskGivesUpOnAServiceThatStaysAwayNamingIt) {
       << s.status.error_message();
   EXPECT_NE(s.status.error_message().find("router"), std::string::npos) << s.status.error_message();
   EXPECT_EQ(LiveSequences(*mesh_), 0);
+}
+
+// The state store goes away while a task runs: the task runs on to its result, and its
+// checkpoint, which the store could not take, is written once the store is back.
+TEST_F(PlannerServiceTest, ATaskRunsOnWhileTheStateStoreIsAwayAndIsStoredWhenItIsBack) {
+  FlakyStateStore store(mesh_->state());
+  PlannerHost planner(mesh_->kvstore_channel(), mesh_->router_channel(), &store);
+  store.down = true;
+  const PlannerHost::Solved s = planner.Solve(Game24Solve("no-store"));
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+  ASSERT_FALSE(s.events.empty());
+  EXPECT_TRUE(s.events.back().has_result());
+  EXPECT_GT(store.refused.load(), 0);
+  EXPECT_TRUE(absl::IsNotFound(mesh_->state()->Get(TaskKey("no-store")).status()));
+  store.down = false;
+  v1::TaskCheckpoint cp;
+  EXPECT_TRUE(Eventually(
+      [&] {
+        absl::StatusOr<statestore::VersionedValue> v = mesh_->state()->Get(TaskKey("no-store"));
+        return v.ok() && cp.ParseFromString(v->value) && cp.status() == v1::TASK_STATUS_SUCCEEDED;
+      },
+      std::chrono::seconds(20)));
+  EXPECT_EQ(cp.result().answer(), s.events.back().result().answer());
+  EXPECT_GT(cp.nodes_size(), 1);
+}
+
+// A planner that starts while the state store is away does not serve (every call UNAVAILABLE)
+// until it has loaded the checkpoints; then it serves the tasks they hold.
+TEST_F(PlannerServiceTest, APlannerStartedWithoutItsStateStoreWaitsForIt) {
+  {
+    PlannerHost first(mesh_->kvstore_channel(), mesh_->router_channel(), mesh_->state());
+    ASSERT_TRUE(first.Solve(Game24Solve("before")).status.ok());
+  }
+  FlakyStateStore store(mesh_->state());
+  store.down = true;
+  auto registry = std::make_shared<prometheus::Registry>();
+  auto service = PlannerService::Create(mesh_->kvstore_channel(), mesh_->router_channel(), &store,
+                                        {.model_dir = "models/game24-moe"}, *registry);
+  ASSERT_TRUE(service.ok()) << service.status();
+  EXPECT_FALSE((*service)->WaitUntilReady(absl::Milliseconds(600)));
+  rpc::ServerHostOptions host_options;
+  host_options.serving = false;
+  auto host = *rpc::ServerHost::Start(host_options, {service->get()}, registry);
+  (*service)->OnReady([h = host.get()] { h->SetServing(true); });
+  auto stub = v1::Planner::NewStub(
+      grpc::CreateChannel(host->address(), grpc::InsecureChannelCredentials()));
+  auto get = [&] {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + seconds(10));
+    v1::GetTaskRequest req;
+    req.set_task_id("before");
+    v1::Task t;
+    grpc::Status st = stub->GetTask(&ctx, req, &t);
+    return std::make_pair(st, t);
+  };
+  const auto [away, unused] = get();
+  EXPECT_EQ(away.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_NE(away.error_message().find("loading its tasks' checkpoints"), std::string::npos)
+      << away.error_message();
+  EXPECT_FALSE(rpc::HealthServing(host->address(), std::chrono::milliseconds(2000)));
+  store.down = false;
+  ASSERT_TRUE((*service)->WaitUntilReady(absl::Seconds(30)));
+  EXPECT_TRUE(
+      Eventually([&] { return rpc::HealthServing(host->address()); }, std::chrono::seconds(10)));
+  const auto [st, task] = get();
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(task.status(), v1::TASK_STATUS_SUCCEEDED);
+  host->Shutdown([&] { (*service)->BeginShutdown(); });
+}
+
+// Another writer changes a running task's checkpoint (another planner took the task over): this
+// planner's next write is refused, the task stops ABORTED without touching the checkpoint or
+// the KV, and the other writer's checkpoint stays.
+TEST_F(PlannerServiceTest, AStaleCheckpointWriterIsRefusedAndStopsTheTask) {
+  FlakyStateStore store(mesh_->state());
+  PlannerHost planner(mesh_->kvstore_channel(), mesh_->router_channel(), &store);
+  store.rival_writes = 1;
+  const PlannerHost::Solved s = planner.Solve(Game24Solve("taken-over"));
+  EXPECT_EQ(s.status.error_code(), grpc::StatusCode::ABORTED) << s.status.error_message();
+  EXPECT_NE(s.status.error_message().find("run by another planner"), std::string::npos)
+      << s.status.error_message();
+  for (const v1::SolveEvent& e : s.events) EXPECT_FALSE(e.has_result());
+  absl::StatusOr<statestore::VersionedValue> v = mesh_->state()->Get(TaskKey("taken-over"));
+  ASSERT_TRUE(v.ok());
+  v1::TaskCheckpoint cp;
+  ASSERT_TRUE(cp.ParseFromString(v->value));
+  EXPECT_EQ(cp.error(), "written by another planner");
+  EXPECT_EQ(cp.status(), v1::TASK_STATUS_RUNNING);
+  // Its sequences are the new owner's: this planner released none of them.
+  EXPECT_GT(LiveSequences(*mesh_), 0);
 }
 
 // A router whose Extends hang until the test lets them go, so tasks stay running; then they

@@ -23,7 +23,8 @@ absl::Status PlannerService::Resume() {
     after = keys.back();
     for (const std::string& key : keys) {
       absl::StatusOr<statestore::VersionedValue> v = state_->Get(key);
-      if (!v.ok()) continue;
+      if (absl::IsNotFound(v.status())) continue;  // deleted since it was listed
+      if (!v.ok()) return v.status();              // the store went away: tried again later
       absl::StatusOr<v1::TaskCheckpoint> cp = ParseCheckpoint(key, v->value);
       if (!cp.ok()) {
         spdlog::warn("{}; skipped", cp.status().ToString());
@@ -40,7 +41,10 @@ absl::Status PlannerService::Resume() {
         }
         cp->set_finished_unix_ms(finished);
       }
-      ResumeOne(key, *cp);
+      if (registry_.Find(cp->request().task_id(), cp->request().tenant()) != nullptr) {
+        continue;  // loaded by an earlier try
+      }
+      ResumeOne(key, *cp, v->version);
       ++resumed;
     }
   }
@@ -50,7 +54,8 @@ absl::Status PlannerService::Resume() {
   return absl::OkStatus();
 }
 
-void PlannerService::ResumeOne(const std::string& key, const v1::TaskCheckpoint& cp) {
+void PlannerService::ResumeOne(const std::string& key, const v1::TaskCheckpoint& cp,
+                               int64_t version) {
   auto task = std::make_shared<Task>();
   task->id = cp.request().task_id();
   task->tenant = cp.request().tenant();
@@ -72,6 +77,10 @@ void PlannerService::ResumeOne(const std::string& key, const v1::TaskCheckpoint&
   }
   bool run = cp.status() == v1::TASK_STATUS_RUNNING;
   const bool refused = run && !plan.ok();
+  {
+    absl::MutexLock lock(&task->write_mu);
+    task->stored_version = version;
+  }
   {
     absl::MutexLock lock(&task->mu);
     task->status = cp.status();

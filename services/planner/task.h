@@ -19,7 +19,7 @@
 
 namespace arbor::planner {
 
-struct Task {
+struct Task : std::enable_shared_from_this<Task> {
   using Stream = rpc::EventStream<v1::SolveEvent>;
 
   // Set before the task is shared, then read-only.
@@ -43,6 +43,18 @@ struct Task {
   v1::SolveResult result ABSL_GUARDED_BY(mu);
   // The tree as of the last round, and the sequences the task holds.
   v1::TaskCheckpoint checkpoint ABSL_GUARDED_BY(mu);
+
+  // The stored checkpoint (PlannerService::WriteCheckpoint), one write at a time: every write is
+  // a compare-and-set on the version this task last wrote or read, so a checkpoint someone else
+  // wrote is never overwritten.
+  absl::Mutex write_mu ABSL_ACQUIRED_AFTER(mu);
+  int64_t stored_version ABSL_GUARDED_BY(write_mu) = 0;  // 0: none stored yet
+  // Fingerprints of writes since stored_version whose outcome is unknown (the store was
+  // unreachable or slow): one of them may have landed as stored_version + 1.
+  std::vector<uint64_t> unsure_writes ABSL_GUARDED_BY(write_mu);
+  bool unwritten ABSL_GUARDED_BY(write_mu) = false;  // the latest checkpoint is not stored yet
+  // Another writer changed the checkpoint: the task is no longer this planner's to run.
+  std::atomic<bool> fenced{false};
 
   // GetTask's view (nodes included).
   v1::Task Snapshot() const;

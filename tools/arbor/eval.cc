@@ -67,16 +67,6 @@ struct Outcome {
 
 std::vector<int> Numbers(const game24::Puzzle& p) { return {p[0], p[1], p[2], p[3]}; }
 
-// The text after the first `prefix` ("Answer:") in `text`, to the end of its line, trimmed.
-std::string AnswerAfter(const std::string& text, const std::string& prefix) {
-  const size_t at = text.find(prefix);
-  if (at == std::string::npos) return "";
-  const size_t from = at + prefix.size();
-  std::string a = text.substr(from, text.find('\n', from) - from);
-  a.erase(0, a.find_first_not_of(' '));
-  return a;
-}
-
 Outcome Greedy(const game24::Puzzle& p, const search::Templates& preset, mesh::KvStoreClient& kv,
                mesh::RouterClient& router) {
   Outcome o;
@@ -104,18 +94,7 @@ Outcome Greedy(const game24::Puzzle& p, const search::Templates& preset, mesh::K
 Outcome Bfs(const game24::Puzzle& p, const search::Templates& preset, int breadth, uint64_t seed,
             mesh::PlannerClient& planner) {
   Outcome o;
-  v1::SolveRequest req;
-  req.set_problem(game24::PuzzleText(p));
-  req.set_preset("game24");
-  v1::SearchSpec* s = req.mutable_search();
-  s->mutable_bfs()->set_breadth(breadth);
-  s->mutable_bfs()->set_proposals_per_node(absl::GetFlag(FLAGS_proposals));
-  if (absl::GetFlag(FLAGS_wide_root)) {
-    s->mutable_bfs()->set_root_proposals(std::min(64, breadth * absl::GetFlag(FLAGS_proposals)));
-  }
-  s->mutable_bfs()->set_depth(4);  // three steps, then the answer line
-  SetValueAndGeneration(*s);       // --value checked by Eval
-  s->mutable_generation()->set_seed(seed);
+  const v1::SolveRequest req = Game24BfsRequest(p, breadth, seed);
   v1::SolveResult result;
   std::vector<std::string> answers;  // every answer line the search wrote
   const absl::Status st = planner.Solve(
@@ -144,16 +123,6 @@ struct Mode {
   std::string name;
   int breadth = 0;  // 0: greedy
 };
-
-// --puzzles of the held-out set, spread evenly over it (all of them for 0).
-std::vector<game24::Puzzle> SelectPuzzles() {
-  const std::vector<game24::Puzzle> all = game24::HeldOutPuzzles();
-  const int want = absl::GetFlag(FLAGS_puzzles);
-  if (want <= 0 || want >= static_cast<int>(all.size())) return all;
-  std::vector<game24::Puzzle> puzzles;
-  for (int i = 0; i < want; ++i) puzzles.push_back(all[i * all.size() / want]);
-  return puzzles;
-}
 
 // --modes, or a message naming the bad one.
 absl::StatusOr<std::vector<Mode>> ParseModes() {
@@ -256,12 +225,45 @@ nlohmann::json Summarize(const Mode& mode, const std::vector<game24::Puzzle>& pu
 
 }  // namespace
 
+std::string AnswerAfter(const std::string& text, const std::string& prefix) {
+  const size_t at = text.find(prefix);
+  if (at == std::string::npos) return "";
+  const size_t from = at + prefix.size();
+  std::string a = text.substr(from, text.find('\n', from) - from);
+  a.erase(0, a.find_first_not_of(' '));
+  return a;
+}
+
+v1::SolveRequest Game24BfsRequest(const game24::Puzzle& p, int breadth, uint64_t seed) {
+  v1::SolveRequest req;
+  req.set_problem(game24::PuzzleText(p));
+  req.set_preset("game24");
+  v1::SearchSpec* s = req.mutable_search();
+  s->mutable_bfs()->set_breadth(breadth);
+  s->mutable_bfs()->set_proposals_per_node(absl::GetFlag(FLAGS_proposals));
+  if (absl::GetFlag(FLAGS_wide_root)) {
+    s->mutable_bfs()->set_root_proposals(std::min(64, breadth * absl::GetFlag(FLAGS_proposals)));
+  }
+  s->mutable_bfs()->set_depth(4);  // three steps, then the answer line
+  SetValueAndGeneration(*s);       // --value checked by the caller
+  s->mutable_generation()->set_seed(seed);
+  return req;
+}
+
+std::vector<game24::Puzzle> SpreadPuzzles(int want) {
+  const std::vector<game24::Puzzle> all = game24::HeldOutPuzzles();
+  if (want <= 0 || want >= static_cast<int>(all.size())) return all;
+  std::vector<game24::Puzzle> puzzles;
+  for (int i = 0; i < want; ++i) puzzles.push_back(all[i * all.size() / want]);
+  return puzzles;
+}
+
 int Eval(const std::vector<std::string>& args) {
   if (args.size() != 1 || args[0] != "game24") {
     std::fprintf(stderr, "usage: arbor eval [flags] game24\n");
     return 2;
   }
-  const std::vector<game24::Puzzle> puzzles = SelectPuzzles();
+  const std::vector<game24::Puzzle> puzzles = SpreadPuzzles(absl::GetFlag(FLAGS_puzzles));
   const absl::StatusOr<std::vector<Mode>> modes = ParseModes();
   if (!modes.ok()) {
     std::fprintf(stderr, "arbor eval: %s\n", std::string(modes.status().message()).c_str());

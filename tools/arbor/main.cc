@@ -3,6 +3,7 @@
 //   arbor generate --router ADDR --prompt "..."  generate through a running mesh
 //   arbor score --model DIR --text "..."        per-token log-probs and perplexity of a text
 //   arbor up [--workers N] [--replicas R]        run the mesh on loopback until Ctrl-C
+//   arbor eval game24 / arbor chaos game24       accuracy, and accuracy while services die
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -11,6 +12,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/synchronization/mutex.h"
+#include "chaos.h"
 #include "client_auth.h"
 #include "eval.h"
 #include "generate.h"
@@ -32,6 +34,8 @@ constexpr char kUsage[] =
     "13\"\n"
     "  tasks      list the planner's tasks;  watch ID: follow one;  cancel ID: cancel one\n"
     "  eval       score the model on held-out Game of 24 puzzles: arbor eval game24\n"
+    "  chaos      Game of 24 solves while `arbor up`'s services are killed: arbor chaos "
+    "--up_ready_file F game24\n"
     "run `arbor <command> --help` for a command's flags";
 
 }  // namespace
@@ -67,6 +71,7 @@ int main(int argc, char** argv) {
   if (command == "watch") return arbor::cli::Watch(positional);
   if (command == "cancel") return arbor::cli::Cancel(positional);
   if (command == "eval") return arbor::cli::Eval(positional);
+  if (command == "chaos") return arbor::cli::Chaos(positional);
   std::fprintf(stderr, "arbor: unknown command \"%s\"\n%s\n", command.c_str(), kUsage);
   return 2;
 }

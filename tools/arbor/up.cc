@@ -1,4 +1,6 @@
-// `arbor up` starts the kv-store, N expert workers (the model's experts split evenly, each shard
+// `arbor up` starts the state store (its own redis-server, append-only in the data folder, unless
+// --state says otherwise), the kv-store, N expert workers (the model's experts split evenly, each
+// shard
 // `--replicas` times; none with --workers 0, where the router runs every expert) and the router as
 // child processes on loopback, waits until every one reports SERVING on grpc.health.v1, prints
 // the endpoints (and writes them to --ready_file), restarts a child that exits (with backoff, as a
@@ -26,9 +28,11 @@
 
 #include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "arbor/common/process.h"
+#include "arbor/common/random_id.h"
 #include "arbor/model/config.h"
 #include "arbor/model/expert_spec.h"
 #include "arbor/rpc/service_main.h"
@@ -49,7 +53,11 @@ ABSL_FLAG(std::string, ready_file, "", "arbor up: write the endpoints here as JS
 ABSL_FLAG(std::string, log_dir, "",
           "arbor up: write each service's log to DIR/<name>.log (default: this terminal)");
 ABSL_DECLARE_FLAG(std::string, log_level);  // passed on to every service
-ABSL_FLAG(std::string, redis_url, "", "arbor up: the kv-store's state store (empty: in memory)");
+ABSL_FLAG(std::string, state, "redis",
+          "arbor up: where task checkpoints live. redis: a redis-server of its own, append-only "
+          "in <data_dir>/redis, so tasks survive a restart of any service and of arbor up itself; "
+          "memory: in the kv-store (gone when it restarts); redis://host:port[/db]: an external "
+          "Redis (password in $ARBOR_REDIS_PASSWORD)");
 ABSL_FLAG(std::string, bin_dir, "",
           "arbor up: where the service binaries are (default: beside arbor)");
 ABSL_FLAG(std::string, backend, "auto",
@@ -178,15 +186,20 @@ void Stop(std::vector<Child*> which, std::chrono::seconds grace) {
 }
 
 // The planner first (its tasks stay checkpointed), then the router (its Extends drain), then
-// the rest.
+// the rest, Redis last.
 void StopAll(std::vector<Child>& children) {
-  std::vector<Child*> planner, router, rest;
+  std::vector<Child*> planner, router, rest, redis;
   for (Child& c : children) {
-    (c.name == "planner" ? planner : c.name == "router" ? router : rest).push_back(&c);
+    (c.name == "planner"  ? planner
+     : c.name == "router" ? router
+     : c.name == "redis"  ? redis
+                          : rest)
+        .push_back(&c);
   }
   Stop(planner, std::chrono::seconds(15));
   Stop(router, std::chrono::seconds(15));
   Stop(rest, std::chrono::seconds(10));
+  Stop(redis, std::chrono::seconds(10));  // last: the kv-store's state calls are done
 }
 
 const Child* Named(const std::vector<Child>& children, const std::string& name) {
@@ -206,7 +219,55 @@ struct UpPlan {
   std::string data_dir;
   std::string tokens_file;  // the planner's; empty with --insecure
   std::string tls_dir;      // the mesh's certificates; empty with --insecure
+  // The state store: "memory", an external redis:// url, or "redis" (our own: its folder holds
+  // its config and append-only file).
+  std::string state;
+  std::string redis_dir;
 };
+
+// Our own redis-server's folder: a config file with a random password (both readable by the
+// user only; the password never on a command line) and its data. The password file's path.
+absl::StatusOr<std::string> PrepareRedis(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+  std::filesystem::permissions(dir, std::filesystem::perms::owner_all,
+                               std::filesystem::perm_options::replace, ec);
+  const std::string password_file = dir + "/password";
+  std::string password;
+  if (std::ifstream in(password_file); !in || !std::getline(in, password) || password.empty()) {
+    password = RandomHex(24);
+    std::ofstream(password_file) << password << "\n";
+    std::filesystem::permissions(
+        password_file, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write,
+        std::filesystem::perm_options::replace, ec);
+  }
+  if (std::ifstream in(password_file); !in || !std::getline(in, password) || password.empty()) {
+    return absl::UnavailableError(absl::StrCat("cannot write ", password_file));
+  }
+  return password_file;
+}
+
+// The config of our own redis-server on `port`: loopback only, a password, append-only
+// persistence (fsync every second) in `dir`, no RDB snapshots.
+void WriteRedisConfig(const std::string& dir, int port) {
+  std::string password;
+  std::ifstream(dir + "/password") >> password;
+  const std::string path = dir + "/redis.conf";
+  {
+    std::ofstream out(path, std::ios::trunc);
+    out << "# written by arbor up at every start\n"
+        << "port " << port << "\nbind 127.0.0.1\nprotected-mode yes\n"
+        << "dir \"" << dir << "\"\n"
+        << "appendonly yes\nappendfsync everysec\nsave \"\"\n"
+        << "requirepass " << password << "\n"
+        << "loglevel warning\ndaemonize no\n";
+  }
+  std::error_code ec;
+  std::filesystem::permissions(
+      path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write,
+      std::filesystem::perm_options::replace, ec);
+}
 
 // The plan, or the exit status (1: the model or a binary is missing; 2: a bad flag) after a
 // message on stderr.
@@ -256,6 +317,23 @@ std::variant<UpPlan, int> PlanFromFlags() {
   plan.log_level = absl::GetFlag(FLAGS_log_level);
   plan.data_dir = absl::GetFlag(FLAGS_data_dir);
   if (plan.data_dir.empty()) plan.data_dir = DefaultDataDir();
+  plan.state = absl::GetFlag(FLAGS_state);
+  if (plan.state == "redis") {
+    plan.redis_dir = plan.data_dir + "/redis";
+    if (absl::Status st = PrepareRedis(plan.redis_dir).status(); !st.ok()) {
+      std::fprintf(stderr, "arbor up: --state=redis: %s\n", std::string(st.message()).c_str());
+      return 1;
+    }
+  } else if (plan.state != "memory" && plan.state.rfind("redis://", 0) != 0) {
+    std::fprintf(stderr,
+                 "arbor up: --state must be redis, memory or a redis://host:port url, not \"%s\"\n",
+                 plan.state.c_str());
+    return 2;
+  } else if (plan.state.find('@') != std::string::npos) {
+    std::fprintf(stderr,
+                 "arbor up: --state carries a password; put it in $ARBOR_REDIS_PASSWORD instead\n");
+    return 2;
+  }
   if (absl::GetFlag(FLAGS_insecure)) {
     std::fprintf(stderr,
                  "arbor up: INSECURE: no TLS and no tokens (--insecure); any client can call any "
@@ -291,6 +369,12 @@ bool PlanChildren(const UpPlan& plan, std::vector<Child>* children) {
     children->push_back({name, absl::StrCat("127.0.0.1:", port), metrics_port, detail});
     return true;
   };
+  if (!plan.redis_dir.empty()) {
+    const int port = pick.Pick(50090);
+    if (port < 0) return false;
+    WriteRedisConfig(plan.redis_dir, port);
+    if (!add("redis", port, 0, "")) return false;
+  }
   if (!add("kvstore", pick.Pick(50051), pick.Pick(9091), "")) return false;
   const std::vector<std::vector<model::ExpertKey>> shards = model::SplitExpertsEvenly(
       plan.config.num_hidden_layers, plan.config.num_local_experts, plan.workers);
@@ -315,14 +399,20 @@ std::vector<std::string> ChildArgv(const UpPlan& plan, const Child& c,
   for (const Child& w : children) {
     if (w.name.rfind("expert-", 0) == 0) workers.push_back(w.address);
   }
-  const std::string& kvstore = children.front().address;
+  if (c.name == "redis") return {"redis-server", plan.redis_dir + "/redis.conf"};
+  const std::string& kvstore = Named(children, "kvstore")->address;
   const std::string bin = plan.bin_dir + "/arbor-";
   std::vector<std::string> argv = {"", "--address=" + c.address,
                                    absl::StrCat("--metrics_address=127.0.0.1:", c.metrics_port),
                                    "--model=" + plan.model, "--log_level=" + plan.log_level};
   if (c.name == "kvstore") {
     argv[0] = bin + "kvstore";
-    argv.push_back("--redis_url=" + absl::GetFlag(FLAGS_redis_url));
+    if (const Child* redis = Named(children, "redis")) {
+      argv.push_back("--redis_url=redis://" + redis->address);
+      argv.push_back("--redis_password_file=" + plan.redis_dir + "/password");
+    } else if (plan.state != "memory") {
+      argv.push_back("--redis_url=" + plan.state);
+    }
   } else if (c.name == "planner") {
     argv[0] = bin + "planner";
     argv.push_back("--kvstore=" + kvstore);
@@ -370,6 +460,7 @@ pid_t Spawn(const UpPlan& plan, const Child& c, const std::vector<Child>& childr
   return SpawnProcess(
       ChildArgv(plan, c, children),
       {.log_path = plan.log_dir.empty() ? "" : absl::StrCat(plan.log_dir, "/", c.name, ".log"),
+       .search_path = c.name == "redis",
        .new_process_group = true,
        .parent_death_signal = SIGTERM});
 }
@@ -378,7 +469,12 @@ pid_t Spawn(const UpPlan& plan, const Child& c, const std::vector<Child>& childr
 bool WaitUntilServing(std::vector<Child>& children, const std::string& log_dir) {
   const auto deadline = Clock::now() + std::chrono::seconds(absl::GetFlag(FLAGS_start_timeout_s));
   for (Child& c : children) {
-    while (!rpc::HealthServing(c.address)) {
+    // Redis has no gRPC health service: it is up once it accepts connections.
+    auto serving = [&] {
+      return c.name == "redis" ? LoopbackPortAccepts(std::stoi(c.address.substr(10)))
+                               : rpc::HealthServing(c.address);
+    };
+    while (!serving()) {
       int status = 0;
       if (Child* dead = Reap(children, &status)) {
         std::fprintf(stderr, "arbor up: %s exited while starting (status %d)%s\n",
@@ -405,15 +501,15 @@ void WriteReady(const UpPlan& plan, const std::vector<Child>& children) {
   if (ready_file.empty()) return;
   nlohmann::json ready;
   for (const Child& c : children) {
-    nlohmann::json entry = {{"name", c.name},
-                            {"address", c.address},
-                            {"metrics", absl::StrCat("127.0.0.1:", c.metrics_port)},
-                            {"pid", c.pid},
-                            {"restarts", c.restarts}};
+    nlohmann::json entry = {
+        {"name", c.name}, {"address", c.address}, {"pid", c.pid}, {"restarts", c.restarts}};
+    if (c.metrics_port > 0) entry["metrics"] = absl::StrCat("127.0.0.1:", c.metrics_port);
     if (!c.detail.empty()) entry["experts"] = c.detail;
     ready["services"].push_back(entry);
   }
-  ready["kvstore"] = children.front().address;
+  ready["kvstore"] = Named(children, "kvstore")->address;
+  ready["state"] = plan.state;
+  if (const Child* redis = Named(children, "redis")) ready["redis"] = redis->address;
   ready["router"] = Named(children, "router")->address;
   if (const Child* p = Named(children, "planner")) ready["planner"] = p->address;
   if (!plan.tls_dir.empty()) ready["tls_dir"] = plan.tls_dir;
@@ -430,11 +526,21 @@ void WriteReady(const UpPlan& plan, const std::vector<Child>& children) {
 void AnnounceReady(const UpPlan& plan, const std::vector<Child>& children) {
   std::printf("arbor up: ready (model %s)\n", plan.model.c_str());
   for (const Child& c : children) {
+    if (c.name == "redis") {
+      std::printf("  %-10s %-16s append-only in %s\n", c.name.c_str(), c.address.c_str(),
+                  plan.redis_dir.c_str());
+      continue;
+    }
     std::printf("  %-10s %-16s metrics http://127.0.0.1:%d/metrics%s%s\n", c.name.c_str(),
                 c.address.c_str(), c.metrics_port, c.detail.empty() ? "" : "  experts ",
                 c.detail.c_str());
   }
-  const std::string& kvstore = children.front().address;
+  if (plan.state == "memory") {
+    std::printf(
+        "state: in the kv-store's memory (--state=memory): a kv-store restart loses every "
+        "task checkpoint\n");
+  }
+  const std::string& kvstore = Named(children, "kvstore")->address;
   if (!plan.tls_dir.empty()) {
     std::printf(
         "mTLS: every service's certificate and the CA are in %s (arbor reads ~/.arbor/tls "

@@ -2,6 +2,7 @@
 
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "arbor/rpc/tls.h"
 
 namespace arbor::mesh {
@@ -17,6 +18,33 @@ std::shared_ptr<grpc::Channel> NewChannel(const std::string& address,
   return grpc::CreateCustomChannel(address, rpc::DefaultChannelCredentials(), args);
 }
 
+void CallCanceller::CancelAll() {
+  absl::MutexLock lock(&mu_);
+  cancelled_ = true;
+  for (grpc::ClientContext* ctx : live_) ctx->TryCancel();
+}
+
+bool CallCanceller::cancelled() const {
+  absl::MutexLock lock(&mu_);
+  return cancelled_;
+}
+
+bool CallCanceller::Add(grpc::ClientContext* ctx) {
+  absl::MutexLock lock(&mu_);
+  if (cancelled_) return false;
+  live_.insert(ctx);
+  return true;
+}
+
+void CallCanceller::Remove(grpc::ClientContext* ctx) {
+  absl::MutexLock lock(&mu_);
+  live_.erase(ctx);
+}
+
+absl::Status CallPolicy::Cancelled(const std::string& what) {
+  return absl::CancelledError(absl::StrCat(what, ": cancelled (the caller is shutting down)"));
+}
+
 absl::Status CallPolicy::Run(Repeat repeat, Deadline caller, const std::string& what,
                              const std::function<grpc::Status(grpc::ClientContext&)>& attempt,
                              bool wait_for_ready) const {
@@ -25,6 +53,8 @@ absl::Status CallPolicy::Run(Repeat repeat, Deadline caller, const std::string& 
   for (int i = 1;; ++i) {
     grpc::ClientContext ctx;
     Prepare(ctx, deadline, wait_for_ready);
+    const Tracked tracked(options_.canceller, &ctx);
+    if (!tracked.ok()) return Cancelled(what);
     const grpc::Status st = attempt(ctx);
     if (st.ok()) return absl::OkStatus();
     const bool again = repeat == Repeat::kIdempotent &&

@@ -36,7 +36,7 @@ absl::StatusOr<std::unique_ptr<ServerHost>> ServerHost::Start(
   if (host->server_ == nullptr || host->port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot serve on ", options.address));
   }
-  host->server_->GetHealthCheckService()->SetServingStatus(true);
+  host->server_->GetHealthCheckService()->SetServingStatus(options.serving);
 
   if (!options.metrics_address.empty()) {
     auto metrics = MetricsServer::Start(options.metrics_address, std::move(registry));
@@ -59,12 +59,22 @@ std::string ServerHost::address() const {
 
 int ServerHost::metrics_port() const { return metrics_ == nullptr ? -1 : metrics_->port(); }
 
-void ServerHost::Shutdown() {
+void ServerHost::SetServing(bool serving) {
+  absl::MutexLock lock(&mu_);
   if (shut_down_ || server_ == nullptr) return;
-  shut_down_ = true;
-  server_->GetHealthCheckService()->SetServingStatus(false);
+  server_->GetHealthCheckService()->SetServingStatus(serving);
+}
+
+void ServerHost::Shutdown(const std::function<void()>& before_drain) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (shut_down_ || server_ == nullptr) return;
+    shut_down_ = true;
+    server_->GetHealthCheckService()->SetServingStatus(false);
+  }
   spdlog::info("shutting down address={}: NOT_SERVING, draining", address());
   if (options_.shutdown_grace > absl::ZeroDuration()) absl::SleepFor(options_.shutdown_grace);
+  if (before_drain) before_drain();
   server_->Shutdown(std::chrono::system_clock::now() +
                     absl::ToChronoMilliseconds(options_.drain_timeout));
   server_->Wait();

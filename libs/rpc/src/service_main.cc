@@ -88,10 +88,10 @@ ServerHostOptions ServerHostOptionsFromFlags() {
           .credentials = MakeServerCredentials(TlsFilesFromFlags(), client_certificates)};
 }
 
-void ServeUntilSignal(ServerHost& host) {
+void ServeUntilSignal(ServerHost& host, const std::function<void()>& before_drain) {
   const int sig = WaitForShutdownSignal();
   spdlog::info("signal {}: shutting down", sig);
-  host.Shutdown();
+  host.Shutdown(before_drain);
 }
 
 bool HealthServing(const std::string& address, std::chrono::milliseconds timeout) {

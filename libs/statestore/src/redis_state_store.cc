@@ -6,11 +6,13 @@
 #include <optional>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "arbor/common/status_macros.h"
 #include "arbor/statestore/state_store.h"
+#include "spdlog/spdlog.h"
 
 namespace arbor::statestore {
 namespace {
@@ -202,16 +204,20 @@ class RedisStateStore : public StateStore {
     }
     redisSetTimeout(c, tv);
     ctx_ = c;
+    absl::Status st;
     if (!url_.password.empty()) {
       Reply auth;
-      ARBOR_RETURN_IF_ERROR(
-          RawCommand(&auth, "AUTH %b", url_.password.data(), url_.password.size()));
+      st = RawCommand(&auth, "AUTH %b", url_.password.data(), url_.password.size());
     }
-    if (url_.db != 0) {
+    if (st.ok() && url_.db != 0) {
       Reply select;
-      ARBOR_RETURN_IF_ERROR(RawCommand(&select, "SELECT %d", url_.db));
+      st = RawCommand(&select, "SELECT %d", url_.db);
     }
-    return absl::OkStatus();
+    if (!st.ok() && ctx_ != nullptr) {  // a half-set-up connection is not kept
+      redisFree(ctx_);
+      ctx_ = nullptr;
+    }
+    return st;
   }
 
   // One command on the current connection; a transport error drops the connection.
@@ -226,8 +232,13 @@ class RedisStateStore : public StateStore {
       return absl::UnavailableError(absl::StrCat(UrlForErrors(), ": ", why));
     }
     if (reply->r->type == REDIS_REPLY_ERROR) {
-      return absl::InternalError(
-          absl::StrCat(UrlForErrors(), ": ", absl::string_view(reply->r->str, reply->r->len)));
+      const absl::string_view error(reply->r->str, reply->r->len);
+      // A server still loading its append-only file, or busy: it answers soon.
+      const bool transient =
+          absl::StartsWith(error, "LOADING") || absl::StartsWith(error, "BUSY") ||
+          absl::StartsWith(error, "TRYAGAIN") || absl::StartsWith(error, "MASTERDOWN");
+      return absl::Status(transient ? absl::StatusCode::kUnavailable : absl::StatusCode::kInternal,
+                          absl::StrCat(UrlForErrors(), ": ", error));
     }
     return absl::OkStatus();
   }
@@ -252,7 +263,10 @@ absl::StatusOr<std::unique_ptr<StateStore>> NewRedisStateStore(const RedisOption
   ARBOR_ASSIGN_OR_RETURN(RedisUrl url, ParseUrl(options.url));
   if (!options.password.empty()) url.password = options.password;
   auto store = std::make_unique<RedisStateStore>(options, std::move(url));
-  ARBOR_RETURN_IF_ERROR(store->Connect());
+  if (absl::Status st = store->Connect(); !st.ok()) {
+    if (options.require_connection || !absl::IsUnavailable(st)) return st;
+    spdlog::warn("{}; state store calls fail UNAVAILABLE until it answers", st.ToString());
+  }
   return store;
 }
 

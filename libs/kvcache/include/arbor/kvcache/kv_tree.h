@@ -54,7 +54,14 @@ struct KvTreeOptions {
   // from 1, so a client cannot guess another's (the kv-store service); counted ids are
   // easier to read in a single process's logs.
   bool random_ids = false;
+  // With random_ids, the tree's incarnation (a kv-store process picks one at random at start):
+  // the top 16 bits of every id it hands out, so an id from an earlier process never names one
+  // of this one's sequences or segments. 0: ids are random in all 64 bits.
+  uint16_t epoch = 0;
 };
+
+// The incarnation an id of a tree with KvTreeOptions::epoch came from.
+inline uint16_t EpochOfId(uint64_t id) { return static_cast<uint16_t>(id >> 48); }
 
 // The prefix-hash salt of a tenant (0, no salt, for ""): prompts reuse KV only within the same
 // salt, so one tenant can neither reuse nor probe (by timing) another's prompt KV.
@@ -197,8 +204,13 @@ class KvTree {
   template <typename Map>
   uint64_t NewId(uint64_t* counter, const Map& in_use) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (!options_.random_ids) return (*counter)++;
+    constexpr uint64_t kLow48 = (uint64_t{1} << 48) - 1;
     for (;;) {
-      const uint64_t id = RandomNonZeroU64();
+      uint64_t id = RandomNonZeroU64();
+      if (options_.epoch != 0) {
+        if ((id & kLow48) == 0) continue;
+        id = (uint64_t{options_.epoch} << 48) | (id & kLow48);
+      }
       if (!in_use.contains(id)) return id;
     }
   }

@@ -11,7 +11,9 @@
 #include <memory>
 #include <string>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "arbor/rpc/status.h"
 #include "grpcpp/grpcpp.h"
 
@@ -22,6 +24,24 @@ using Deadline = std::chrono::system_clock::time_point;
 // deadline passed): only the client's own timeout applies.
 inline constexpr Deadline kNoDeadline = Deadline::max();
 
+// Ends, at once, the calls of every client that shares it (a service shutting down while a peer
+// hangs): calls in flight end CANCELLED and later ones fail CANCELLED without being sent, so no
+// thread waits out a call's timeout. Thread-safe.
+class CallCanceller {
+ public:
+  void CancelAll();
+  bool cancelled() const;
+
+  // Registers `ctx` for the duration of one call; false (nothing registered) once cancelled.
+  bool Add(grpc::ClientContext* ctx);
+  void Remove(grpc::ClientContext* ctx);
+
+ private:
+  mutable absl::Mutex mu_;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_set<grpc::ClientContext*> live_ ABSL_GUARDED_BY(mu_);
+};
+
 struct ClientOptions {
   std::chrono::milliseconds timeout{30000};  // a call's own limit; the caller's deadline caps it
   int attempts = 3;  // tries of a call safe to repeat while the service is UNAVAILABLE
@@ -31,6 +51,9 @@ struct ClientOptions {
   // Sent as "authorization: Bearer <token>" on every call (the planner's public API); empty:
   // none.
   std::string bearer_token;
+  // Shared by the clients whose calls a shutdown must be able to end (not owned; must outlive
+  // them); null: calls end only by their deadlines.
+  CallCanceller* canceller = nullptr;
 };
 
 struct ChannelOptions {
@@ -90,6 +113,8 @@ class CallPolicy {
       const std::function<bool(const Event&)>& on_event) const {
     grpc::ClientContext ctx;
     Prepare(ctx, DeadlineFor(caller), false);
+    const Tracked tracked(options_.canceller, &ctx);
+    if (!tracked.ok()) return Cancelled(what);
     std::unique_ptr<grpc::ClientReader<Event>> reader = open(ctx);
     Event e;
     while (reader->Read(&e)) {
@@ -106,6 +131,25 @@ class CallPolicy {
   const ClientOptions& options() const { return options_; }
 
  private:
+  // `ctx` registered with `canceller` (if any) while it lives.
+  class Tracked {
+   public:
+    Tracked(CallCanceller* canceller, grpc::ClientContext* ctx)
+        : canceller_(canceller), ctx_(ctx), ok_(canceller == nullptr || canceller->Add(ctx)) {}
+    ~Tracked() {
+      if (canceller_ != nullptr && ok_) canceller_->Remove(ctx_);
+    }
+    Tracked(const Tracked&) = delete;
+    Tracked& operator=(const Tracked&) = delete;
+    bool ok() const { return ok_; }
+
+   private:
+    CallCanceller* const canceller_;
+    grpc::ClientContext* const ctx_;
+    const bool ok_;
+  };
+  static absl::Status Cancelled(const std::string& what);
+
   ClientOptions options_;
 };
 

@@ -6,11 +6,13 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "arbor/rpc/metrics_server.h"
 #include "prometheus/registry.h"
@@ -30,6 +32,9 @@ struct ServerHostOptions {
   int64_t max_memory_bytes = int64_t{4} << 30;
   // The listening port's credentials (tls.h); null: plaintext.
   std::shared_ptr<grpc::ServerCredentials> credentials;
+  // Health SERVING from the start; false: NOT_SERVING until SetServing(true) (a service that
+  // must load something first, still answering health checks meanwhile).
+  bool serving = true;
 };
 
 class ServerHost {
@@ -45,8 +50,12 @@ class ServerHost {
   std::string address() const;
   int metrics_port() const;  // -1 without metrics
 
-  // NOT_SERVING, grace period, stop accepting, drain (bounded by drain_timeout). Idempotent.
-  void Shutdown();
+  // The health status every service name reports; ignored once shutting down.
+  void SetServing(bool serving);
+
+  // NOT_SERVING, grace period, `before_drain` (if any: a service stopping its own work), stop
+  // accepting, drain (bounded by drain_timeout). Idempotent.
+  void Shutdown(const std::function<void()>& before_drain = nullptr);
 
  private:
   ServerHost() = default;
@@ -55,7 +64,8 @@ class ServerHost {
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<MetricsServer> metrics_;
   int port_ = 0;
-  bool shut_down_ = false;
+  absl::Mutex mu_;  // orders SetServing and Shutdown
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // Blocks SIGTERM and SIGINT in the calling thread (call first in main, before any thread

@@ -39,8 +39,9 @@ ServerHostOptions ServerHostOptionsFromFlags();
 TlsFiles TlsFilesFromFlags();
 PeerRoles PeerRolesFromFlags();
 
-// Waits for SIGTERM or SIGINT, then shuts `host` down (NOT_SERVING, grace, drain).
-void ServeUntilSignal(ServerHost& host);
+// Waits for SIGTERM or SIGINT, then shuts `host` down (NOT_SERVING, grace, `before_drain`,
+// drain).
+void ServeUntilSignal(ServerHost& host, const std::function<void()>& before_drain = nullptr);
 
 // Whether the gRPC health service at `address` answers SERVING within `timeout`. Uses a fresh
 // channel each call, so no reconnect backoff carries over between polls, with this process's

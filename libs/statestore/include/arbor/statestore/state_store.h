@@ -63,10 +63,14 @@ struct RedisOptions {
   std::string password;  // when set, used instead of the url's (kept out of command lines)
   std::string key_prefix = "arbor:";
   int timeout_ms = 2000;  // connect and per-command timeout
+  // false: a server that cannot be reached at start is no error (a warning; calls fail
+  // UNAVAILABLE until it answers), for a service that must start while Redis restarts.
+  bool require_connection = true;
 };
 
 // Connects to Redis. INVALID_ARGUMENT for a malformed url, UNAVAILABLE (naming the url) when
-// the server cannot be reached. Thread-safe (one connection, one mutex); a broken connection is
+// the server cannot be reached (unless !require_connection). A server still loading its data
+// answers UNAVAILABLE too. Thread-safe (one connection, one mutex); a broken connection is
 // re-opened on the next call, and calls made while the server is down fail with UNAVAILABLE.
 absl::StatusOr<std::unique_ptr<StateStore>> NewRedisStateStore(const RedisOptions& options);
 
