@@ -4,7 +4,9 @@
 //   calm   the solves with nothing killed;
 //   chaos  the same solves again while a driver kills (SIGKILL) one service every
 //          --kill_every_s seconds, --kills in all, cycling over the kinds named in --targets
-//          in a shuffled order (a random instance of each kind; `arbor up` restarts it).
+//          in a shuffled order (a random instance of each kind; `arbor up` restarts it); each
+//          puzzle is solved again (a new task) as long as kills are left, so every kill lands
+//          on running solves.
 // Each solve names its task id; a stream the planner's death breaks is reattached (Solve with
 // the same id) until the solve's deadline. Outcomes: completed (a stream that ended with exactly
 // one result), failed (the planner's error), lost (the task vanished: NOT_FOUND, or a deadline
@@ -128,18 +130,14 @@ struct Kill {
   double at_s = 0;  // since the phase started
 };
 
-// Kills one service of the next kind every `every`, `count` times or until `done`.
+// Kills one service of the next kind every `every`, `count` times.
 std::vector<Kill> Killer(const std::string& ready_file, const std::vector<std::string>& kinds,
-                         int count, std::chrono::milliseconds every, std::atomic<bool>& done,
-                         Clock::time_point t0) {
+                         int count, std::chrono::milliseconds every, Clock::time_point t0) {
   std::vector<Kill> kills;
   std::mt19937_64 rng(absl::GetFlag(FLAGS_chaos_seed));
   std::vector<std::string> order;
   while (static_cast<int>(kills.size()) < count) {
-    for (auto until = Clock::now() + every; Clock::now() < until;) {
-      if (done) return kills;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
+    std::this_thread::sleep_for(every);
     if (order.empty()) {
       order = kinds;
       std::shuffle(order.begin(), order.end(), rng);
@@ -150,7 +148,10 @@ std::vector<Kill> Killer(const std::string& ready_file, const std::vector<std::s
     for (const auto& [name, pid] : Services(ready_file)) {
       if (pid > 0 && name.rfind(kind, 0) == 0) candidates.emplace_back(name, pid);
     }
-    if (candidates.empty()) continue;  // that kind is down (restarting) or absent
+    if (candidates.empty()) {  // that kind is down (restarting): its turn comes again
+      order.push_back(kind);
+      continue;
+    }
     const auto& [name, pid] = candidates[rng() % candidates.size()];
     if (::kill(pid, SIGKILL) == 0) {
       kills.push_back({name, std::chrono::duration<double>(Clock::now() - t0).count()});
@@ -168,12 +169,15 @@ struct Phase {
   double wall = 0;
 };
 
+// Every puzzle at once. With `chaos`, the killer runs alongside, and each puzzle's solve is
+// started again (a new task) as long as the killer has kills left, so that every kill lands on
+// running solves.
 Phase RunPhase(const std::string& name, const std::vector<game24::Puzzle>& puzzles,
                mesh::PlannerClient& planner, bool chaos) {
   Phase phase{name};
-  phase.outcomes.resize(puzzles.size());
+  std::mutex mu;
   const auto t0 = Clock::now();
-  std::atomic<bool> done{false};
+  std::atomic<bool> killing{chaos};
   std::thread killer;
   if (chaos) {
     killer = std::thread([&] {
@@ -182,20 +186,24 @@ Phase RunPhase(const std::string& name, const std::vector<game24::Puzzle>& puzzl
           absl::StrSplit(absl::GetFlag(FLAGS_targets), ',', absl::SkipEmpty()),
           absl::GetFlag(FLAGS_kills),
           std::chrono::milliseconds(static_cast<int64_t>(1000 * absl::GetFlag(FLAGS_kill_every_s))),
-          done, t0);
+          t0);
+      killing = false;
     });
   }
   std::vector<std::thread> solvers;
   for (size_t i = 0; i < puzzles.size(); ++i) {
     solvers.emplace_back([&, i] {
-      phase.outcomes[i] = SolveOnce(planner,
-                                    Game24BfsRequest(puzzles[i], absl::GetFlag(FLAGS_bfs),
-                                                     absl::GetFlag(FLAGS_search_seed) + i),
-                                    puzzles[i]);
+      do {
+        SolveOutcome o = SolveOnce(planner,
+                                   Game24BfsRequest(puzzles[i], absl::GetFlag(FLAGS_bfs),
+                                                    absl::GetFlag(FLAGS_search_seed) + i),
+                                   puzzles[i]);
+        std::lock_guard<std::mutex> lock(mu);
+        phase.outcomes.push_back(std::move(o));
+      } while (killing);
     });
   }
   for (std::thread& t : solvers) t.join();
-  done = true;
   if (killer.joinable()) killer.join();
   phase.wall = std::chrono::duration<double>(Clock::now() - t0).count();
   return phase;
@@ -255,6 +263,18 @@ int Chaos(const std::vector<std::string>& args) {
                  "arbor chaos: --solves in [1, 256], --kills >= 0 and --kill_every_s > 0\n");
     return 2;
   }
+  for (absl::string_view kind :
+       absl::StrSplit(absl::GetFlag(FLAGS_targets), ',', absl::SkipEmpty())) {
+    bool found = false;
+    for (const auto& service : ready["services"]) {
+      found |= service["name"].get<std::string>().rfind(std::string(kind), 0) == 0;
+    }
+    if (!found) {
+      std::fprintf(stderr, "arbor chaos: --targets: %s has no \"%s\" service\n", ready_file.c_str(),
+                   std::string(kind).c_str());
+      return 2;
+    }
+  }
   v1::SearchSpec check;
   if (!SetValueAndGeneration(check)) {
     std::fprintf(stderr, "arbor chaos: --value must be logprob, label, expected or sampled\n");
@@ -292,12 +312,15 @@ int Chaos(const std::vector<std::string>& args) {
                 s["wall_seconds"].get<double>(), s["kills"].get<int>());
   }
   const int kills = b["kills"].get<int>();
-  const double added = kills > 0 ? (chaos.wall - calm.wall) / kills : 0;
-  std::printf("killed: %s; latency added per kill: %.2f s of wall (%.2f s of mean solve)\n",
-              b["killed"].dump().c_str(), added,
-              kills > 0
-                  ? (b["mean_seconds"].get<double>() - a["mean_seconds"].get<double>()) / kills
-                  : 0.0);
+  // Every chaos solve's time beyond the calm mean, summed, per kill.
+  const double added = kills > 0
+                           ? (b["mean_seconds"].get<double>() - a["mean_seconds"].get<double>()) *
+                                 b["submitted"].get<double>() / kills
+                           : 0;
+  std::printf(
+      "killed: %s; solve time added per kill: %.2f s in all, %.2f s per solve in flight "
+      "(the chaos solves' time beyond the calm mean, over the kills)\n",
+      b["killed"].dump().c_str(), added, added / static_cast<double>(puzzles.size()));
   for (const nlohmann::json& s : {a, b}) {
     for (const auto& [error, count] : s["errors"].items()) {
       std::printf("%s: %d x %s\n", s["phase"].get<std::string>().c_str(), count.get<int>(),
@@ -308,7 +331,8 @@ int Chaos(const std::vector<std::string>& args) {
                            {"breadth", absl::GetFlag(FLAGS_bfs)},
                            {"kill_every_s", absl::GetFlag(FLAGS_kill_every_s)},
                            {"targets", absl::GetFlag(FLAGS_targets)},
-                           {"added_wall_seconds_per_kill", added},
+                           {"added_solve_seconds_per_kill", added},
+                           {"added_seconds_per_kill_per_solve", added / puzzles.size()},
                            {"phases", {a, b}}};
   if (const std::string path = absl::GetFlag(FLAGS_json_out); !path.empty()) {
     std::ofstream f(path);

@@ -12,6 +12,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/synchronization/mutex.h"
+#include "arbor/rpc/service_main.h"
 #include "chaos.h"
 #include "client_auth.h"
 #include "eval.h"
@@ -45,6 +46,7 @@ int main(int argc, char** argv) {
   // absl's lock-order graph is a debugging aid; Debug and sanitizer builds keep it.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 #endif
+  arbor::rpc::PrepareGrpcClients();  // before any channel: reconnections within 50 ms
   absl::SetProgramUsageMessage(kUsage);
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "help") == 0) {
     std::puts(kUsage);

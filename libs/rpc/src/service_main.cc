@@ -1,6 +1,7 @@
 #include "arbor/rpc/service_main.h"
 
 #include <cstdio>
+#include <cstdlib>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -30,8 +31,13 @@ namespace {
 bool client_certificates = true;  // ServiceDefaults::client_certificates of this process
 }  // namespace
 
+void PrepareGrpcClients() {
+  ::setenv("GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS", "50", /*overwrite=*/0);
+}
+
 bool InitServiceMain(int argc, char** argv, const char* program, const char* usage,
                      const ServiceDefaults& defaults) {
+  PrepareGrpcClients();
   BlockShutdownSignals();
 #ifdef NDEBUG
   // The lock-order graph absl keeps on every Mutex acquisition is a debugging aid (Debug and

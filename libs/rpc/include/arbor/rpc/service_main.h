@@ -26,6 +26,14 @@ struct ServiceDefaults {
   bool client_certificates = true;
 };
 
+// Call before gRPC starts (first in main; InitServiceMain does): gRPC's synchronous clients make
+// progress on a connection only while a thread waits on one of its calls, so a call that fails
+// fast because its peer is away leaves the reconnection to gRPC's backup poller, every 5 s by
+// default, and a TLS reconnection (several round trips) takes 15 s or more, or never completes
+// within a short connect deadline. Polled every 50 ms, a restarted peer is back within a fraction
+// of a second. $GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS, when set, wins.
+void PrepareGrpcClients();
+
 // Call first in main, before any thread starts. Blocks the shutdown signals, sets the shared
 // flags' defaults, applies environment overrides, parses the command line and sets up logging.
 // On error it prints "<program>: <error>" to stderr and returns false (exit with status 2).

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Restarts end to end: `arbor up` on the embedded Game of 24 model (its own append-only Redis,
+# mTLS, tokens), then `arbor chaos game24`: 12 solves calm, then again while one service of each
+# kind (router, kv-store, expert worker without a replica, planner, Redis: the order shuffled) is
+# killed with SIGKILL every 2 s and `arbor up` restarts it. Fails unless every solve of both
+# phases completed with exactly one result (none failed, none lost) and all five kinds were
+# killed; prints the right answers (judged by exact arithmetic) of each phase.
+# Bounded: the mesh must be up within 90 s, and each solve ends within 300 s.
+set -euo pipefail
+arbor=$1
+source_dir=$2
+source "$source_dir/tools/arbor_up.bash"
+export ARBOR_MAX_TASKS_PER_TENANT=12
+arbor_up "$arbor" --model "$source_dir/models/game24-moe" --workers 2
+json="$ARBOR_UP_DIR/chaos.json"
+timeout 900 "$arbor" chaos --up_ready_file "$ARBOR_UP_DIR/ready.json" \
+  --model "$source_dir/models/game24-moe" --solves 12 --kills 5 --kill_every_s 2 --bfs 5 \
+  --proposals 10 --value label --thought_temperature 0.4 --solve_timeout_s 300 \
+  --json_out "$json" game24
+/usr/bin/python3 - "$json" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+calm, chaos = report["phases"]
+assert chaos["kills"] == 5, chaos
+assert sorted(chaos["killed"]) == ["expert", "kvstore", "planner", "redis", "router"], chaos["killed"]
+for phase in (calm, chaos):
+    assert phase["failed"] == 0 and phase["lost"] == 0, phase
+    assert phase["results_not_once"] == 0, phase
+    assert phase["completed"] == phase["submitted"], phase
+print("chaos: %d solves, %d right (%.0f%%) calm; %d solves, %d right (%.0f%%) through %d kills"
+      % (calm["submitted"], calm["right"], 100 * calm["right_share"], chaos["submitted"],
+         chaos["right"], 100 * chaos["right_share"], chaos["kills"]))
+PY
