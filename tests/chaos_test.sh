@@ -4,7 +4,8 @@
 # kind (router, kv-store, expert worker without a replica, planner, Redis: the order shuffled) is
 # killed with SIGKILL every 2 s and `arbor up` restarts it. Fails unless every solve of both
 # phases completed with exactly one result (none failed, none lost) and all five kinds were
-# killed; prints the right answers (judged by exact arithmetic) of each phase.
+# killed, and every puzzle answered right calm (exact arithmetic) is answered right through the
+# kills (one miss allowed).
 # Bounded: the mesh must be up within 90 s, and each solve ends within 300 s.
 set -euo pipefail
 arbor=$1
@@ -27,6 +28,12 @@ for phase in (calm, chaos):
     assert phase["failed"] == 0 and phase["lost"] == 0, phase
     assert phase["results_not_once"] == 0, phase
     assert phase["completed"] == phase["submitted"], phase
+# A solve's sampling is seeded per puzzle, so the chaos phase should answer as the calm one did:
+# each puzzle solved calm is solved through the kills (one miss allowed, for the batching's
+# floating-point noise).
+calm_right = {s["puzzle"] for s in calm["solves"] if s["right"]}
+missed = sorted({s["puzzle"] for s in chaos["solves"] if s["puzzle"] in calm_right and not s["right"]})
+assert len(missed) <= 1, ("solved calm, not through the kills", missed)
 print("chaos: %d solves, %d right (%.0f%%) calm; %d solves, %d right (%.0f%%) through %d kills"
       % (calm["submitted"], calm["right"], 100 * calm["right_share"], chaos["submitted"],
          chaos["right"], 100 * chaos["right_share"], chaos["kills"]))

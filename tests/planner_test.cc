@@ -7,9 +7,11 @@
 //   the kv-store): Solve with the same task id reattaches, the task completes once, with no
 //   duplicate nodes, and nothing leaks;
 // - kill -9 of the kv-store, or of the router, mid-task (`arbor up` restarts it): the planner
-//   heals the task, which completes once;
+//   heals the task, which completes once; a handle from before the kv-store's restart is
+//   NOT_FOUND;
 // - SIGTERM to a planner whose kv-store hangs: it exits anyway, and its task resumes;
 // - kill -9 of `arbor up`'s Redis mid-task: nothing is lost;
+// - `arbor up` itself stopped mid-task and started again: the task resumes and completes once;
 // - bad requests name the field.
 #include <signal.h>
 
@@ -116,6 +118,23 @@ class PlannerMesh {
     EXPECT_TRUE(kv_->ReleaseOwner(&ctx, req, &resp).ok());
     return resp.released();
   }
+  // A sequence of the test's own (no tenant), its handle.
+  uint64_t CreateSequence() {
+    v1::CreateSequenceRequest req;
+    req.add_prompt_token_ids(1);
+    v1::CreateSequenceResponse resp;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(kv_->CreateSequence(&ctx, req, &resp).ok());
+    return resp.sequence_id();
+  }
+  void ReleaseSequence(uint64_t handle) {
+    v1::ReleaseRequest req;
+    req.add_sequence_ids(handle);
+    v1::ReleaseResponse resp;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(kv_->Release(&ctx, req, &resp).ok());
+  }
+  v1::KvStore::Stub& kv() { return *kv_; }
   std::string PlannerLog() const {
     std::ifstream in(dir_ + "/planner.log");
     return std::string(std::istreambuf_iterator<char>(in), {});
@@ -234,6 +253,8 @@ TEST(PlannerTest, ATaskHealsWhenTheKvStoreOrTheRouterDiesMidSolve) {
   for (const std::string victim : {"kvstore", "router"}) {
     PlannerMesh mesh;
     ASSERT_TRUE(mesh.ok()) << "see " << mesh.dir();
+    const uint64_t old_handle = mesh.CreateSequence();
+    const uint32_t old_epoch = mesh.Stats().epoch();
     bool killed = false;
     const Solved s = SolveAll(mesh.planner(), Bfs(2, 3, 5, 16), [&](const v1::SolveEvent& e) {
       if (e.has_progress() && !killed) killed = mesh.Kill(victim);
@@ -257,6 +278,21 @@ TEST(PlannerTest, ATaskHealsWhenTheKvStoreOrTheRouterDiesMidSolve) {
     EXPECT_EQ(mesh.Service(victim).second, 1) << victim;
     EXPECT_NE(mesh.PlannerLog().find("restored its tree after"), std::string::npos)
         << victim << "; see " << mesh.dir();
+    if (victim == "kvstore") {
+      // The restarted kv-store is a new incarnation: a handle from before is NOT_FOUND, saying so.
+      EXPECT_NE(mesh.Stats().epoch(), old_epoch);
+      v1::GetPathRequest get;
+      get.set_sequence_id(old_handle);
+      v1::GetPathResponse path;
+      grpc::ClientContext ctx;
+      const grpc::Status st = mesh.kv().GetPath(&ctx, get, &path);
+      EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND);
+      EXPECT_NE(st.error_message().find("from another kv-store incarnation"), std::string::npos)
+          << st.error_message();
+    } else {
+      EXPECT_EQ(mesh.Stats().epoch(), old_epoch);
+      mesh.ReleaseSequence(old_handle);
+    }
     EXPECT_EQ(mesh.Stats().live_sequences(), 0) << victim;
   }
 }
@@ -537,6 +573,52 @@ TEST(PlannerTest, RedisKilledMidTaskLosesNothing) {
   EXPECT_EQ(task.status(), v1::TASK_STATUS_SUCCEEDED);
   EXPECT_EQ(task.result().answer(), s.events.back().result().answer());
   EXPECT_EQ(mesh.PlannerLog().find("resumes"), std::string::npos) << "see " << mesh.dir();
+}
+
+// `arbor up` itself stopped (SIGTERM) mid-task and started again on the same data folder: its
+// own Redis kept the checkpoint (append-only), the new planner resumes the task, and Solve with
+// the same id reattaches to it and sees it complete once.
+TEST(PlannerTest, ATaskSurvivesARestartOfArborUpItself) {
+  const std::string dir = ::testing::TempDir() + "arbor_up_restart_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  const std::string ready = dir + "/ready.json";
+  auto start = [&] {
+    std::filesystem::remove(ready);
+    auto up = std::make_unique<testing::ChildProcess>(
+        std::vector<std::string>{ARBOR_CLI_BIN, "up", "--ports=auto", "--model=" + kModel,
+                                 "--ready_file=" + ready, "--log_dir=" + dir, "--data_dir=" + dir,
+                                 "--insecure"},
+        dir + "/up.log");
+    EXPECT_TRUE(WaitFor([&] { return std::filesystem::exists(ready); }, std::chrono::seconds(90)))
+        << "see " << dir;
+    std::ifstream in(ready);
+    const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+    const std::string planner = j.is_discarded() ? "" : j.value("planner", "");
+    return std::make_pair(std::move(up), v1::Planner::NewStub(grpc::CreateChannel(
+                                             planner, grpc::InsecureChannelCredentials())));
+  };
+  v1::SolveRequest req = Bfs(2, 3, 6, 24);
+  req.set_task_id("outlives-arbor-up");
+  auto [up, planner] = start();
+  ASSERT_NE(planner, nullptr);
+  bool stopped = false;
+  const Solved first = SolveAll(*planner, req, [&](const v1::SolveEvent& e) {
+    if (e.has_progress() && !stopped) stopped = up->Signal(SIGTERM) >= 0;
+  });
+  ASSERT_TRUE(stopped);
+  EXPECT_EQ(first.status.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << first.status.error_message();
+  auto [up2, planner2] = start();
+  ASSERT_NE(planner2, nullptr);
+  const Solved second = SolveAll(*planner2, req);
+  ASSERT_TRUE(second.status.ok()) << second.status.error_message() << "; see " << dir;
+  int results = 0;
+  for (const v1::SolveEvent& e : second.events) results += e.has_result();
+  EXPECT_EQ(results, 1);
+  std::ifstream log(dir + "/planner.log");
+  const std::string text(std::istreambuf_iterator<char>(log), {});
+  EXPECT_NE(text.find("task=outlives-arbor-up resumes"), std::string::npos) << "see " << dir;
+  up2->Signal(SIGTERM);
 }
 
 TEST(PlannerTest, BadRequestsNameTheField) {

@@ -65,13 +65,13 @@ int main(int argc, char** argv) {
   }
   auto kv_channel = arbor::mesh::NewChannel(absl::GetFlag(FLAGS_kvstore));
   auto router_channel = arbor::mesh::NewChannel(absl::GetFlag(FLAGS_router));
-  // One canceller for every mesh call of the planner: a shutdown ends them all at once, however
-  // a peer hangs.
-  arbor::mesh::CallCanceller canceller;
+  // The state store's calls end at shutdown too, however the kv-store hangs (after the tasks'
+  // last writes).
+  arbor::mesh::CallCanceller state_canceller;
   arbor::mesh::KvStoreClient state_client(
       kv_channel, {.timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_call_timeout_ms)),
                    .wait_for_ready = true,
-                   .canceller = &canceller});
+                   .canceller = &state_canceller});
   auto state = arbor::planner::NewRemoteStateStore(&state_client);
   auto registry = std::make_shared<prometheus::Registry>();
   auto service = arbor::planner::PlannerService::Create(
@@ -87,7 +87,7 @@ int main(int argc, char** argv) {
        .finished_retention = std::chrono::seconds(absl::GetFlag(FLAGS_finished_retention_s)),
        .heal_timeout = std::chrono::seconds(absl::GetFlag(FLAGS_heal_timeout_s)),
        .auth = auth.get(),
-       .canceller = &canceller},
+       .state_canceller = &state_canceller},
       *registry);
   if (!service.ok()) {
     spdlog::error("{}", service.status().ToString());

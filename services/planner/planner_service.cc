@@ -64,9 +64,8 @@ absl::StatusOr<std::unique_ptr<PlannerService>> PlannerService::Create(
 PlannerService::PlannerService(std::shared_ptr<grpc::Channel> kvstore,
                                std::shared_ptr<grpc::Channel> router, statestore::StateStore* state,
                                const PlannerOptions& options, prometheus::Registry& registry)
-    : canceller_(options.canceller != nullptr ? options.canceller : &own_canceller_),
-      kv_(std::move(kvstore), {.timeout = options.call_timeout, .canceller = canceller_}),
-      router_(std::move(router), {.timeout = options.call_timeout, .canceller = canceller_}),
+    : kv_(std::move(kvstore), {.timeout = options.call_timeout, .canceller = &canceller_}),
+      router_(std::move(router), {.timeout = options.call_timeout, .canceller = &canceller_}),
       state_(state),
       options_(options),
       rpc_metrics_("planner", registry),
@@ -94,7 +93,15 @@ PlannerService::~PlannerService() {
 void PlannerService::BeginShutdown() {
   if (stopping_.exchange(true)) return;
   for (const auto& t : registry_.List()) t->cancel = true;
-  canceller_->CancelAll();
+  canceller_.CancelAll();
+  {
+    // A task that finished just now stores its outcome (else a restart would run it again).
+    absl::MutexLock lock(&threads_mu_);
+    threads_mu_.AwaitWithTimeout(absl::Condition(
+                                     +[](int* live) { return *live == 0; }, &live_threads_),
+                                 absl::FromChrono(options_.shutdown_writes));
+  }
+  if (options_.state_canceller != nullptr) options_.state_canceller->CancelAll();
 }
 
 void PlannerService::OnReady(std::function<void()> fn) {

@@ -60,9 +60,10 @@ struct PlannerOptions {
   // (--insecure): no authentication, the tenant is whatever a request names, and every task is
   // visible to every caller. Must outlive the service.
   rpc::TokenAuthenticator* auth = nullptr;
-  // Shared with the planner's other mesh clients (its state store's): BeginShutdown ends their
-  // calls at once. Null: the service's own, for its kv-store and router calls only.
-  mesh::CallCanceller* canceller = nullptr;
+  // The canceller of the state store's client (if it has one): BeginShutdown ends its calls last,
+  // once the tasks have had shutdown_writes to store their final checkpoints.
+  mesh::CallCanceller* state_canceller = nullptr;
+  std::chrono::milliseconds shutdown_writes{3000};
 };
 
 class PlannerService final : public v1::Planner::CallbackService {
@@ -83,10 +84,11 @@ class PlannerService final : public v1::Planner::CallbackService {
   void OnReady(std::function<void()> fn);
   // Waits up to `timeout` for ready().
   bool WaitUntilReady(absl::Duration timeout);
-  // Stops the service's work at once, whatever its peers do: new calls are refused, running
-  // tasks stop with their checkpoints RUNNING (a restart resumes them) and every mesh and state
-  // store call in flight is cancelled. Call before the server drains (so attached clients learn
-  // their task resumes instead of seeing it cancelled). Idempotent.
+  // Stops the service's work, whatever its peers do: new calls are refused, running tasks stop
+  // with their checkpoints RUNNING (a restart resumes them) and every kv-store and router call in
+  // flight is cancelled; tasks that finished meanwhile get up to shutdown_writes to store their
+  // outcome, then the state store's calls are cancelled too. Call before the server drains (so
+  // attached clients learn their task resumes instead of seeing it cancelled). Idempotent.
   void BeginShutdown();
 
   grpc::ServerWriteReactor<v1::SolveEvent>* Solve(grpc::CallbackServerContext* ctx,
@@ -174,8 +176,7 @@ class PlannerService final : public v1::Planner::CallbackService {
   void ExpireLater(const Task& task, int64_t finished_unix_ms);
   void SweepExpired();  // the sweeper thread's loop
 
-  mesh::CallCanceller own_canceller_;
-  mesh::CallCanceller* const canceller_;
+  mesh::CallCanceller canceller_;  // kv_'s and router_'s calls
   mesh::KvStoreClient kv_;
   mesh::RouterClient router_;
   statestore::StateStore* state_;

@@ -63,6 +63,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 struct SolveOutcome {
+  std::string puzzle;
   enum Kind { kCompleted, kFailed, kLost } kind = kLost;
   bool right = false;
   int reattaches = 0;
@@ -75,6 +76,7 @@ struct SolveOutcome {
 SolveOutcome SolveOnce(mesh::PlannerClient& planner, v1::SolveRequest req,
                        const game24::Puzzle& puzzle) {
   SolveOutcome o;
+  o.puzzle = game24::PuzzleText(puzzle);
   const auto t0 = Clock::now();
   const auto deadline =
       std::chrono::system_clock::now() + std::chrono::seconds(absl::GetFlag(FLAGS_solve_timeout_s));
@@ -223,6 +225,17 @@ nlohmann::json Summary(const Phase& p) {
     seconds += o.seconds;
     if (o.kind != SolveOutcome::kCompleted) ++errors[o.error];
   }
+  nlohmann::json rows = nlohmann::json::array();
+  for (const SolveOutcome& o : p.outcomes) {
+    rows.push_back({{"puzzle", o.puzzle},
+                    {"outcome", o.kind == SolveOutcome::kCompleted ? "completed"
+                                : o.kind == SolveOutcome::kFailed  ? "failed"
+                                                                   : "lost"},
+                    {"right", o.right},
+                    {"answer", o.answer},
+                    {"reattaches", o.reattaches},
+                    {"seconds", o.seconds}});
+  }
   std::map<std::string, int> killed;
   for (const Kill& k : p.kills) ++killed[k.service.substr(0, k.service.find('-'))];
   const double n = std::max<size_t>(1, p.outcomes.size());
@@ -239,7 +252,8 @@ nlohmann::json Summary(const Phase& p) {
           {"wall_seconds", p.wall},
           {"kills", p.kills.size()},
           {"killed", killed},
-          {"errors", errors}};
+          {"errors", errors},
+          {"solves", rows}};
 }
 
 }  // namespace
