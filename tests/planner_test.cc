@@ -599,7 +599,9 @@ TEST(PlannerTest, ATaskSurvivesARestartOfArborUpItself) {
   };
   v1::SolveRequest req = Bfs(2, 3, 6, 24);
   req.set_task_id("outlives-arbor-up");
-  auto [up, planner] = start();
+  auto first_up = start();
+  std::unique_ptr<testing::ChildProcess> up = std::move(first_up.first);
+  auto planner = std::move(first_up.second);
   ASSERT_NE(planner, nullptr);
   bool stopped = false;
   const Solved first = SolveAll(*planner, req, [&](const v1::SolveEvent& e) {

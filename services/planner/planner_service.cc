@@ -176,7 +176,7 @@ PlannerService::Written PlannerService::WriteCheckpoint(Task& task) {
   absl::MutexLock lock(&task.write_mu);
   const std::string bytes = task.CheckpointBytes();
   const uint64_t fingerprint = absl::HashOf(bytes);
-  auto unwritten = [&](const absl::Status& st) {
+  auto unwritten = [&](const absl::Status& st) ABSL_EXCLUSIVE_LOCKS_REQUIRED(task.write_mu) {
     if (!task.unwritten) {
       spdlog::warn(
           "task={} checkpoint not stored ({}); the task goes on and it is written again "
