@@ -514,8 +514,9 @@ TEST(MeshTest, BadInputGetsTheRightCodeAndTheRouterKeepsServing) {
                        "after bad input");
 }
 
-// `arbor up` as a user runs it: every service comes up on loopback, a generation works, and
-// every child goes away on SIGTERM, and when `arbor up`'s own parent is killed.
+// `arbor up` as a user runs it (two routers): every service comes up on loopback, a generation
+// works through each router, and every child goes away on SIGTERM, and when `arbor up`'s own
+// parent is killed.
 std::vector<int> ServicePids(const std::string& ready_file) {
   std::ifstream in(ready_file);
   const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
@@ -533,14 +534,16 @@ TEST(ArborUpTest, StartsServesAndStopsEveryChild) {
   const std::string ready = dir + "/ready.json";
   testing::ChildProcess up(
       {ARBOR_CLI_BIN, "up", "--ports=auto", "--model=" + kModel, "--workers=2", "--replicas=2",
-       "--ready_file=" + ready, "--log_dir=" + dir, "--data_dir=" + dir},
+       "--routers=2", "--ready_file=" + ready, "--log_dir=" + dir, "--data_dir=" + dir},
       dir + "/up.log");
   ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(ready); }, std::chrono::seconds(90)))
       << "see " << dir;
   std::ifstream in(ready);
   const nlohmann::json j = nlohmann::json::parse(in);
   const std::vector<int> pids = ServicePids(ready);
-  ASSERT_EQ(pids.size(), 8u);  // Redis, kv-store, 2 x 2 workers, router, planner
+  ASSERT_EQ(pids.size(), 9u);  // Redis, kv-store, 2 x 2 workers, 2 routers, planner
+  ASSERT_EQ(j["routers"].size(), 2u);
+  EXPECT_EQ(j["router"], j["routers"][0]);
   EXPECT_EQ(j["state"], "redis");
   EXPECT_TRUE(std::filesystem::exists(dir + "/redis/appendonlydir") ||
               std::filesystem::exists(dir + "/redis/appendonly.aof"));
@@ -564,6 +567,14 @@ TEST(ArborUpTest, StartsServesAndStopsEveryChild) {
   const std::vector<int> prompt = {1, 40, 41, 42};
   ExpectSameGeneration(Extend(*router, Request(created.sequence_id(), prompt, 8)),
                        Reference(kModel, prompt, 8), "through arbor up");
+  // The second router serves the same mesh.
+  auto router1 =
+      v1::Router::NewStub(grpc::CreateChannel(j["routers"][1].get<std::string>(), creds));
+  grpc::ClientContext ctx1;
+  v1::CreateSequenceResponse created1;
+  ASSERT_TRUE(kv->CreateSequence(&ctx1, {}, &created1).ok());
+  ExpectSameGeneration(Extend(*router1, Request(created1.sequence_id(), prompt, 8)),
+                       Reference(kModel, prompt, 8), "through arbor up's second router");
 
   const int status = up.Signal(SIGTERM);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;

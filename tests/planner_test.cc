@@ -47,7 +47,9 @@ const std::string kModel = std::string(ARBOR_SOURCE_DIR) + "/models/test-moe";
 class PlannerMesh {
  public:
   // `state`: arbor up's --state ("memory", "redis" for its own, or a redis:// url).
-  explicit PlannerMesh(const std::string& state = "memory") {
+  // `extra_router`: one more router address for the planner (after `arbor up`'s).
+  explicit PlannerMesh(const std::string& state = "memory", const std::string& extra_router = "")
+      : extra_router_(extra_router) {
     dir_ = ::testing::TempDir() + "arbor_planner_test_" + std::to_string(::getpid()) + "_" +
            std::to_string(counter_++);
     std::filesystem::create_directories(dir_);
@@ -74,10 +76,12 @@ class PlannerMesh {
 
   bool StartPlanner() {
     planner_ = std::make_unique<testing::ChildProcess>(
-        std::vector<std::string>{ARBOR_PLANNER_BIN, "--model=" + kModel,
-                                 "--address=" + planner_address_,
-                                 absl::StrCat("--metrics_address=127.0.0.1:", FreeLoopbackPort()),
-                                 "--kvstore=" + kvstore_, "--router=" + router_, "--insecure"},
+        std::vector<std::string>{
+            ARBOR_PLANNER_BIN, "--model=" + kModel, "--address=" + planner_address_,
+            absl::StrCat("--metrics_address=127.0.0.1:", FreeLoopbackPort()),
+            "--kvstore=" + kvstore_,
+            "--router=" + router_ + (extra_router_.empty() ? "" : "," + extra_router_),
+            "--insecure"},
         dir_ + "/planner.log");
     if (!planner_->WaitServing(planner_address_, std::chrono::seconds(60)).ok()) return false;
     stub_ = v1::Planner::NewStub(
@@ -153,7 +157,7 @@ class PlannerMesh {
 
  private:
   static inline int counter_ = 0;
-  std::string dir_, kvstore_, router_, planner_address_;
+  std::string extra_router_, dir_, kvstore_, router_, planner_address_;
   bool ok_ = false;
   std::unique_ptr<testing::ChildProcess> up_, planner_;
   std::unique_ptr<v1::KvStore::Stub> kv_;
@@ -621,6 +625,26 @@ TEST(PlannerTest, ATaskSurvivesARestartOfArborUpItself) {
   const std::string text(std::istreambuf_iterator<char>(log), {});
   EXPECT_NE(text.find("task=outlives-arbor-up resumes"), std::string::npos) << "see " << dir;
   up2->Signal(SIGTERM);
+}
+
+// Two routers, one of which never answers (nothing listens at its address): each task keeps to
+// one router by its id, and those that start on the dead one move to the live one after their
+// first failure instead of waiting for it (which would end them after --heal_timeout_s).
+TEST(PlannerTest, TasksMoveToAnotherRouterWhileTheirsIsAway) {
+  PlannerMesh mesh("memory", absl::StrCat("127.0.0.1:", FreeLoopbackPort()));
+  ASSERT_TRUE(mesh.ok()) << "see " << mesh.dir();
+  for (int i = 0; i < 6; ++i) {
+    v1::SolveRequest req = Bfs(2, 3, 2);
+    req.set_task_id(absl::StrCat("two-routers-", i));
+    const Solved s = SolveAll(mesh.planner(), req);
+    ASSERT_TRUE(s.status.ok()) << req.task_id() << ": " << s.status.error_message();
+    ASSERT_TRUE(s.events.back().has_result());
+  }
+  // Some of these ids prefer the dead router (the order is the same in every process): they
+  // moved.
+  EXPECT_NE(mesh.PlannerLog().find("lost part of the mesh"), std::string::npos)
+      << "see " << mesh.dir();
+  EXPECT_EQ(mesh.Stats().live_sequences(), 0);
 }
 
 TEST(PlannerTest, BadRequestsNameTheField) {

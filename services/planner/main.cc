@@ -3,6 +3,7 @@
 // still running there. SIGTERM/SIGINT: NOT_SERVING, grace, drain (running tasks stay
 // checkpointed as running). Every flag can also be set from the environment as ARBOR_<FLAG>.
 #include "absl/flags/flag.h"
+#include "absl/strings/str_split.h"
 #include "arbor/mesh/call.h"
 #include "arbor/rpc/server_host.h"
 #include "arbor/rpc/service_main.h"
@@ -12,7 +13,9 @@
 
 ABSL_FLAG(std::string, model, "models/game24-moe", "model folder; task presets in <model>/presets");
 ABSL_FLAG(std::string, kvstore, "127.0.0.1:50051", "kv-store address (host:port)");
-ABSL_FLAG(std::string, router, "127.0.0.1:50071", "router address (host:port)");
+ABSL_FLAG(std::string, router, "127.0.0.1:50071",
+          "router address (host:port), or several, comma-separated: each task keeps to one (its "
+          "prompt prefix stays in that router's cache) and moves on while it is away");
 ABSL_FLAG(int, max_tasks, 64, "running tasks, over all tenants");
 ABSL_FLAG(int, max_tasks_per_tenant, 4, "running tasks of one tenant");
 ABSL_FLAG(int, default_max_nodes, 200, "Budget.max_nodes when a request leaves it 0");
@@ -64,7 +67,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   auto kv_channel = arbor::mesh::NewChannel(absl::GetFlag(FLAGS_kvstore));
-  auto router_channel = arbor::mesh::NewChannel(absl::GetFlag(FLAGS_router));
+  std::vector<std::shared_ptr<grpc::Channel>> router_channels;
+  for (absl::string_view address :
+       absl::StrSplit(absl::GetFlag(FLAGS_router), ',', absl::SkipWhitespace())) {
+    router_channels.push_back(arbor::mesh::NewChannel(std::string(address)));
+  }
   // The state store's calls end at shutdown too, however the kv-store hangs (after the tasks'
   // last writes).
   arbor::mesh::CallCanceller state_canceller;
@@ -75,7 +82,7 @@ int main(int argc, char** argv) {
   auto state = arbor::planner::NewRemoteStateStore(&state_client);
   auto registry = std::make_shared<prometheus::Registry>();
   auto service = arbor::planner::PlannerService::Create(
-      kv_channel, router_channel, state.get(),
+      kv_channel, std::move(router_channels), state.get(),
       {.model_dir = absl::GetFlag(FLAGS_model),
        .max_tasks = absl::GetFlag(FLAGS_max_tasks),
        .max_tasks_per_tenant = absl::GetFlag(FLAGS_max_tasks_per_tenant),

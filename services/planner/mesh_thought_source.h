@@ -62,6 +62,9 @@ class MeshThoughtSource : public search::ThoughtSource {
   absl::StatusOr<uint64_t> CreateRoot(const std::string& owner);
   // Releases every kv-store sequence tagged `owner`.
   absl::Status ReleaseOwner(const std::string& owner);
+  // The router the next calls go to (between rounds: a healing task moves to another router).
+  void set_router(mesh::RouterClient* router) { router_ = router; }
+  mesh::RouterClient* router() const { return router_; }
 
   absl::StatusOr<std::vector<std::vector<search::Proposal>>> Propose(
       const std::vector<const search::SearchNode*>& parents, int n) override;

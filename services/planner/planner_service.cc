@@ -6,6 +6,7 @@
 
 #include "absl/algorithm/container.h"
 #include "absl/hash/hash.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "arbor/common/clock.h"
 #include "arbor/common/random_id.h"
@@ -19,6 +20,17 @@ namespace arbor::planner {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// A task's score for router `i`: the same in every planner process (FNV-1a over the key, then
+// splitmix64 with the index), so every planner and every restart agrees on a task's router.
+uint64_t RendezvousScore(const std::string& key, size_t i) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : key) h = (h ^ c) * 1099511628211ull;
+  h += (i + 1) * 0x9e3779b97f4a7c15ull;
+  h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
+  h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+  return h ^ (h >> 31);
+}
 
 absl::Status UnknownTask(const std::string& id) {
   return absl::NotFoundError(absl::StrCat("task \"", id, "\" unknown"));
@@ -53,8 +65,16 @@ v1::SolveResult ResultOf(const std::string& task_id, const search::SearchTree& t
 absl::StatusOr<std::unique_ptr<PlannerService>> PlannerService::Create(
     std::shared_ptr<grpc::Channel> kvstore, std::shared_ptr<grpc::Channel> router,
     statestore::StateStore* state, const PlannerOptions& options, prometheus::Registry& registry) {
+  return Create(std::move(kvstore), std::vector<std::shared_ptr<grpc::Channel>>{std::move(router)},
+                state, options, registry);
+}
+
+absl::StatusOr<std::unique_ptr<PlannerService>> PlannerService::Create(
+    std::shared_ptr<grpc::Channel> kvstore, std::vector<std::shared_ptr<grpc::Channel>> routers,
+    statestore::StateStore* state, const PlannerOptions& options, prometheus::Registry& registry) {
+  if (routers.empty()) return absl::InvalidArgumentError("the planner needs a router");
   std::unique_ptr<PlannerService> s(
-      new PlannerService(std::move(kvstore), std::move(router), state, options, registry));
+      new PlannerService(std::move(kvstore), std::move(routers), state, options, registry));
   ARBOR_ASSIGN_OR_RETURN(s->presets_, search::LoadPresets(options.model_dir));
   s->sweeper_ = std::thread([p = s.get()] { p->SweepExpired(); });
   s->resumer_ = std::thread([p = s.get()] { p->ResumeUntilReady(); });
@@ -62,10 +82,11 @@ absl::StatusOr<std::unique_ptr<PlannerService>> PlannerService::Create(
 }
 
 PlannerService::PlannerService(std::shared_ptr<grpc::Channel> kvstore,
-                               std::shared_ptr<grpc::Channel> router, statestore::StateStore* state,
-                               const PlannerOptions& options, prometheus::Registry& registry)
+                               std::vector<std::shared_ptr<grpc::Channel>> routers,
+                               statestore::StateStore* state, const PlannerOptions& options,
+                               prometheus::Registry& registry)
     : kv_(std::move(kvstore), {.timeout = options.call_timeout, .canceller = &canceller_}),
-      router_(std::move(router), {.timeout = options.call_timeout, .canceller = &canceller_}),
+      router_away_until_(routers.size()),
       state_(state),
       options_(options),
       rpc_metrics_("planner", registry),
@@ -75,7 +96,44 @@ PlannerService::PlannerService(std::shared_ptr<grpc::Channel> kvstore,
                  .max_finished_tasks = options.max_finished_tasks}),
       io_(options.io_threads, options.io_threads_per_tenant > 0
                                   ? options.io_threads_per_tenant
-                                  : std::max(1, options.io_threads - options.io_threads / 8)) {}
+                                  : std::max(1, options.io_threads - options.io_threads / 8)) {
+  for (auto& channel : routers) {
+    routers_.push_back(std::make_unique<mesh::RouterClient>(
+        std::move(channel),
+        mesh::ClientOptions{.timeout = options.call_timeout, .canceller = &canceller_}));
+  }
+}
+
+mesh::RouterClient* PlannerService::RouterFor(const Task& task, int skip) {
+  const size_t n = routers_.size();
+  if (n == 1) return routers_[0].get();
+  // Rendezvous order: the routers by the hash of (task, router); adding or losing one moves
+  // only the tasks that preferred it.
+  std::vector<std::pair<uint64_t, size_t>> order;
+  for (size_t i = 0; i < n; ++i) order.emplace_back(RendezvousScore(task.key, i), i);
+  std::sort(order.rbegin(), order.rend());
+  std::vector<size_t> up;
+  {
+    absl::MutexLock lock(&routers_mu_);
+    const auto now = Clock::now();
+    for (const auto& [hash, i] : order) {
+      if (router_away_until_[i] <= now) up.push_back(i);
+    }
+  }
+  if (up.empty()) {
+    for (const auto& [hash, i] : order) up.push_back(i);
+  }
+  return routers_[up[static_cast<size_t>(skip) % up.size()]].get();
+}
+
+void PlannerService::MarkRouterAway(const mesh::RouterClient* router) {
+  absl::MutexLock lock(&routers_mu_);
+  for (size_t i = 0; i < routers_.size(); ++i) {
+    if (routers_[i].get() == router) {
+      router_away_until_[i] = Clock::now() + std::chrono::seconds(5);
+    }
+  }
+}
 
 PlannerService::~PlannerService() {
   BeginShutdown();
@@ -333,8 +391,8 @@ void PlannerService::Run(std::shared_ptr<Task> task, v1::TaskCheckpoint restored
   const v1::SolveRequest& req = task->request;
   TaskPlan plan = task->plan;
   plan.Start();
-  MeshThoughtSource source(&kv_, &router_, &io_, req.problem(), plan.templates, plan.source,
-                           [task] { return task->cancel.load(); });
+  MeshThoughtSource source(&kv_, RouterFor(*task, 0), &io_, req.problem(), plan.templates,
+                           plan.source, [task] { return task->cancel.load(); });
   source.set_before_expand([&] {
     CountRound(*task, source);
     return Throttle(*task, plan.budget.deadline);
@@ -347,7 +405,11 @@ void PlannerService::Run(std::shared_ptr<Task> task, v1::TaskCheckpoint restored
                                      : CreateRoot(*task, source, tree);
   };
   absl::Status status = start();
-  while (!status.ok() && WaitToHeal(*task, plan, heal, &status)) status = start();
+  for (absl::Status failure = status; !status.ok() && WaitToHeal(*task, plan, heal, &status);
+       failure = status) {
+    AvoidFailedRouter(*task, source, failure);
+    status = start();
+  }
 
   // Events, and the checkpoint kept in step with the tree.
   auto record = [&](const search::SearchNode& n) {
@@ -386,6 +448,8 @@ void PlannerService::Run(std::shared_ptr<Task> task, v1::TaskCheckpoint restored
                                         .round =
                                             [&] {
                                               heal = {};  // the mesh works again
+                                              // Back to the task's own router (its cache).
+                                              source.set_router(RouterFor(*task, 0));
                                               CountRound(*task, source);
                                               // Every change of the round is recorded already (a
                                               // parent's expanded flag with its first child).
@@ -489,9 +553,17 @@ bool PlannerService::WaitToHeal(Task& task, const TaskPlan& plan, HealState& sta
   return true;
 }
 
+void PlannerService::AvoidFailedRouter(const Task& task, MeshThoughtSource& source,
+                                       const absl::Status& failure) {
+  if (routers_.size() < 2 || !absl::StrContains(failure.message(), "router ")) return;
+  MarkRouterAway(source.router());
+  source.set_router(RouterFor(task, 0));
+}
+
 bool PlannerService::Heal(Task& task, MeshThoughtSource& source, search::SearchTree& tree,
                           const TaskPlan& plan, HealState& state, absl::Status* status) {
-  while (WaitToHeal(task, plan, state, status)) {
+  for (absl::Status failure = *status; WaitToHeal(task, plan, state, status); failure = *status) {
+    AvoidFailedRouter(task, source, failure);
     // The tree as last recorded (the failed round's nodes included), its lost sequences rebuilt;
     // the tokens counted so far stay counted.
     v1::TaskCheckpoint recorded;

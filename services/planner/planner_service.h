@@ -20,6 +20,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -75,6 +76,12 @@ class PlannerService final : public v1::Planner::CallbackService {
   static absl::StatusOr<std::unique_ptr<PlannerService>> Create(
       std::shared_ptr<grpc::Channel> kvstore, std::shared_ptr<grpc::Channel> router,
       statestore::StateStore* state, const PlannerOptions& options, prometheus::Registry& registry);
+  // With several routers: each task keeps to one (rendezvous hashing on the task, so its prompt
+  // prefix stays in that router's KV cache) and moves to the next in its order while its router
+  // is away.
+  static absl::StatusOr<std::unique_ptr<PlannerService>> Create(
+      std::shared_ptr<grpc::Channel> kvstore, std::vector<std::shared_ptr<grpc::Channel>> routers,
+      statestore::StateStore* state, const PlannerOptions& options, prometheus::Registry& registry);
   // BeginShutdown, then waits for the task threads to end.
   ~PlannerService() override;
 
@@ -106,9 +113,17 @@ class PlannerService final : public v1::Planner::CallbackService {
   const std::map<std::string, search::Templates>& presets() const { return presets_; }
 
  private:
-  PlannerService(std::shared_ptr<grpc::Channel> kvstore, std::shared_ptr<grpc::Channel> router,
-                 statestore::StateStore* state, const PlannerOptions& options,
-                 prometheus::Registry& registry);
+  PlannerService(std::shared_ptr<grpc::Channel> kvstore,
+                 std::vector<std::shared_ptr<grpc::Channel>> routers, statestore::StateStore* state,
+                 const PlannerOptions& options, prometheus::Registry& registry);
+  // The router for `task`'s calls: the `skip`-th in the task's rendezvous order of the routers
+  // not marked away (all of them when every one is).
+  mesh::RouterClient* RouterFor(const Task& task, int skip);
+  // Marks `router` away for a few seconds (a task's round failed on it).
+  void MarkRouterAway(const mesh::RouterClient* router);
+  // After `failure` (a router's, by its message), marks the source's router away and moves the
+  // source to the task's next router.
+  void AvoidFailedRouter(const Task& task, MeshThoughtSource& source, const absl::Status& failure);
 
   PlanDefaults defaults() const;
   // Who calls: with a token authenticator, the tenant of the call's bearer token (UNAUTHENTICATED
@@ -178,7 +193,10 @@ class PlannerService final : public v1::Planner::CallbackService {
 
   mesh::CallCanceller canceller_;  // kv_'s and router_'s calls
   mesh::KvStoreClient kv_;
-  mesh::RouterClient router_;
+  std::vector<std::unique_ptr<mesh::RouterClient>> routers_;
+  absl::Mutex routers_mu_;
+  std::vector<std::chrono::steady_clock::time_point> router_away_until_
+      ABSL_GUARDED_BY(routers_mu_);
   statestore::StateStore* state_;
   PlannerOptions options_;
   std::map<std::string, search::Templates> presets_;

@@ -45,6 +45,9 @@ ABSL_FLAG(int, workers, 2,
           "arbor up: expert worker shards; 0 runs every expert inside the router (one process "
           "for the model: no RunExperts round trips, for a small model on one machine)");
 ABSL_FLAG(int, replicas, 1, "arbor up: processes per shard (replicas of the same experts)");
+ABSL_FLAG(int, routers, 1,
+          "arbor up: routers (1-8); the planner keeps each task on one and moves it while that "
+          "one is away");
 ABSL_FLAG(std::string, ports, "fixed",
           "arbor up: fixed (kv-store 50051, workers 50061.., router 50071, planner 50081; "
           "metrics 9091, 9101.., 9111, 9121) or auto (free loopback ports)");
@@ -162,6 +165,15 @@ Child* Reap(std::vector<Child>& children, int* status) {
   return nullptr;
 }
 
+bool IsRouter(const Child& c) { return c.name == "router" || c.name.rfind("router-", 0) == 0; }
+
+const Child* FirstRouter(const std::vector<Child>& children) {
+  for (const Child& c : children) {
+    if (IsRouter(c)) return &c;
+  }
+  return nullptr;
+}
+
 // SIGTERM to `which`, then SIGKILL to what is left after `grace`.
 void Stop(std::vector<Child*> which, std::chrono::seconds grace) {
   for (Child* c : which) {
@@ -190,10 +202,10 @@ void Stop(std::vector<Child*> which, std::chrono::seconds grace) {
 void StopAll(std::vector<Child>& children) {
   std::vector<Child*> planner, router, rest, redis;
   for (Child& c : children) {
-    (c.name == "planner"  ? planner
-     : c.name == "router" ? router
-     : c.name == "redis"  ? redis
-                          : rest)
+    (c.name == "planner" ? planner
+     : IsRouter(c)       ? router
+     : c.name == "redis" ? redis
+                         : rest)
         .push_back(&c);
   }
   Stop(planner, std::chrono::seconds(15));
@@ -292,6 +304,11 @@ std::variant<UpPlan, int> PlanFromFlags() {
                  plan.replicas);
     return 2;
   }
+  if (absl::GetFlag(FLAGS_routers) < 1 || absl::GetFlag(FLAGS_routers) > 8) {
+    std::fprintf(stderr, "arbor up: --routers %d out of range [1, 8]\n",
+                 absl::GetFlag(FLAGS_routers));
+    return 2;
+  }
   const std::string ports = absl::GetFlag(FLAGS_ports);
   if (ports != "fixed" && ports != "auto") {
     std::fprintf(stderr, "arbor up: --ports must be fixed or auto, not \"%s\"\n", ports.c_str());
@@ -387,7 +404,14 @@ bool PlanChildren(const UpPlan& plan, std::vector<Child>* children) {
       }
     }
   }
-  if (!add("router", pick.Pick(50071), pick.Pick(9111), "")) return false;
+  const int routers = absl::GetFlag(FLAGS_routers);
+  for (int r = 0; r < routers; ++r) {
+    // One router keeps the plain name; several are router-0, router-1, ...
+    if (!add(routers == 1 ? "router" : absl::StrCat("router-", r), pick.Pick(50071 + r),
+             pick.Pick(9111 + r), "")) {
+      return false;
+    }
+  }
   return !absl::GetFlag(FLAGS_with_planner) ||
          add("planner", pick.Pick(50081), pick.Pick(9121), "");
 }
@@ -416,9 +440,13 @@ std::vector<std::string> ChildArgv(const UpPlan& plan, const Child& c,
   } else if (c.name == "planner") {
     argv[0] = bin + "planner";
     argv.push_back("--kvstore=" + kvstore);
-    argv.push_back("--router=" + Named(children, "router")->address);
+    std::vector<std::string> routers;
+    for (const Child& r : children) {
+      if (IsRouter(r)) routers.push_back(r.address);
+    }
+    argv.push_back("--router=" + absl::StrJoin(routers, ","));
     argv.push_back(plan.tokens_file.empty() ? "--insecure" : "--tokens_file=" + plan.tokens_file);
-  } else if (c.name == "router") {
+  } else if (IsRouter(c)) {
     argv[0] = bin + "router";
     argv.push_back("--kvstore=" + kvstore);
     argv.push_back(workers.empty() ? "--local_experts"
@@ -437,7 +465,7 @@ std::vector<std::string> ChildArgv(const UpPlan& plan, const Child& c,
   if (!plan.tls_dir.empty()) {
     const rpc::Role role = c.name == "kvstore"   ? rpc::Role::kKvStore
                            : c.name == "planner" ? rpc::Role::kPlanner
-                           : c.name == "router"  ? rpc::Role::kRouter
+                           : IsRouter(c)         ? rpc::Role::kRouter
                                                  : rpc::Role::kExpert;
     const rpc::TlsFiles tls = MeshTlsFiles(plan.tls_dir, role);
     argv.push_back("--tls_cert=" + tls.cert);
@@ -445,7 +473,7 @@ std::vector<std::string> ChildArgv(const UpPlan& plan, const Child& c,
     argv.push_back("--tls_ca=" + tls.ca);
   }
   // The services that run the model: only they take --backend and --blas_threads.
-  if (c.name == "router" || c.name.rfind("expert-", 0) == 0) {
+  if (IsRouter(c) || c.name.rfind("expert-", 0) == 0) {
     argv.push_back("--backend=" + absl::GetFlag(FLAGS_backend));
     if (absl::GetFlag(FLAGS_blas_threads) > 0) {
       argv.push_back(absl::StrCat("--blas_threads=", absl::GetFlag(FLAGS_blas_threads)));
@@ -510,7 +538,10 @@ void WriteReady(const UpPlan& plan, const std::vector<Child>& children) {
   ready["kvstore"] = Named(children, "kvstore")->address;
   ready["state"] = plan.state;
   if (const Child* redis = Named(children, "redis")) ready["redis"] = redis->address;
-  ready["router"] = Named(children, "router")->address;
+  ready["router"] = FirstRouter(children)->address;
+  for (const Child& r : children) {
+    if (IsRouter(r)) ready["routers"].push_back(r.address);
+  }
   if (const Child* p = Named(children, "planner")) ready["planner"] = p->address;
   if (!plan.tls_dir.empty()) ready["tls_dir"] = plan.tls_dir;
   if (!plan.tokens_file.empty()) {
@@ -554,7 +585,7 @@ void AnnounceReady(const UpPlan& plan, const std::vector<Child>& children) {
         plan.data_dir.c_str(), plan.tokens_file.c_str());
   }
   std::printf("try: arbor generate --router %s --kvstore %s --prompt \"4 9 10 13\"\n",
-              Named(children, "router")->address.c_str(), kvstore.c_str());
+              FirstRouter(children)->address.c_str(), kvstore.c_str());
   if (const Child* p = Named(children, "planner")) {
     std::printf("     arbor solve --planner %s --preset game24 \"4 9 10 13\"\n",
                 p->address.c_str());
