@@ -28,6 +28,7 @@
 
 #include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -127,6 +128,11 @@ std::map<std::string, int> Services(const std::string& ready_file) {
   return out;
 }
 
+// Whether service `name` ("expert-1") is of `kind` ("expert").
+bool OfKind(const std::string& name, absl::string_view kind) {
+  return absl::StartsWith(name, kind);
+}
+
 struct Kill {
   std::string service;
   double at_s = 0;  // since the phase started
@@ -148,7 +154,7 @@ std::vector<Kill> Killer(const std::string& ready_file, const std::vector<std::s
     order.pop_back();
     std::vector<std::pair<std::string, int>> candidates;
     for (const auto& [name, pid] : Services(ready_file)) {
-      if (pid > 0 && name.rfind(kind, 0) == 0) candidates.emplace_back(name, pid);
+      if (pid > 0 && OfKind(name, kind)) candidates.emplace_back(name, pid);
     }
     if (candidates.empty()) {  // that kind is down (restarting): its turn comes again
       order.push_back(kind);
@@ -215,6 +221,7 @@ nlohmann::json Summary(const Phase& p) {
   int completed = 0, failed = 0, lost = 0, right = 0, reattaches = 0, not_once = 0;
   double seconds = 0;
   std::map<std::string, int> errors;
+  nlohmann::json rows = nlohmann::json::array();
   for (const SolveOutcome& o : p.outcomes) {
     completed += o.kind == SolveOutcome::kCompleted;
     failed += o.kind == SolveOutcome::kFailed;
@@ -224,9 +231,6 @@ nlohmann::json Summary(const Phase& p) {
     not_once += o.kind == SolveOutcome::kCompleted && o.results != 1;
     seconds += o.seconds;
     if (o.kind != SolveOutcome::kCompleted) ++errors[o.error];
-  }
-  nlohmann::json rows = nlohmann::json::array();
-  for (const SolveOutcome& o : p.outcomes) {
     rows.push_back({{"puzzle", o.puzzle},
                     {"outcome", o.kind == SolveOutcome::kCompleted ? "completed"
                                 : o.kind == SolveOutcome::kFailed  ? "failed"
@@ -277,12 +281,11 @@ int Chaos(const std::vector<std::string>& args) {
                  "arbor chaos: --solves in [1, 256], --kills >= 0 and --kill_every_s > 0\n");
     return 2;
   }
+  const std::map<std::string, int> services = Services(ready_file);
   for (absl::string_view kind :
        absl::StrSplit(absl::GetFlag(FLAGS_targets), ',', absl::SkipEmpty())) {
     bool found = false;
-    for (const auto& service : ready["services"]) {
-      found |= service["name"].get<std::string>().rfind(std::string(kind), 0) == 0;
-    }
+    for (const auto& [name, pid] : services) found |= OfKind(name, kind);
     if (!found) {
       std::fprintf(stderr, "arbor chaos: --targets: %s has no \"%s\" service\n", ready_file.c_str(),
                    std::string(kind).c_str());

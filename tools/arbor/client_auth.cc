@@ -34,8 +34,8 @@ absl::StatusOr<std::string> ReadToken(const std::string& path) {
   return token;
 }
 
-// Writes `text` to `path` (created with `mode`) through a temporary file and a rename, so a
-// reader never sees half of it.
+}  // namespace
+
 absl::Status WriteAtomically(const std::string& path, const std::string& text, mode_t mode) {
   const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
@@ -48,8 +48,6 @@ absl::Status WriteAtomically(const std::string& path, const std::string& text, m
   }
   return absl::OkStatus();
 }
-
-}  // namespace
 
 std::string DefaultDataDir() {
   const char* home = std::getenv("HOME");

@@ -1,6 +1,8 @@
 // The credentials `arbor` sends a planner, and the ones `arbor up` makes for a local mesh.
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -12,6 +14,10 @@ namespace arbor::cli {
 // `arbor up` writes). Empty when there is none (an --insecure planner needs none). An error
 // names a file that cannot be read or holds no token.
 absl::StatusOr<std::string> BearerToken();
+
+// Writes `text` to `path` (created with `mode`, e.g. 0600 for a secret) through a temporary file
+// and a rename, so a reader never sees half of it.
+absl::Status WriteAtomically(const std::string& path, const std::string& text, mode_t mode);
 
 // The folder `arbor up` keeps its credentials in by default: $HOME/.arbor (/tmp/arbor-<uid>
 // without a home).

@@ -33,6 +33,7 @@
 #include "absl/strings/str_join.h"
 #include "arbor/common/process.h"
 #include "arbor/common/random_id.h"
+#include "arbor/common/status_macros.h"
 #include "arbor/model/config.h"
 #include "arbor/model/expert_spec.h"
 #include "arbor/rpc/service_main.h"
@@ -234,11 +235,12 @@ struct UpPlan {
   // The state store: "memory", an external redis:// url, or "redis" (our own: its folder holds
   // its config and append-only file).
   std::string state;
-  std::string redis_dir;
+  std::string redis_dir, redis_password;
 };
 
-// Our own redis-server's folder: a config file with a random password (both readable by the
-// user only; the password never on a command line) and its data. The password file's path.
+// Our own redis-server's folder (readable by the user only) and its password: kept in
+// <dir>/password (0600; made at the first start) for the kv-store, and in the config file, never
+// on a command line.
 absl::StatusOr<std::string> PrepareRedis(const std::string& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
@@ -247,38 +249,24 @@ absl::StatusOr<std::string> PrepareRedis(const std::string& dir) {
                                std::filesystem::perm_options::replace, ec);
   const std::string password_file = dir + "/password";
   std::string password;
-  if (std::ifstream in(password_file); !in || !std::getline(in, password) || password.empty()) {
-    password = RandomHex(24);
-    std::ofstream(password_file) << password << "\n";
-    std::filesystem::permissions(
-        password_file, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write,
-        std::filesystem::perm_options::replace, ec);
+  if (std::ifstream in(password_file); in && std::getline(in, password) && !password.empty()) {
+    return password;
   }
-  if (std::ifstream in(password_file); !in || !std::getline(in, password) || password.empty()) {
-    return absl::UnavailableError(absl::StrCat("cannot write ", password_file));
-  }
-  return password_file;
+  password = RandomHex(24);
+  ARBOR_RETURN_IF_ERROR(WriteAtomically(password_file, password + "\n", 0600));
+  return password;
 }
 
-// The config of our own redis-server on `port`: loopback only, a password, append-only
+// The config of our own redis-server on `port`: loopback only, `password`, append-only
 // persistence (fsync every second) in `dir`, no RDB snapshots.
-void WriteRedisConfig(const std::string& dir, int port) {
-  std::string password;
-  std::ifstream(dir + "/password") >> password;
-  const std::string path = dir + "/redis.conf";
-  {
-    std::ofstream out(path, std::ios::trunc);
-    out << "# written by arbor up at every start\n"
-        << "port " << port << "\nbind 127.0.0.1\nprotected-mode yes\n"
-        << "dir \"" << dir << "\"\n"
-        << "appendonly yes\nappendfsync everysec\nsave \"\"\n"
-        << "requirepass " << password << "\n"
-        << "loglevel warning\ndaemonize no\n";
-  }
-  std::error_code ec;
-  std::filesystem::permissions(
-      path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write,
-      std::filesystem::perm_options::replace, ec);
+absl::Status WriteRedisConfig(const std::string& dir, int port, const std::string& password) {
+  return WriteAtomically(dir + "/redis.conf",
+                         absl::StrCat("# written by arbor up at every start\nport ", port,
+                                      "\nbind 127.0.0.1\nprotected-mode yes\ndir \"", dir,
+                                      "\"\nappendonly yes\nappendfsync everysec\nsave \"\"\n"
+                                      "requirepass ",
+                                      password, "\nloglevel warning\ndaemonize no\n"),
+                         0600);
 }
 
 // The plan, or the exit status (1: the model or a binary is missing; 2: a bad flag) after a
@@ -337,10 +325,13 @@ std::variant<UpPlan, int> PlanFromFlags() {
   plan.state = absl::GetFlag(FLAGS_state);
   if (plan.state == "redis") {
     plan.redis_dir = plan.data_dir + "/redis";
-    if (absl::Status st = PrepareRedis(plan.redis_dir).status(); !st.ok()) {
-      std::fprintf(stderr, "arbor up: --state=redis: %s\n", std::string(st.message()).c_str());
+    absl::StatusOr<std::string> password = PrepareRedis(plan.redis_dir);
+    if (!password.ok()) {
+      std::fprintf(stderr, "arbor up: --state=redis: %s\n",
+                   std::string(password.status().message()).c_str());
       return 1;
     }
+    plan.redis_password = *std::move(password);
   } else if (plan.state != "memory" && plan.state.rfind("redis://", 0) != 0) {
     std::fprintf(stderr,
                  "arbor up: --state must be redis, memory or a redis://host:port url, not \"%s\"\n",
@@ -389,7 +380,10 @@ bool PlanChildren(const UpPlan& plan, std::vector<Child>* children) {
   if (!plan.redis_dir.empty()) {
     const int port = pick.Pick(50090);
     if (port < 0) return false;
-    WriteRedisConfig(plan.redis_dir, port);
+    if (absl::Status st = WriteRedisConfig(plan.redis_dir, port, plan.redis_password); !st.ok()) {
+      std::fprintf(stderr, "arbor up: %s\n", std::string(st.message()).c_str());
+      return false;
+    }
     if (!add("redis", port, 0, "")) return false;
   }
   if (!add("kvstore", pick.Pick(50051), pick.Pick(9091), "")) return false;
@@ -499,8 +493,9 @@ bool WaitUntilServing(std::vector<Child>& children, const std::string& log_dir) 
   for (Child& c : children) {
     // Redis has no gRPC health service: it is up once it accepts connections.
     auto serving = [&] {
-      return c.name == "redis" ? LoopbackPortAccepts(std::stoi(c.address.substr(10)))
-                               : rpc::HealthServing(c.address);
+      return c.name == "redis"
+                 ? LoopbackPortAccepts(std::stoi(c.address.substr(c.address.rfind(':') + 1)))
+                 : rpc::HealthServing(c.address);
     };
     while (!serving()) {
       int status = 0;

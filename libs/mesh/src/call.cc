@@ -25,11 +25,6 @@ void CallCanceller::CancelAll() {
   for (grpc::ClientContext* ctx : live_) ctx->TryCancel();
 }
 
-bool CallCanceller::cancelled() const {
-  absl::MutexLock lock(&mu_);
-  return cancelled_;
-}
-
 bool CallCanceller::Add(grpc::ClientContext* ctx) {
   absl::MutexLock lock(&mu_);
   if (cancelled_) return false;

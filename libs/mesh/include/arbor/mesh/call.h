@@ -30,14 +30,13 @@ inline constexpr Deadline kNoDeadline = Deadline::max();
 class CallCanceller {
  public:
   void CancelAll();
-  bool cancelled() const;
 
   // Registers `ctx` for the duration of one call; false (nothing registered) once cancelled.
   bool Add(grpc::ClientContext* ctx);
   void Remove(grpc::ClientContext* ctx);
 
  private:
-  mutable absl::Mutex mu_;
+  absl::Mutex mu_;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_set<grpc::ClientContext*> live_ ABSL_GUARDED_BY(mu_);
 };
