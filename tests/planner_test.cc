@@ -23,6 +23,7 @@
 #include <set>
 #include <thread>
 
+#include "absl/algorithm/container.h"
 #include "absl/strings/str_cat.h"
 #include "arbor/common/process.h"
 #include "arbor/rpc/service_main.h"
@@ -74,19 +75,34 @@ class PlannerMesh {
     if (up_) up_->Signal(SIGTERM);
   }
 
-  bool StartPlanner() {
-    planner_ = std::make_unique<testing::ChildProcess>(
-        std::vector<std::string>{
-            ARBOR_PLANNER_BIN, "--model=" + kModel, "--address=" + planner_address_,
-            absl::StrCat("--metrics_address=127.0.0.1:", FreeLoopbackPort()),
-            "--kvstore=" + kvstore_,
-            "--router=" + router_ + (extra_router_.empty() ? "" : "," + extra_router_),
-            "--insecure"},
-        dir_ + "/planner.log");
-    if (!planner_->WaitServing(planner_address_, std::chrono::seconds(60)).ok()) return false;
+  bool StartPlanner(const std::vector<std::string>& flags = {}) {
+    planner_ = StartPlannerProcess(planner_address_, "planner", flags);
+    if (planner_ == nullptr) return false;
     stub_ = v1::Planner::NewStub(
         grpc::CreateChannel(planner_address_, grpc::InsecureChannelCredentials()));
     return true;
+  }
+  // One more planner process on the same mesh and state store (logging to <log_name>.log), once
+  // it serves; null if it does not.
+  std::unique_ptr<testing::ChildProcess> StartPlannerProcess(
+      const std::string& address, const std::string& log_name,
+      const std::vector<std::string>& flags) {
+    std::vector<std::string> argv = {
+        ARBOR_PLANNER_BIN,
+        "--model=" + kModel,
+        "--address=" + address,
+        absl::StrCat("--metrics_address=127.0.0.1:", FreeLoopbackPort()),
+        "--kvstore=" + kvstore_,
+        "--router=" + router_ + (extra_router_.empty() ? "" : "," + extra_router_),
+        "--insecure"};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    auto planner = std::make_unique<testing::ChildProcess>(argv, dir_ + "/" + log_name + ".log");
+    if (!planner->WaitServing(address, std::chrono::seconds(60)).ok()) return nullptr;
+    return planner;
+  }
+  std::string Log(const std::string& name) const {
+    std::ifstream in(dir_ + "/" + name + ".log");
+    return std::string(std::istreambuf_iterator<char>(in), {});
   }
   void KillPlanner() { planner_->Signal(SIGKILL); }
   // SIGTERM to the planner: its wait status once it exited, or -1 (after SIGKILL) when it is
@@ -139,10 +155,7 @@ class PlannerMesh {
     EXPECT_TRUE(kv_->Release(&ctx, req, &resp).ok());
   }
   v1::KvStore::Stub& kv() { return *kv_; }
-  std::string PlannerLog() const {
-    std::ifstream in(dir_ + "/planner.log");
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  }
+  std::string PlannerLog() const { return Log("planner"); }
 
   bool ok() const { return ok_; }
   const std::string& dir() const { return dir_; }
@@ -501,6 +514,81 @@ TEST(PlannerTest, KillNineAndRestartResumesTheTaskOnce) {
   const std::string log = mesh.PlannerLog();
   EXPECT_NE(log.find("sequences rebuilt from token ids"), std::string::npos) << log;
   EXPECT_EQ(log.find(" 0 sequences rebuilt"), std::string::npos) << log;
+}
+
+// Two planners on one Redis (1 s leases). Split brain: planner A is paused (SIGSTOP) past its
+// lease mid-task; B adopts the task from its checkpoint; A resumes (SIGCONT), its writes are
+// refused and it drops the task, whose client reattaches through B and gets one result. Then
+// kill -9 of the planner running a task: the other adopts it within 1.25 leases and completes it.
+TEST(PlannerTest, PlannersWithLeasesSurviveSplitBrainAndDeath) {
+  auto redis = statestore::testing::RedisServerForTest::Start();
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  PlannerMesh mesh((*redis)->url());
+  ASSERT_TRUE(mesh.ok()) << "see " << mesh.dir();
+  const std::vector<std::string> lease = {"--lease_ms=1000"};
+  mesh.KillPlanner();  // the fixture's own; this test runs two of its own
+  const std::string a_address = absl::StrCat("127.0.0.1:", FreeLoopbackPort());
+  const std::string b_address = absl::StrCat("127.0.0.1:", FreeLoopbackPort());
+  auto a = mesh.StartPlannerProcess(a_address, "planner-a", {"--name=a", lease[0]});
+  auto b = mesh.StartPlannerProcess(b_address, "planner-b", {"--name=b", lease[0]});
+  ASSERT_TRUE(a != nullptr && b != nullptr) << "see " << mesh.dir();
+  auto a_stub =
+      v1::Planner::NewStub(grpc::CreateChannel(a_address, grpc::InsecureChannelCredentials()));
+  auto b_stub =
+      v1::Planner::NewStub(grpc::CreateChannel(b_address, grpc::InsecureChannelCredentials()));
+  auto get = [&](v1::Planner::Stub& stub, const std::string& id) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::GetTaskRequest req;
+    req.set_task_id(id);
+    v1::Task t;
+    return stub.GetTask(&ctx, req, &t).ok() ? t : v1::Task();
+  };
+
+  v1::SolveRequest req = Bfs(2, 4, 6, 48);
+  req.set_task_id("split-brain");
+  std::chrono::steady_clock::time_point stopped;
+  const Solved on_a = SolveAll(*a_stub, req, [&](const v1::SolveEvent& e) {
+    if (!e.has_progress() || stopped != std::chrono::steady_clock::time_point()) return;
+    ::kill(a->pid(), SIGSTOP);
+    stopped = std::chrono::steady_clock::now();
+    EXPECT_TRUE(
+        WaitFor([&] { return mesh.Log("planner-b").find("adopted from a") != std::string::npos; },
+                std::chrono::seconds(20)))
+        << "B never adopted the task; see " << mesh.dir();
+    ::kill(a->pid(), SIGCONT);
+  });
+  ASSERT_NE(stopped, std::chrono::steady_clock::time_point()) << "no progress event";
+  EXPECT_EQ(on_a.status.error_code(), grpc::StatusCode::ABORTED) << on_a.status.error_message();
+  for (const v1::SolveEvent& e : on_a.events) EXPECT_FALSE(e.has_result());
+  EXPECT_NE(mesh.Log("planner-a").find("another planner runs it now; this one stops it"),
+            std::string::npos)
+      << "see " << mesh.dir();
+  const Solved reattached = SolveAll(*b_stub, req);
+  ASSERT_TRUE(reattached.status.ok()) << reattached.status.error_message();
+  EXPECT_EQ(absl::c_count_if(reattached.events, [](const auto& e) { return e.has_result(); }), 1);
+  EXPECT_EQ(get(*a_stub, "split-brain").status(), v1::TASK_STATUS_SUCCEEDED);
+
+  // kill -9 of the planner running a task (whichever holds it): the other adopts it.
+  req.set_task_id("orphan");
+  req.set_detached(true);
+  std::chrono::steady_clock::time_point killed;
+  SolveAll(*a_stub, req, [&](const v1::SolveEvent& e) {
+    if (e.has_progress() && killed == std::chrono::steady_clock::time_point()) {
+      a->Signal(SIGKILL);
+      killed = std::chrono::steady_clock::now();
+    }
+  });
+  ASSERT_NE(killed, std::chrono::steady_clock::time_point()) << "no progress event";
+  ASSERT_TRUE(WaitFor([&] { return get(*b_stub, "orphan").status() == v1::TASK_STATUS_SUCCEEDED; },
+                      std::chrono::seconds(60)))
+      << "see " << mesh.dir();
+  const std::string b_log = mesh.Log("planner-b");
+  EXPECT_NE(b_log.find("task=orphan adopted from a"), std::string::npos) << b_log;
+  std::printf("adoption: the task finished on B %.1f s after A's kill -9 (lease 1 s)\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count());
+  EXPECT_TRUE(WaitFor([&] { return mesh.Stats().live_sequences() == 0; }, std::chrono::seconds(30)))
+      << mesh.Stats().live_sequences();
 }
 
 // SIGTERM to a planner whose kv-store hangs (SIGSTOP) mid-task: every call it has in flight is

@@ -1,8 +1,13 @@
 // arbor-planner: tree-of-thought search as a service over the kv-store and the router. Tasks are
 // checkpointed in the kv-store's state store; a planner restarted against it resumes the tasks
-// still running there. SIGTERM/SIGINT: NOT_SERVING, grace, drain (running tasks stay
-// checkpointed as running). Every flag can also be set from the environment as ARBOR_<FLAG>.
+// still running there. Any number of planners may share one state store: each task is run by the
+// holder of its lease, the others adopt a dead planner's tasks and answer for every task.
+// SIGTERM/SIGINT: NOT_SERVING, grace, drain (running tasks stay checkpointed as running). Every
+// flag can also be set from the environment as ARBOR_<FLAG>.
+#include <unistd.h>
+
 #include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "arbor/mesh/call.h"
 #include "arbor/rpc/server_host.h"
@@ -33,6 +38,13 @@ ABSL_FLAG(int, finished_retention_s, 86400,
 ABSL_FLAG(std::string, tokens_file, "",
           "the clients' bearer tokens (SHA-256 hash -> tenant and quotas; re-read when it "
           "changes); required unless --insecure");
+ABSL_FLAG(std::string, name, "",
+          "this planner's name in its fleet (task leases name their holder): unique among the "
+          "planners sharing a state store and kept across restarts, so a restarted planner takes "
+          "its tasks back at once; default <hostname>/<--address>");
+ABSL_FLAG(int, lease_ms, 10000,
+          "how long a task's lease lasts unrenewed: another planner adopts the tasks of one that "
+          "died within 1.25 leases (renewed every quarter)");
 ABSL_FLAG(bool, insecure, false,
           "serve without authentication: any caller may name any tenant and see every task "
           "(a laptop, never a shared deployment)");
@@ -66,6 +78,16 @@ int main(int argc, char** argv) {
     spdlog::error("--tokens_file is required (or --insecure for an unauthenticated laptop mesh)");
     return 2;
   }
+  std::string name = absl::GetFlag(FLAGS_name);
+  if (name.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    name = absl::StrCat(host, "/", arbor::rpc::ServerHostOptionsFromFlags().address);
+  }
+  if (absl::GetFlag(FLAGS_lease_ms) < 200) {
+    spdlog::error("--lease_ms {} is below 200", absl::GetFlag(FLAGS_lease_ms));
+    return 2;
+  }
   auto kv_channel = arbor::mesh::NewChannel(absl::GetFlag(FLAGS_kvstore));
   std::vector<std::shared_ptr<grpc::Channel>> router_channels;
   for (absl::string_view address :
@@ -94,7 +116,9 @@ int main(int argc, char** argv) {
        .finished_retention = std::chrono::seconds(absl::GetFlag(FLAGS_finished_retention_s)),
        .heal_timeout = std::chrono::seconds(absl::GetFlag(FLAGS_heal_timeout_s)),
        .auth = auth.get(),
-       .state_canceller = &state_canceller},
+       .state_canceller = &state_canceller,
+       .name = name,
+       .lease = std::chrono::milliseconds(absl::GetFlag(FLAGS_lease_ms))},
       *registry);
   if (!service.ok()) {
     spdlog::error("{}", service.status().ToString());

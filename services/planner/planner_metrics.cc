@@ -18,7 +18,11 @@ PlannerMetrics::PlannerMetrics(prometheus::Registry& registry)
                               "is written again when it is back")),
       fenced_(rpc::Counter(registry, "arbor_planner_tasks_fenced_total",
                            "running tasks stopped because another writer changed their "
-                           "checkpoint")) {}
+                           "checkpoint or lease")),
+      adopted_(rpc::Counter(registry, "arbor_planner_tasks_adopted_total",
+                            "running tasks taken over from another planner (its lease expired "
+                            "or was handed back) or from this planner's previous process")),
+      leases_(rpc::Gauge(registry, "arbor_planner_leases", "task leases this planner holds")) {}
 
 void PlannerMetrics::TaskFinished(v1::TaskStatus status, const SourceCounts& counts) {
   tasks_.Add({{"status", v1::TaskStatus_Name(status)}}).Increment();

@@ -30,10 +30,15 @@ class PlannerMetrics {
   void TaskHealed() { heals_.Increment(); }
   void CheckpointUnwritten() { unwritten_.Increment(); }
   // Stopped because another writer owns the task now (not finished here).
-  void TaskFenced() {
-    running_.Decrement();
+  // `running`: it had not ended here (an ended one's outcome was refused).
+  void TaskFenced(bool running) {
+    if (running) running_.Decrement();
     fenced_.Increment();
   }
+  // Taken over from another planner whose lease expired or was handed back.
+  void TaskAdopted() { adopted_.Increment(); }
+  // Leases this planner holds now.
+  void LeasesHeld(size_t n) { leases_.Set(static_cast<double>(n)); }
 
  private:
   prometheus::Gauge& running_;
@@ -42,6 +47,8 @@ class PlannerMetrics {
   prometheus::Counter& heals_;
   prometheus::Counter& unwritten_;
   prometheus::Counter& fenced_;
+  prometheus::Counter& adopted_;
+  prometheus::Gauge& leases_;
 };
 
 }  // namespace arbor::planner

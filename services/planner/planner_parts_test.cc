@@ -2,7 +2,9 @@
 // restore, and the task registry. (planner_service_test.cc runs the whole service.)
 #include "gtest/gtest.h"
 #include "solve_request.h"
+#include "stored_task.h"
 #include "task_checkpoint.h"
+#include "task_lease.h"
 #include "task_registry.h"
 
 namespace arbor::planner {
@@ -133,6 +135,98 @@ TEST(TaskRegistryTest, AdmitsWithinTheLimitsAndEvictsTheOldestFinished) {
   EXPECT_NE(r.Find("b1"), nullptr);
   EXPECT_EQ(r.List("a").size(), 2u);  // a1 (cancelled, still running), a3
   EXPECT_EQ(r.List().size(), 3u);
+}
+
+TEST(TaskLeaseTest, KeysParseAndExpiryByObservation) {
+  EXPECT_EQ(LeaseKeyOf(TaskKey("t1", "acme")), "planner/lease/acme/t1");
+  EXPECT_EQ(TaskKeyOfLease("planner/lease/acme/t1"), TaskKey("t1", "acme"));
+  EXPECT_EQ(TaskKeyOfLease(LeaseKeyOf(TaskKey("t2"))), TaskKey("t2"));
+  EXPECT_EQ(TaskKeyOfLease("planner/task/x"), "");
+  EXPECT_EQ(TaskKeyOfLease("planner/lease/"), "");
+
+  v1::TaskLease lease;
+  lease.set_holder("p1");
+  lease.set_generation(3);
+  absl::StatusOr<v1::TaskLease> parsed = ParseLease("k", lease.SerializeAsString());
+  ASSERT_TRUE(parsed.ok());
+  EXPECT_EQ(parsed->generation(), 3);
+  EXPECT_EQ(ParseLease("k", "\xff\xff").status().code(), absl::StatusCode::kDataLoss);
+  absl::Status no_holder = ParseLease("k", v1::TaskLease().SerializeAsString()).status();
+  EXPECT_EQ(no_holder.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(no_holder.message().find("k: "), std::string::npos);
+
+  // Expired once the same version was seen for a whole lease, on the watcher's own clock.
+  LeaseWatch watch(std::chrono::milliseconds(1000));
+  const auto t0 = LeaseWatch::Clock::now();
+  const auto ms = [](int n) { return std::chrono::milliseconds(n); };
+  EXPECT_FALSE(watch.Expired("a", 5, t0));
+  EXPECT_FALSE(watch.Expired("a", 5, t0 + ms(999)));
+  EXPECT_TRUE(watch.Expired("a", 5, t0 + ms(1000)));
+  EXPECT_FALSE(watch.Expired("a", 6, t0 + ms(1100)));  // renewed: counted from now
+  EXPECT_FALSE(watch.Expired("a", 6, t0 + ms(2000)));
+  EXPECT_TRUE(watch.Expired("a", 6, t0 + ms(2100)));
+  watch.Sweep();  // "a" was seen since the last sweep: kept
+  EXPECT_TRUE(watch.Expired("a", 6, t0 + ms(2200)));
+  watch.Sweep();
+  watch.Sweep();  // not seen since: forgotten, so observed afresh
+  EXPECT_FALSE(watch.Expired("a", 6, t0 + ms(5000)));
+}
+
+TEST(StoredTaskTest, CheckpointsBecomeTheEventsTheyAdd) {
+  v1::TaskCheckpoint cp;
+  cp.mutable_request()->set_task_id("t");
+  cp.mutable_request()->set_problem("4 9 10 13");
+  cp.set_status(v1::TASK_STATUS_RUNNING);
+  auto add = [&](int id, int parent, const std::string& thought) {
+    v1::TaskCheckpoint::CheckpointNode* n = cp.add_nodes();
+    n->mutable_node()->set_id(id);
+    n->mutable_node()->set_parent_id(parent);
+    n->mutable_node()->set_thought(thought);
+    return n;
+  };
+  add(0, -1, "");
+  add(1, 0, "4 + 9 = 13");
+  cp.mutable_counts()->set_nodes(2);
+  CheckpointFollower follower;
+  auto kinds = [](const std::vector<v1::SolveEvent>& events) {
+    std::string out;
+    for (const v1::SolveEvent& e : events) {
+      out += e.has_node_created()   ? "c"
+             : e.has_node_scored()  ? "s"
+             : e.has_node_pruned()  ? "p"
+             : e.has_answer_found() ? "a"
+             : e.has_progress()     ? "g"
+                                    : "r";
+    }
+    return out;
+  };
+  EXPECT_EQ(kinds(follower.Follow(cp)), "ccg");
+  EXPECT_EQ(kinds(follower.Follow(cp)), "");  // nothing new
+  cp.mutable_nodes(1)->set_scored(true);
+  cp.mutable_nodes(1)->mutable_node()->set_pruned(true);
+  add(2, 0, "13 - 9 = 4");
+  cp.mutable_counts()->set_nodes(3);
+  EXPECT_EQ(kinds(follower.Follow(cp)), "spcg");
+  // A task restored elsewhere grew node 2 anew: created again.
+  cp.mutable_nodes(2)->mutable_node()->set_thought("10 + 13 = 23");
+  cp.mutable_nodes(2)->set_answer(true);
+  cp.mutable_nodes(2)->set_answer_text("(10 + 13) + 4 - 9... ");
+  EXPECT_EQ(kinds(follower.Follow(cp)), "ca");
+  EXPECT_FALSE(FinalStatusOf(cp).has_value());
+  cp.set_status(v1::TASK_STATUS_SUCCEEDED);
+  cp.mutable_result()->set_answer("x");
+  EXPECT_EQ(kinds(follower.Follow(cp)), "r");
+  EXPECT_EQ(kinds(follower.Follow(cp)), "");  // the result once
+  EXPECT_TRUE(FinalStatusOf(cp)->ok());
+  const v1::Task t = TaskOfCheckpoint(cp);
+  EXPECT_EQ(t.nodes_size(), 3);
+  EXPECT_EQ(t.result().answer(), "x");
+  EXPECT_EQ(TaskOfCheckpoint(cp, false).nodes_size(), 0);
+  cp.set_status(v1::TASK_STATUS_FAILED);
+  cp.set_error("router away");
+  EXPECT_EQ(FinalStatusOf(cp)->message(), "router away");
+  cp.set_status(v1::TASK_STATUS_CANCELLED);
+  EXPECT_EQ(FinalStatusOf(cp)->code(), absl::StatusCode::kCancelled);
 }
 
 }  // namespace

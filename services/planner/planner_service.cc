@@ -8,12 +8,14 @@
 #include "absl/hash/hash.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "arbor/common/clock.h"
 #include "arbor/common/random_id.h"
 #include "arbor/common/status_macros.h"
 #include "arbor/rpc/status.h"
 #include "arbor/search/search.h"
 #include "spdlog/spdlog.h"
+#include "stored_task.h"
 #include "task_checkpoint.h"
 
 namespace arbor::planner {
@@ -30,10 +32,6 @@ uint64_t RendezvousScore(const std::string& key, size_t i) {
   h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
   h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
   return h ^ (h >> 31);
-}
-
-absl::Status UnknownTask(const std::string& id) {
-  return absl::NotFoundError(absl::StrCat("task \"", id, "\" unknown"));
 }
 
 v1::SearchCounts CountsOf(const search::SearchTree& tree, const SourceCounts& tokens,
@@ -78,6 +76,7 @@ absl::StatusOr<std::unique_ptr<PlannerService>> PlannerService::Create(
   ARBOR_ASSIGN_OR_RETURN(s->presets_, search::LoadPresets(options.model_dir));
   s->sweeper_ = std::thread([p = s.get()] { p->SweepExpired(); });
   s->resumer_ = std::thread([p = s.get()] { p->ResumeUntilReady(); });
+  s->leaser_ = std::thread([p = s.get()] { p->LeaseLoop(); });
   return s;
 }
 
@@ -94,6 +93,9 @@ PlannerService::PlannerService(std::shared_ptr<grpc::Channel> kvstore,
       registry_({.max_tasks = options.max_tasks,
                  .max_tasks_per_tenant = options.max_tasks_per_tenant,
                  .max_finished_tasks = options.max_finished_tasks}),
+      name_(options.name.empty() ? absl::StrCat("planner-", RandomHex(6)) : options.name),
+      incarnation_(RandomHex(8)),
+      lease_watch_(options.lease),
       io_(options.io_threads, options.io_threads_per_tenant > 0
                                   ? options.io_threads_per_tenant
                                   : std::max(1, options.io_threads - options.io_threads / 8)) {
@@ -143,6 +145,12 @@ PlannerService::~PlannerService() {
   }
   if (sweeper_.joinable()) sweeper_.join();
   if (resumer_.joinable()) resumer_.join();
+  if (leaser_.joinable()) leaser_.join();
+  {
+    absl::MutexLock lock(&mirrors_mu_);
+    mirrors_mu_.Await(absl::Condition(
+        +[](int* live) { return *live == 0; }, &live_mirrors_));
+  }
   absl::MutexLock lock(&threads_mu_);
   threads_mu_.Await(absl::Condition(
       +[](int* live) { return *live == 0; }, &live_threads_));
@@ -159,7 +167,17 @@ void PlannerService::BeginShutdown() {
                                      +[](int* live) { return *live == 0; }, &live_threads_),
                                  absl::FromChrono(options_.shutdown_writes));
   }
-  if (options_.state_canceller != nullptr) options_.state_canceller->CancelAll();
+  {
+    // The suspended tasks move to other planners at once (bounded: the store may hang).
+    auto handed_back = std::make_shared<absl::Notification>();
+    std::thread([this, handed_back] {
+      HandBackLeases();
+      handed_back->Notify();
+    }).detach();
+    handed_back->WaitForNotificationWithTimeout(absl::FromChrono(options_.shutdown_writes));
+    if (options_.state_canceller != nullptr) options_.state_canceller->CancelAll();
+    handed_back->WaitForNotification();  // its calls are cancelled now
+  }
 }
 
 void PlannerService::OnReady(std::function<void()> fn) {
@@ -216,15 +234,6 @@ absl::StatusOr<PlannerService::Caller> PlannerService::Authorize(
   return Caller{.authenticated = true, .tenant = id->tenant, .quota = id->quota};
 }
 
-absl::StatusOr<std::shared_ptr<Task>> PlannerService::FindTask(
-    const grpc::CallbackServerContext& ctx, const std::string& id) const {
-  absl::StatusOr<Caller> caller = Authorize(ctx);
-  if (!caller.ok()) return caller.status();
-  std::shared_ptr<Task> task = registry_.Find(id, caller->scope());
-  if (task == nullptr) return UnknownTask(id);
-  return task;
-}
-
 PlanDefaults PlannerService::defaults() const {
   return {.max_nodes = options_.default_max_nodes, .max_tokens = options_.default_max_tokens};
 }
@@ -279,12 +288,8 @@ PlannerService::Written PlannerService::WriteCheckpoint(Task& task) {
                                       cp.status() != v1::TASK_STATUS_RUNNING) {
       task.stored_version = stored->version;
     } else {
-      spdlog::error(
-          "task={} checkpoint changed under this planner (version {}, expected {}): another "
-          "planner runs the task; this one stops it",
-          task.id, stored->version, task.stored_version);
-      task.fenced = true;
-      task.cancel = true;
+      Fence(task, absl::StrCat("its checkpoint changed under this planner (version ",
+                               stored->version, ", expected ", task.stored_version, ")"));
       return Written::kFenced;
     }
     task.unsure_writes.clear();
@@ -336,6 +341,11 @@ grpc::ServerWriteReactor<v1::SolveEvent>* PlannerService::Solve(grpc::CallbackSe
       existing->Attach(stream);
       return stream.get();
     }
+    // Another planner's task (or one this planner's predecessor ran): follow its checkpoint.
+    if (StoredTask(*caller, req->task_id()).ok()) {
+      Follow(TaskKey(req->task_id(), task->tenant), task->tenant, req->task_id())->Attach(stream);
+      return stream.get();
+    }
   }
   if (const int64_t quota = caller->quota.tokens_per_minute; quota > 0) {
     if (const int64_t used = TokensLastMinute(task->tenant); used >= quota) {
@@ -361,6 +371,14 @@ grpc::ServerWriteReactor<v1::SolveEvent>* PlannerService::Solve(grpc::CallbackSe
   }
   absl::StatusOr<TaskRegistry::Admitted> admitted = registry_.Admit(task, caller->quota.max_tasks);
   if (!admitted.ok()) return fail(admitted.status());
+  if (admitted->is_new && !TakeNewLease(*task)) {
+    // Another planner started a task of this id first: follow that one.
+    registry_.Remove(task->tenant, task->id);
+    task->Close(absl::AbortedError(
+        absl::StrCat("task ", task->id, " is run by another planner; reattach")));
+    Follow(task->key, task->tenant, task->id)->Attach(stream);
+    return stream.get();
+  }
   admitted->task->Attach(stream);  // a Solve of the same id may have won the race
   if (admitted->is_new) {
     if (!req->detached()) {
@@ -585,23 +603,14 @@ bool PlannerService::Heal(Task& task, MeshThoughtSource& source, search::SearchT
 
 void PlannerService::Finish(Task& task, MeshThoughtSource& source, absl::Status status,
                             const v1::SolveResult& result, double seconds) {
-  const bool cancelled = task.cancel.load();
-  if (task.fenced) {
-    // Another planner runs the task now: its KV and checkpoint are that planner's.
-    metrics_.TaskFenced();
-    task.Close(absl::AbortedError(absl::StrCat(
-        "task ", task.id, " is run by another planner now (its checkpoint changed); reattach")));
-    return;
-  }
+  const bool cancelled = task.cancel.load() && !task.fenced;
+  if (task.fenced) return StopFenced(task, /*was_running=*/true);
   if (stopping_ && (cancelled || !status.ok())) {
     // The planner is shutting down: leave the checkpoint RUNNING so a restart resumes the task.
     metrics_.TaskSuspended();
     task.Close(
         absl::UnavailableError("the planner is shutting down; the task resumes when it restarts"));
     return;
-  }
-  if (absl::Status st = source.ReleaseOwner(task.key); !st.ok()) {
-    spdlog::warn("task={} could not release its sequences: {}", task.id, st.ToString());
   }
   v1::TaskStatus final_status;
   if (status.ok()) {
@@ -621,17 +630,58 @@ void PlannerService::Finish(Task& task, MeshThoughtSource& source, absl::Status 
     task.result = result;
     *task.checkpoint.mutable_result() = result;
     task.checkpoint.set_finished_unix_ms(finished_ms);
+    task.untold = status;
   }
-  WriteCheckpoint(task);
-  ExpireLater(task, finished_ms);
-  if (status.ok()) {
+  // The outcome first, then the KV (a crash in between leaves the lease, whose adopter finds the
+  // task finished and releases what is left), then the lease, then the watchers. An outcome the
+  // store did not take is written by the sweeper, which then does the rest (unless another
+  // planner took the task meanwhile: then the KV is that planner's, and so is the outcome).
+  const Written written = WriteCheckpoint(task);
+  if (written == Written::kFenced) return StopFenced(task, /*was_running=*/true);
+  metrics_.TaskFinished(final_status, source.counts());
+  rpc_metrics_.Record("Solve", status, seconds);
+  if (written == Written::kStored) {
+    ReleaseFinished(task);
+    ExpireLater(task, finished_ms);
+    Tell(task);
+  }
+}
+
+void PlannerService::Tell(Task& task) {
+  std::optional<absl::Status> status;
+  v1::SolveResult result;
+  {
+    absl::MutexLock lock(&task.mu);
+    status.swap(task.untold);
+    result = task.result;
+  }
+  if (!status) return;
+  if (status->ok()) {
     v1::SolveEvent e;
-    *e.mutable_result() = result;
+    *e.mutable_result() = std::move(result);
     task.Publish(std::move(e));
   }
-  metrics_.TaskFinished(final_status, source.counts());
-  task.Close(status);
-  rpc_metrics_.Record("Solve", status, seconds);
+  task.Close(*status);
+}
+
+void PlannerService::StopFenced(Task& task, bool was_running) {
+  metrics_.TaskFenced(was_running);
+  DropLease(task, /*delete_key=*/false);
+  registry_.Remove(task.tenant, task.id);
+  {
+    absl::MutexLock lock(&task.mu);
+    task.untold.reset();
+  }
+  task.Close(absl::AbortedError(
+      absl::StrCat("task ", task.id, " is run by another planner now; reattach")));
+}
+
+void PlannerService::ReleaseFinished(const Task& task) {
+  if (absl::Status st = kv_.ReleaseOwner(task.key, mesh::kNoDeadline, task.tenant).status();
+      !st.ok()) {
+    spdlog::warn("task={} could not release its sequences: {}", task.id, st.ToString());
+  }
+  DropLease(task, /*delete_key=*/true);
 }
 
 void PlannerService::CountTokens(const std::string& tenant, int64_t tokens) {
@@ -716,7 +766,23 @@ void PlannerService::SweepExpired() {
           absl::MutexLock lock(&task->write_mu);
           pending = task->unwritten;
         }
-        if (pending && !stopping_) WriteCheckpoint(*task);
+        if (!pending || stopping_) continue;
+        const Written written = WriteCheckpoint(*task);
+        int64_t finished_ms;
+        bool untold;
+        {
+          absl::MutexLock lock(&task->mu);
+          untold = task->untold.has_value();
+          finished_ms = task->checkpoint.finished_unix_ms();
+        }
+        if (!untold) continue;  // still running: its next round goes on as usual
+        if (written == Written::kStored) {
+          ReleaseFinished(*task);
+          ExpireLater(*task, finished_ms);
+          Tell(*task);
+        } else if (written == Written::kFenced) {
+          StopFenced(*task, /*was_running=*/false);
+        }
       }
       expiry_mu_.Lock();
     }
@@ -735,24 +801,35 @@ void PlannerService::SweepExpired() {
 grpc::ServerUnaryReactor* PlannerService::GetTask(grpc::CallbackServerContext* ctx,
                                                   const v1::GetTaskRequest* req, v1::Task* resp) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  absl::StatusOr<std::shared_ptr<Task>> task = FindTask(*ctx, req->task_id());
-  if (!task.ok()) {
-    reactor->Finish(rpc::ToGrpcStatus(task.status()));
-    return reactor;
+  absl::StatusOr<Caller> caller = Authorize(*ctx);
+  absl::Status st = caller.status();
+  if (caller.ok()) {
+    if (std::shared_ptr<Task> task = registry_.Find(req->task_id(), caller->scope())) {
+      *resp = task->Snapshot();
+    } else if (absl::StatusOr<v1::TaskCheckpoint> cp = StoredTask(*caller, req->task_id());
+               cp.ok()) {
+      *resp = TaskOfCheckpoint(*cp);
+    } else {
+      st = cp.status();
+    }
   }
-  *resp = (*task)->Snapshot();
-  reactor->Finish(grpc::Status::OK);
+  reactor->Finish(rpc::ToGrpcStatus(st));
   return reactor;
 }
 
 grpc::ServerWriteReactor<v1::SolveEvent>* PlannerService::WatchTask(
     grpc::CallbackServerContext* ctx, const v1::WatchTaskRequest* req) {
   auto stream = Task::Stream::Create();
-  absl::StatusOr<std::shared_ptr<Task>> task = FindTask(*ctx, req->task_id());
-  if (!task.ok()) {
-    stream->Close(task.status());
+  absl::StatusOr<Caller> caller = Authorize(*ctx);
+  if (!caller.ok()) {
+    stream->Close(caller.status());
+  } else if (std::shared_ptr<Task> task = registry_.Find(req->task_id(), caller->scope())) {
+    task->Attach(stream);
+  } else if (absl::StatusOr<v1::TaskCheckpoint> cp = StoredTask(*caller, req->task_id()); cp.ok()) {
+    Follow(TaskKey(req->task_id(), cp->request().tenant()), cp->request().tenant(), req->task_id())
+        ->Attach(stream);
   } else {
-    (*task)->Attach(stream);
+    stream->Close(cp.status());
   }
   return stream.get();
 }
@@ -761,14 +838,24 @@ grpc::ServerUnaryReactor* PlannerService::CancelTask(grpc::CallbackServerContext
                                                      const v1::CancelTaskRequest* req,
                                                      v1::Task* resp) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  absl::StatusOr<std::shared_ptr<Task>> task = FindTask(*ctx, req->task_id());
-  if (!task.ok()) {
-    reactor->Finish(rpc::ToGrpcStatus(task.status()));
-    return reactor;
+  absl::StatusOr<Caller> caller = Authorize(*ctx);
+  absl::Status st = caller.status();
+  if (caller.ok()) {
+    if (std::shared_ptr<Task> task = registry_.Find(req->task_id(), caller->scope())) {
+      task->cancel = true;  // the task's thread stops at its next call and releases its KV
+      *resp = task->Snapshot();
+    } else if (absl::StatusOr<v1::TaskCheckpoint> cp = StoredTask(*caller, req->task_id());
+               !cp.ok()) {
+      st = cp.status();
+    } else {
+      // Another planner runs it: its lease carries the cancel to it (or to whoever adopts it).
+      if (cp->status() == v1::TASK_STATUS_RUNNING) {
+        st = CancelStored(TaskKey(req->task_id(), cp->request().tenant()));
+      }
+      *resp = TaskOfCheckpoint(*cp);
+    }
   }
-  (*task)->cancel = true;  // the task's thread stops at its next call and releases its KV
-  *resp = (*task)->Snapshot();
-  reactor->Finish(grpc::Status::OK);
+  reactor->Finish(rpc::ToGrpcStatus(st));
   return reactor;
 }
 
@@ -792,12 +879,32 @@ grpc::ServerUnaryReactor* PlannerService::ListTasks(grpc::CallbackServerContext*
         absl::StrCat("limit ", req->limit(), " out of range [1, 1000]"))));
     return reactor;
   }
-  for (const std::shared_ptr<Task>& t :
-       registry_.List(caller->authenticated ? caller->tenant : req->tenant())) {
-    if (resp->tasks_size() == limit) break;
+  // This planner's tasks, and those the state store holds of other planners (their
+  // checkpoints), by tenant and id.
+  const std::string tenant = caller->authenticated ? caller->tenant : req->tenant();
+  std::map<std::pair<std::string, std::string>, v1::Task> tasks;
+  for (const std::shared_ptr<Task>& t : registry_.List(tenant)) {
     v1::Task snap = t->Snapshot();
     snap.clear_nodes();  // the list stays small; GetTask has the tree
-    *resp->add_tasks() = std::move(snap);
+    tasks.emplace(std::make_pair(snap.tenant(), snap.task_id()), std::move(snap));
+  }
+  const std::string prefix =
+      tenant.empty() ? std::string(kTaskKeyPrefix) : absl::StrCat(kTaskKeyPrefix, tenant, "/");
+  absl::StatusOr<std::vector<std::string>> keys = state_->ListKeys(prefix, limit, "");
+  if (!keys.ok()) {
+    spdlog::warn("ListTasks lists this planner's tasks only: {}", keys.status().ToString());
+  }
+  for (const std::string& key : keys.ok() ? *keys : std::vector<std::string>()) {
+    absl::StatusOr<statestore::VersionedValue> v = state_->Get(key);
+    if (!v.ok()) continue;
+    absl::StatusOr<v1::TaskCheckpoint> cp = ParseCheckpoint(key, v->value);
+    if (!cp.ok()) continue;
+    tasks.emplace(std::make_pair(cp->request().tenant(), cp->request().task_id()),
+                  TaskOfCheckpoint(*cp, /*with_nodes=*/false));
+  }
+  for (auto& [id, t] : tasks) {
+    if (resp->tasks_size() == limit) break;
+    *resp->add_tasks() = std::move(t);
   }
   reactor->Finish(grpc::Status::OK);
   return reactor;

@@ -35,6 +35,7 @@
 #include "planner_metrics.h"
 #include "prometheus/registry.h"
 #include "task.h"
+#include "task_lease.h"
 #include "task_registry.h"
 
 namespace arbor::planner {
@@ -65,6 +66,14 @@ struct PlannerOptions {
   // once the tasks have had shutdown_writes to store their final checkpoints.
   mesh::CallCanceller* state_canceller = nullptr;
   std::chrono::milliseconds shutdown_writes{3000};
+  // This planner's name in its fleet, which task leases name as their holder (task_lease.h):
+  // unique among the planners sharing a state store, and the same across the planner's restarts
+  // (a restarted planner takes its own tasks back at once). Empty: a random one.
+  std::string name;
+  // How long a task's lease lasts unrenewed: the tasks of a planner that died (or hangs, or lost
+  // the state store) are adopted by another between one and one and a quarter leases after its
+  // last renewal.
+  std::chrono::milliseconds lease{10000};
 };
 
 class PlannerService final : public v1::Planner::CallbackService {
@@ -138,9 +147,6 @@ class PlannerService final : public v1::Planner::CallbackService {
     }
   };
   absl::StatusOr<Caller> Authorize(const grpc::CallbackServerContext& ctx) const;
-  // The caller's task of `id`, or NOT_FOUND (another tenant's task is as unknown as none).
-  absl::StatusOr<std::shared_ptr<Task>> FindTask(const grpc::CallbackServerContext& ctx,
-                                                 const std::string& id) const;
   // Starts a task's thread (new, or resumed from `checkpoint`). The thread is detached and
   // counted; the destructor waits for the count to reach zero.
   void Start(std::shared_ptr<Task> task, v1::TaskCheckpoint checkpoint);
@@ -181,10 +187,58 @@ class PlannerService final : public v1::Planner::CallbackService {
   // recognized when it landed, and a checkpoint the store lost (NOT_FOUND) is written anew.
   enum class Written { kStored, kUnwritten, kFenced };
   Written WriteCheckpoint(Task& task);
-  // Loads every task checkpoint of the state store (page by page, however many) and starts the
-  // running ones (not those loaded already); deletes finished ones past their retention.
+  // Once a finished task's outcome is stored: releases its KV (every sequence of its owner tag)
+  // and deletes its lease.
+  void ReleaseFinished(const Task& task);
+  // Tells the watchers a finished task's outcome (task.untold) once it is stored.
+  void Tell(Task& task);
+  // Ends a task another planner took over (task.fenced): its KV and checkpoint are left to that
+  // planner; lookups here read the checkpoint it writes. `was_running`: it had not ended here.
+  void StopFenced(Task& task, bool was_running);
+  // Loads every task checkpoint of the state store (page by page, however many): the finished
+  // ones (deleting those past their retention) answer GetTask and WatchTask; a running one is
+  // taken when its lease allows (none, handed back, or this planner's name's from before a
+  // restart; the leaser adopts the others if their holders stop renewing them).
   absl::Status Resume();
-  void ResumeOne(const std::string& key, const v1::TaskCheckpoint& cp, int64_t version);
+  // A task from its checkpoint (stored at `version`): a running one starts under lease
+  // `generation` (cancelled at once when `cancel`), a finished one is kept for lookups.
+  void ResumeOne(const std::string& key, const v1::TaskCheckpoint& cp, int64_t version,
+                 int64_t generation = 0, bool cancel = false);
+
+  // ---- leases (task_lease.h) ----
+  // Takes a new task's lease (generation 1). false: another planner holds it (it started a task
+  // of the same id first). With the state store unreachable the task runs and the leaser takes
+  // the lease when the store is back.
+  bool TakeNewLease(Task& task);
+  // The leaser thread: every quarter lease, renews the leases held and adopts expired ones.
+  void LeaseLoop();
+  void RenewLeases();
+  void AdoptExpired();
+  // Takes over the lease at `lease_key` (`current`, stored at `version`; version 0: none stored),
+  // rewrites the task's checkpoint under the new generation, and runs the task from it.
+  void Adopt(const std::string& lease_key, const v1::TaskLease& current, int64_t version);
+  // Whether this planner may take `lease` now, without waiting for it to expire.
+  bool TakeableAtOnce(const v1::TaskLease& lease) const;
+  // Stops `task`: its lease is someone else's now (task.fenced; its KV and checkpoint are left).
+  void Fence(Task& task, const std::string& why);
+  // The task is done with its lease: forgotten, and deleted from the store when `delete_key`.
+  void DropLease(const Task& task, bool delete_key);
+  // At shutdown: every lease still held is marked released, so other planners adopt at once.
+  void HandBackLeases();
+  v1::TaskLease NewLease(int64_t generation, bool cancel) const;
+
+  // ---- tasks other planners run, as their checkpoints show them (stored_task.h) ----
+  // The stored checkpoint of the caller's task `id`: NOT_FOUND (as unknown) when there is none.
+  absl::StatusOr<v1::TaskCheckpoint> StoredTask(const Caller& caller, const std::string& id);
+  // A local stand-in for a task another planner runs: it follows the task's checkpoint in the
+  // state store (every 200 ms) and publishes what each new one adds, until the task ends or
+  // nobody watches. One per task, shared by its watchers.
+  std::shared_ptr<Task> Follow(const std::string& key, const std::string& tenant,
+                               const std::string& id);
+  void FollowLoop(std::shared_ptr<Task> mirror);
+  // CancelTask for a task this planner does not run: sets `cancel` in its lease, which its
+  // holder (or whoever adopts it) obeys.
+  absl::Status CancelStored(const std::string& key);
   // The resumer thread: Resume until it succeeds (backoff 250 ms doubling to 4 s) or shutdown.
   void ResumeUntilReady();
   // Deletes `task`'s checkpoint (and forgets the task) at `finished_unix_ms` + retention.
@@ -235,6 +289,24 @@ class PlannerService final : public v1::Planner::CallbackService {
   // writes them again every second.
   std::vector<std::weak_ptr<Task>> unwritten_ ABSL_GUARDED_BY(expiry_mu_);
   std::thread sweeper_;
+
+  // Leases this planner holds, by lease key. version 0: not taken yet (the state store was
+  // unreachable when the task started).
+  struct Held {
+    std::weak_ptr<Task> task;
+    int64_t version = 0;
+    v1::TaskLease lease;
+  };
+  std::string name_, incarnation_;
+  absl::Mutex leases_mu_;
+  std::map<std::string, Held> held_ ABSL_GUARDED_BY(leases_mu_);
+  LeaseWatch lease_watch_;  // the leaser thread's
+  std::thread leaser_;
+
+  absl::Mutex mirrors_mu_;
+  std::map<std::string, std::shared_ptr<Task>> mirrors_ ABSL_GUARDED_BY(mirrors_mu_);  // by key
+  int live_mirrors_ ABSL_GUARDED_BY(mirrors_mu_) = 0;  // FollowLoop threads not yet ended
+
   ThreadPool io_;
 };
 

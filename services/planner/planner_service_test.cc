@@ -4,8 +4,12 @@
 // The parts that need no mesh are in planner_parts_test.cc.
 #include "planner_service.h"
 
+#include <map>
+#include <set>
 #include <thread>
 
+#include "absl/algorithm/container.h"
+#include "absl/strings/match.h"
 #include "absl/synchronization/notification.h"
 #include "arbor/common/clock.h"
 #include "arbor/common/process.h"
@@ -15,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "in_process_mesh_for_test.h"
 #include "task_checkpoint.h"
+#include "task_lease.h"
 
 namespace arbor::planner {
 namespace {
@@ -88,6 +93,34 @@ class PlannerHost {
       return absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
     return t;
   }
+  Solved Watch(const std::string& id) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + seconds(120));
+    v1::WatchTaskRequest req;
+    req.set_task_id(id);
+    auto reader = stub_->WatchTask(&ctx, req);
+    Solved out;
+    v1::SolveEvent e;
+    while (reader->Read(&e)) out.events.push_back(e);
+    out.status = reader->Finish();
+    return out;
+  }
+  grpc::Status Cancel(const std::string& id) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + seconds(10));
+    v1::CancelTaskRequest req;
+    req.set_task_id(id);
+    v1::Task t;
+    return stub_->CancelTask(&ctx, req, &t);
+  }
+  std::vector<v1::Task> List() {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + seconds(10));
+    v1::ListTasksRequest req;
+    v1::ListTasksResponse resp;
+    EXPECT_TRUE(stub_->ListTasks(&ctx, req, &resp).ok());
+    return {resp.tasks().begin(), resp.tasks().end()};
+  }
   // Waits (bounded) until GetTask says the task is no longer RUNNING.
   absl::StatusOr<v1::Task> AwaitEnd(const std::string& id) {
     const auto until = std::chrono::steady_clock::now() + seconds(120);
@@ -118,7 +151,8 @@ bool Eventually(const std::function<bool()>& cond, std::chrono::seconds timeout)
 
 // A state store in front of another that can be made unreachable (every call UNAVAILABLE, as
 // a Redis or kv-store that went away) and can play a second writer: `rival_writes` > 0 makes
-// that many CompareAndSets first change the key themselves, as another planner would.
+// that many CompareAndSets of checkpoints first change the key themselves, as another planner
+// would.
 class FlakyStateStore final : public statestore::StateStore {
  public:
   explicit FlakyStateStore(statestore::StateStore* inner) : inner_(inner) {}
@@ -141,7 +175,8 @@ class FlakyStateStore final : public statestore::StateStore {
   absl::StatusOr<int64_t> CompareAndSet(absl::string_view key, int64_t expected,
                                         absl::string_view value) override {
     if (absl::Status st = Away(); !st.ok()) return st;
-    if (rival_writes > 0 && rival_writes.fetch_sub(1) > 0) {
+    if (absl::StartsWith(key, kTaskKeyPrefix) && rival_writes > 0 &&
+        rival_writes.fetch_sub(1) > 0) {
       absl::StatusOr<statestore::VersionedValue> v = inner_->Get(key);
       v1::TaskCheckpoint rival;
       if (v.ok()) rival.ParseFromString(v->value);
@@ -167,6 +202,80 @@ class FlakyStateStore final : public statestore::StateStore {
 };
 
 int LiveSequences(testing::InProcessMesh& mesh) { return mesh.kv_tree().stats().live_sequences; }
+
+// A state store in front of another that records every write of a task checkpoint or lease:
+// which planner (the checkpoint's lease holder, the lease's holder) wrote it under which lease
+// generation, and whether the store took it.
+class RecordingStateStore final : public statestore::StateStore {
+ public:
+  explicit RecordingStateStore(statestore::StateStore* inner) : inner_(inner) {}
+  struct Write {
+    std::string holder;
+    int64_t generation = 0;
+    v1::TaskStatus status = v1::TASK_STATUS_UNSPECIFIED;
+    bool stored = false;
+  };
+  std::vector<Write> writes(const std::string& key) {
+    absl::MutexLock lock(&mu_);
+    return writes_[key];
+  }
+
+  absl::StatusOr<int64_t> Put(absl::string_view key, absl::string_view value) override {
+    absl::StatusOr<int64_t> v = inner_->Put(key, value);
+    Record(key, value, v.ok());
+    return v;
+  }
+  absl::StatusOr<statestore::VersionedValue> Get(absl::string_view key) override {
+    return inner_->Get(key);
+  }
+  absl::Status Delete(absl::string_view key) override { return inner_->Delete(key); }
+  absl::StatusOr<int64_t> CompareAndSet(absl::string_view key, int64_t expected,
+                                        absl::string_view value) override {
+    absl::StatusOr<int64_t> v = inner_->CompareAndSet(key, expected, value);
+    Record(key, value, v.ok());
+    return v;
+  }
+  absl::StatusOr<std::vector<std::string>> ListKeys(absl::string_view prefix, int limit,
+                                                    absl::string_view start_after) override {
+    return inner_->ListKeys(prefix, limit, start_after);
+  }
+
+ private:
+  void Record(absl::string_view key, absl::string_view value, bool stored) {
+    Write w{.stored = stored};
+    if (absl::StartsWith(key, kTaskKeyPrefix)) {
+      v1::TaskCheckpoint cp;
+      cp.ParseFromString(std::string(value));
+      w.holder = cp.lease_holder();
+      w.generation = cp.lease_generation();
+      w.status = cp.status();
+    } else {
+      v1::TaskLease lease;  // a lease: its holder's claim (status stays UNSPECIFIED)
+      lease.ParseFromString(std::string(value));
+      w.holder = lease.holder();
+      w.generation = lease.generation();
+    }
+    absl::MutexLock lock(&mu_);
+    writes_[std::string(key)].push_back(w);
+  }
+  statestore::StateStore* const inner_;
+  absl::Mutex mu_;
+  std::map<std::string, std::vector<Write>> writes_ ABSL_GUARDED_BY(mu_);
+};
+
+// A search that runs for many rounds (seconds), so that the fleet tests act while it runs.
+v1::SolveRequest LongSolve(const std::string& task_id) {
+  v1::SolveRequest req = Game24Solve(task_id);
+  v1::Bfs* bfs = req.mutable_search()->mutable_bfs();
+  bfs->set_breadth(4);
+  bfs->set_proposals_per_node(5);
+  bfs->set_depth(4);
+  return req;
+}
+
+int Results(const std::vector<v1::SolveEvent>& events) {
+  return static_cast<int>(absl::c_count_if(events, [](const auto& e) { return e.has_result(); }));
+}
 
 // ---- with the mesh ----
 
@@ -438,20 +547,32 @@ TEST_F(PlannerServiceTest, ATaskRunsOnWhileTheStateStoreIsAwayAndIsStoredWhenItI
   FlakyStateStore store(mesh_->state());
   PlannerHost planner(mesh_->kvstore_channel(), mesh_->router_channel(), &store);
   store.down = true;
-  const PlannerHost::Solved s = planner.Solve(Game24Solve("no-store"));
+  PlannerHost::Solved s;
+  std::atomic<bool> ended{false};
+  std::thread solve([&] {
+    s = planner.Solve(Game24Solve("no-store"));
+    ended = true;
+  });
+  // The search ends while the store is away; its outcome is told once it is stored.
+  ASSERT_TRUE(Eventually(
+      [&] {
+        absl::StatusOr<v1::Task> t = planner.GetTask("no-store");
+        return t.ok() && t->status() == v1::TASK_STATUS_SUCCEEDED;
+      },
+      seconds(60)));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_GT(store.refused.load(), 0);
+  EXPECT_TRUE(absl::IsNotFound(mesh_->state()->Get(TaskKey("no-store")).status()));
+  EXPECT_FALSE(ended) << "the outcome was told before it was stored";
+  store.down = false;
+  solve.join();
   ASSERT_TRUE(s.status.ok()) << s.status.error_message();
   ASSERT_FALSE(s.events.empty());
   EXPECT_TRUE(s.events.back().has_result());
-  EXPECT_GT(store.refused.load(), 0);
-  EXPECT_TRUE(absl::IsNotFound(mesh_->state()->Get(TaskKey("no-store")).status()));
-  store.down = false;
+  absl::StatusOr<statestore::VersionedValue> v = mesh_->state()->Get(TaskKey("no-store"));
   v1::TaskCheckpoint cp;
-  EXPECT_TRUE(Eventually(
-      [&] {
-        absl::StatusOr<statestore::VersionedValue> v = mesh_->state()->Get(TaskKey("no-store"));
-        return v.ok() && cp.ParseFromString(v->value) && cp.status() == v1::TASK_STATUS_SUCCEEDED;
-      },
-      std::chrono::seconds(20)));
+  ASSERT_TRUE(v.ok() && cp.ParseFromString(v->value));
+  EXPECT_EQ(cp.status(), v1::TASK_STATUS_SUCCEEDED);
   EXPECT_EQ(cp.result().answer(), s.events.back().result().answer());
   EXPECT_GT(cp.nodes_size(), 1);
 }
@@ -624,6 +745,157 @@ TEST_F(PlannerServiceTest, AdmissionKeepsTheTaskAndTenantLimits) {
   planner.Stop();
   held_host->Shutdown();
   EXPECT_EQ(LiveSequences(*mesh_), 0);
+}
+
+// ---- a fleet: several planners on one state store ----
+
+constexpr std::chrono::milliseconds kTestLease{400};
+
+// Any planner answers for any task: a task run by one planner is watched, read, listed,
+// reattached to and cancelled through another, which follows its checkpoint in the state store.
+TEST_F(PlannerServiceTest, EveryPlannerAnswersForEveryTask) {
+  PlannerHost a(mesh_->kvstore_channel(), mesh_->router_channel(), mesh_->state(),
+                {.name = "a", .lease = kTestLease});
+  PlannerHost b(mesh_->kvstore_channel(), mesh_->router_channel(), mesh_->state(),
+                {.name = "b", .lease = kTestLease});
+  PlannerHost::Solved on_a;
+  std::thread solve([&] { on_a = a.Solve(LongSolve("fleet-1")); });
+  ASSERT_TRUE(Eventually([&] { return b.GetTask("fleet-1").ok(); }, seconds(30)));
+  const PlannerHost::Solved watched = b.Watch("fleet-1");
+  solve.join();
+  ASSERT_TRUE(on_a.status.ok()) << on_a.status.error_message();
+  ASSERT_TRUE(watched.status.ok()) << watched.status.error_message();
+  ASSERT_EQ(Results(on_a.events), 1);
+  ASSERT_EQ(Results(watched.events), 1);
+  EXPECT_EQ(watched.events.back().result().SerializeAsString(),
+            on_a.events.back().result().SerializeAsString());
+  // Every node of the tree reached the watcher through B, and GetTask through B is A's view.
+  absl::StatusOr<v1::Task> via_a = a.GetTask("fleet-1"), via_b = b.GetTask("fleet-1");
+  ASSERT_TRUE(via_a.ok() && via_b.ok());
+  EXPECT_EQ(via_b->status(), v1::TASK_STATUS_SUCCEEDED);
+  EXPECT_EQ(via_b->nodes_size(), via_a->nodes_size());
+  std::set<int> created;
+  for (const v1::SolveEvent& e : watched.events) {
+    if (e.has_node_created()) created.insert(e.node_created().id());
+  }
+  EXPECT_EQ(static_cast<int>(created.size()), via_a->nodes_size());
+  const std::vector<v1::Task> listed = b.List();
+  EXPECT_TRUE(absl::c_any_of(listed, [](const v1::Task& t) {
+    return t.task_id() == "fleet-1" && t.status() == v1::TASK_STATUS_SUCCEEDED;
+  }));
+  // A Solve of the finished task's id through B reattaches: the same result, once.
+  const PlannerHost::Solved again = b.Solve(LongSolve("fleet-1"));
+  ASSERT_TRUE(again.status.ok()) << again.status.error_message();
+  EXPECT_EQ(Results(again.events), 1);
+  EXPECT_EQ(again.events.back().result().answer(), on_a.events.back().result().answer());
+
+  // A CancelTask through B reaches the task on A (through its lease).
+  PlannerHost::Solved cancelled;
+  solve = std::thread([&] { cancelled = a.Solve(LongSolve("fleet-2")); });
+  ASSERT_TRUE(Eventually(
+      [&] {
+        absl::StatusOr<v1::Task> t = b.GetTask("fleet-2");
+        return t.ok() && t->nodes_size() > 1;
+      },
+      seconds(30)));
+  ASSERT_TRUE(b.Cancel("fleet-2").ok());
+  solve.join();
+  EXPECT_EQ(cancelled.status.error_code(), grpc::StatusCode::CANCELLED)
+      << cancelled.status.error_message();
+  EXPECT_EQ(b.AwaitEnd("fleet-2")->status(), v1::TASK_STATUS_CANCELLED);
+  EXPECT_TRUE(Eventually([&] { return LiveSequences(*mesh_) == 0; }, seconds(10)));
+}
+
+// Split brain: a planner cut off from the state store for longer than its lease (as a paused or
+// partitioned one) loses its task to another, which adopts it from the checkpoint and finishes
+// it; when the first can write again its writes are refused and it drops the task. No two
+// planners ever write the checkpoint under the same lease generation.
+TEST_F(PlannerServiceTest, APlannerCutOffPastItsLeaseLosesItsTaskAndItsWritesAreRefused) {
+  RecordingStateStore recorded(mesh_->state());
+  FlakyStateStore a_view(&recorded);
+  PlannerHost a(mesh_->kvstore_channel(), mesh_->router_channel(), &a_view,
+                {.name = "a", .lease = kTestLease});
+  PlannerHost b(mesh_->kvstore_channel(), mesh_->router_channel(), &recorded,
+                {.name = "b", .lease = kTestLease});
+  const std::string key = TaskKey("split");
+  PlannerHost::Solved on_a;
+  std::thread solve([&] { on_a = a.Solve(LongSolve("split")); });
+  auto written_by = [&](const std::string& holder) {
+    return absl::c_count_if(recorded.writes(key), [&](const RecordingStateStore::Write& w) {
+      return w.holder == holder && w.stored;
+    });
+  };
+  ASSERT_TRUE(Eventually([&] { return written_by("a") >= 2; }, seconds(30)));
+  a_view.down = true;  // A runs on, but can neither renew its lease nor write
+  ASSERT_TRUE(Eventually([&] { return written_by("b") >= 1; }, seconds(30)))
+      << "B never adopted the task";
+  a_view.down = false;
+  solve.join();
+  // A's client learns that the task moved; A wrote nothing after B took it.
+  EXPECT_EQ(on_a.status.error_code(), grpc::StatusCode::ABORTED) << on_a.status.error_message();
+  EXPECT_EQ(Results(on_a.events), 0);
+  absl::StatusOr<v1::Task> done = b.AwaitEnd("split");
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->status(), v1::TASK_STATUS_SUCCEEDED) << done->error();
+  // Reattaching through A now reaches B's task: one result.
+  const PlannerHost::Solved reattached = a.Solve(LongSolve("split"));
+  ASSERT_TRUE(reattached.status.ok()) << reattached.status.error_message();
+  EXPECT_EQ(Results(reattached.events), 1);
+
+  const std::vector<RecordingStateStore::Write> writes = recorded.writes(key);
+  std::map<int64_t, std::set<std::string>> writers;  // generation -> planners that stored
+  bool b_wrote = false, a_refused_after_b = false, a_stored_after_b = false;
+  int finals = 0;
+  for (const RecordingStateStore::Write& w : writes) {
+    if (w.stored) writers[w.generation].insert(w.holder);
+    if (w.holder == "b" && w.stored) b_wrote = true;
+    if (w.holder == "a" && b_wrote) (w.stored ? a_stored_after_b : a_refused_after_b) = true;
+    finals += w.stored && w.status != v1::TASK_STATUS_RUNNING;
+  }
+  for (const auto& [generation, who] : writers) {
+    EXPECT_EQ(who.size(), 1u) << "generation " << generation << " written by several planners";
+  }
+  EXPECT_EQ(writers.begin()->second, std::set<std::string>{"a"});
+  EXPECT_EQ(writers.rbegin()->second, std::set<std::string>{"b"});
+  EXPECT_FALSE(a_stored_after_b);
+  EXPECT_EQ(finals, 1);
+  // Once it could write again, A tried (its lease renewal, or its checkpoint) and was refused.
+  bool b_leased = false;
+  for (const RecordingStateStore::Write& w : recorded.writes(LeaseKeyOf(key))) {
+    b_leased |= w.holder == "b" && w.stored;
+    if (b_leased && w.holder == "a") {
+      EXPECT_FALSE(w.stored) << "A renewed a lease B holds";
+      a_refused_after_b = true;
+    }
+  }
+  EXPECT_TRUE(a_refused_after_b) << "A never tried to write again";
+}
+
+// A planner that shuts down hands its tasks' leases back: another planner adopts them at once
+// and finishes them from their checkpoints; the client reattaches through it.
+TEST_F(PlannerServiceTest, APlannerThatStopsHandsItsTasksToAnother) {
+  auto a = std::make_unique<PlannerHost>(mesh_->kvstore_channel(), mesh_->router_channel(),
+                                         mesh_->state(),
+                                         PlannerOptions{.name = "a", .lease = seconds(60)});
+  PlannerHost b(mesh_->kvstore_channel(), mesh_->router_channel(), mesh_->state(),
+                {.name = "b", .lease = seconds(60)});
+  PlannerHost::Solved on_a;
+  std::thread solve([&] { on_a = a->Solve(LongSolve("moving")); });
+  ASSERT_TRUE(Eventually(
+      [&] {
+        absl::StatusOr<v1::Task> t = b.GetTask("moving");
+        return t.ok() && t->nodes_size() > 1;
+      },
+      seconds(30)));
+  a->Stop();
+  solve.join();
+  EXPECT_EQ(on_a.status.error_code(), grpc::StatusCode::UNAVAILABLE) << on_a.status.error_message();
+  // The lease is a minute long: only the hand-back lets B take the task within this test.
+  const PlannerHost::Solved reattached = b.Solve(LongSolve("moving"));
+  ASSERT_TRUE(reattached.status.ok()) << reattached.status.error_message();
+  EXPECT_EQ(Results(reattached.events), 1);
+  EXPECT_EQ(b.GetTask("moving")->status(), v1::TASK_STATUS_SUCCEEDED);
+  EXPECT_TRUE(Eventually([&] { return LiveSequences(*mesh_) == 0; }, seconds(10)));
 }
 
 }  // namespace

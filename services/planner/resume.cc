@@ -7,6 +7,7 @@
 #include "planner_service.h"
 #include "spdlog/spdlog.h"
 #include "task_checkpoint.h"
+#include "task_lease.h"
 
 namespace arbor::planner {
 
@@ -44,6 +45,24 @@ absl::Status PlannerService::Resume() {
       if (registry_.Find(cp->request().task_id(), cp->request().tenant()) != nullptr) {
         continue;  // loaded by an earlier try
       }
+      if (cp->status() == v1::TASK_STATUS_RUNNING) {
+        // Whoever holds its lease runs it: taken here when nobody does, when it was handed back
+        // or held by this planner's previous process; the leaser adopts it if it expires.
+        const std::string lease_key = LeaseKeyOf(key);
+        absl::StatusOr<statestore::VersionedValue> lease = state_->Get(lease_key);
+        if (absl::IsNotFound(lease.status())) {
+          v1::TaskLease none;
+          none.set_generation(cp->lease_generation());
+          Adopt(lease_key, none, 0);
+        } else if (!lease.ok()) {
+          return lease.status();
+        } else if (absl::StatusOr<v1::TaskLease> l = ParseLease(lease_key, lease->value);
+                   l.ok() && TakeableAtOnce(*l)) {
+          Adopt(lease_key, *l, lease->version);
+        }
+        ++resumed;
+        continue;
+      }
       ResumeOne(key, *cp, v->version);
       ++resumed;
     }
@@ -55,11 +74,14 @@ absl::Status PlannerService::Resume() {
 }
 
 void PlannerService::ResumeOne(const std::string& key, const v1::TaskCheckpoint& cp,
-                               int64_t version) {
+                               int64_t version, int64_t generation, bool cancel) {
   auto task = std::make_shared<Task>();
   task->id = cp.request().task_id();
   task->tenant = cp.request().tenant();
   task->key = key;  // ParseCheckpoint checked it is the task's
+  task->lease_holder = name_;
+  task->lease_generation = generation;
+  task->cancel = cancel;
   task->request = cp.request();
   // The stored request is checked as a new one is: a checkpoint is untrusted bytes.
   absl::StatusOr<TaskPlan> plan = PlanTask(cp.request(), presets_, defaults());
@@ -120,13 +142,19 @@ void PlannerService::ResumeOne(const std::string& key, const v1::TaskCheckpoint&
     }
     ExpireLater(*task, finished);
   }
+  if (run || refused) {
+    // The lease Adopt took is the task's now (renewed while it runs; dropped when it ends).
+    absl::MutexLock lock(&leases_mu_);
+    if (auto it = held_.find(LeaseKeyOf(key)); it != held_.end()) it->second.task = task;
+  }
   if (run) {
     spdlog::info("task={} resumes", task->id);
     Start(std::move(task), cp);
   } else if (refused) {
-    WriteCheckpoint(*task);
+    const bool stored = WriteCheckpoint(*task) == Written::kStored;
     // Whatever KV it held goes, as with any task that fails.
     kv_.ReleaseOwner(task->key, mesh::kNoDeadline, task->tenant).IgnoreError();
+    if (stored) DropLease(*task, /*delete_key=*/true);
   }
 }
 

@@ -32,6 +32,12 @@ void Task::Attach(std::shared_ptr<Stream> stream) {
   }
 }
 
+bool Task::Watched() {
+  absl::MutexLock lock(&mu);
+  std::erase_if(watchers, [](const std::shared_ptr<Stream>& w) { return w->closed(); });
+  return !watchers.empty();
+}
+
 void Task::Publish(v1::SolveEvent event) {
   absl::MutexLock lock(&mu);
   for (auto& w : watchers) w->Push(event);
@@ -50,6 +56,8 @@ std::string Task::CheckpointBytes() {
   absl::MutexLock lock(&mu);
   checkpoint.set_status(status);
   checkpoint.set_error(error);
+  checkpoint.set_lease_holder(lease_holder);
+  checkpoint.set_lease_generation(lease_generation);
   return checkpoint.SerializeAsString();
 }
 

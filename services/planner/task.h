@@ -30,6 +30,11 @@ struct Task : std::enable_shared_from_this<Task> {
   v1::SolveRequest request;       // with task_id set
   TaskPlan plan;                  // checked and translated once, at Solve or resume
 
+  // The task's lease (task_lease.h): its holder (this planner's name) and generation, stamped on
+  // every checkpoint it writes.
+  std::string lease_holder;
+  std::atomic<int64_t> lease_generation{0};
+
   std::atomic<bool> cancel{false};
   std::atomic<int64_t> finished_at{0};  // steady clock ticks when it finished (for eviction)
 
@@ -41,6 +46,10 @@ struct Task : std::enable_shared_from_this<Task> {
   // Set once the task has ended (or, shutting down, stopped): what watchers are closed with.
   std::optional<absl::Status> final_status ABSL_GUARDED_BY(mu);
   v1::SolveResult result ABSL_GUARDED_BY(mu);
+  // The outcome of a task that ended, until its checkpoint is stored: only then is it told to
+  // the watchers (a planner that cannot store it may have lost the task to another, whose
+  // outcome is the one that counts).
+  std::optional<absl::Status> untold ABSL_GUARDED_BY(mu);
   // The tree as of the last round, and the sequences the task holds.
   v1::TaskCheckpoint checkpoint ABSL_GUARDED_BY(mu);
 
@@ -62,6 +71,8 @@ struct Task : std::enable_shared_from_this<Task> {
   // Replays the events so far into `stream`, then keeps it watching (or closes it when the task
   // has ended).
   void Attach(std::shared_ptr<Stream> stream);
+  // Whether a watcher is still attached (those whose clients went away are dropped).
+  bool Watched();
   // Sends `event` to every watcher and keeps it for later ones.
   void Publish(v1::SolveEvent event);
   // Ends the task for its watchers: `status` closes them now and any that attach later.

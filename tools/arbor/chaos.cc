@@ -73,9 +73,10 @@ struct SolveOutcome {
   double seconds = 0;
 };
 
-// One solve to its end, reattaching while the planner is away.
-SolveOutcome SolveOnce(mesh::PlannerClient& planner, v1::SolveRequest req,
-                       const game24::Puzzle& puzzle) {
+// One solve to its end, reattaching while the planner is away: with several planners, through
+// the next one (any planner answers for any task).
+SolveOutcome SolveOnce(const std::vector<std::unique_ptr<mesh::PlannerClient>>& planners,
+                       size_t first, v1::SolveRequest req, const game24::Puzzle& puzzle) {
   SolveOutcome o;
   o.puzzle = game24::PuzzleText(puzzle);
   const auto t0 = Clock::now();
@@ -85,6 +86,7 @@ SolveOutcome SolveOnce(mesh::PlannerClient& planner, v1::SolveRequest req,
   for (;; ++o.reattaches) {
     v1::SolveResult result;
     int results = 0;
+    mesh::PlannerClient& planner = *planners[(first + o.reattaches) % planners.size()];
     const absl::Status st = planner.Solve(req, deadline, [&](const v1::SolveEvent& e) {
       if (e.has_result()) {
         result = e.result();
@@ -181,7 +183,7 @@ struct Phase {
 // started again (a new task) as long as the killer has kills left, so that every kill lands on
 // running solves.
 Phase RunPhase(const std::string& name, const std::vector<game24::Puzzle>& puzzles,
-               mesh::PlannerClient& planner, bool chaos) {
+               const std::vector<std::unique_ptr<mesh::PlannerClient>>& planners, bool chaos) {
   Phase phase{name};
   std::mutex mu;
   const auto t0 = Clock::now();
@@ -202,7 +204,7 @@ Phase RunPhase(const std::string& name, const std::vector<game24::Puzzle>& puzzl
   for (size_t i = 0; i < puzzles.size(); ++i) {
     solvers.emplace_back([&, i] {
       do {
-        SolveOutcome o = SolveOnce(planner,
+        SolveOutcome o = SolveOnce(planners, i,
                                    Game24BfsRequest(puzzles[i], absl::GetFlag(FLAGS_bfs),
                                                     absl::GetFlag(FLAGS_search_seed) + i),
                                    puzzles[i]);
@@ -302,21 +304,30 @@ int Chaos(const std::vector<std::string>& args) {
     std::fprintf(stderr, "arbor chaos: %s\n", std::string(token.status().message()).c_str());
     return 2;
   }
-  std::string address = absl::GetFlag(FLAGS_planner);
-  if (ready.contains("planner") && address == "127.0.0.1:50081") {  // the default: arbor up's
-    address = ready["planner"].get<std::string>();
+  std::vector<std::string> addresses =
+      absl::StrSplit(absl::GetFlag(FLAGS_planner), ',', absl::SkipEmpty());
+  if (ready.contains("planners") && absl::GetFlag(FLAGS_planner) == "127.0.0.1:50081") {
+    addresses = ready["planners"].get<std::vector<std::string>>();  // the default: arbor up's
   }
-  // Each Solve call is bounded by its solve's deadline; reattaching is SolveOnce's.
-  mesh::PlannerClient planner(
-      mesh::NewChannel(address),
-      {.timeout = std::chrono::seconds(absl::GetFlag(FLAGS_solve_timeout_s)),
-       .bearer_token = *token});
+  // Each Solve call is bounded by its solve's deadline; reattaching is SolveOnce's. Solves are
+  // spread over the planners.
+  std::vector<std::unique_ptr<mesh::PlannerClient>> planners;
+  for (const std::string& address : addresses) {
+    planners.push_back(std::make_unique<mesh::PlannerClient>(
+        mesh::NewChannel(address),
+        mesh::ClientOptions{.timeout = std::chrono::seconds(absl::GetFlag(FLAGS_solve_timeout_s)),
+                            .bearer_token = *token}));
+  }
+  if (planners.empty()) {
+    std::fprintf(stderr, "arbor chaos: --planner names no planner\n");
+    return 2;
+  }
   const std::vector<game24::Puzzle> puzzles = SpreadPuzzles(absl::GetFlag(FLAGS_solves));
   std::printf("chaos: %zu solves (bfs%d) per phase; calm first\n", puzzles.size(),
               absl::GetFlag(FLAGS_bfs));
   std::fflush(stdout);
-  const Phase calm = RunPhase("calm", puzzles, planner, false);
-  const Phase chaos = RunPhase("chaos", puzzles, planner, true);
+  const Phase calm = RunPhase("calm", puzzles, planners, false);
+  const Phase chaos = RunPhase("chaos", puzzles, planners, true);
   const nlohmann::json a = Summary(calm), b = Summary(chaos);
   std::printf("%-6s %9s %9s %6s %4s %9s %11s %10s %8s %5s\n", "phase", "submitted", "completed",
               "failed", "lost", "not_once", "right", "mean_s", "wall_s", "kills");

@@ -49,6 +49,10 @@ ABSL_FLAG(int, replicas, 1, "arbor up: processes per shard (replicas of the same
 ABSL_FLAG(int, routers, 1,
           "arbor up: routers (1-8); the planner keeps each task on one and moves it while that "
           "one is away");
+ABSL_FLAG(int, planners, 1,
+          "arbor up: planners (1-8) on the one state store: each task runs on the planner holding "
+          "its lease, the others adopt the tasks of one that dies and answer for every task");
+ABSL_FLAG(int, lease_ms, 10000, "arbor up: the planners' task lease (--lease_ms of arbor-planner)");
 ABSL_FLAG(std::string, ports, "fixed",
           "arbor up: fixed (kv-store 50051, workers 50061.., router 50071, planner 50081; "
           "metrics 9091, 9101.., 9111, 9121) or auto (free loopback ports)");
@@ -167,6 +171,14 @@ Child* Reap(std::vector<Child>& children, int* status) {
 }
 
 bool IsRouter(const Child& c) { return c.name == "router" || c.name.rfind("router-", 0) == 0; }
+bool IsPlanner(const Child& c) { return c.name == "planner" || c.name.rfind("planner-", 0) == 0; }
+
+const Child* FirstPlanner(const std::vector<Child>& children) {
+  for (const Child& c : children) {
+    if (IsPlanner(c)) return &c;
+  }
+  return nullptr;
+}
 
 const Child* FirstRouter(const std::vector<Child>& children) {
   for (const Child& c : children) {
@@ -203,7 +215,7 @@ void Stop(std::vector<Child*> which, std::chrono::seconds grace) {
 void StopAll(std::vector<Child>& children) {
   std::vector<Child*> planner, router, rest, redis;
   for (Child& c : children) {
-    (c.name == "planner" ? planner
+    (IsPlanner(c)        ? planner
      : IsRouter(c)       ? router
      : c.name == "redis" ? redis
                          : rest)
@@ -295,6 +307,15 @@ std::variant<UpPlan, int> PlanFromFlags() {
   if (absl::GetFlag(FLAGS_routers) < 1 || absl::GetFlag(FLAGS_routers) > 8) {
     std::fprintf(stderr, "arbor up: --routers %d out of range [1, 8]\n",
                  absl::GetFlag(FLAGS_routers));
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_planners) < 1 || absl::GetFlag(FLAGS_planners) > 8) {
+    std::fprintf(stderr, "arbor up: --planners %d out of range [1, 8]\n",
+                 absl::GetFlag(FLAGS_planners));
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_lease_ms) < 200) {
+    std::fprintf(stderr, "arbor up: --lease_ms %d is below 200\n", absl::GetFlag(FLAGS_lease_ms));
     return 2;
   }
   const std::string ports = absl::GetFlag(FLAGS_ports);
@@ -406,8 +427,14 @@ bool PlanChildren(const UpPlan& plan, std::vector<Child>* children) {
       return false;
     }
   }
-  return !absl::GetFlag(FLAGS_with_planner) ||
-         add("planner", pick.Pick(50081), pick.Pick(9121), "");
+  const int planners = absl::GetFlag(FLAGS_with_planner) ? absl::GetFlag(FLAGS_planners) : 0;
+  for (int p = 0; p < planners; ++p) {
+    if (!add(planners == 1 ? "planner" : absl::StrCat("planner-", p), pick.Pick(50081 + p),
+             pick.Pick(9121 + p), "")) {
+      return false;
+    }
+  }
+  return true;
 }
 
 // The command line of child `c`.
@@ -431,9 +458,12 @@ std::vector<std::string> ChildArgv(const UpPlan& plan, const Child& c,
     } else if (plan.state != "memory") {
       argv.push_back("--redis_url=" + plan.state);
     }
-  } else if (c.name == "planner") {
+  } else if (IsPlanner(c)) {
     argv[0] = bin + "planner";
     argv.push_back("--kvstore=" + kvstore);
+    // Its name in the fleet: the same after a restart, so it takes its tasks back at once.
+    argv.push_back("--name=" + c.name);
+    argv.push_back(absl::StrCat("--lease_ms=", absl::GetFlag(FLAGS_lease_ms)));
     std::vector<std::string> routers;
     for (const Child& r : children) {
       if (IsRouter(r)) routers.push_back(r.address);
@@ -457,10 +487,10 @@ std::vector<std::string> ChildArgv(const UpPlan& plan, const Child& c,
     argv.push_back("--experts=" + c.detail);
   }
   if (!plan.tls_dir.empty()) {
-    const rpc::Role role = c.name == "kvstore"   ? rpc::Role::kKvStore
-                           : c.name == "planner" ? rpc::Role::kPlanner
-                           : IsRouter(c)         ? rpc::Role::kRouter
-                                                 : rpc::Role::kExpert;
+    const rpc::Role role = c.name == "kvstore" ? rpc::Role::kKvStore
+                           : IsPlanner(c)      ? rpc::Role::kPlanner
+                           : IsRouter(c)       ? rpc::Role::kRouter
+                                               : rpc::Role::kExpert;
     const rpc::TlsFiles tls = MeshTlsFiles(plan.tls_dir, role);
     argv.push_back("--tls_cert=" + tls.cert);
     argv.push_back("--tls_key=" + tls.key);
@@ -537,7 +567,10 @@ void WriteReady(const UpPlan& plan, const std::vector<Child>& children) {
   for (const Child& r : children) {
     if (IsRouter(r)) ready["routers"].push_back(r.address);
   }
-  if (const Child* p = Named(children, "planner")) ready["planner"] = p->address;
+  if (const Child* p = FirstPlanner(children)) ready["planner"] = p->address;
+  for (const Child& p : children) {
+    if (IsPlanner(p)) ready["planners"].push_back(p.address);
+  }
   if (!plan.tls_dir.empty()) ready["tls_dir"] = plan.tls_dir;
   if (!plan.tokens_file.empty()) {
     ready["token_file"] = plan.data_dir + "/token";
@@ -581,7 +614,7 @@ void AnnounceReady(const UpPlan& plan, const std::vector<Child>& children) {
   }
   std::printf("try: arbor generate --router %s --kvstore %s --prompt \"4 9 10 13\"\n",
               FirstRouter(children)->address.c_str(), kvstore.c_str());
-  if (const Child* p = Named(children, "planner")) {
+  if (const Child* p = FirstPlanner(children)) {
     std::printf("     arbor solve --planner %s --preset game24 \"4 9 10 13\"\n",
                 p->address.c_str());
   }
