@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Restarts end to end: `arbor up` on the embedded Game of 24 model (its own append-only Redis,
-# mTLS, tokens), then `arbor chaos game24`: 12 solves calm, then again while one service of each
-# kind (router, kv-store, expert worker without a replica, planner, Redis: the order shuffled) is
-# killed with SIGKILL every 2 s and `arbor up` restarts it. Fails unless every solve of both
+# mTLS, tokens; two planners and two routers), then `arbor chaos game24`: 12 solves calm, spread
+# over the planners, then again while one service of each kind (a router, the kv-store, an expert
+# worker without a replica, a planner, Redis: the order shuffled) is killed with SIGKILL every
+# 2 s and `arbor up` restarts it; a solve whose planner died reattaches through the other. Fails unless every solve of both
 # phases completed with exactly one result (none failed, none lost) and all five kinds were
 # killed, and every puzzle answered right calm (exact arithmetic) is answered right through the
 # kills (one miss allowed).
@@ -12,7 +13,7 @@ arbor=$1
 source_dir=$2
 source "$source_dir/tools/arbor_up.bash"
 export ARBOR_MAX_TASKS_PER_TENANT=12
-arbor_up "$arbor" --model "$source_dir/models/game24-moe" --workers 2
+arbor_up "$arbor" --model "$source_dir/models/game24-moe" --workers 2 --planners 2 --routers 2
 json="$ARBOR_UP_DIR/chaos.json"
 timeout 900 "$arbor" chaos --up_ready_file "$ARBOR_UP_DIR/ready.json" \
   --model "$source_dir/models/game24-moe" --solves 12 --kills 5 --kill_every_s 2 --bfs 5 \
