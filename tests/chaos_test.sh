@@ -13,7 +13,7 @@ arbor=$1
 source_dir=$2
 source "$source_dir/tools/arbor_up.bash"
 export ARBOR_MAX_TASKS_PER_TENANT=12
-arbor_up "$arbor" --model "$source_dir/models/game24-moe" --workers 2 --planners 2 --routers 2
+arbor_up "$arbor" --model "$source_dir/models/game24-moe" --workers 2 --planners 2 --routers 2 --kvstores 2
 json="$ARBOR_UP_DIR/chaos.json"
 timeout 900 "$arbor" chaos --up_ready_file "$ARBOR_UP_DIR/ready.json" \
   --model "$source_dir/models/game24-moe" --solves 12 --kills 5 --kill_every_s 2 --bfs 5 \

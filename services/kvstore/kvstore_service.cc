@@ -17,8 +17,15 @@
 namespace arbor::kvstore {
 namespace {
 
-// `epoch`: this kv-store's incarnation (KvTreeOptions::epoch; 0: none).
-absl::Status UnknownSeq(kvcache::SeqId seq, uint16_t epoch) {
+// `options`: this kv-store's incarnation (epoch; 0: none) and shard.
+absl::Status UnknownSeq(kvcache::SeqId seq, const kvcache::KvTreeOptions& options) {
+  const uint16_t epoch = options.epoch;
+  if (epoch != 0 && kvcache::ShardOfId(seq) != options.shard) {
+    return absl::NotFoundError(
+        absl::StrCat("sequence ", seq, " belongs to kv-store shard ", kvcache::ShardOfId(seq),
+                     "; this is shard ", options.shard,
+                     " (every client must list the shards in the same order: --kvstore)"));
+  }
   if (epoch != 0 && kvcache::EpochOfId(seq) != epoch) {
     return absl::NotFoundError(absl::StrCat(
         "sequence ", seq, " is from another kv-store incarnation (epoch ", kvcache::EpochOfId(seq),
@@ -115,8 +122,7 @@ absl::Status KvStoreService::CheckTokens(const google::protobuf::RepeatedField<i
 
 absl::Status KvStoreService::CheckOwn(kvcache::SeqId seq, const std::string& tenant) const {
   auto it = tenant_of_.find(seq);
-  if (it == tenant_of_.end() || it->second != tenant)
-    return UnknownSeq(seq, tree_->options().epoch);
+  if (it == tenant_of_.end() || it->second != tenant) return UnknownSeq(seq, tree_->options());
   return absl::OkStatus();
 }
 
@@ -419,7 +425,7 @@ absl::Status KvStoreService::DoCommit(const v1::CommitRequest& req, v1::CommitRe
   absl::MutexLock lock(&mu_);
   ARBOR_RETURN_IF_ERROR(CheckOwn(req.sequence_id(), req.tenant()));
   auto it = versions_.find(req.sequence_id());
-  if (it == versions_.end()) return UnknownSeq(req.sequence_id(), tree_->options().epoch);
+  if (it == versions_.end()) return UnknownSeq(req.sequence_id(), tree_->options());
   if (it->second != req.expected_version()) {
     return absl::AbortedError(absl::StrCat("sequence ", req.sequence_id(), " is at version ",
                                            it->second, ", not the expected ",
@@ -456,6 +462,7 @@ grpc::ServerUnaryReactor* KvStoreService::Stats(grpc::CallbackServerContext* ctx
         s.blocks_capacity > 0 ? static_cast<double>(s.blocks_in_use) / s.blocks_capacity : 0.0);
     resp->set_live_sequences(s.live_sequences);
     resp->set_epoch(tree_->options().epoch);
+    resp->set_shard(tree_->options().shard);
     resp->set_segments(s.segments);
     resp->set_cached_segments(s.cached_segments);
     resp->set_forks(s.forks);

@@ -7,6 +7,9 @@
 #include <limits>
 #include <set>
 
+#include "absl/algorithm/container.h"
+#include "absl/strings/str_cat.h"
+#include "arbor/mesh/kvstore_client.h"
 #include "arbor/rpc/http_get_for_test.h"
 #include "arbor/rpc/server_host.h"
 #include "arbor/statestore/redis_server_for_test.h"
@@ -678,6 +681,81 @@ TEST(KvStoreTenantLimitsTest, StateBytesPerTenantAreBounded) {
   ASSERT_TRUE(cas("a/2", 0, 100, "a").ok());
   EXPECT_EQ(put("a/3", 1, "a").error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   host->Shutdown();
+}
+
+// Shards: every id carries its kv-store's shard, the typed clients send each call to the shard of
+// its sequence, a task's sequences go to the shard its key hashes to (evenly, and adding a shard
+// moves only the keys that now prefer it), and a shard asked about another's sequence says so.
+TEST(KvStoreShardTest, ClientsRouteEveryCallToTheShardOfItsSequence) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  auto state = statestore::NewInMemoryStateStore();
+  std::vector<std::unique_ptr<kvcache::KvTree>> trees;
+  std::vector<std::unique_ptr<KvStoreService>> services;
+  std::vector<std::unique_ptr<rpc::ServerHost>> hosts;
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  std::vector<std::shared_ptr<prometheus::Registry>> registries;  // one per shard, as processes
+  for (uint8_t shard = 0; shard < 2; ++shard) {
+    registries.push_back(std::make_shared<prometheus::Registry>());
+    trees.push_back(*kvcache::KvTree::Create(
+        kLayout, 256, {.random_ids = true, .epoch = 0x1234, .shard = shard}));
+    services.push_back(std::make_unique<KvStoreService>(
+        trees.back().get(), state.get(), KvStoreLimits{.vocab_size = 100}, *registries.back()));
+    hosts.push_back(*rpc::ServerHost::Start({}, {services.back().get()}, registry));
+    channels.push_back(
+        grpc::CreateChannel(hosts.back()->address(), grpc::InsecureChannelCredentials()));
+  }
+  mesh::KvStoreShards shards(channels);
+  int per_shard[2] = {0, 0};
+  std::vector<uint64_t> roots;
+  for (int i = 0; i < 64; ++i) {
+    const std::string key = absl::StrCat("planner/task/t", i);
+    v1::CreateSequenceRequest create;
+    create.set_owner(key);
+    create.add_prompt_token_ids(1);
+    absl::StatusOr<v1::CreateSequenceResponse> created =
+        shards.ForKey(key).CreateSequence(create, mesh::kNoDeadline);
+    ASSERT_TRUE(created.ok()) << created.status();
+    const size_t shard = shards.ShardForKey(key);
+    EXPECT_EQ(kvcache::ShardOfId(created->sequence_id()), shard);
+    ++per_shard[shard];
+    roots.push_back(created->sequence_id());
+  }
+  EXPECT_GE(per_shard[0], 20);  // 64 keys, about half each
+  EXPECT_GE(per_shard[1], 20);
+  for (uint64_t root : roots) {
+    absl::StatusOr<mesh::KvStoreClient*> kv = shards.ForSequence(root);
+    ASSERT_TRUE(kv.ok());
+    absl::StatusOr<std::vector<uint64_t>> kids = (*kv)->Fork(root, 2, mesh::kNoDeadline);
+    ASSERT_TRUE(kids.ok()) << kids.status();
+    for (uint64_t kid : *kids) EXPECT_EQ(kvcache::ShardOfId(kid), kvcache::ShardOfId(root));
+  }
+  v1::StatsResponse stats;
+  ASSERT_TRUE(shards.shard(1).Stats(mesh::kNoDeadline).ok());
+  EXPECT_EQ(shards.shard(1).Stats(mesh::kNoDeadline)->shard(), 1u);
+  EXPECT_EQ(shards.shard(0).Stats(mesh::kNoDeadline)->live_sequences(), 3 * per_shard[0]);
+  // Asked about another shard's sequence, a shard says whose it is.
+  const uint64_t on_one =
+      *absl::c_find_if(roots, [](uint64_t id) { return kvcache::ShardOfId(id) == 1; });
+  absl::Status wrong = shards.shard(0).GetPath(on_one, false, mesh::kNoDeadline).status();
+  EXPECT_EQ(wrong.code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(wrong.message().find("belongs to kv-store shard 1; this is shard 0"), std::string::npos)
+      << wrong;
+  // An id naming a shard past the list.
+  const uint64_t far = (uint64_t{0x1234} << 48) | (uint64_t{5} << 40) | 7;
+  EXPECT_EQ(shards.ForSequence(far).status().code(), absl::StatusCode::kNotFound);
+  // A third shard listed: a key either keeps its shard or moves to the new one.
+  mesh::KvStoreShards three({channels[0], channels[1], channels[0]});
+  int moved = 0;
+  for (int i = 0; i < 1000; ++i) {
+    const std::string key = absl::StrCat("planner/task/k", i);
+    const size_t before = shards.ShardForKey(key), after = three.ShardForKey(key);
+    if (after != before) {
+      EXPECT_EQ(after, 2u) << key;
+      ++moved;
+    }
+  }
+  EXPECT_GT(moved, 250);  // about a third
+  EXPECT_LT(moved, 420);
 }
 
 }  // namespace

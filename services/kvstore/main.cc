@@ -13,6 +13,9 @@
 #include "kvstore_service.h"
 #include "spdlog/spdlog.h"
 
+ABSL_FLAG(int, shard, 0,
+          "this kv-store's shard (0-255): its position in the --kvstore list of every router and "
+          "planner; every sequence id carries it");
 ABSL_FLAG(std::string, model, "models/game24-moe",
           "model folder; its config.json gives the KV layout and the vocabulary");
 ABSL_FLAG(int, kv_cache_tokens, 262144, "KV pool size in tokens");
@@ -82,6 +85,10 @@ int main(int argc, char** argv) {
                                     .max_message_mb = 256})) {
     return 2;
   }
+  if (absl::GetFlag(FLAGS_shard) < 0 || absl::GetFlag(FLAGS_shard) > 255) {
+    spdlog::error("--shard {} out of range [0, 255]", absl::GetFlag(FLAGS_shard));
+    return 2;
+  }
   auto config = arbor::model::ModelConfig::Load(absl::GetFlag(FLAGS_model));
   if (!config.ok()) {
     spdlog::error("{}", config.status().ToString());
@@ -95,7 +102,8 @@ int main(int argc, char** argv) {
                                       .max_seq_tokens = absl::GetFlag(FLAGS_max_seq_tokens),
                                       .prefix_index = absl::GetFlag(FLAGS_prefix_cache),
                                       .random_ids = true,
-                                      .epoch = Epoch()});
+                                      .epoch = Epoch(),
+                                      .shard = static_cast<uint8_t>(absl::GetFlag(FLAGS_shard))});
   if (!tree.ok()) {
     spdlog::error("{}", tree.status().ToString());
     return 1;
@@ -136,8 +144,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   spdlog::info(
-      "arbor-kvstore ready address={} metrics_port={} epoch={} state={}", (*host)->address(),
-      (*host)->metrics_port(), (*tree)->options().epoch,
+      "arbor-kvstore ready address={} metrics_port={} shard={} epoch={} state={}",
+      (*host)->address(), (*host)->metrics_port(), (*tree)->options().shard,
+      (*tree)->options().epoch,
       absl::GetFlag(FLAGS_redis_url).empty() ? "memory" : Redacted(absl::GetFlag(FLAGS_redis_url)));
   arbor::rpc::ServeUntilSignal(**host);
   return 0;

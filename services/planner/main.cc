@@ -17,10 +17,15 @@
 #include "spdlog/spdlog.h"
 
 ABSL_FLAG(std::string, model, "models/game24-moe", "model folder; task presets in <model>/presets");
-ABSL_FLAG(std::string, kvstore, "127.0.0.1:50051", "kv-store address (host:port)");
+ABSL_FLAG(std::string, kvstore, "127.0.0.1:50051",
+          "kv-store address (host:port), or its shards' in shard order, comma-separated: each "
+          "task's sequences live on one shard (rendezvous hashing on the task)");
 ABSL_FLAG(std::string, router, "127.0.0.1:50071",
           "router address (host:port), or several, comma-separated: each task keeps to one (its "
           "prompt prefix stays in that router's cache) and moves on while it is away");
+ABSL_FLAG(bool, router_affinity, true,
+          "with several routers, keep each task on its own (its prompt prefix stays in that "
+          "router's cache); false: each round goes to the next router in turn (round robin)");
 ABSL_FLAG(int, max_tasks, 64, "running tasks, over all tenants");
 ABSL_FLAG(int, max_tasks_per_tenant, 4, "running tasks of one tenant");
 ABSL_FLAG(int, default_max_nodes, 200, "Budget.max_nodes when a request leaves it 0");
@@ -88,7 +93,15 @@ int main(int argc, char** argv) {
     spdlog::error("--lease_ms {} is below 200", absl::GetFlag(FLAGS_lease_ms));
     return 2;
   }
-  auto kv_channel = arbor::mesh::NewChannel(absl::GetFlag(FLAGS_kvstore));
+  std::vector<std::shared_ptr<grpc::Channel>> kv_channels;
+  for (absl::string_view address :
+       absl::StrSplit(absl::GetFlag(FLAGS_kvstore), ',', absl::SkipWhitespace())) {
+    kv_channels.push_back(arbor::mesh::NewChannel(std::string(address)));
+  }
+  if (kv_channels.empty() || kv_channels.size() > 256) {
+    spdlog::error("--kvstore names {} kv-stores; 1 to 256 shards", kv_channels.size());
+    return 2;
+  }
   std::vector<std::shared_ptr<grpc::Channel>> router_channels;
   for (absl::string_view address :
        absl::StrSplit(absl::GetFlag(FLAGS_router), ',', absl::SkipWhitespace())) {
@@ -97,14 +110,22 @@ int main(int argc, char** argv) {
   // The state store's calls end at shutdown too, however the kv-store hangs (after the tasks'
   // last writes).
   arbor::mesh::CallCanceller state_canceller;
-  arbor::mesh::KvStoreClient state_client(
-      kv_channel, {.timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_call_timeout_ms)),
-                   .wait_for_ready = true,
-                   .canceller = &state_canceller});
-  auto state = arbor::planner::NewRemoteStateStore(&state_client);
+  // One kv-store is waited for while it starts; with several shards, a call moves on to the
+  // next shard instead.
+  std::vector<std::unique_ptr<arbor::mesh::KvStoreClient>> state_clients;
+  std::vector<arbor::mesh::KvStoreClient*> state_shards;
+  for (const auto& channel : kv_channels) {
+    state_clients.push_back(std::make_unique<arbor::mesh::KvStoreClient>(
+        channel, arbor::mesh::ClientOptions{
+                     .timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_call_timeout_ms)),
+                     .wait_for_ready = kv_channels.size() == 1,
+                     .canceller = &state_canceller}));
+    state_shards.push_back(state_clients.back().get());
+  }
+  auto state = arbor::planner::NewRemoteStateStore(state_shards);
   auto registry = std::make_shared<prometheus::Registry>();
   auto service = arbor::planner::PlannerService::Create(
-      kv_channel, std::move(router_channels), state.get(),
+      std::move(kv_channels), std::move(router_channels), state.get(),
       {.model_dir = absl::GetFlag(FLAGS_model),
        .max_tasks = absl::GetFlag(FLAGS_max_tasks),
        .max_tasks_per_tenant = absl::GetFlag(FLAGS_max_tasks_per_tenant),
@@ -118,7 +139,8 @@ int main(int argc, char** argv) {
        .auth = auth.get(),
        .state_canceller = &state_canceller,
        .name = name,
-       .lease = std::chrono::milliseconds(absl::GetFlag(FLAGS_lease_ms))},
+       .lease = std::chrono::milliseconds(absl::GetFlag(FLAGS_lease_ms)),
+       .router_affinity = absl::GetFlag(FLAGS_router_affinity)},
       *registry);
   if (!service.ok()) {
     spdlog::error("{}", service.status().ToString());

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <map>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -16,7 +17,7 @@ const std::string kValueStop = "\n";  // a value label is one line
 constexpr int kExpectedTop = 20;      // top_logprobs read for the expected label value
 }  // namespace
 
-MeshThoughtSource::MeshThoughtSource(mesh::KvStoreClient* kv, mesh::RouterClient* router,
+MeshThoughtSource::MeshThoughtSource(mesh::KvStoreShards* kv, mesh::RouterClient* router,
                                      ThreadPool* pool, std::string problem,
                                      search::Templates templates, SourceOptions options,
                                      std::function<bool()> is_cancelled)
@@ -41,23 +42,26 @@ absl::StatusOr<uint64_t> MeshThoughtSource::CreateRoot(const std::string& owner)
   create.set_owner(owner);
   create.set_tenant(options_.tenant);
   ARBOR_ASSIGN_OR_RETURN(const v1::CreateSequenceResponse created,
-                         kv_->CreateSequence(create, options_.deadline));
+                         kv_->ForKey(owner).CreateSequence(create, options_.deadline));
   v1::ExtendRequest req;
   req.set_sequence_id(created.sequence_id());
   req.set_text(search::Render(templates_.propose, problem_, "", ""));
   req.set_add_bos(true);
   std::vector<Generated> out = ExtendAll({req});
   ARBOR_RETURN_IF_ERROR(out[0].status);
-  ARBOR_ASSIGN_OR_RETURN(
-      const v1::GetPathResponse path,
-      kv_->GetPath(created.sequence_id(), /*token_ids=*/true, options_.deadline, options_.tenant));
+  ARBOR_ASSIGN_OR_RETURN(mesh::KvStoreClient * shard, kv_->ForSequence(created.sequence_id()));
+  ARBOR_ASSIGN_OR_RETURN(const v1::GetPathResponse path,
+                         shard->GetPath(created.sequence_id(), /*token_ids=*/true,
+                                        options_.deadline, options_.tenant));
   ids_[created.sequence_id()].assign(path.token_ids().begin(), path.token_ids().end());
   return created.sequence_id();
 }
 
 absl::StatusOr<bool> MeshThoughtSource::Exists(uint64_t seq) {
+  absl::StatusOr<mesh::KvStoreClient*> shard = kv_->ForSequence(seq);
+  if (absl::IsNotFound(shard.status())) return false;
   absl::StatusOr<v1::GetPathResponse> path =
-      kv_->GetPath(seq, false, options_.deadline, options_.tenant);
+      (*shard)->GetPath(seq, false, options_.deadline, options_.tenant);
   if (absl::IsNotFound(path.status())) return false;
   if (!path.ok()) return path.status();
   return true;
@@ -70,7 +74,7 @@ absl::StatusOr<uint64_t> MeshThoughtSource::Rebuild(const std::vector<int>& toke
   req.set_tenant(options_.tenant);
   req.mutable_prompt_token_ids()->Add(tokens.begin(), tokens.end());
   ARBOR_ASSIGN_OR_RETURN(const v1::CreateSequenceResponse created,
-                         kv_->CreateSequence(req, options_.deadline));
+                         kv_->ForKey(owner).CreateSequence(req, options_.deadline));
   counts_.reused += created.reused_tokens();
   if (created.reused_tokens() < static_cast<int>(tokens.size())) {
     v1::ExtendRequest ext;
@@ -144,8 +148,9 @@ absl::StatusOr<std::vector<std::vector<search::Proposal>>> MeshThoughtSource::Pr
   ARBOR_RETURN_IF_ERROR(CheckCancelled());
   std::vector<std::vector<uint64_t>> kids;
   for (const search::SearchNode* p : parents) {
+    ARBOR_ASSIGN_OR_RETURN(mesh::KvStoreClient * shard, kv_->ForSequence(p->handle));
     ARBOR_ASSIGN_OR_RETURN(std::vector<uint64_t> k,
-                           kv_->Fork(p->handle, n, options_.deadline, options_.tenant));
+                           shard->Fork(p->handle, n, options_.deadline, options_.tenant));
     kids.push_back(std::move(k));
   }
   std::vector<v1::ExtendRequest> reqs;
@@ -228,8 +233,9 @@ absl::StatusOr<std::vector<double>> MeshThoughtSource::Evaluate(
   std::vector<uint64_t> forks;
   std::vector<v1::ExtendRequest> reqs;
   for (const search::SearchNode* n : nodes) {
+    ARBOR_ASSIGN_OR_RETURN(mesh::KvStoreClient * shard, kv_->ForSequence(n->handle));
     ARBOR_ASSIGN_OR_RETURN(std::vector<uint64_t> f,
-                           kv_->Fork(n->handle, k, options_.deadline, options_.tenant));
+                           shard->Fork(n->handle, k, options_.deadline, options_.tenant));
     for (uint64_t seq : f) {
       v1::ExtendRequest req;
       req.set_sequence_id(seq);
@@ -314,11 +320,19 @@ absl::StatusOr<const std::map<int, float>*> MeshThoughtSource::LabelTokens() {
 // Releases run whatever the task's deadline (a task that ran out of time still gives its KV
 // back): only the client's own timeout bounds them.
 absl::Status MeshThoughtSource::ReleaseOwner(const std::string& owner) {
-  return kv_->ReleaseOwner(owner, mesh::kNoDeadline, options_.tenant).status();
+  return kv_->ForKey(owner).ReleaseOwner(owner, mesh::kNoDeadline, options_.tenant).status();
 }
 
 absl::Status MeshThoughtSource::Release(const std::vector<uint64_t>& seqs) {
-  return kv_->Release(seqs, mesh::kNoDeadline, options_.tenant);
+  if (kv_->size() == 1) return kv_->shard(0).Release(seqs, mesh::kNoDeadline, options_.tenant);
+  std::map<int, std::vector<uint64_t>> by_shard;
+  for (uint64_t seq : seqs) by_shard[mesh::ShardOfSequence(seq)].push_back(seq);
+  absl::Status status;
+  for (const auto& [shard, ids] : by_shard) {
+    absl::StatusOr<mesh::KvStoreClient*> kv = kv_->ForSequence(ids[0]);
+    if (kv.ok()) status.Update((*kv)->Release(ids, mesh::kNoDeadline, options_.tenant));
+  }
+  return status;
 }
 
 }  // namespace arbor::planner

@@ -53,7 +53,7 @@ struct SourceCounts {
 class MeshThoughtSource : public search::ThoughtSource {
  public:
   // The clients and pool must outlive the source; `is_cancelled` is polled between calls.
-  MeshThoughtSource(mesh::KvStoreClient* kv, mesh::RouterClient* router, ThreadPool* pool,
+  MeshThoughtSource(mesh::KvStoreShards* kv, mesh::RouterClient* router, ThreadPool* pool,
                     std::string problem, search::Templates templates, SourceOptions options,
                     std::function<bool()> is_cancelled);
 
@@ -105,7 +105,7 @@ class MeshThoughtSource : public search::ThoughtSource {
   // there or two labels start with the same token.
   absl::StatusOr<const std::map<int, float>*> LabelTokens();
 
-  mesh::KvStoreClient* kv_;
+  mesh::KvStoreShards* kv_;  // a task's sequences live on the shard of its owner key
   mesh::RouterClient* router_;
   ThreadPool* pool_;
   std::function<bool()> before_expand_;

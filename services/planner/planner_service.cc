@@ -11,6 +11,7 @@
 #include "absl/synchronization/notification.h"
 #include "arbor/common/clock.h"
 #include "arbor/common/random_id.h"
+#include "arbor/common/rendezvous.h"
 #include "arbor/common/status_macros.h"
 #include "arbor/rpc/status.h"
 #include "arbor/search/search.h"
@@ -22,17 +23,6 @@ namespace arbor::planner {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// A task's score for router `i`: the same in every planner process (FNV-1a over the key, then
-// splitmix64 with the index), so every planner and every restart agrees on a task's router.
-uint64_t RendezvousScore(const std::string& key, size_t i) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : key) h = (h ^ c) * 1099511628211ull;
-  h += (i + 1) * 0x9e3779b97f4a7c15ull;
-  h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
-  h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
-  return h ^ (h >> 31);
-}
 
 v1::SearchCounts CountsOf(const search::SearchTree& tree, const SourceCounts& tokens,
                           double seconds) {
@@ -63,16 +53,21 @@ v1::SolveResult ResultOf(const std::string& task_id, const search::SearchTree& t
 absl::StatusOr<std::unique_ptr<PlannerService>> PlannerService::Create(
     std::shared_ptr<grpc::Channel> kvstore, std::shared_ptr<grpc::Channel> router,
     statestore::StateStore* state, const PlannerOptions& options, prometheus::Registry& registry) {
-  return Create(std::move(kvstore), std::vector<std::shared_ptr<grpc::Channel>>{std::move(router)},
-                state, options, registry);
+  return Create(std::vector<std::shared_ptr<grpc::Channel>>{std::move(kvstore)},
+                std::vector<std::shared_ptr<grpc::Channel>>{std::move(router)}, state, options,
+                registry);
 }
 
 absl::StatusOr<std::unique_ptr<PlannerService>> PlannerService::Create(
-    std::shared_ptr<grpc::Channel> kvstore, std::vector<std::shared_ptr<grpc::Channel>> routers,
-    statestore::StateStore* state, const PlannerOptions& options, prometheus::Registry& registry) {
+    std::vector<std::shared_ptr<grpc::Channel>> kvstores,
+    std::vector<std::shared_ptr<grpc::Channel>> routers, statestore::StateStore* state,
+    const PlannerOptions& options, prometheus::Registry& registry) {
   if (routers.empty()) return absl::InvalidArgumentError("the planner needs a router");
+  if (kvstores.empty() || kvstores.size() > 256) {
+    return absl::InvalidArgumentError("the planner needs 1 to 256 kv-store shards");
+  }
   std::unique_ptr<PlannerService> s(
-      new PlannerService(std::move(kvstore), std::move(routers), state, options, registry));
+      new PlannerService(std::move(kvstores), std::move(routers), state, options, registry));
   ARBOR_ASSIGN_OR_RETURN(s->presets_, search::LoadPresets(options.model_dir));
   s->sweeper_ = std::thread([p = s.get()] { p->SweepExpired(); });
   s->resumer_ = std::thread([p = s.get()] { p->ResumeUntilReady(); });
@@ -80,11 +75,11 @@ absl::StatusOr<std::unique_ptr<PlannerService>> PlannerService::Create(
   return s;
 }
 
-PlannerService::PlannerService(std::shared_ptr<grpc::Channel> kvstore,
+PlannerService::PlannerService(std::vector<std::shared_ptr<grpc::Channel>> kvstores,
                                std::vector<std::shared_ptr<grpc::Channel>> routers,
                                statestore::StateStore* state, const PlannerOptions& options,
                                prometheus::Registry& registry)
-    : kv_(std::move(kvstore), {.timeout = options.call_timeout, .canceller = &canceller_}),
+    : kv_(std::move(kvstores), {.timeout = options.call_timeout, .canceller = &canceller_}),
       router_away_until_(routers.size()),
       state_(state),
       options_(options),
@@ -109,22 +104,22 @@ PlannerService::PlannerService(std::shared_ptr<grpc::Channel> kvstore,
 mesh::RouterClient* PlannerService::RouterFor(const Task& task, int skip) {
   const size_t n = routers_.size();
   if (n == 1) return routers_[0].get();
-  // Rendezvous order: the routers by the hash of (task, router); adding or losing one moves
-  // only the tasks that preferred it.
-  std::vector<std::pair<uint64_t, size_t>> order;
-  for (size_t i = 0; i < n; ++i) order.emplace_back(RendezvousScore(task.key, i), i);
-  std::sort(order.rbegin(), order.rend());
+  // Rendezvous order: adding or losing a router moves only the tasks that preferred it. (Round
+  // robin: the order starts at the next router in turn.)
+  std::vector<size_t> order = RendezvousOrder(task.key, n);
+  if (!options_.router_affinity) {
+    const size_t first = next_router_++ % n;
+    for (size_t i = 0; i < n; ++i) order[i] = (first + i) % n;
+  }
   std::vector<size_t> up;
   {
     absl::MutexLock lock(&routers_mu_);
     const auto now = Clock::now();
-    for (const auto& [hash, i] : order) {
+    for (size_t i : order) {
       if (router_away_until_[i] <= now) up.push_back(i);
     }
   }
-  if (up.empty()) {
-    for (const auto& [hash, i] : order) up.push_back(i);
-  }
+  if (up.empty()) up = order;
   return routers_[up[static_cast<size_t>(skip) % up.size()]].get();
 }
 
@@ -677,7 +672,8 @@ void PlannerService::StopFenced(Task& task, bool was_running) {
 }
 
 void PlannerService::ReleaseFinished(const Task& task) {
-  if (absl::Status st = kv_.ReleaseOwner(task.key, mesh::kNoDeadline, task.tenant).status();
+  if (absl::Status st =
+          kv_.ForKey(task.key).ReleaseOwner(task.key, mesh::kNoDeadline, task.tenant).status();
       !st.ok()) {
     spdlog::warn("task={} could not release its sequences: {}", task.id, st.ToString());
   }

@@ -74,6 +74,9 @@ struct PlannerOptions {
   // the state store) are adopted by another between one and one and a quarter leases after its
   // last renewal.
   std::chrono::milliseconds lease{10000};
+  // With several routers: true keeps each task on its own router (prefix affinity); false sends
+  // each round of every task to the next router in turn (round robin: the benchmarks' baseline).
+  bool router_affinity = true;
 };
 
 class PlannerService final : public v1::Planner::CallbackService {
@@ -85,12 +88,14 @@ class PlannerService final : public v1::Planner::CallbackService {
   static absl::StatusOr<std::unique_ptr<PlannerService>> Create(
       std::shared_ptr<grpc::Channel> kvstore, std::shared_ptr<grpc::Channel> router,
       statestore::StateStore* state, const PlannerOptions& options, prometheus::Registry& registry);
-  // With several routers: each task keeps to one (rendezvous hashing on the task, so its prompt
-  // prefix stays in that router's KV cache) and moves to the next in its order while its router
-  // is away.
+  // With several kv-store shards and routers: each task's sequences live on one shard
+  // (mesh::KvStoreShards), and it keeps to one router (rendezvous hashing on the task, so its
+  // prompt prefix stays in that router's KV cache), moving to the next in its order while its
+  // router is away.
   static absl::StatusOr<std::unique_ptr<PlannerService>> Create(
-      std::shared_ptr<grpc::Channel> kvstore, std::vector<std::shared_ptr<grpc::Channel>> routers,
-      statestore::StateStore* state, const PlannerOptions& options, prometheus::Registry& registry);
+      std::vector<std::shared_ptr<grpc::Channel>> kvstores,
+      std::vector<std::shared_ptr<grpc::Channel>> routers, statestore::StateStore* state,
+      const PlannerOptions& options, prometheus::Registry& registry);
   // BeginShutdown, then waits for the task threads to end.
   ~PlannerService() override;
 
@@ -122,7 +127,7 @@ class PlannerService final : public v1::Planner::CallbackService {
   const std::map<std::string, search::Templates>& presets() const { return presets_; }
 
  private:
-  PlannerService(std::shared_ptr<grpc::Channel> kvstore,
+  PlannerService(std::vector<std::shared_ptr<grpc::Channel>> kvstores,
                  std::vector<std::shared_ptr<grpc::Channel>> routers, statestore::StateStore* state,
                  const PlannerOptions& options, prometheus::Registry& registry);
   // The router for `task`'s calls: the `skip`-th in the task's rendezvous order of the routers
@@ -246,11 +251,12 @@ class PlannerService final : public v1::Planner::CallbackService {
   void SweepExpired();  // the sweeper thread's loop
 
   mesh::CallCanceller canceller_;  // kv_'s and router_'s calls
-  mesh::KvStoreClient kv_;
+  mesh::KvStoreShards kv_;
   std::vector<std::unique_ptr<mesh::RouterClient>> routers_;
   absl::Mutex routers_mu_;
   std::vector<std::chrono::steady_clock::time_point> router_away_until_
       ABSL_GUARDED_BY(routers_mu_);
+  std::atomic<size_t> next_router_{0};  // round robin (router_affinity false)
   statestore::StateStore* state_;
   PlannerOptions options_;
   std::map<std::string, search::Templates> presets_;

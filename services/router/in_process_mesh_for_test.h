@@ -89,7 +89,7 @@ class InProcessMesh {
     ARBOR_ASSIGN_OR_RETURN(
         std::unique_ptr<router::RouterService> service,
         router::RouterService::Create(weights_.get(), tokenizer_.get(), experts_.get(), nullptr,
-                                      router_kv_channel_, o, *registry));
+                                      {router_kv_channel_}, o, *registry));
     ARBOR_ASSIGN_OR_RETURN(std::unique_ptr<rpc::ServerHost> host,
                            rpc::ServerHost::Start({}, {service.get()}, registry));
     if (router_ == nullptr) {

@@ -27,7 +27,9 @@
 ABSL_FLAG(std::string, model, "models/game24-moe",
           "model folder (Hugging Face Mixtral layout); only non-expert tensors are read, unless "
           "--local_experts");
-ABSL_FLAG(std::string, kvstore, "127.0.0.1:50051", "kv-store address (host:port)");
+ABSL_FLAG(std::string, kvstore, "127.0.0.1:50051",
+          "kv-store address (host:port), or its shards' in shard order, comma-separated (as the "
+          "planners list them): each call goes to the shard of its sequence");
 ABSL_FLAG(std::vector<std::string>, workers, {},
           "expert worker addresses, comma-separated; each serves what it Describes");
 ABSL_FLAG(std::string, expert_wire_dtype, "f32",
@@ -197,8 +199,16 @@ int main(int argc, char** argv) {
   const arbor::router::RouterOptions options = OptionsFromFlags();
 
   const arbor::rpc::ServerHostOptions host_options = arbor::rpc::ServerHostOptionsFromFlags();
-  auto kvstore =
-      arbor::mesh::NewChannel(absl::GetFlag(FLAGS_kvstore), {.max_message_bytes = 256 << 20});
+  std::vector<std::shared_ptr<grpc::Channel>> kvstore;
+  for (absl::string_view address :
+       absl::StrSplit(absl::GetFlag(FLAGS_kvstore), ',', absl::SkipWhitespace())) {
+    kvstore.push_back(
+        arbor::mesh::NewChannel(std::string(address), {.max_message_bytes = 256 << 20}));
+  }
+  if (kvstore.empty() || kvstore.size() > 256) {
+    spdlog::error("--kvstore names {} kv-stores; 1 to 256 shards", kvstore.size());
+    return 2;
+  }
   auto registry = std::make_shared<prometheus::Registry>();
   auto service = arbor::router::RouterService::Create(weights->get(), tokenizer->get(), backend,
                                                       remote.get(), kvstore, options, *registry);

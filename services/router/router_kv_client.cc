@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "arbor/common/status_macros.h"
 
 namespace arbor::router {
 
@@ -32,13 +33,14 @@ absl::StatusOr<v1::CommitRequest> AssembleCommit(
   return commit;
 }
 
-RouterKvClient::RouterKvClient(std::shared_ptr<grpc::Channel> channel,
+RouterKvClient::RouterKvClient(std::vector<std::shared_ptr<grpc::Channel>> shards,
                                std::chrono::milliseconds timeout)
-    : kv_(std::move(channel), {.timeout = timeout}) {}
+    : kv_(std::move(shards), {.timeout = timeout}) {}
 
 absl::StatusOr<KvPath> RouterKvClient::GetPath(uint64_t seq, const std::string& tenant,
                                                Deadline deadline) {
-  absl::StatusOr<v1::GetPathResponse> resp = kv_.GetPath(seq, /*token_ids=*/true, deadline, tenant);
+  ARBOR_ASSIGN_OR_RETURN(mesh::KvStoreClient * kv, kv_.ForSequence(seq));
+  absl::StatusOr<v1::GetPathResponse> resp = kv->GetPath(seq, /*token_ids=*/true, deadline, tenant);
   if (!resp.ok()) return resp.status();
   KvPath path;
   path.segments.assign(resp->segments().begin(), resp->segments().end());
@@ -66,9 +68,10 @@ absl::Status RouterKvClient::Fetch(uint64_t seq, const std::string& tenant,
     r->set_first(f.first);
     r->set_length(f.length);
   }
+  ARBOR_ASSIGN_OR_RETURN(mesh::KvStoreClient * kv, kv_.ForSequence(seq));
   int received = 0;
   size_t range = 0;
-  absl::Status st = kv_.ReadSegments(req, deadline, [&](const v1::SegmentChunk& chunk) {
+  absl::Status st = kv->ReadSegments(req, deadline, [&](const v1::SegmentChunk& chunk) {
     while (range < ranges.size() && ranges[range].segment_id != chunk.segment_id()) ++range;
     const absl::StatusOr<int> n = mesh::CheckKv(chunk.kv(), layout, -1, "kv");
     // chunk.first_token() counts from the segment's start.
@@ -92,7 +95,8 @@ absl::Status RouterKvClient::Fetch(uint64_t seq, const std::string& tenant,
 }
 
 absl::StatusOr<uint64_t> RouterKvClient::Commit(const v1::CommitRequest& req, Deadline deadline) {
-  return kv_.Commit(req, deadline);
+  ARBOR_ASSIGN_OR_RETURN(mesh::KvStoreClient * kv, kv_.ForSequence(req.sequence_id()));
+  return kv->Commit(req, deadline);
 }
 
 }  // namespace arbor::router

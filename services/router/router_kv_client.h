@@ -46,8 +46,10 @@ absl::StatusOr<v1::CommitRequest> AssembleCommit(
 
 class RouterKvClient {
  public:
-  // Every call is bounded by the Extend's deadline and `timeout`.
-  RouterKvClient(std::shared_ptr<grpc::Channel> channel, std::chrono::milliseconds timeout);
+  // The kv-store's shards, in shard order (mesh::KvStoreShards): each call goes to the shard of
+  // its sequence. Every call is bounded by the Extend's deadline and `timeout`.
+  RouterKvClient(std::vector<std::shared_ptr<grpc::Channel>> shards,
+                 std::chrono::milliseconds timeout);
 
   // The path of `tenant`'s sequence `seq` with its token ids. The kv-store's status, with
   // context, on failure; INTERNAL when its answer is inconsistent.
@@ -62,7 +64,7 @@ class RouterKvClient {
   absl::StatusOr<uint64_t> Commit(const v1::CommitRequest& req, Deadline deadline);
 
  private:
-  mesh::KvStoreClient kv_;
+  mesh::KvStoreShards kv_;
 };
 
 }  // namespace arbor::router

@@ -6,6 +6,7 @@
 #include <string>
 #include <utility>
 
+#include "absl/algorithm/container.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "arbor/common/clock.h"
@@ -24,9 +25,10 @@ using Clock = std::chrono::steady_clock;
 absl::StatusOr<std::unique_ptr<RouterService>> RouterService::Create(
     const model::ModelWeights* weights, const model::Tokenizer* tokenizer,
     engine::ExpertBackend* experts, const RemoteExpertBackend* remote,
-    std::shared_ptr<grpc::Channel> kvstore, const RouterOptions& options,
+    std::vector<std::shared_ptr<grpc::Channel>> kvstores, const RouterOptions& options,
     prometheus::Registry& registry) {
-  if (weights == nullptr || experts == nullptr || kvstore == nullptr) {
+  if (weights == nullptr || experts == nullptr || kvstores.empty() ||
+      absl::c_linear_search(kvstores, nullptr)) {
     return absl::InvalidArgumentError("the router needs weights, experts and a kv-store");
   }
   if (options.prefill_chunk < 1) {
@@ -40,7 +42,7 @@ absl::StatusOr<std::unique_ptr<RouterService>> RouterService::Create(
                      ", max_text_bytes ", options.max_text_bytes, " must be positive"));
   }
   auto service = std::unique_ptr<RouterService>(new RouterService(
-      weights, tokenizer, experts, remote, std::move(kvstore), options, registry));
+      weights, tokenizer, experts, remote, std::move(kvstores), options, registry));
   ARBOR_ASSIGN_OR_RETURN(
       service->engine_,
       engine::Engine::Create(weights, service->metrics_.experts(), options.engine));
@@ -59,8 +61,8 @@ absl::StatusOr<std::unique_ptr<RouterService>> RouterService::Create(
 
 RouterService::RouterService(const model::ModelWeights* weights, const model::Tokenizer* tokenizer,
                              engine::ExpertBackend* experts, const RemoteExpertBackend* remote,
-                             std::shared_ptr<grpc::Channel> kvstore, const RouterOptions& options,
-                             prometheus::Registry& registry)
+                             std::vector<std::shared_ptr<grpc::Channel>> kvstores,
+                             const RouterOptions& options, prometheus::Registry& registry)
     : weights_(weights),
       tokenizer_(tokenizer),
       remote_(remote),
@@ -70,7 +72,7 @@ RouterService::RouterService(const model::ModelWeights* weights, const model::To
               .max_text_bytes = options.max_text_bytes,
               .max_new_tokens = options.max_new_tokens,
               .max_seq_tokens = options.engine.max_seq_tokens},
-      kvstore_(std::move(kvstore), options.kvstore_timeout),
+      kvstore_(std::move(kvstores), options.kvstore_timeout),
       rpc_metrics_("router", registry),
       metrics_(registry, experts, remote, weights->config().num_hidden_layers,
                weights->config().num_local_experts),

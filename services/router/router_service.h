@@ -82,7 +82,7 @@ class RouterService final : public v1::Router::CallbackService {
   static absl::StatusOr<std::unique_ptr<RouterService>> Create(
       const model::ModelWeights* weights, const model::Tokenizer* tokenizer,
       engine::ExpertBackend* experts, const RemoteExpertBackend* remote,
-      std::shared_ptr<grpc::Channel> kvstore, const RouterOptions& options,
+      std::vector<std::shared_ptr<grpc::Channel>> kvstores, const RouterOptions& options,
       prometheus::Registry& registry);
   // Ends every Extend still running with UNAVAILABLE, then stops the loop.
   ~RouterService() override;
@@ -100,7 +100,7 @@ class RouterService final : public v1::Router::CallbackService {
   struct Job;
   RouterService(const model::ModelWeights* weights, const model::Tokenizer* tokenizer,
                 engine::ExpertBackend* experts, const RemoteExpertBackend* remote,
-                std::shared_ptr<grpc::Channel> kvstore, const RouterOptions& options,
+                std::vector<std::shared_ptr<grpc::Channel>> kvstores, const RouterOptions& options,
                 prometheus::Registry& registry);
 
   // Runs `fn` on the step-loop thread.

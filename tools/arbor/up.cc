@@ -49,6 +49,9 @@ ABSL_FLAG(int, replicas, 1, "arbor up: processes per shard (replicas of the same
 ABSL_FLAG(int, routers, 1,
           "arbor up: routers (1-8); the planner keeps each task on one and moves it while that "
           "one is away");
+ABSL_FLAG(int, kvstores, 1,
+          "arbor up: kv-store shards (1-8; several need --state=redis or an external Redis, which "
+          "they share): each task's sequences live on one");
 ABSL_FLAG(int, planners, 1,
           "arbor up: planners (1-8) on the one state store: each task runs on the planner holding "
           "its lease, the others adopt the tasks of one that dies and answer for every task");
@@ -171,6 +174,23 @@ Child* Reap(std::vector<Child>& children, int* status) {
 }
 
 bool IsRouter(const Child& c) { return c.name == "router" || c.name.rfind("router-", 0) == 0; }
+bool IsKvStore(const Child& c) { return c.name == "kvstore" || c.name.rfind("kvstore-", 0) == 0; }
+const Child* FirstKvStore(const std::vector<Child>& children) {
+  for (const Child& c : children) {
+    if (IsKvStore(c)) return &c;
+  }
+  return nullptr;
+}
+// The kv-store shards' addresses in shard order, comma-separated (every router's and planner's
+// --kvstore).
+std::string KvStoreList(const std::vector<Child>& children) {
+  std::vector<std::string> shards;
+  for (const Child& c : children) {
+    if (IsKvStore(c)) shards.push_back(c.address);
+  }
+  return absl::StrJoin(shards, ",");
+}
+
 bool IsPlanner(const Child& c) { return c.name == "planner" || c.name.rfind("planner-", 0) == 0; }
 
 const Child* FirstPlanner(const std::vector<Child>& children) {
@@ -309,6 +329,11 @@ std::variant<UpPlan, int> PlanFromFlags() {
                  absl::GetFlag(FLAGS_routers));
     return 2;
   }
+  if (absl::GetFlag(FLAGS_kvstores) < 1 || absl::GetFlag(FLAGS_kvstores) > 8) {
+    std::fprintf(stderr, "arbor up: --kvstores %d out of range [1, 8]\n",
+                 absl::GetFlag(FLAGS_kvstores));
+    return 2;
+  }
   if (absl::GetFlag(FLAGS_planners) < 1 || absl::GetFlag(FLAGS_planners) > 8) {
     std::fprintf(stderr, "arbor up: --planners %d out of range [1, 8]\n",
                  absl::GetFlag(FLAGS_planners));
@@ -344,6 +369,13 @@ std::variant<UpPlan, int> PlanFromFlags() {
   plan.data_dir = absl::GetFlag(FLAGS_data_dir);
   if (plan.data_dir.empty()) plan.data_dir = DefaultDataDir();
   plan.state = absl::GetFlag(FLAGS_state);
+  if (absl::GetFlag(FLAGS_kvstores) > 1 && plan.state == "memory") {
+    std::fprintf(stderr,
+                 "arbor up: --kvstores %d needs a state store the shards share (--state=redis or "
+                 "redis://...), not --state=memory\n",
+                 absl::GetFlag(FLAGS_kvstores));
+    return 2;
+  }
   if (plan.state == "redis") {
     plan.redis_dir = plan.data_dir + "/redis";
     absl::StatusOr<std::string> password = PrepareRedis(plan.redis_dir);
@@ -407,7 +439,14 @@ bool PlanChildren(const UpPlan& plan, std::vector<Child>* children) {
     }
     if (!add("redis", port, 0, "")) return false;
   }
-  if (!add("kvstore", pick.Pick(50051), pick.Pick(9091), "")) return false;
+  const int kvstores = absl::GetFlag(FLAGS_kvstores);
+  for (int k = 0; k < kvstores; ++k) {
+    // One kv-store keeps the plain name; shards are kvstore-0, kvstore-1, ... (--shard=k).
+    if (!add(kvstores == 1 ? "kvstore" : absl::StrCat("kvstore-", k), pick.Pick(50051 + k),
+             pick.Pick(9091 + k), "")) {
+      return false;
+    }
+  }
   const std::vector<std::vector<model::ExpertKey>> shards = model::SplitExpertsEvenly(
       plan.config.num_hidden_layers, plan.config.num_local_experts, plan.workers);
   int index = 0;
@@ -445,13 +484,19 @@ std::vector<std::string> ChildArgv(const UpPlan& plan, const Child& c,
     if (w.name.rfind("expert-", 0) == 0) workers.push_back(w.address);
   }
   if (c.name == "redis") return {"redis-server", plan.redis_dir + "/redis.conf"};
-  const std::string& kvstore = Named(children, "kvstore")->address;
+  const std::string kvstore = KvStoreList(children);
   const std::string bin = plan.bin_dir + "/arbor-";
   std::vector<std::string> argv = {"", "--address=" + c.address,
                                    absl::StrCat("--metrics_address=127.0.0.1:", c.metrics_port),
                                    "--model=" + plan.model, "--log_level=" + plan.log_level};
-  if (c.name == "kvstore") {
+  if (IsKvStore(c)) {
     argv[0] = bin + "kvstore";
+    int shard = 0;
+    for (const Child& k : children) {
+      if (&k == &c) break;
+      shard += IsKvStore(k);
+    }
+    argv.push_back(absl::StrCat("--shard=", shard));
     if (const Child* redis = Named(children, "redis")) {
       argv.push_back("--redis_url=redis://" + redis->address);
       argv.push_back("--redis_password_file=" + plan.redis_dir + "/password");
@@ -487,10 +532,10 @@ std::vector<std::string> ChildArgv(const UpPlan& plan, const Child& c,
     argv.push_back("--experts=" + c.detail);
   }
   if (!plan.tls_dir.empty()) {
-    const rpc::Role role = c.name == "kvstore" ? rpc::Role::kKvStore
-                           : IsPlanner(c)      ? rpc::Role::kPlanner
-                           : IsRouter(c)       ? rpc::Role::kRouter
-                                               : rpc::Role::kExpert;
+    const rpc::Role role = IsKvStore(c)   ? rpc::Role::kKvStore
+                           : IsPlanner(c) ? rpc::Role::kPlanner
+                           : IsRouter(c)  ? rpc::Role::kRouter
+                                          : rpc::Role::kExpert;
     const rpc::TlsFiles tls = MeshTlsFiles(plan.tls_dir, role);
     argv.push_back("--tls_cert=" + tls.cert);
     argv.push_back("--tls_key=" + tls.key);
@@ -560,7 +605,11 @@ void WriteReady(const UpPlan& plan, const std::vector<Child>& children) {
     if (!c.detail.empty()) entry["experts"] = c.detail;
     ready["services"].push_back(entry);
   }
-  ready["kvstore"] = Named(children, "kvstore")->address;
+  // "kvstore": the first shard (any shard takes new sequences and state calls); "kvstores": all.
+  ready["kvstore"] = FirstKvStore(children)->address;
+  for (const Child& k : children) {
+    if (IsKvStore(k)) ready["kvstores"].push_back(k.address);
+  }
   ready["state"] = plan.state;
   if (const Child* redis = Named(children, "redis")) ready["redis"] = redis->address;
   ready["router"] = FirstRouter(children)->address;
@@ -599,7 +648,7 @@ void AnnounceReady(const UpPlan& plan, const std::vector<Child>& children) {
         "state: in the kv-store's memory (--state=memory): a kv-store restart loses every "
         "task checkpoint\n");
   }
-  const std::string& kvstore = Named(children, "kvstore")->address;
+  const std::string& kvstore = FirstKvStore(children)->address;
   if (!plan.tls_dir.empty()) {
     std::printf(
         "mTLS: every service's certificate and the CA are in %s (arbor reads ~/.arbor/tls "

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "arbor/common/rendezvous.h"
 #include "arbor/common/status_macros.h"
 
 namespace arbor::mesh {
@@ -174,6 +175,36 @@ absl::StatusOr<std::vector<std::string>> KvStoreClient::ListState(const std::str
           Repeat::kIdempotent, deadline, absl::StrCat("kv-store ListState of ", prefix),
           [&](grpc::ClientContext& ctx, auto* resp) { return stub_->ListState(&ctx, req, resp); }));
   return std::vector<std::string>(resp.keys().begin(), resp.keys().end());
+}
+
+KvStoreShards::KvStoreShards(std::vector<std::shared_ptr<grpc::Channel>> channels,
+                             ClientOptions options) {
+  for (auto& channel : channels) {
+    shards_.push_back(std::make_unique<KvStoreClient>(std::move(channel), options));
+  }
+}
+
+size_t KvStoreShards::ShardForKey(std::string_view key) const {
+  if (shards_.size() == 1) return 0;
+  size_t best = 0;
+  uint64_t best_score = 0;
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    if (const uint64_t score = RendezvousScore(key, i); i == 0 || score > best_score) {
+      best = i;
+      best_score = score;
+    }
+  }
+  return best;
+}
+
+absl::StatusOr<KvStoreClient*> KvStoreShards::ForSequence(uint64_t id) {
+  if (shards_.size() == 1) return shards_[0].get();
+  const size_t shard = static_cast<size_t>(ShardOfSequence(id));
+  if (shard >= shards_.size()) {
+    return absl::NotFoundError(absl::StrCat("sequence ", id, " belongs to kv-store shard ", shard,
+                                            ", past the ", shards_.size(), " shards listed"));
+  }
+  return shards_[shard].get();
 }
 
 }  // namespace arbor::mesh

@@ -58,10 +58,14 @@ struct KvTreeOptions {
   // the top 16 bits of every id it hands out, so an id from an earlier process never names one
   // of this one's sequences or segments. 0: ids are random in all 64 bits.
   uint16_t epoch = 0;
+  // With an epoch, the kv-store shard the tree is (0-255): bits 40-47 of every id, so a client of
+  // several shards sends each call to the shard that holds its sequence.
+  uint8_t shard = 0;
 };
 
-// The incarnation an id of a tree with KvTreeOptions::epoch came from.
+// The incarnation an id of a tree with KvTreeOptions::epoch came from, and its shard.
 inline uint16_t EpochOfId(uint64_t id) { return static_cast<uint16_t>(id >> 48); }
+inline uint8_t ShardOfId(uint64_t id) { return static_cast<uint8_t>(id >> 40); }
 
 // The prefix-hash salt of a tenant (0, no salt, for ""): prompts reuse KV only within the same
 // salt, so one tenant can neither reuse nor probe (by timing) another's prompt KV.
@@ -204,12 +208,12 @@ class KvTree {
   template <typename Map>
   uint64_t NewId(uint64_t* counter, const Map& in_use) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (!options_.random_ids) return (*counter)++;
-    constexpr uint64_t kLow48 = (uint64_t{1} << 48) - 1;
+    constexpr uint64_t kLow40 = (uint64_t{1} << 40) - 1;
     for (;;) {
       uint64_t id = RandomNonZeroU64();
       if (options_.epoch != 0) {
-        if ((id & kLow48) == 0) continue;
-        id = (uint64_t{options_.epoch} << 48) | (id & kLow48);
+        if ((id & kLow40) == 0) continue;
+        id = (uint64_t{options_.epoch} << 48) | (uint64_t{options_.shard} << 40) | (id & kLow40);
       }
       if (!in_use.contains(id)) return id;
     }

@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "arbor/mesh/call.h"
@@ -58,6 +59,30 @@ class KvStoreClient {
  private:
   std::unique_ptr<v1::KvStore::Stub> stub_;
   CallPolicy policy_;
+};
+
+// The shard bits of a kv-store id (KvTreeOptions::shard: bits 40-47).
+inline int ShardOfSequence(uint64_t id) { return static_cast<int>((id >> 40) & 0xff); }
+
+// The kv-store as its shards: shard i is the i-th of the list every router and planner is given
+// (--kvstore A,B,...). A task's sequences live on one shard, chosen by rendezvous hashing on its
+// key (adding a shard moves about 1/N of the tasks); every id a shard hands out carries the
+// shard, so a call about a sequence goes where it lives. With one shard, every call goes to it.
+// Thread-safe.
+class KvStoreShards {
+ public:
+  KvStoreShards(std::vector<std::shared_ptr<grpc::Channel>> channels, ClientOptions options = {});
+
+  size_t size() const { return shards_.size(); }
+  KvStoreClient& shard(size_t i) { return *shards_[i]; }
+  // The shard that holds the sequences of `key` (a task's owner key).
+  size_t ShardForKey(std::string_view key) const;
+  KvStoreClient& ForKey(std::string_view key) { return *shards_[ShardForKey(key)]; }
+  // The shard of sequence `id`: NOT_FOUND naming it when the id names a shard past the list.
+  absl::StatusOr<KvStoreClient*> ForSequence(uint64_t id);
+
+ private:
+  std::vector<std::unique_ptr<KvStoreClient>> shards_;
 };
 
 }  // namespace arbor::mesh
