@@ -591,6 +591,31 @@ TEST(PlannerTest, PlannersWithLeasesSurviveSplitBrainAndDeath) {
       << mesh.Stats().live_sequences();
 }
 
+// Routers named by DNS (as a headless Kubernetes Service gives them): --router dns:HOST:PORT
+// stands for every address HOST resolves to. localhost may resolve to ::1 too, where no router
+// listens: the tasks that prefer it move to 127.0.0.1's and complete.
+TEST(PlannerTest, RoutersFromADnsName) {
+  PlannerMesh mesh;
+  ASSERT_TRUE(mesh.ok()) << "see " << mesh.dir();
+  mesh.KillPlanner();
+  const std::string router = mesh.ReadyField("router");
+  const std::string address = absl::StrCat("127.0.0.1:", FreeLoopbackPort());
+  auto planner = mesh.StartPlannerProcess(
+      address, "planner-dns", {"--router=dns:localhost:" + router.substr(router.rfind(':') + 1)});
+  ASSERT_TRUE(planner != nullptr) << "see " << mesh.dir();
+  EXPECT_NE(mesh.Log("planner-dns").find("--router dns:localhost:"), std::string::npos);
+  EXPECT_NE(mesh.Log("planner-dns").find("resolves to 127.0.0.1:"), std::string::npos);
+  auto stub =
+      v1::Planner::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  for (int i = 0; i < 3; ++i) {
+    v1::SolveRequest req = Bfs(2, 2, 2);
+    req.set_task_id(absl::StrCat("dns-", i));
+    const Solved s = SolveAll(*stub, req);
+    ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+    EXPECT_TRUE(s.events.back().has_result());
+  }
+}
+
 // SIGTERM to a planner whose kv-store hangs (SIGSTOP) mid-task: every call it has in flight is
 // cancelled and it exits well within the 120 s its calls could wait; its task stays RUNNING in
 // the checkpoint, and once the kv-store goes on, a restarted planner completes it.

@@ -222,7 +222,9 @@ void PlannerService::Adopt(const std::string& lease_key, const v1::TaskLease& cu
     }
     if (cp->status() != v1::TASK_STATUS_RUNNING) {
       // Its planner stored the outcome and died before releasing the KV and the lease.
-      kv_.ForKey(key).ReleaseOwner(key, mesh::kNoDeadline, cp->request().tenant()).IgnoreError();
+      HomeOf(key, cp->has_kv_shard() ? cp->kv_shard() : -1)
+          .ReleaseOwner(key, mesh::kNoDeadline, cp->request().tenant())
+          .IgnoreError();
       return forget(true);
     }
     cp->set_lease_holder(name_);

@@ -4,11 +4,19 @@
 // holder of its lease, the others adopt a dead planner's tasks and answer for every task.
 // SIGTERM/SIGINT: NOT_SERVING, grace, drain (running tasks stay checkpointed as running). Every
 // flag can also be set from the environment as ARBOR_<FLAG>.
+#include <arpa/inet.h>
+#include <netdb.h>
 #include <unistd.h>
+
+#include <atomic>
+#include <set>
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "arbor/mesh/call.h"
 #include "arbor/rpc/server_host.h"
 #include "arbor/rpc/service_main.h"
@@ -22,10 +30,16 @@ ABSL_FLAG(std::string, kvstore, "127.0.0.1:50051",
           "task's sequences live on one shard (rendezvous hashing on the task)");
 ABSL_FLAG(std::string, router, "127.0.0.1:50071",
           "router address (host:port), or several, comma-separated: each task keeps to one (its "
-          "prompt prefix stays in that router's cache) and moves on while it is away");
+          "prompt prefix stays in that router's cache) and moves on while it is away or "
+          "overloaded. dns:HOST:PORT stands for every address HOST resolves to (a headless "
+          "Kubernetes Service), resolved again every 10 s (new routers are added)");
 ABSL_FLAG(bool, router_affinity, true,
           "with several routers, keep each task on its own (its prompt prefix stays in that "
           "router's cache); false: each round goes to the next router in turn (round robin)");
+ABSL_FLAG(double, router_load_factor, 1.25,
+          "with router affinity, a round leaves its task's router for the next in the task's "
+          "order while that one runs more than this factor times the mean of this planner's "
+          "Extends per router (bounded-load consistent hashing)");
 ABSL_FLAG(int, max_tasks, 64, "running tasks, over all tenants");
 ABSL_FLAG(int, max_tasks_per_tenant, 4, "running tasks of one tenant");
 ABSL_FLAG(int, default_max_nodes, 200, "Budget.max_nodes when a request leaves it 0");
@@ -53,6 +67,44 @@ ABSL_FLAG(int, lease_ms, 10000,
 ABSL_FLAG(bool, insecure, false,
           "serve without authentication: any caller may name any tenant and see every task "
           "(a laptop, never a shared deployment)");
+
+namespace {
+
+// Every address `host_port` ("name:port") resolves to, as "ip:port" ("[ip6]:port"), sorted.
+absl::StatusOr<std::vector<std::string>> Resolve(const std::string& host_port) {
+  const size_t colon = host_port.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == host_port.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("dns:", host_port, ": expected dns:HOST:PORT"));
+  }
+  const std::string host = host_port.substr(0, colon), port = host_port.substr(colon + 1);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (const int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &found); rc != 0) {
+    return absl::UnavailableError(absl::StrCat("cannot resolve ", host, ": ", gai_strerror(rc)));
+  }
+  std::set<std::string> addresses;
+  for (const addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    char ip[INET6_ADDRSTRLEN] = {};
+    if (a->ai_family == AF_INET) {
+      inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(a->ai_addr)->sin_addr, ip,
+                sizeof(ip));
+      addresses.insert(absl::StrCat(ip, ":", port));
+    } else if (a->ai_family == AF_INET6) {
+      inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(a->ai_addr)->sin6_addr, ip,
+                sizeof(ip));
+      addresses.insert(absl::StrCat("[", ip, "]:", port));
+    }
+  }
+  freeaddrinfo(found);
+  if (addresses.empty()) {
+    return absl::UnavailableError(absl::StrCat(host, " resolves to no address"));
+  }
+  return std::vector<std::string>(addresses.begin(), addresses.end());
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   if (!arbor::rpc::InitServiceMain(
@@ -89,6 +141,10 @@ int main(int argc, char** argv) {
     gethostname(host, sizeof(host) - 1);
     name = absl::StrCat(host, "/", arbor::rpc::ServerHostOptionsFromFlags().address);
   }
+  if (absl::GetFlag(FLAGS_router_load_factor) < 1) {
+    spdlog::error("--router_load_factor {} is below 1", absl::GetFlag(FLAGS_router_load_factor));
+    return 2;
+  }
   if (absl::GetFlag(FLAGS_lease_ms) < 200) {
     spdlog::error("--lease_ms {} is below 200", absl::GetFlag(FLAGS_lease_ms));
     return 2;
@@ -103,9 +159,29 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::vector<std::shared_ptr<grpc::Channel>> router_channels;
-  for (absl::string_view address :
+  std::vector<std::string> router_names, dns_names;
+  for (absl::string_view entry :
        absl::StrSplit(absl::GetFlag(FLAGS_router), ',', absl::SkipWhitespace())) {
-    router_channels.push_back(arbor::mesh::NewChannel(std::string(address)));
+    std::vector<std::string> addresses = {std::string(entry)};
+    if (absl::ConsumePrefix(&entry, "dns:")) {
+      dns_names.emplace_back(entry);
+      absl::StatusOr<std::vector<std::string>> resolved = Resolve(std::string(entry));
+      if (!resolved.ok()) {
+        spdlog::error("--router: {}", resolved.status().ToString());
+        return 2;
+      }
+      addresses = *std::move(resolved);
+      spdlog::info("--router dns:{} resolves to {}", dns_names.back(),
+                   absl::StrJoin(addresses, ","));
+    }
+    for (const std::string& address : addresses) {
+      router_channels.push_back(arbor::mesh::NewChannel(address));
+      router_names.push_back(address);
+    }
+  }
+  if (router_channels.empty()) {
+    spdlog::error("--router names no router");
+    return 2;
   }
   // The state store's calls end at shutdown too, however the kv-store hangs (after the tasks'
   // last writes).
@@ -140,7 +216,9 @@ int main(int argc, char** argv) {
        .state_canceller = &state_canceller,
        .name = name,
        .lease = std::chrono::milliseconds(absl::GetFlag(FLAGS_lease_ms)),
-       .router_affinity = absl::GetFlag(FLAGS_router_affinity)},
+       .router_affinity = absl::GetFlag(FLAGS_router_affinity),
+       .router_load_factor = absl::GetFlag(FLAGS_router_load_factor),
+       .router_names = router_names},
       *registry);
   if (!service.ok()) {
     spdlog::error("{}", service.status().ToString());
@@ -157,7 +235,31 @@ int main(int argc, char** argv) {
   spdlog::info("arbor-planner ready address={} metrics_port={} presets={}", (*host)->address(),
                (*host)->metrics_port(), (*service)->presets().size());
   (*service)->OnReady([h = host->get()] { h->SetServing(true); });
+  // Routers behind DNS names: resolved again every 10 s; new ones join.
+  std::atomic<bool> stop{false};
+  std::thread resolver;
+  if (!dns_names.empty()) {
+    resolver = std::thread([&] {
+      while (!stop) {
+        for (int i = 0; i < 100 && !stop; ++i) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        for (const std::string& name : dns_names) {
+          absl::StatusOr<std::vector<std::string>> resolved = Resolve(name);
+          if (!resolved.ok()) {
+            spdlog::warn("--router dns:{}: {}", name, resolved.status().ToString());
+            continue;
+          }
+          for (const std::string& address : *resolved) {
+            (*service)->AddRouter(arbor::mesh::NewChannel(address), address);
+          }
+        }
+      }
+    });
+  }
   arbor::rpc::ServeUntilSignal(**host, [&] { (*service)->BeginShutdown(); });
+  stop = true;
+  if (resolver.joinable()) resolver.join();
   service->reset();
   return 0;
 }

@@ -42,7 +42,7 @@ absl::StatusOr<uint64_t> MeshThoughtSource::CreateRoot(const std::string& owner)
   create.set_owner(owner);
   create.set_tenant(options_.tenant);
   ARBOR_ASSIGN_OR_RETURN(const v1::CreateSequenceResponse created,
-                         kv_->ForKey(owner).CreateSequence(create, options_.deadline));
+                         Home(owner).CreateSequence(create, options_.deadline));
   v1::ExtendRequest req;
   req.set_sequence_id(created.sequence_id());
   req.set_text(search::Render(templates_.propose, problem_, "", ""));
@@ -74,7 +74,7 @@ absl::StatusOr<uint64_t> MeshThoughtSource::Rebuild(const std::vector<int>& toke
   req.set_tenant(options_.tenant);
   req.mutable_prompt_token_ids()->Add(tokens.begin(), tokens.end());
   ARBOR_ASSIGN_OR_RETURN(const v1::CreateSequenceResponse created,
-                         kv_->ForKey(owner).CreateSequence(req, options_.deadline));
+                         Home(owner).CreateSequence(req, options_.deadline));
   counts_.reused += created.reused_tokens();
   if (created.reused_tokens() < static_cast<int>(tokens.size())) {
     v1::ExtendRequest ext;
@@ -320,7 +320,7 @@ absl::StatusOr<const std::map<int, float>*> MeshThoughtSource::LabelTokens() {
 // Releases run whatever the task's deadline (a task that ran out of time still gives its KV
 // back): only the client's own timeout bounds them.
 absl::Status MeshThoughtSource::ReleaseOwner(const std::string& owner) {
-  return kv_->ForKey(owner).ReleaseOwner(owner, mesh::kNoDeadline, options_.tenant).status();
+  return Home(owner).ReleaseOwner(owner, mesh::kNoDeadline, options_.tenant).status();
 }
 
 absl::Status MeshThoughtSource::Release(const std::vector<uint64_t>& seqs) {

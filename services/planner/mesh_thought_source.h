@@ -60,6 +60,9 @@ class MeshThoughtSource : public search::ThoughtSource {
   // A new root sequence holding the rendered propose prompt (prefilled by the router), tagged
   // `owner` in the kv-store: every sequence forked from it carries the tag too.
   absl::StatusOr<uint64_t> CreateRoot(const std::string& owner);
+  // The kv-store shard new sequences of the task are created on (and ReleaseOwner asks): its
+  // owner key's first choice unless set.
+  void set_shard(size_t shard) { shard_ = shard; }
   // Releases every kv-store sequence tagged `owner`.
   absl::Status ReleaseOwner(const std::string& owner);
   // The router the next calls go to (between rounds: a healing task moves to another router).
@@ -105,7 +108,11 @@ class MeshThoughtSource : public search::ThoughtSource {
   // there or two labels start with the same token.
   absl::StatusOr<const std::map<int, float>*> LabelTokens();
 
-  mesh::KvStoreShards* kv_;  // a task's sequences live on the shard of its owner key
+  mesh::KvStoreShards* kv_;
+  std::optional<size_t> shard_;  // where the task's sequences live (set_shard)
+  mesh::KvStoreClient& Home(const std::string& owner) {
+    return shard_ && *shard_ < kv_->size() ? kv_->shard(*shard_) : kv_->ForKey(owner);
+  }
   mesh::RouterClient* router_;
   ThreadPool* pool_;
   std::function<bool()> before_expand_;

@@ -22,7 +22,10 @@ PlannerMetrics::PlannerMetrics(prometheus::Registry& registry)
       adopted_(rpc::Counter(registry, "arbor_planner_tasks_adopted_total",
                             "running tasks taken over from another planner (its lease expired "
                             "or was handed back) or from this planner's previous process")),
-      leases_(rpc::Gauge(registry, "arbor_planner_leases", "task leases this planner holds")) {}
+      leases_(rpc::Gauge(registry, "arbor_planner_leases", "task leases this planner holds")),
+      moved_for_load_(rpc::Counter(registry, "arbor_planner_rounds_moved_for_load_total",
+                                   "rounds sent to another router than their task's own, which "
+                                   "ran more than --router_load_factor times the mean load")) {}
 
 void PlannerMetrics::TaskFinished(v1::TaskStatus status, const SourceCounts& counts) {
   tasks_.Add({{"status", v1::TaskStatus_Name(status)}}).Increment();

@@ -37,6 +37,8 @@ class PlannerMetrics {
   }
   // Taken over from another planner whose lease expired or was handed back.
   void TaskAdopted() { adopted_.Increment(); }
+  // A round sent to another router than its task's own, which ran too many Extends.
+  void RoundMovedForLoad() { moved_for_load_.Increment(); }
   // Leases this planner holds now.
   void LeasesHeld(size_t n) { leases_.Set(static_cast<double>(n)); }
 
@@ -49,6 +51,7 @@ class PlannerMetrics {
   prometheus::Counter& fenced_;
   prometheus::Counter& adopted_;
   prometheus::Gauge& leases_;
+  prometheus::Counter& moved_for_load_;
 };
 
 }  // namespace arbor::planner

@@ -80,7 +80,6 @@ PlannerService::PlannerService(std::vector<std::shared_ptr<grpc::Channel>> kvsto
                                statestore::StateStore* state, const PlannerOptions& options,
                                prometheus::Registry& registry)
     : kv_(std::move(kvstores), {.timeout = options.call_timeout, .canceller = &canceller_}),
-      router_away_until_(routers.size()),
       state_(state),
       options_(options),
       rpc_metrics_("planner", registry),
@@ -94,41 +93,105 @@ PlannerService::PlannerService(std::vector<std::shared_ptr<grpc::Channel>> kvsto
       io_(options.io_threads, options.io_threads_per_tenant > 0
                                   ? options.io_threads_per_tenant
                                   : std::max(1, options.io_threads - options.io_threads / 8)) {
-  for (auto& channel : routers) {
-    routers_.push_back(std::make_unique<mesh::RouterClient>(
-        std::move(channel),
-        mesh::ClientOptions{.timeout = options.call_timeout, .canceller = &canceller_}));
+  {
+    absl::MutexLock lock(&shards_mu_);
+    shard_tasks_.assign(kv_.size(), 0);
+  }
+  absl::MutexLock lock(&routers_mu_);
+  for (size_t i = 0; i < routers.size(); ++i) {
+    // Named routers rank by their names (the same in every planner, whatever the list's order);
+    // unnamed ones by their position.
+    const uint64_t member = options.router_names.size() == routers.size()
+                                ? MemberOf(options.router_names[i])
+                                : static_cast<uint64_t>(i);
+    AddRouterLocked(std::move(routers[i]), member);
   }
 }
 
+mesh::KvStoreClient& PlannerService::HomeOf(const std::string& key, int shard) {
+  return shard >= 0 && static_cast<size_t>(shard) < kv_.size() ? kv_.shard(shard) : kv_.ForKey(key);
+}
+
+int PlannerService::ShardForNewTask(const Task& task) {
+  const size_t n = kv_.size();
+  if (n == 1) return 0;
+  const std::vector<size_t> order = RendezvousOrder(task.key, n);
+  absl::MutexLock lock(&shards_mu_);
+  int total = 0;
+  for (int t : shard_tasks_) total += t;
+  const double cap = options_.router_load_factor * (total + 1) / static_cast<double>(n);
+  for (size_t i : order) {
+    if (shard_tasks_[i] <= cap) return static_cast<int>(i);
+  }
+  return static_cast<int>(order[0]);
+}
+
+uint64_t PlannerService::MemberOf(const std::string& name) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+void PlannerService::AddRouterLocked(std::shared_ptr<grpc::Channel> channel, uint64_t member) {
+  routers_.push_back({.client = std::make_unique<mesh::RouterClient>(
+                          std::move(channel), mesh::ClientOptions{.timeout = options_.call_timeout,
+                                                                  .canceller = &canceller_}),
+                      .member = member});
+}
+
+bool PlannerService::AddRouter(std::shared_ptr<grpc::Channel> channel, const std::string& name) {
+  const uint64_t member = MemberOf(name);
+  absl::MutexLock lock(&routers_mu_);
+  for (const Router& r : routers_) {
+    if (r.member == member) return false;
+  }
+  AddRouterLocked(std::move(channel), member);
+  spdlog::info("router {} added ({} routers)", name, routers_.size());
+  return true;
+}
+
 mesh::RouterClient* PlannerService::RouterFor(const Task& task, int skip) {
+  absl::MutexLock lock(&routers_mu_);
   const size_t n = routers_.size();
-  if (n == 1) return routers_[0].get();
+  if (n == 1) return routers_[0].client.get();
   // Rendezvous order: adding or losing a router moves only the tasks that preferred it. (Round
   // robin: the order starts at the next router in turn.)
-  std::vector<size_t> order = RendezvousOrder(task.key, n);
+  std::vector<std::pair<uint64_t, size_t>> scored;
+  for (size_t i = 0; i < n; ++i)
+    scored.emplace_back(RendezvousScore(task.key, routers_[i].member), i);
+  std::sort(scored.rbegin(), scored.rend());
+  std::vector<size_t> order;
+  for (const auto& [score, i] : scored) order.push_back(i);
   if (!options_.router_affinity) {
     const size_t first = next_router_++ % n;
     for (size_t i = 0; i < n; ++i) order[i] = (first + i) % n;
   }
   std::vector<size_t> up;
-  {
-    absl::MutexLock lock(&routers_mu_);
-    const auto now = Clock::now();
-    for (size_t i : order) {
-      if (router_away_until_[i] <= now) up.push_back(i);
-    }
+  const auto now = Clock::now();
+  for (size_t i : order) {
+    if (routers_[i].away_until <= now) up.push_back(i);
   }
   if (up.empty()) up = order;
-  return routers_[up[static_cast<size_t>(skip) % up.size()]].get();
+  if (skip == 0 && options_.router_affinity && up.size() > 1) {
+    // Consistent hashing with bounded loads: the first router in the task's order whose Extends
+    // in flight (this planner's) stay within the factor of the mean.
+    int total = 0;
+    for (size_t i : up) total += routers_[i].client->in_flight();
+    const double cap = options_.router_load_factor * (total + 1) / static_cast<double>(up.size());
+    for (size_t i : up) {
+      if (routers_[i].client->in_flight() <= cap) {
+        if (i != up[0]) metrics_.RoundMovedForLoad();
+        return routers_[i].client.get();
+      }
+    }
+  }
+  return routers_[up[static_cast<size_t>(skip) % up.size()]].client.get();
 }
 
 void PlannerService::MarkRouterAway(const mesh::RouterClient* router) {
   absl::MutexLock lock(&routers_mu_);
-  for (size_t i = 0; i < routers_.size(); ++i) {
-    if (routers_[i].get() == router) {
-      router_away_until_[i] = Clock::now() + std::chrono::seconds(5);
-    }
+  for (Router& r : routers_) {
+    if (r.client.get() == router) r.away_until = Clock::now() + std::chrono::seconds(5);
   }
 }
 
@@ -406,6 +469,31 @@ void PlannerService::Run(std::shared_ptr<Task> task, v1::TaskCheckpoint restored
   plan.Start();
   MeshThoughtSource source(&kv_, RouterFor(*task, 0), &io_, req.problem(), plan.templates,
                            plan.source, [task] { return task->cancel.load(); });
+  // Its kv-store shard: as checkpointed, or (a new task) by bounded-load consistent hashing.
+  int shard = restored.has_kv_shard() ? restored.kv_shard() : -1;
+  if (restored.nodes_size() == 0) shard = ShardForNewTask(*task);
+  if (shard < 0 || static_cast<size_t>(shard) >= kv_.size()) {
+    shard = static_cast<int>(kv_.ShardForKey(task->key));
+  }
+  task->kv_shard = shard;
+  source.set_shard(static_cast<size_t>(shard));
+  restored.set_kv_shard(shard);  // a resumed task's checkpoint is `restored`
+  {
+    absl::MutexLock lock(&task->mu);
+    task->checkpoint.set_kv_shard(shard);
+  }
+  {
+    absl::MutexLock lock(&shards_mu_);
+    ++shard_tasks_[shard];
+  }
+  struct Leave {
+    PlannerService* s;
+    int shard;
+    ~Leave() {
+      absl::MutexLock lock(&s->shards_mu_);
+      --s->shard_tasks_[shard];
+    }
+  } leave{this, shard};
   source.set_before_expand([&] {
     CountRound(*task, source);
     return Throttle(*task, plan.budget.deadline);
@@ -568,7 +656,11 @@ bool PlannerService::WaitToHeal(Task& task, const TaskPlan& plan, HealState& sta
 
 void PlannerService::AvoidFailedRouter(const Task& task, MeshThoughtSource& source,
                                        const absl::Status& failure) {
-  if (routers_.size() < 2 || !absl::StrContains(failure.message(), "router ")) return;
+  {
+    absl::MutexLock lock(&routers_mu_);
+    if (routers_.size() < 2) return;
+  }
+  if (!absl::StrContains(failure.message(), "router ")) return;
   MarkRouterAway(source.router());
   source.set_router(RouterFor(task, 0));
 }
@@ -672,8 +764,9 @@ void PlannerService::StopFenced(Task& task, bool was_running) {
 }
 
 void PlannerService::ReleaseFinished(const Task& task) {
-  if (absl::Status st =
-          kv_.ForKey(task.key).ReleaseOwner(task.key, mesh::kNoDeadline, task.tenant).status();
+  if (absl::Status st = HomeOf(task.key, task.kv_shard)
+                            .ReleaseOwner(task.key, mesh::kNoDeadline, task.tenant)
+                            .status();
       !st.ok()) {
     spdlog::warn("task={} could not release its sequences: {}", task.id, st.ToString());
   }

@@ -77,6 +77,13 @@ struct PlannerOptions {
   // With several routers: true keeps each task on its own router (prefix affinity); false sends
   // each round of every task to the next router in turn (round robin: the benchmarks' baseline).
   bool router_affinity = true;
+  // Bounded load: a task's round leaves its own router for the next in its order while that one
+  // runs more than this factor times the mean of this planner's Extends in flight per router.
+  double router_load_factor = 1.25;
+  // The routers' names (addresses), in the order of Create's channels: they rank by name, so
+  // every planner orders them alike whatever its list's order (and AddRouter may add more).
+  // Empty: they rank by position.
+  std::vector<std::string> router_names;
 };
 
 class PlannerService final : public v1::Planner::CallbackService {
@@ -98,6 +105,10 @@ class PlannerService final : public v1::Planner::CallbackService {
       const PlannerOptions& options, prometheus::Registry& registry);
   // BeginShutdown, then waits for the task threads to end.
   ~PlannerService() override;
+
+  // Adds a router (one a DNS name resolves to now); false when one of that name is there
+  // already. Tasks whose rendezvous order puts it first move to it at their next round.
+  bool AddRouter(std::shared_ptr<grpc::Channel> channel, const std::string& name);
 
   // Whether the checkpointed tasks are loaded and the service answers.
   bool ready() const { return ready_; }
@@ -135,6 +146,15 @@ class PlannerService final : public v1::Planner::CallbackService {
   mesh::RouterClient* RouterFor(const Task& task, int skip);
   // Marks `router` away for a few seconds (a task's round failed on it).
   void MarkRouterAway(const mesh::RouterClient* router);
+  static uint64_t MemberOf(const std::string& name);
+  // The kv-store shard of a task's sequences: `shard` when it is one, else its key's first
+  // choice.
+  mesh::KvStoreClient& HomeOf(const std::string& key, int shard);
+  // A new task's shard: the first in its key's rendezvous order whose running tasks (this
+  // planner's) stay within router_load_factor times the mean (bounded loads, as for routers).
+  int ShardForNewTask(const Task& task);
+  void AddRouterLocked(std::shared_ptr<grpc::Channel> channel, uint64_t member)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(routers_mu_);
   // After `failure` (a router's, by its message), marks the source's router away and moves the
   // source to the task's next router.
   void AvoidFailedRouter(const Task& task, MeshThoughtSource& source, const absl::Status& failure);
@@ -252,11 +272,17 @@ class PlannerService final : public v1::Planner::CallbackService {
 
   mesh::CallCanceller canceller_;  // kv_'s and router_'s calls
   mesh::KvStoreShards kv_;
-  std::vector<std::unique_ptr<mesh::RouterClient>> routers_;
+  // Routers are only ever added (their clients' addresses stay valid for the tasks using them).
+  struct Router {
+    std::unique_ptr<mesh::RouterClient> client;
+    uint64_t member = 0;  // its rendezvous identity
+    std::chrono::steady_clock::time_point away_until;
+  };
   absl::Mutex routers_mu_;
-  std::vector<std::chrono::steady_clock::time_point> router_away_until_
-      ABSL_GUARDED_BY(routers_mu_);
+  std::vector<Router> routers_ ABSL_GUARDED_BY(routers_mu_);
   std::atomic<size_t> next_router_{0};  // round robin (router_affinity false)
+  absl::Mutex shards_mu_;
+  std::vector<int> shard_tasks_ ABSL_GUARDED_BY(shards_mu_);  // running tasks per kv-store shard
   statestore::StateStore* state_;
   PlannerOptions options_;
   std::map<std::string, search::Templates> presets_;

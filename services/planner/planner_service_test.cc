@@ -44,12 +44,17 @@ v1::SolveRequest Game24Solve(const std::string& task_id, const std::string& tena
 class PlannerHost {
  public:
   PlannerHost(std::shared_ptr<grpc::Channel> kv, std::shared_ptr<grpc::Channel> router,
-              statestore::StateStore* state, PlannerOptions options = {}) {
+              statestore::StateStore* state, PlannerOptions options = {})
+      : PlannerHost(std::move(kv), std::vector<std::shared_ptr<grpc::Channel>>{std::move(router)},
+                    state, std::move(options)) {}
+  PlannerHost(std::shared_ptr<grpc::Channel> kv,
+              std::vector<std::shared_ptr<grpc::Channel>> routers, statestore::StateStore* state,
+              PlannerOptions options = {}) {
     registry_ = std::make_shared<prometheus::Registry>();
     if (options.model_dir.empty()) options.model_dir = "models/game24-moe";
     options.io_threads = 8;
     auto service =
-        PlannerService::Create(std::move(kv), std::move(router), state, options, *registry_);
+        PlannerService::Create({std::move(kv)}, std::move(routers), state, options, *registry_);
     EXPECT_TRUE(service.ok()) << service.status();
     if (!service.ok()) return;
     service_ = std::move(*service);
@@ -66,6 +71,13 @@ class PlannerHost {
     host_.reset();
   }
   v1::Planner::Stub& stub() { return *stub_; }
+  // The value of counter `name` in the planner's registry (0 when absent).
+  double Counter(const std::string& name) {
+    for (const prometheus::MetricFamily& f : registry_->Collect()) {
+      if (f.name == name && !f.metric.empty()) return f.metric[0].counter.value;
+    }
+    return 0;
+  }
 
   // Solve to the end: the events and the final status.
   struct Solved {
@@ -896,6 +908,52 @@ TEST_F(PlannerServiceTest, APlannerThatStopsHandsItsTasksToAnother) {
   EXPECT_EQ(Results(reattached.events), 1);
   EXPECT_EQ(b.GetTask("moving")->status(), v1::TASK_STATUS_SUCCEEDED);
   EXPECT_TRUE(Eventually([&] { return LiveSequences(*mesh_) == 0; }, seconds(10)));
+}
+
+// Bounded load: tasks keep to their own router until it runs more than 1.25 times the mean of the
+// planner's Extends per router; then they go to the next router in their order. One router here
+// holds every Extend (it never answers): only the first tasks that prefer it stay there, the rest
+// run on the other router and complete.
+TEST_F(PlannerServiceTest, TasksLeaveAnOverloadedRouter) {
+  HeldRouter held;
+  auto held_host = *rpc::ServerHost::Start({}, {&held}, std::make_shared<prometheus::Registry>());
+  PlannerHost planner(
+      mesh_->kvstore_channel(),
+      {grpc::CreateChannel(held_host->address(), grpc::InsecureChannelCredentials()),
+       mesh_->router_channel()},
+      mesh_->state(), {.max_tasks = 16, .max_tasks_per_tenant = 16});
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::SolveEvent>>> streams;
+  constexpr int kTasks = 8;
+  int on_held = 0;
+  for (int i = 0; i < kTasks; ++i) {
+    v1::SolveRequest req = Game24Solve(absl::StrCat("load-", i));
+    req.mutable_search()->mutable_bfs()->set_depth(1);
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    streams.push_back(planner.stub().Solve(contexts.back().get(), req));
+    // Each task either hangs on the held router or completes on the other before the next.
+    ASSERT_TRUE(Eventually(
+        [&] {
+          absl::StatusOr<v1::Task> t = planner.GetTask(absl::StrCat("load-", i));
+          return held.held() > on_held || (t.ok() && t->status() != v1::TASK_STATUS_RUNNING);
+        },
+        seconds(30)));
+    on_held = held.held();
+  }
+  // Two Extends on the held router already exceed 1.25 x the mean (1.25 x 3 / 2): the tasks
+  // after those went to the other router.
+  EXPECT_LE(on_held, 2);
+  int succeeded = 0;
+  for (int i = 0; i < kTasks; ++i) {
+    absl::StatusOr<v1::Task> t = planner.GetTask(absl::StrCat("load-", i));
+    succeeded += t.ok() && t->status() == v1::TASK_STATUS_SUCCEEDED;
+  }
+  EXPECT_EQ(succeeded, kTasks - on_held);
+  EXPECT_GE(planner.Counter("arbor_planner_rounds_moved_for_load_total"), 1);
+  for (auto& c : contexts) c->TryCancel();
+  planner.Stop();
+  held.ReleaseAll();
+  held_host->Shutdown();
 }
 
 }  // namespace

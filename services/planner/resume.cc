@@ -153,7 +153,9 @@ void PlannerService::ResumeOne(const std::string& key, const v1::TaskCheckpoint&
   } else if (refused) {
     const bool stored = WriteCheckpoint(*task) == Written::kStored;
     // Whatever KV it held goes, as with any task that fails.
-    kv_.ForKey(task->key).ReleaseOwner(task->key, mesh::kNoDeadline, task->tenant).IgnoreError();
+    HomeOf(task->key, cp.has_kv_shard() ? cp.kv_shard() : -1)
+        .ReleaseOwner(task->key, mesh::kNoDeadline, task->tenant)
+        .IgnoreError();
     if (stored) DropLease(*task, /*delete_key=*/true);
   }
 }

@@ -35,6 +35,9 @@ struct Task : std::enable_shared_from_this<Task> {
   std::string lease_holder;
   std::atomic<int64_t> lease_generation{0};
 
+  // The kv-store shard its sequences are created on (-1: its key's first choice).
+  std::atomic<int> kv_shard{-1};
+
   std::atomic<bool> cancel{false};
   std::atomic<int64_t> finished_at{0};  // steady clock ticks when it finished (for eviction)
 

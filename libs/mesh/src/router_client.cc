@@ -10,6 +10,11 @@ RouterClient::RouterClient(std::shared_ptr<grpc::Channel> channel, ClientOptions
 
 absl::Status RouterClient::Extend(const v1::ExtendRequest& req, Deadline deadline,
                                   const std::function<bool(const v1::ExtendEvent&)>& on_event) {
+  in_flight_.fetch_add(1, std::memory_order_relaxed);
+  struct Done {
+    std::atomic<int>& n;
+    ~Done() { n.fetch_sub(1, std::memory_order_relaxed); }
+  } done{in_flight_};
   return policy_.Stream<v1::ExtendEvent>(
       deadline, absl::StrCat("router Extend of sequence ", req.sequence_id()),
       [&](grpc::ClientContext& ctx) { return stub_->Extend(&ctx, req); }, on_event);

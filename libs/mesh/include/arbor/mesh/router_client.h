@@ -3,6 +3,7 @@
 // Thread-safe.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -23,8 +24,11 @@ class RouterClient {
                       const std::function<bool(const v1::ExtendEvent&)>& on_event);
   absl::StatusOr<std::vector<int>> Tokenize(const std::string& text, bool add_bos,
                                             Deadline deadline);
+  // Extends of this client running now (its caller's load on the router).
+  int in_flight() const { return in_flight_.load(std::memory_order_relaxed); }
 
  private:
+  std::atomic<int> in_flight_{0};
   std::unique_ptr<v1::Router::Stub> stub_;
   CallPolicy policy_;
 };
