@@ -87,11 +87,13 @@ class PlannerHost {
   Solved Solve(const v1::SolveRequest& req) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + seconds(120));
-    auto reader = stub_->Solve(&ctx, req);
+    return ReadAll(*stub_->Solve(&ctx, req));
+  }
+  static Solved ReadAll(grpc::ClientReader<v1::SolveEvent>& reader) {
     Solved out;
     v1::SolveEvent e;
-    while (reader->Read(&e)) out.events.push_back(e);
-    out.status = reader->Finish();
+    while (reader.Read(&e)) out.events.push_back(e);
+    out.status = reader.Finish();
     return out;
   }
   absl::StatusOr<v1::Task> GetTask(const std::string& id) {
@@ -110,12 +112,7 @@ class PlannerHost {
     ctx.set_deadline(std::chrono::system_clock::now() + seconds(120));
     v1::WatchTaskRequest req;
     req.set_task_id(id);
-    auto reader = stub_->WatchTask(&ctx, req);
-    Solved out;
-    v1::SolveEvent e;
-    while (reader->Read(&e)) out.events.push_back(e);
-    out.status = reader->Finish();
-    return out;
+    return ReadAll(*stub_->WatchTask(&ctx, req));
   }
   grpc::Status Cancel(const std::string& id) {
     grpc::ClientContext ctx;
