@@ -400,8 +400,9 @@ grpc::ServerWriteReactor<v1::SolveEvent>* PlannerService::Solve(grpc::CallbackSe
       return stream.get();
     }
     // Another planner's task (or one this planner's predecessor ran): follow its checkpoint.
-    if (StoredTask(*caller, req->task_id()).ok()) {
-      Follow(TaskKey(req->task_id(), task->tenant), task->tenant, req->task_id())->Attach(stream);
+    if (absl::StatusOr<v1::TaskCheckpoint> cp = StoredTask(*caller, req->task_id()); cp.ok()) {
+      const std::string& tenant = cp->request().tenant();
+      Follow(TaskKey(req->task_id(), tenant), tenant, req->task_id())->Attach(stream);
       return stream.get();
     }
   }
