@@ -102,7 +102,7 @@ PlannerService::PlannerService(std::vector<std::shared_ptr<grpc::Channel>> kvsto
     // Named routers rank by their names (the same in every planner, whatever the list's order);
     // unnamed ones by their position.
     const uint64_t member = options.router_names.size() == routers.size()
-                                ? MemberOf(options.router_names[i])
+                                ? Fnv1a(options.router_names[i])
                                 : static_cast<uint64_t>(i);
     AddRouterLocked(std::move(routers[i]), member);
   }
@@ -117,19 +117,9 @@ int PlannerService::ShardForNewTask(const Task& task) {
   if (n == 1) return 0;
   const std::vector<size_t> order = RendezvousOrder(task.key, n);
   absl::MutexLock lock(&shards_mu_);
-  int total = 0;
-  for (int t : shard_tasks_) total += t;
-  const double cap = options_.router_load_factor * (total + 1) / static_cast<double>(n);
-  for (size_t i : order) {
-    if (shard_tasks_[i] <= cap) return static_cast<int>(i);
-  }
-  return static_cast<int>(order[0]);
-}
-
-uint64_t PlannerService::MemberOf(const std::string& name) {
-  uint64_t h = 1469598103934665603ull;  // FNV-1a
-  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
-  return h;
+  return static_cast<int>(FirstWithinLoad(
+      order, [&](size_t i) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shards_mu_) { return shard_tasks_[i]; },
+      options_.router_load_factor));
 }
 
 void PlannerService::AddRouterLocked(std::shared_ptr<grpc::Channel> channel, uint64_t member) {
@@ -140,7 +130,7 @@ void PlannerService::AddRouterLocked(std::shared_ptr<grpc::Channel> channel, uin
 }
 
 bool PlannerService::AddRouter(std::shared_ptr<grpc::Channel> channel, const std::string& name) {
-  const uint64_t member = MemberOf(name);
+  const uint64_t member = Fnv1a(name);
   absl::MutexLock lock(&routers_mu_);
   for (const Router& r : routers_) {
     if (r.member == member) return false;
@@ -156,12 +146,9 @@ mesh::RouterClient* PlannerService::RouterFor(const Task& task, int skip) {
   if (n == 1) return routers_[0].client.get();
   // Rendezvous order: adding or losing a router moves only the tasks that preferred it. (Round
   // robin: the order starts at the next router in turn.)
-  std::vector<std::pair<uint64_t, size_t>> scored;
-  for (size_t i = 0; i < n; ++i)
-    scored.emplace_back(RendezvousScore(task.key, routers_[i].member), i);
-  std::sort(scored.rbegin(), scored.rend());
-  std::vector<size_t> order;
-  for (const auto& [score, i] : scored) order.push_back(i);
+  std::vector<uint64_t> members;
+  for (const Router& r : routers_) members.push_back(r.member);
+  std::vector<size_t> order = RendezvousOrder(task.key, members);
   if (!options_.router_affinity) {
     const size_t first = next_router_++ % n;
     for (size_t i = 0; i < n; ++i) order[i] = (first + i) % n;
@@ -173,17 +160,15 @@ mesh::RouterClient* PlannerService::RouterFor(const Task& task, int skip) {
   }
   if (up.empty()) up = order;
   if (skip == 0 && options_.router_affinity && up.size() > 1) {
-    // Consistent hashing with bounded loads: the first router in the task's order whose Extends
-    // in flight (this planner's) stay within the factor of the mean.
-    int total = 0;
-    for (size_t i : up) total += routers_[i].client->in_flight();
-    const double cap = options_.router_load_factor * (total + 1) / static_cast<double>(up.size());
-    for (size_t i : up) {
-      if (routers_[i].client->in_flight() <= cap) {
-        if (i != up[0]) metrics_.RoundMovedForLoad();
-        return routers_[i].client.get();
-      }
-    }
+    // Bounded loads: the first router in the task's order whose Extends in flight (this
+    // planner's) stay within the factor of the mean.
+    const size_t i = FirstWithinLoad(
+        up,
+        [&](size_t r)
+            ABSL_EXCLUSIVE_LOCKS_REQUIRED(routers_mu_) { return routers_[r].client->in_flight(); },
+        options_.router_load_factor);
+    if (i != up[0]) metrics_.RoundMovedForLoad();
+    return routers_[i].client.get();
   }
   return routers_[up[static_cast<size_t>(skip) % up.size()]].client.get();
 }

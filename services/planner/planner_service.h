@@ -146,7 +146,6 @@ class PlannerService final : public v1::Planner::CallbackService {
   mesh::RouterClient* RouterFor(const Task& task, int skip);
   // Marks `router` away for a few seconds (a task's round failed on it).
   void MarkRouterAway(const mesh::RouterClient* router);
-  static uint64_t MemberOf(const std::string& name);
   // The kv-store shard of a task's sequences: `shard` when it is one, else its key's first
   // choice.
   mesh::KvStoreClient& HomeOf(const std::string& key, int shard);

@@ -185,16 +185,7 @@ KvStoreShards::KvStoreShards(std::vector<std::shared_ptr<grpc::Channel>> channel
 }
 
 size_t KvStoreShards::ShardForKey(std::string_view key) const {
-  if (shards_.size() == 1) return 0;
-  size_t best = 0;
-  uint64_t best_score = 0;
-  for (size_t i = 0; i < shards_.size(); ++i) {
-    if (const uint64_t score = RendezvousScore(key, i); i == 0 || score > best_score) {
-      best = i;
-      best_score = score;
-    }
-  }
-  return best;
+  return shards_.size() == 1 ? 0 : RendezvousOrder(key, shards_.size())[0];
 }
 
 absl::StatusOr<KvStoreClient*> KvStoreShards::ForSequence(uint64_t id) {

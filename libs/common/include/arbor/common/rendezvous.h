@@ -13,25 +13,55 @@
 
 namespace arbor {
 
-inline uint64_t RendezvousScore(std::string_view key, size_t member) {
+// FNV-1a: a member's identity from its name (a router's address).
+inline uint64_t Fnv1a(std::string_view s) {
   uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : key) h = (h ^ c) * 1099511628211ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+inline uint64_t RendezvousScore(std::string_view key, uint64_t member) {
+  uint64_t h = Fnv1a(key);
   h += (member + 1) * 0x9e3779b97f4a7c15ull;
   h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
   h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
   return h ^ (h >> 31);
 }
 
-// Members 0..n-1, the key's first choice first.
-inline std::vector<size_t> RendezvousOrder(std::string_view key, size_t n) {
+// The positions of `members` (their identities), the key's first choice first.
+inline std::vector<size_t> RendezvousOrder(std::string_view key,
+                                           const std::vector<uint64_t>& members) {
   std::vector<std::pair<uint64_t, size_t>> scored;
-  scored.reserve(n);
-  for (size_t i = 0; i < n; ++i) scored.emplace_back(RendezvousScore(key, i), i);
+  scored.reserve(members.size());
+  for (size_t i = 0; i < members.size(); ++i) {
+    scored.emplace_back(RendezvousScore(key, members[i]), i);
+  }
   std::sort(scored.rbegin(), scored.rend());
   std::vector<size_t> order;
-  order.reserve(n);
+  order.reserve(scored.size());
   for (const auto& [score, i] : scored) order.push_back(i);
   return order;
+}
+
+// Members 0..n-1 (identified by position), the key's first choice first.
+inline std::vector<size_t> RendezvousOrder(std::string_view key, size_t n) {
+  std::vector<uint64_t> members(n);
+  for (size_t i = 0; i < n; ++i) members[i] = i;
+  return RendezvousOrder(key, members);
+}
+
+// Bounded loads (consistent hashing with bounded loads): the first of `order` whose load is at
+// most `factor` times the mean load over `order` (counting the one being placed); order[0] if
+// none is.
+template <typename Load>
+size_t FirstWithinLoad(const std::vector<size_t>& order, Load load, double factor) {
+  int total = 0;
+  for (size_t i : order) total += load(i);
+  const double cap = factor * (total + 1) / static_cast<double>(order.size());
+  for (size_t i : order) {
+    if (load(i) <= cap) return i;
+  }
+  return order[0];
 }
 
 }  // namespace arbor
