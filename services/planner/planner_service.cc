@@ -117,9 +117,7 @@ int PlannerService::ShardForNewTask(const Task& task) {
   if (n == 1) return 0;
   const std::vector<size_t> order = RendezvousOrder(task.key, n);
   absl::MutexLock lock(&shards_mu_);
-  return static_cast<int>(FirstWithinLoad(
-      order, [&](size_t i) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shards_mu_) { return shard_tasks_[i]; },
-      options_.router_load_factor));
+  return static_cast<int>(FirstWithinLoad(order, shard_tasks_, options_.router_load_factor));
 }
 
 void PlannerService::AddRouterLocked(std::shared_ptr<grpc::Channel> channel, uint64_t member) {
@@ -162,11 +160,9 @@ mesh::RouterClient* PlannerService::RouterFor(const Task& task, int skip) {
   if (skip == 0 && options_.router_affinity && up.size() > 1) {
     // Bounded loads: the first router in the task's order whose Extends in flight (this
     // planner's) stay within the factor of the mean.
-    const size_t i = FirstWithinLoad(
-        up,
-        [&](size_t r)
-            ABSL_EXCLUSIVE_LOCKS_REQUIRED(routers_mu_) { return routers_[r].client->in_flight(); },
-        options_.router_load_factor);
+    std::vector<int> loads;
+    for (const Router& r : routers_) loads.push_back(r.client->in_flight());
+    const size_t i = FirstWithinLoad(up, loads, options_.router_load_factor);
     if (i != up[0]) metrics_.RoundMovedForLoad();
     return routers_[i].client.get();
   }

@@ -50,16 +50,16 @@ inline std::vector<size_t> RendezvousOrder(std::string_view key, size_t n) {
   return RendezvousOrder(key, members);
 }
 
-// Bounded loads (consistent hashing with bounded loads): the first of `order` whose load is at
-// most `factor` times the mean load over `order` (counting the one being placed); order[0] if
-// none is.
-template <typename Load>
-size_t FirstWithinLoad(const std::vector<size_t>& order, Load load, double factor) {
+// Bounded loads (consistent hashing with bounded loads): the first of `order` whose load
+// (`loads[i]` for member i) is at most `factor` times the mean load over `order` (counting the
+// one being placed); order[0] if none is.
+inline size_t FirstWithinLoad(const std::vector<size_t>& order, const std::vector<int>& loads,
+                              double factor) {
   int total = 0;
-  for (size_t i : order) total += load(i);
+  for (size_t i : order) total += loads[i];
   const double cap = factor * (total + 1) / static_cast<double>(order.size());
   for (size_t i : order) {
-    if (load(i) <= cap) return i;
+    if (loads[i] <= cap) return i;
   }
   return order[0];
 }
