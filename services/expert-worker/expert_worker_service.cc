@@ -48,10 +48,23 @@ ExpertWorkerService::ExpertWorkerService(const model::ModelWeights* weights, std
       limits_(limits),
       backend_(std::move(backend)),
       backend_name_(backend_->name()),
-      rpc_metrics_("expert", registry),
+      rpc_metrics_("expert", registry, v1::ExpertWorker::service_full_name()),
       expert_tokens_(rpc::CounterFamily(registry, "arbor_expert_tokens_total",
                                         "rows run through each hosted expert")),
-      pool_(limits.threads) {}
+      waiting_(rpc::Gauge(registry, "arbor_expert_waiting_calls",
+                          "RunExperts calls checked and waiting for the compute backend")),
+      running_(rpc::Gauge(registry, "arbor_expert_running_calls",
+                          "RunExperts calls computing now (one at a time)")),
+      pool_(limits.threads) {
+  const model::ModelConfig& c = weights->config();
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    for (int e = 0; e < c.num_local_experts; ++e) {
+      if (weights->expert(l, e) != nullptr) {
+        expert_tokens_.Add({{"layer", absl::StrCat(l)}, {"expert", absl::StrCat(e)}});
+      }
+    }
+  }
+}
 
 ExpertWorkerService::~ExpertWorkerService() = default;
 
@@ -116,9 +129,14 @@ absl::Status ExpertWorkerService::DoRun(const v1::RunExpertsRequest& req,
   std::string* data = out->mutable_data();
   data->assign(x.size() * sizeof(float), '\0');  // [n, hidden] f32 partial sums, start at 0
   {
+    waiting_.Increment();
     absl::MutexLock lock(&compute_mu_);
-    ARBOR_RETURN_IF_ERROR(backend_->RunGroups(req.layer(), x.data(), n, groups,
-                                              reinterpret_cast<float*>(data->data())));
+    waiting_.Decrement();
+    running_.Increment();
+    const absl::Status st = backend_->RunGroups(req.layer(), x.data(), n, groups,
+                                                reinterpret_cast<float*>(data->data()));
+    running_.Decrement();
+    ARBOR_RETURN_IF_ERROR(st);
   }
   out->set_dtype(v1::DTYPE_F32);
   if (out_dtype == v1::DTYPE_BF16) {

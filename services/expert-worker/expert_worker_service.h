@@ -16,6 +16,7 @@
 #include "arbor/rpc/tls.h"
 #include "arbor/v1/expert.grpc.pb.h"
 #include "prometheus/counter.h"
+#include "prometheus/gauge.h"
 #include "prometheus/registry.h"
 
 namespace arbor::expert_worker {
@@ -65,6 +66,8 @@ class ExpertWorkerService final : public arbor::v1::ExpertWorker::CallbackServic
 
   rpc::RpcMetrics rpc_metrics_;
   prometheus::Family<prometheus::Counter>& expert_tokens_;
+  prometheus::Gauge& waiting_;  // RunExperts calls waiting for the compute lock
+  prometheus::Gauge& running_;  // RunExperts calls computing (0 or 1)
 
   ThreadPool pool_;  // last: drained first
 };

@@ -54,7 +54,7 @@ KvStoreService::KvStoreService(kvcache::KvTree* tree, statestore::StateStore* st
     : tree_(tree),
       state_(state),
       limits_(limits),
-      rpc_metrics_("kvstore", registry),
+      rpc_metrics_("kvstore", registry, v1::KvStore::service_full_name()),
       kv_usage_(
           rpc::Gauge(registry, "arbor_kvstore_kv_usage", "fraction of KV blocks in use, 0-1")),
       live_sequences_(

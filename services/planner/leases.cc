@@ -97,6 +97,12 @@ void PlannerService::LeaseLoop() {
     if (!ready_) continue;  // the resumer claims what it can first
     RenewLeases();
     AdoptExpired();
+    {
+      absl::MutexLock lock(&routers_mu_);
+      int in_flight = 0;
+      for (const Router& r : routers_) in_flight += r.client->in_flight();
+      metrics_.ExtendsInFlight(in_flight);
+    }
     absl::MutexLock lock(&leases_mu_);
     metrics_.LeasesHeld(held_.size());
   }

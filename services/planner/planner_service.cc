@@ -82,8 +82,8 @@ PlannerService::PlannerService(std::vector<std::shared_ptr<grpc::Channel>> kvsto
     : kv_(std::move(kvstores), {.timeout = options.call_timeout, .canceller = &canceller_}),
       state_(state),
       options_(options),
-      rpc_metrics_("planner", registry),
-      metrics_(registry),
+      rpc_metrics_("planner", registry, v1::Planner::service_full_name()),
+      metrics_(registry, options.max_tasks),
       registry_({.max_tasks = options.max_tasks,
                  .max_tasks_per_tenant = options.max_tasks_per_tenant,
                  .max_finished_tasks = options.max_finished_tasks}),
@@ -707,7 +707,7 @@ void PlannerService::Finish(Task& task, MeshThoughtSource& source, absl::Status 
   // planner took the task meanwhile: then the KV is that planner's, and so is the outcome).
   const Written written = WriteCheckpoint(task);
   if (written == Written::kFenced) return StopFenced(task, /*was_running=*/true);
-  metrics_.TaskFinished(final_status, source.counts());
+  metrics_.TaskFinished(final_status, source.counts(), result.counts().nodes(), seconds);
   rpc_metrics_.Record("Solve", status, seconds);
   if (written == Written::kStored) {
     ReleaseFinished(task);

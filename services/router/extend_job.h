@@ -26,6 +26,7 @@ struct RouterService::Job {
   engine::GenerationParams params;
   std::chrono::system_clock::time_point client_deadline;
   std::chrono::steady_clock::time_point t0;
+  std::chrono::steady_clock::time_point last_token;  // when the last tokens were sent
   std::shared_ptr<rpc::EventStream<v1::ExtendEvent>> stream;
   std::atomic<bool> cancelled{false};
   std::atomic<bool> ended{false};

@@ -47,6 +47,19 @@ RemoteExpertBackend::RemoteExpertBackend(const model::ModelConfig& config,
                                          const RemoteExpertOptions& options)
     : config_(config), options_(options) {}
 
+std::vector<std::string> RemoteExpertBackend::worker_addresses() const {
+  std::vector<std::string> out;
+  for (const auto& w : workers_) out.push_back(w->address);
+  return out;
+}
+
+std::vector<bool> RemoteExpertBackend::WorkersHealthy() const {
+  const Clock::time_point now = Clock::now();
+  std::vector<bool> out;
+  for (const auto& w : workers_) out.push_back(w->unhealthy_until <= now);
+  return out;
+}
+
 RemoteExpertBackend::~RemoteExpertBackend() = default;
 
 absl::StatusOr<std::vector<WorkerPlacement>> LoadPlacementFile(const std::string& path, int layers,

@@ -65,6 +65,10 @@ class RemoteExpertBackend : public engine::ExpertBackend {
   const char* name() const override { return "remote"; }
 
   const RemoteExpertCounters& counters() const { return counters_; }
+  // The workers, in the order WorkersHealthy reports them.
+  std::vector<std::string> worker_addresses() const;
+  // Per worker: false while it is marked unhealthy after a failure. Same thread as Run.
+  std::vector<bool> WorkersHealthy() const;
 
  private:
   struct Worker;

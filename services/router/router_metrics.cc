@@ -1,5 +1,7 @@
 #include "router_metrics.h"
 
+#include <algorithm>
+#include <cctype>
 #include <string>
 
 #include "arbor/rpc/metric_families.h"
@@ -30,6 +32,17 @@ class RouterMetrics::CountingBackend : public engine::ExpertBackend {
   std::vector<std::vector<int64_t>> counts_;  // [layer][expert]
 };
 
+namespace {
+
+std::string ReasonLabel(v1::FinishReason r) {
+  std::string name = v1::FinishReason_Name(r);  // FINISH_REASON_EOS -> eos
+  name = name.substr(std::string("FINISH_REASON_").size());
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return name;
+}
+
+}  // namespace
+
 using rpc::Counter;
 using rpc::Gauge;
 using rpc::Histogram;
@@ -54,13 +67,44 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, engine::ExpertBacke
                               "RunExperts calls re-sent to another replica after a failure")),
       kv_usage_(Gauge(registry, "arbor_router_kv_usage",
                       "fraction of the router's KV cache blocks in use, 0..1")),
-      live_sequences_(Gauge(registry, "arbor_router_live_sequences",
-                            "Extend calls generating in the step loop")),
+      running_(Gauge(registry, "arbor_router_running_extends",
+                     "Extend calls generating in the step loop's batch")),
+      waiting_(Gauge(registry, "arbor_router_waiting_extends",
+                     "Extend calls accepted and not in the batch: reading their path or KV, "
+                     "waiting for room in the KV cache, or committing")),
+      finished_(rpc::CounterFamily(registry, "arbor_router_extends_finished_total",
+                                   "Extend generations finished, by finish reason")),
       step_seconds_(Histogram(registry, "arbor_router_step_duration_seconds",
                               "time of one batched forward step",
                               {1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1, 3})),
       step_tokens_(Histogram(registry, "arbor_router_step_tokens", "tokens fed in one batched step",
-                             {1, 2, 4, 8, 16, 32, 64, 128, 256, 512})) {
+                             {1, 2, 4, 8, 16, 32, 64, 128, 256, 512})),
+      ttft_seconds_(
+          Histogram(registry, "arbor_router_time_to_first_token_seconds",
+                    "from an Extend's arrival to its first generated token",
+                    {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300})),
+      itl_seconds_(Histogram(
+          registry, "arbor_router_inter_token_latency_seconds",
+          "between two generated tokens of one Extend",
+          {0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.5, 5, 10})),
+      extend_seconds_(Histogram(registry, "arbor_router_extend_duration_seconds",
+                                "an Extend call from arrival to its end, whatever the outcome",
+                                {0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 60, 120, 300, 600})) {
+  for (int r = v1::FINISH_REASON_LENGTH; r <= v1::FINISH_REASON_CANCELLED; ++r) {
+    finished_.Add({{"reason", ReasonLabel(static_cast<v1::FinishReason>(r))}});
+  }
+  if (remote_ != nullptr) {
+    auto& up = prometheus::BuildGauge()
+                   .Name("arbor_router_expert_worker_up")
+                   .Help(
+                       "1 while the router sends RunExperts to the worker, 0 while it is "
+                       "marked unhealthy after a failure")
+                   .Register(registry);
+    for (const std::string& worker : remote_->worker_addresses()) {
+      worker_up_.push_back(&up.Add({{"worker", worker}}));
+      worker_up_.back()->Set(1);
+    }
+  }
   expert_tokens_.resize(layers);
   expert_tokens_seen_.assign(layers, std::vector<int64_t>(experts, 0));
   for (int l = 0; l < layers; ++l) {
@@ -89,7 +133,23 @@ void RouterMetrics::AddReused(int64_t cached, int64_t fetched) {
   fetched_.Increment(static_cast<double>(fetched));
 }
 
-void RouterMetrics::Export(const kvcache::KvTreeStats& kv, int live_sequences) {
+void RouterMetrics::ObserveTokens(int tokens, bool first, double seconds_since_start,
+                                  double seconds_since_last) {
+  if (tokens <= 0) return;
+  if (first) {
+    ttft_seconds_.Observe(seconds_since_start);
+    --tokens;  // the first token has no gap before it
+  }
+  // Tokens that arrive together (a step that emitted several) share the gap evenly.
+  for (int i = 0; i < tokens; ++i) itl_seconds_.Observe(seconds_since_last / tokens);
+}
+
+void RouterMetrics::ObserveFinish(v1::FinishReason reason) {
+  if (reason == v1::FINISH_REASON_UNSPECIFIED) return;
+  finished_.Add({{"reason", ReasonLabel(reason)}}).Increment();
+}
+
+void RouterMetrics::Export(const kvcache::KvTreeStats& kv, int running, int waiting) {
   const auto& counts = counting_->counts();
   for (size_t l = 0; l < counts.size(); ++l) {
     for (size_t e = 0; e < counts[l].size(); ++e) {
@@ -111,7 +171,14 @@ void RouterMetrics::Export(const kvcache::KvTreeStats& kv, int live_sequences) {
   }
   kv_usage_.Set(kv.blocks_capacity > 0 ? static_cast<double>(kv.blocks_in_use) / kv.blocks_capacity
                                        : 0.0);
-  live_sequences_.Set(static_cast<double>(live_sequences));
+  running_.Set(static_cast<double>(running));
+  waiting_.Set(static_cast<double>(std::max(0, waiting)));
+  if (remote_ != nullptr) {
+    const std::vector<bool> healthy = remote_->WorkersHealthy();
+    for (size_t w = 0; w < worker_up_.size() && w < healthy.size(); ++w) {
+      worker_up_[w]->Set(healthy[w] ? 1 : 0);
+    }
+  }
 }
 
 }  // namespace arbor::router

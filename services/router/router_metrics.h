@@ -2,10 +2,19 @@
 //   arbor_router_tokens_total{kind=prefill|decode|fetched|cached}  counter
 //   arbor_router_expert_tokens_total{layer,expert}                 counter
 //   arbor_router_expert_calls_total, arbor_router_expert_retries_total  counters
-//   arbor_router_kv_usage (0..1), arbor_router_live_sequences      gauges
+//   arbor_router_kv_usage (0..1)                                   gauge
+//   arbor_router_running_extends, arbor_router_waiting_extends     gauges
+//   arbor_router_extends_finished_total{reason=length|stop|eos|cancelled}  counter
+//   arbor_router_expert_worker_up{worker}                          gauge, 1 while the router
+//                                                                  sends to that worker
 //   arbor_router_step_duration_seconds, arbor_router_step_tokens   histograms
+//   arbor_router_time_to_first_token_seconds                       histogram, per Extend
+//   arbor_router_inter_token_latency_seconds                       histogram, per token
+//   arbor_router_extend_duration_seconds                           histogram, per Extend, end
+//                                                                  to end (buckets to 10 min)
 // Routed tokens are counted by wrapping the engine's expert backend (experts()); the remote
-// backend's own counters are exported as deltas. Step-loop only: not thread-safe.
+// backend's own counters are exported as deltas. Step-loop only (not thread-safe), except
+// ObserveExtend.
 #pragma once
 
 #include <memory>
@@ -13,6 +22,7 @@
 
 #include "arbor/engine/expert_backend.h"
 #include "arbor/kvcache/kv_tree.h"
+#include "arbor/v1/common.pb.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
@@ -35,8 +45,14 @@ class RouterMetrics {
   void ObserveStep(double seconds, int64_t prefill_tokens, int64_t decode_tokens);
   void ObserveFailedStep(double seconds);
   void AddReused(int64_t cached, int64_t fetched);
+  // `tokens` new tokens sent `seconds_since_start` after the Extend arrived and
+  // `seconds_since_last` after its previous tokens (the first ones: time to first token).
+  void ObserveTokens(int tokens, bool first, double seconds_since_start, double seconds_since_last);
+  void ObserveFinish(v1::FinishReason reason);
+  // An Extend ended, however; thread-safe.
+  void ObserveExtend(double seconds) { extend_seconds_.Observe(seconds); }
   // Brings the exported counters and gauges up to date.
-  void Export(const kvcache::KvTreeStats& kv, int live_sequences);
+  void Export(const kvcache::KvTreeStats& kv, int running, int waiting);
 
  private:
   class CountingBackend;
@@ -55,9 +71,15 @@ class RouterMetrics {
   prometheus::Counter& expert_retries_;
   int64_t calls_seen_ = 0, retries_seen_ = 0;
   prometheus::Gauge& kv_usage_;
-  prometheus::Gauge& live_sequences_;
+  prometheus::Gauge& running_;
+  prometheus::Gauge& waiting_;
+  prometheus::Family<prometheus::Counter>& finished_;
+  std::vector<prometheus::Gauge*> worker_up_;  // by worker, as the remote backend lists them
   prometheus::Histogram& step_seconds_;
   prometheus::Histogram& step_tokens_;
+  prometheus::Histogram& ttft_seconds_;
+  prometheus::Histogram& itl_seconds_;
+  prometheus::Histogram& extend_seconds_;
 };
 
 }  // namespace arbor::router

@@ -73,7 +73,7 @@ RouterService::RouterService(const model::ModelWeights* weights, const model::To
               .max_new_tokens = options.max_new_tokens,
               .max_seq_tokens = options.engine.max_seq_tokens},
       kvstore_(std::move(kvstores), options.kvstore_timeout),
-      rpc_metrics_("router", registry),
+      rpc_metrics_("router", registry, v1::Router::service_full_name()),
       metrics_(registry, experts, remote, weights->config().num_hidden_layers,
                weights->config().num_local_experts),
       io_(options.io_threads) {}
@@ -343,7 +343,15 @@ void RouterService::Emit(Job& job, bool finished) {
        TokenEvents(r, job.sent_tokens, job.params.top_logprobs, job.sent_bytes, stable)) {
     job.stream->Push(std::move(e));
   }
-  if (r.token_ids.size() > job.sent_tokens) job.sent_bytes = std::max(job.sent_bytes, stable);
+  if (r.token_ids.size() > job.sent_tokens) {
+    job.sent_bytes = std::max(job.sent_bytes, stable);
+    const auto now = Clock::now();
+    metrics_.ObserveTokens(static_cast<int>(r.token_ids.size() - job.sent_tokens),
+                           job.sent_tokens == 0,
+                           std::chrono::duration<double>(now - job.t0).count(),
+                           std::chrono::duration<double>(now - job.last_token).count());
+    job.last_token = now;
+  }
   job.sent_tokens = r.token_ids.size();
 }
 
@@ -370,6 +378,7 @@ void RouterService::Complete(std::shared_ptr<Job> job) {
   }
   v1::ExtendResult& res = job->result;
   res.set_finish_reason(FinishReasonToProto(r.finish));
+  metrics_.ObserveFinish(res.finish_reason());
   res.set_input_tokens(static_cast<int>(job->input.size()));
   res.set_generated_tokens(static_cast<int>(r.token_ids.size()));
   const int fetched = job->fetch_to - job->fetch_from;
@@ -421,7 +430,9 @@ void RouterService::End(Job& job, const absl::Status& status) {
   if (!status.ok() && status.code() != absl::StatusCode::kCancelled) {
     spdlog::warn("extend job={} seq={} failed: {}", job.id, job.seq, status.ToString());
   }
-  rpc_metrics_.Record("Extend", status, SecondsSince(job.t0));
+  const double seconds = SecondsSince(job.t0);
+  rpc_metrics_.Record("Extend", status, seconds);
+  metrics_.ObserveExtend(seconds);
   job.stream->Close(status);
 }
 

@@ -107,6 +107,7 @@ class RouterService final : public v1::Router::CallbackService {
   void Post(std::function<void()> fn);
   void Loop();
   void StepOnce();
+  void ExportMetrics();
   // With a small tenant running beside others, sets how many tokens each running Extend is fed
   // next step (RouterOptions::shared_step_tokens); lifts every limit otherwise.
   void ShareStep();

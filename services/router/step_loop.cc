@@ -37,7 +37,10 @@ void RouterService::StepOnce() {
            [this](const std::shared_ptr<Job>& j) { return j->cancelled || stop_; })) {
     Fail(job, Interrupted(*job));
   }
-  if (generator_->live() == 0) return;
+  if (generator_->live() == 0) {
+    ExportMetrics();
+    return;
+  }
   ShareStep();
 
   const engine::GeneratorStats before = generator_->stats();
@@ -78,7 +81,12 @@ void RouterService::StepOnce() {
     }
     for (const auto& job : done) Complete(job);
   }
-  metrics_.Export(engine_->kv_tree().stats(), static_cast<int>(running_.size()));
+  ExportMetrics();
+}
+
+void RouterService::ExportMetrics() {
+  metrics_.Export(engine_->kv_tree().stats(), static_cast<int>(running_.size()),
+                  pending_ - static_cast<int>(running_.size()));
 }
 
 void RouterService::ShareStep() {

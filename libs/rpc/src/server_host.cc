@@ -38,6 +38,22 @@ absl::StatusOr<std::unique_ptr<ServerHost>> ServerHost::Start(
   }
   host->server_->GetHealthCheckService()->SetServingStatus(options.serving);
 
+  if (!options.health_address.empty()) {
+    // A server of its own, with no service but the default health service: nothing else is
+    // reachable without the mesh's credentials.
+    grpc::ServerBuilder health;
+    health.AddListeningPort(options.health_address, grpc::InsecureServerCredentials(),
+                            &host->health_port_);
+    health.SetMaxReceiveMessageSize(4096);
+    host->health_ = health.BuildAndStart();
+    if (host->health_ == nullptr || host->health_port_ <= 0) {
+      host->health_port_ = -1;
+      host->Shutdown();
+      return absl::UnavailableError(
+          absl::StrCat("cannot serve health checks on ", options.health_address));
+    }
+    host->health_->GetHealthCheckService()->SetServingStatus(options.serving);
+  }
   if (!options.metrics_address.empty()) {
     auto metrics = MetricsServer::Start(options.metrics_address, std::move(registry));
     if (!metrics.ok()) {
@@ -46,7 +62,8 @@ absl::StatusOr<std::unique_ptr<ServerHost>> ServerHost::Start(
     }
     host->metrics_ = std::move(*metrics);
   }
-  spdlog::info("serving address={} metrics_port={}", host->address(), host->metrics_port());
+  spdlog::info("serving address={} metrics_port={} health_port={}", host->address(),
+               host->metrics_port(), host->health_port());
   return host;
 }
 
@@ -63,6 +80,7 @@ void ServerHost::SetServing(bool serving) {
   absl::MutexLock lock(&mu_);
   if (shut_down_ || server_ == nullptr) return;
   server_->GetHealthCheckService()->SetServingStatus(serving);
+  if (health_ != nullptr) health_->GetHealthCheckService()->SetServingStatus(serving);
 }
 
 void ServerHost::Shutdown(const std::function<void()>& before_drain) {
@@ -71,6 +89,7 @@ void ServerHost::Shutdown(const std::function<void()>& before_drain) {
     if (shut_down_ || server_ == nullptr) return;
     shut_down_ = true;
     server_->GetHealthCheckService()->SetServingStatus(false);
+    if (health_ != nullptr) health_->GetHealthCheckService()->SetServingStatus(false);
   }
   spdlog::info("shutting down address={}: NOT_SERVING, draining", address());
   if (options_.shutdown_grace > absl::ZeroDuration()) absl::SleepFor(options_.shutdown_grace);
@@ -78,6 +97,11 @@ void ServerHost::Shutdown(const std::function<void()>& before_drain) {
   server_->Shutdown(std::chrono::system_clock::now() +
                     absl::ToChronoMilliseconds(options_.drain_timeout));
   server_->Wait();
+  // The health port closes last: a probe sees NOT_SERVING until the service is gone.
+  if (health_ != nullptr) {
+    health_->Shutdown(std::chrono::system_clock::now());
+    health_->Wait();
+  }
   metrics_.reset();
 }
 

@@ -67,6 +67,60 @@ TEST(ServerHostTest, HealthServesThenReportsNotServingBeforeDraining) {
   EXPECT_EQ(Check(address).status().code(), absl::StatusCode::kUnavailable);
 }
 
+// A planner whose ListTasks answers: present on the main port, absent from the health port.
+class ListingPlanner : public v1::Planner::Service {
+  grpc::Status ListTasks(grpc::ServerContext*, const v1::ListTasksRequest*,
+                         v1::ListTasksResponse*) override {
+    return grpc::Status::OK;
+  }
+};
+
+grpc::Status ListTasksAt(const std::string& address) {
+  auto stub =
+      v1::Planner::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  v1::ListTasksResponse resp;
+  return stub->ListTasks(&ctx, v1::ListTasksRequest(), &resp);
+}
+
+TEST(ServerHostTest, TheHealthPortServesOnlyHealthAndFollowsTheServiceToItsEnd) {
+  ListingPlanner planner;
+  ServerHostOptions opts;
+  opts.health_address = "127.0.0.1:0";
+  opts.shutdown_grace = absl::Milliseconds(600);
+  opts.serving = false;
+  auto host = ServerHost::Start(opts, {&planner}, nullptr);
+  ASSERT_TRUE(host.ok()) << host.status();
+  ASSERT_GT((*host)->health_port(), 0);
+  const std::string health = absl::StrCat("127.0.0.1:", (*host)->health_port());
+  EXPECT_EQ(*Check(health), HealthCheckResponse::NOT_SERVING);  // still loading
+  (*host)->SetServing(true);
+  EXPECT_EQ(*Check(health), HealthCheckResponse::SERVING);
+  EXPECT_TRUE(ListTasksAt((*host)->address()).ok());
+  EXPECT_EQ(ListTasksAt(health).error_code(), grpc::StatusCode::UNIMPLEMENTED);
+
+  std::thread stopper([&] { (*host)->Shutdown(); });
+  bool saw_not_serving = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!saw_not_serving && std::chrono::steady_clock::now() < deadline) {
+    auto s = Check(health);
+    saw_not_serving = s.ok() && *s == HealthCheckResponse::NOT_SERVING;
+  }
+  stopper.join();
+  EXPECT_TRUE(saw_not_serving);
+  EXPECT_EQ(Check(health).status().code(), absl::StatusCode::kUnavailable);  // closed
+}
+
+TEST(ServerHostTest, AHealthAddressThatCannotBeBoundIsAnError) {
+  ServerHostOptions opts;
+  opts.health_address = "256.0.0.1:1";
+  auto host = ServerHost::Start(opts, {}, nullptr);
+  ASSERT_FALSE(host.ok());
+  EXPECT_NE(host.status().message().find("health checks on 256.0.0.1:1"), std::string::npos)
+      << host.status();
+}
+
 TEST(ServerHostTest, MetricsEndpointServesTheRegistry) {
   auto registry = std::make_shared<prometheus::Registry>();
   auto& family = prometheus::BuildCounter()

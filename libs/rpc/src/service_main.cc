@@ -17,6 +17,9 @@ ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error or of
 ABSL_FLAG(std::string, address, "", "gRPC listen address (host:port); each service has a default");
 ABSL_FLAG(std::string, metrics_address, "",
           "Prometheus /metrics listen address (host:port); empty serves none");
+ABSL_FLAG(std::string, health_address, "",
+          "plaintext grpc.health.v1-only listen address (host:port) for probes without the "
+          "mesh's certificates, such as a kubelet's grpc probe; empty serves none");
 ABSL_FLAG(int, max_message_mb, 64, "largest gRPC message received or sent, MiB");
 ABSL_FLAG(int, shutdown_grace_ms, 0, "NOT_SERVING time before draining on SIGTERM");
 ABSL_FLAG(std::string, tls_cert, "",
@@ -89,6 +92,7 @@ PeerRoles PeerRolesFromFlags() {
 ServerHostOptions ServerHostOptionsFromFlags() {
   return {.address = absl::GetFlag(FLAGS_address),
           .metrics_address = absl::GetFlag(FLAGS_metrics_address),
+          .health_address = absl::GetFlag(FLAGS_health_address),
           .max_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20,
           .shutdown_grace = absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms)),
           .credentials = MakeServerCredentials(TlsFilesFromFlags(), client_certificates)};

@@ -1,5 +1,6 @@
 // Runs a service's gRPC server the way every Arbor service must: the standard health service
-// and reflection, Prometheus metrics on their own port, message size limits, and a shutdown
+// and reflection, Prometheus metrics on their own port, optionally a plaintext health-only port
+// for probes, message size limits, and a shutdown
 // that reports NOT_SERVING first, waits a grace period for load balancers and probes to notice,
 // then stops accepting and drains in-flight RPCs. Thread-safe.
 #pragma once
@@ -22,6 +23,9 @@ namespace arbor::rpc {
 struct ServerHostOptions {
   std::string address = "127.0.0.1:0";  // host:port; port 0 picks a free one
   std::string metrics_address;          // host:port for /metrics; empty = no metrics endpoint
+  // host:port of a plaintext port that serves only grpc.health.v1 (the same status), for probes
+  // that cannot present the mesh's client certificate (a kubelet's grpc probe); empty = none.
+  std::string health_address;
   int max_message_bytes = 64 << 20;
   absl::Duration shutdown_grace = absl::ZeroDuration();  // NOT_SERVING before draining
   absl::Duration drain_timeout = absl::Seconds(10);      // then in-flight RPCs are cancelled
@@ -48,7 +52,8 @@ class ServerHost {
 
   int port() const { return port_; }
   std::string address() const;
-  int metrics_port() const;  // -1 without metrics
+  int metrics_port() const;                         // -1 without metrics
+  int health_port() const { return health_port_; }  // -1 without a health port
 
   // The health status every service name reports; ignored once shutting down.
   void SetServing(bool serving);
@@ -63,7 +68,9 @@ class ServerHost {
   ServerHostOptions options_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<MetricsServer> metrics_;
+  std::unique_ptr<grpc::Server> health_;  // the health-only port, if any
   int port_ = 0;
+  int health_port_ = -1;
   absl::Mutex mu_;  // orders SetServing and Shutdown
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
 };

@@ -3,7 +3,8 @@
 // the wait for SIGTERM/SIGINT followed by ServerHost's NOT_SERVING, grace and drain. Also the
 // health probe the launcher and tests use.
 //
-// Defines the flags every service has: --address, --metrics_address, --max_message_mb,
+// Defines the flags every service has: --address, --metrics_address, --health_address,
+// --max_message_mb,
 // --shutdown_grace_ms, --log_level, and the mesh's mTLS files --tls_cert, --tls_key and
 // --tls_ca (tls.h; all three or none). Each service gives its own defaults (ServiceDefaults).
 #pragma once
