@@ -20,6 +20,11 @@ packages=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   # tools (Debian's /usr/bin/python3)
   python3 python3-torch python3-numpy python3-sentencepiece python3-grpcio python3-protobuf
+  python3-yaml
+  # the deployment test (tools/deploy_test.sh): the image built and played without a daemon, a
+  # real Prometheus and promtool, yamllint, headless Chromium (the schema checks use the
+  # machine's Node.js and npm, with deploy/package-lock.json)
+  podman buildah runc catatonit debootstrap prometheus yamllint chromium
 )
 
 missing=()

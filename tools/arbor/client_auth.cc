@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -18,6 +19,10 @@
 ABSL_FLAG(std::string, tls_dir, "",
           "every command but up: the mesh's certificates (ca.crt, operator.crt/.key); default "
           "$ARBOR_TLS_DIR, then ~/.arbor/tls when it exists; none: plaintext");
+// --tls_server_name (service_main.cc, linked in): for the CLI, the name the services'
+// certificates carry when they name no address (deploy/k8s/secrets.sh: arbor-mesh); default
+// $ARBOR_TLS_SERVER_NAME.
+ABSL_DECLARE_FLAG(std::string, tls_server_name);
 ABSL_FLAG(std::string, token_file, "",
           "solve/tasks/watch/cancel/eval: the file holding the planner's bearer token (default: "
           "$ARBOR_TOKEN_FILE, $ARBOR_TOKEN, then ~/.arbor/token)");
@@ -82,6 +87,11 @@ absl::Status ConfigureClientTls() {
       .cert = dir + "/operator.crt", .key = dir + "/operator.key", .ca = dir + "/ca.crt"};
   if (absl::Status st = rpc::CheckTlsFiles(files, "--tls_dir " + dir); !st.ok()) return st;
   rpc::SetDefaultChannelCredentials(rpc::MakeChannelCredentials(files));
+  std::string name = absl::GetFlag(FLAGS_tls_server_name);
+  if (const char* env = std::getenv("ARBOR_TLS_SERVER_NAME"); name.empty() && env != nullptr) {
+    name = env;
+  }
+  rpc::SetDefaultServerName(name);
   return absl::OkStatus();
 }
 

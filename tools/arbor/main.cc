@@ -4,6 +4,7 @@
 //   arbor score --model DIR --text "..."        per-token log-probs and perplexity of a text
 //   arbor up [--workers N] [--replicas R]        run the mesh on loopback until Ctrl-C
 //   arbor eval game24 / arbor chaos game24       accuracy, and accuracy while services die
+//   arbor health ADDRESS...                      grpc.health.v1 status, as a probe asks
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -17,6 +18,7 @@
 #include "client_auth.h"
 #include "eval.h"
 #include "generate.h"
+#include "health.h"
 #include "score.h"
 #include "solve.h"
 #include "up.h"
@@ -37,6 +39,7 @@ constexpr char kUsage[] =
     "  eval       score the model on held-out Game of 24 puzzles: arbor eval game24\n"
     "  chaos      Game of 24 solves while `arbor up`'s services are killed: arbor chaos "
     "--up_ready_file F game24\n"
+    "  health     grpc.health.v1 status of each address, as a probe asks: arbor health HOST:PORT\n"
     "run `arbor <command> --help` for a command's flags";
 
 }  // namespace
@@ -74,6 +77,7 @@ int main(int argc, char** argv) {
   if (command == "cancel") return arbor::cli::Cancel(positional);
   if (command == "eval") return arbor::cli::Eval(positional);
   if (command == "chaos") return arbor::cli::Chaos(positional);
+  if (command == "health") return arbor::cli::Health(positional);
   std::fprintf(stderr, "arbor: unknown command \"%s\"\n%s\n", command.c_str(), kUsage);
   return 2;
 }

@@ -16,6 +16,9 @@ std::shared_ptr<grpc::Channel> NewChannel(const std::string& address,
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
+  if (const std::string name = rpc::DefaultServerName(); !name.empty()) {
+    args.SetSslTargetNameOverride(name);
+  }
   return grpc::CreateCustomChannel(address, rpc::DefaultChannelCredentials(), args);
 }
 

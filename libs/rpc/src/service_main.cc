@@ -26,6 +26,9 @@ ABSL_FLAG(std::string, tls_cert, "",
           "mTLS: this service's certificate (PEM; its common name states its role, "
           "arbor-<role>); re-read when it changes");
 ABSL_FLAG(std::string, tls_key, "", "mTLS: the certificate's private key (PEM)");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "mTLS: the name every mesh service's certificate carries (a DNS subject alternative "
+          "name), checked instead of the dialled address's host; for peers dialled by pod IP");
 ABSL_FLAG(std::string, tls_ca, "",
           "mTLS: the mesh's CA certificate (PEM); with it every call in and out is TLS");
 
@@ -76,6 +79,7 @@ bool InitServiceMain(int argc, char** argv, const char* program, const char* usa
   }
   client_certificates = defaults.client_certificates;
   SetDefaultChannelCredentials(MakeChannelCredentials(tls));
+  SetDefaultServerName(absl::GetFlag(FLAGS_tls_server_name));
   return true;
 }
 

@@ -100,6 +100,21 @@ std::shared_ptr<grpc::ChannelCredentials> DefaultChannelCredentials() {
   return default_creds != nullptr ? *default_creds : grpc::InsecureChannelCredentials();
 }
 
+namespace {
+std::string* default_server_name ABSL_GUARDED_BY(default_mu) = nullptr;
+}  // namespace
+
+void SetDefaultServerName(const std::string& name) {
+  absl::MutexLock lock(&default_mu);
+  delete default_server_name;
+  default_server_name = new std::string(name);
+}
+
+std::string DefaultServerName() {
+  absl::MutexLock lock(&default_mu);
+  return default_server_name != nullptr ? *default_server_name : "";
+}
+
 absl::Status PeerRoles::Check(const grpc::ServerContextBase& ctx,
                               std::initializer_list<Role> allowed, const char* method) const {
   if (!required_) return absl::OkStatus();

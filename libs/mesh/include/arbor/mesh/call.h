@@ -60,7 +60,8 @@ struct ChannelOptions {
 };
 
 // A channel to `address` (host:port) that reconnects within a second after its peer restarts
-// (gRPC's default backoff grows to two minutes), with the message limits set.
+// (gRPC's default backoff grows to two minutes), with the message limits set, checking the
+// peer's certificate against rpc::DefaultServerName() when it is set.
 std::shared_ptr<grpc::Channel> NewChannel(const std::string& address,
                                           const ChannelOptions& options = {});
 

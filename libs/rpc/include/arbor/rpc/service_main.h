@@ -6,7 +6,8 @@
 // Defines the flags every service has: --address, --metrics_address, --health_address,
 // --max_message_mb,
 // --shutdown_grace_ms, --log_level, and the mesh's mTLS files --tls_cert, --tls_key and
-// --tls_ca (tls.h; all three or none). Each service gives its own defaults (ServiceDefaults).
+// --tls_ca (tls.h; all three or none) with --tls_server_name. Each service gives its own
+// defaults (ServiceDefaults).
 #pragma once
 
 #include <chrono>

@@ -52,6 +52,12 @@ std::shared_ptr<grpc::ChannelCredentials> MakeChannelCredentials(const TlsFiles&
 // at start (a service's main, the CLI) before any channel is made; insecure until then.
 void SetDefaultChannelCredentials(std::shared_ptr<grpc::ChannelCredentials> creds);
 std::shared_ptr<grpc::ChannelCredentials> DefaultChannelCredentials();
+// The name mesh channels check the peer's certificate against instead of the address's host
+// (empty: the host, the default). Set when peers are dialled by addresses no certificate can
+// name in advance, such as pod IPs behind a headless Service: every mesh certificate then
+// carries this name as a DNS subject alternative name.
+void SetDefaultServerName(const std::string& name);
+std::string DefaultServerName();
 
 // Which callers an RPC accepts. Default: TLS off, every caller (an insecure mesh, tests in one
 // process). Required(): the caller must present a CA-signed certificate of an allowed role.
