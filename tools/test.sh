@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, builds with -Werror, runs clang's
 # thread-safety analysis over every translation unit with lock annotations, runs every test
-# through CTest, then rebuilds the tests with AddressSanitizer + UndefinedBehaviorSanitizer
+# through CTest, the deployment test (tools/deploy_test.sh: manifests, image, the mesh played in
+# containers, Prometheus, alerts, dashboard, Chromium), then rebuilds the tests with AddressSanitizer + UndefinedBehaviorSanitizer
 # (CPU only) and runs them again, the checkpoint loader's bad-input tests among them, and last
 # runs every fuzz target (clang's libFuzzer) for a bounded time on its corpus and regressions.
 set -euo pipefail
@@ -14,6 +15,11 @@ echo "== thread-safety analysis (clang, every annotated translation unit) =="
 /usr/bin/python3 tools/thread_safety.py build
 echo "== tests =="
 ctest --test-dir build --output-on-failure --timeout 600
+
+echo "== deployment: manifests, image, the mesh in containers, Prometheus, alerts, dashboard =="
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+$sudo bash tools/deploy_test.sh build/bin
 
 echo "== tests under ASan + UBSan =="
 ARBOR_BUILD_DIR=build-asan bash tools/build.sh -DARBOR_WERROR=ON -DARBOR_SANITIZE=ON \
