@@ -2,9 +2,10 @@
 # The README's test command: installs what is missing, builds with -Werror, runs clang's
 # thread-safety analysis over every translation unit with lock annotations, runs every test
 # through CTest, the deployment test (tools/deploy_test.sh: manifests, image, the mesh played in
-# containers, Prometheus, alerts, dashboard, Chromium), then rebuilds the tests with AddressSanitizer + UndefinedBehaviorSanitizer
-# (CPU only) and runs them again, the checkpoint loader's bad-input tests among them, and last
-# runs every fuzz target (clang's libFuzzer) for a bounded time on its corpus and regressions.
+# containers, Prometheus, alerts, dashboard, Chromium), then rebuilds the tests with
+# AddressSanitizer + UndefinedBehaviorSanitizer (CPU only) and runs them again, the checkpoint
+# loader's bad-input tests among them, and last runs every fuzz target (clang's libFuzzer) for a
+# bounded time on its corpus and regressions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh

@@ -21,6 +21,7 @@ struct RemoteExpertBackend::Worker {
   std::string address;
   std::unique_ptr<mesh::ExpertClient> client;
   Clock::time_point unhealthy_until{};
+  bool last_call_ok = true;  // the outcome of the last call sent to it (none yet: true)
 };
 
 // One worker's share of a layer in one attempt.
@@ -54,9 +55,8 @@ std::vector<std::string> RemoteExpertBackend::worker_addresses() const {
 }
 
 std::vector<bool> RemoteExpertBackend::WorkersHealthy() const {
-  const Clock::time_point now = Clock::now();
   std::vector<bool> out;
-  for (const auto& w : workers_) out.push_back(w->unhealthy_until <= now);
+  for (const auto& w : workers_) out.push_back(w->last_call_ok);
   return out;
 }
 
@@ -235,10 +235,12 @@ absl::StatusOr<std::vector<int>> RemoteExpertBackend::Gather(
       *last_error = std::string(st.message());
       spdlog::warn("{}; retrying its rows on another replica", *last_error);
       workers_[w]->unhealthy_until = Clock::now() + options_.unhealthy_for;
+      workers_[w]->last_call_ok = false;
       failed.insert(failed.end(), b.items.begin(), b.items.end());
       ++counters_.retries;
       continue;
     }
+    workers_[w]->last_call_ok = true;
     const std::string& data = b.response.output().data();
     const bool bf16 = b.response.output().dtype() == v1::DTYPE_BF16;
     const size_t width = bf16 ? sizeof(uint16_t) : sizeof(float);

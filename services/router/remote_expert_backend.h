@@ -67,7 +67,9 @@ class RemoteExpertBackend : public engine::ExpertBackend {
   const RemoteExpertCounters& counters() const { return counters_; }
   // The workers, in the order WorkersHealthy reports them.
   std::vector<std::string> worker_addresses() const;
-  // Per worker: false while it is marked unhealthy after a failure. Same thread as Run.
+  // Per worker: whether the last call sent to it succeeded (true before any). A failed worker
+  // is skipped for a while, then tried again: it stays false until a call to it succeeds, so a
+  // dead worker reads false however often it is retried. Same thread as Run.
   std::vector<bool> WorkersHealthy() const;
 
  private:

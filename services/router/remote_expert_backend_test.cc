@@ -96,10 +96,15 @@ TEST_F(RemoteExpertBackendTest, RemoteExpertsMatchLocalAndSurviveALostReplica) {
   EXPECT_GT(c.rows_per_worker[1], 0);  // experts 2-3 spread over both replicas
   EXPECT_GT(c.rows_per_worker[2], 0);
   EXPECT_EQ(c.retries, 0);
+  EXPECT_EQ((*remote_experts)->WorkersHealthy(), std::vector<bool>({true, true, true}));
 
   workers_[1]->host->Shutdown();  // one replica of experts 2-3 goes away
   for (int i = 0; i < 3; ++i) next = StepBoth(*remote, rs, ls, {next});
   EXPECT_GE((*remote_experts)->counters().retries, 1);
+  // The metric arbor_router_expert_worker_up reads this: the dead replica stays unhealthy
+  // however long it is skipped; the others stay healthy.
+  EXPECT_EQ((*remote_experts)->WorkersHealthy(), std::vector<bool>({true, false, true}));
+  EXPECT_EQ((*remote_experts)->worker_addresses()[1], Addresses({0, 1, 2})[1]);
 
   workers_[2]->host->Shutdown();  // and now the last one
   const int before = remote->Length(rs);

@@ -5,8 +5,8 @@
 //   arbor_router_kv_usage (0..1)                                   gauge
 //   arbor_router_running_extends, arbor_router_waiting_extends     gauges
 //   arbor_router_extends_finished_total{reason=length|stop|eos|cancelled}  counter
-//   arbor_router_expert_worker_up{worker}                          gauge, 1 while the router
-//                                                                  sends to that worker
+//   arbor_router_expert_worker_up{worker}                          gauge, 1 when the last call
+//                                                                  to that worker succeeded
 //   arbor_router_step_duration_seconds, arbor_router_step_tokens   histograms
 //   arbor_router_time_to_first_token_seconds                       histogram, per Extend
 //   arbor_router_inter_token_latency_seconds                       histogram, per token
