@@ -11,9 +11,9 @@
 #    SERVING to a 1 s check, as a kubelet probes;
 # 5. a real Prometheus scrapes the mesh (one job per ServiceMonitor, with the alerts);
 # 6. traffic: `arbor solve` and `arbor generate` through the played mesh (mTLS, a bearer token),
-#    and a Solve with a wrong token; `promtool check metrics` on every /metrics; the required
-#    families and types present; `up` is 1 for every job; every dashboard panel's query returns
-#    data;
+#    and a Solve with a wrong token; the required families and types present on every /metrics
+#    before the first request, `promtool check metrics` finding nothing after traffic; `up` is 1
+#    for every job; every dashboard panel's query returns data;
 # 7. headless Chromium loads Prometheus's graph page for the key queries: screenshots and the
 #    pages (checked for a legend naming the series and a drawn line) are kept in
 #    $ARBOR_DEPLOY_ARTIFACTS (default build/deploy-test);
@@ -53,11 +53,7 @@ done
 
 step "2. schemas, unknown fields, API-server checks, yamllint, alert unit tests"
 bash deploy/k8s/secrets.sh "$work/secrets" arbor > /dev/null
-if ! cmp -s deploy/package-lock.json deploy/node_modules/.package-lock.json 2> /dev/null; then
-  # npm ci writes node_modules/.package-lock.json; reinstalled only when the lockfile changed.
-  (cd deploy && npm ci --no-audit --no-fund --loglevel=error > /dev/null)
-  cp deploy/package-lock.json deploy/node_modules/.package-lock.json 2> /dev/null || true
-fi
+[[ -d deploy/node_modules ]] || { echo "deploy test: run tools/setup.sh first (npm ci in deploy/)" >&2; exit 1; }
 node deploy/tools/check.mjs "$work/rendered" "$work/secrets/secrets.yaml"
 # The checker must catch what it claims to.
 /usr/bin/python3 deploy/tools/break_manifests.py "$work/rendered/cpu.yaml" "$work/broken/cpu.yaml" \
@@ -115,6 +111,9 @@ for _ in $(seq 1 60); do curl -fsS "http://$prom/-/ready" > /dev/null 2>&1 && br
 sleep 3  # a few scrapes before any traffic: rates start from the idle counters
 
 step "6. traffic and metrics"
+# Every required family has its series before the first request.
+metrics=(127.0.0.1:9121 127.0.0.1:9111 127.0.0.1:9091 127.0.0.1:9101 127.0.0.1:9102)
+/usr/bin/python3 deploy/tools/prom_check.py metrics "${metrics[@]}"
 client=(--tls_dir "$work/secrets/client" --token_file "$work/secrets/client/token")
 for puzzle in "4 9 10 13" "1 2 3 4" "3 3 8 8"; do
   "$arbor" solve "${client[@]}" --planner 127.0.0.1:50081 "$puzzle" 2> /dev/null | tail -2
@@ -129,14 +128,12 @@ if "$arbor" solve --tls_dir "$work/secrets/client" --token_file "$work/wrong-tok
   exit 1
 fi
 grep -i "unauthenticated\|token" "$work/wrong.out" | head -1
-metrics=(127.0.0.1:9121 127.0.0.1:9111 127.0.0.1:9091 127.0.0.1:9101 127.0.0.1:9102)
 for m in "${metrics[@]}"; do
   curl -fsS "http://$m/metrics" > "$work/metrics"
   lint=$(promtool check metrics < "$work/metrics" 2>&1 || true)
   [[ -z $lint ]] || { echo "deploy test: promtool check metrics on $m: $lint" >&2; exit 1; }
 done
 echo "promtool check metrics: nothing to report on ${#metrics[@]} endpoints"
-/usr/bin/python3 deploy/tools/prom_check.py metrics "${metrics[@]}"
 
 # More traffic, spread out, so rates and quantiles have samples over time.
 for puzzle in "2 4 6 8" "5 5 5 1" "1 1 4 6" "2 3 5 12"; do

@@ -34,13 +34,27 @@ for p in "${packages[@]}"; do
   fi
 done
 
-if ((${#missing[@]} == 0)); then
-  echo "setup: all ${#packages[@]} packages present"
-  exit 0
-fi
-
 sudo=""
 if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
-echo "setup: installing ${missing[*]}"
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if ((${#missing[@]} == 0)); then
+  echo "setup: all ${#packages[@]} packages present"
+else
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The deployment checks' npm packages (deploy/package-lock.json), with the machine's Node.js:
+# installed again only when the lockfile changed.
+cd "$(dirname "$0")/.."
+if ! command -v npm > /dev/null; then
+  echo "setup: npm (Node.js) is needed for deploy/'s checks and is not on PATH" >&2
+  exit 1
+fi
+stamp=deploy/node_modules/.arbor-lockfile-sha256
+want=$(sha256sum deploy/package-lock.json | cut -d' ' -f1)
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+  echo "setup: npm ci in deploy/"
+  (cd deploy && npm ci --no-audit --no-fund --loglevel=error > /dev/null)
+  echo "$want" > "$stamp"
+fi
