@@ -45,17 +45,10 @@ absl::StatusOr<HealthCheckResponse::ServingStatus> Check(const std::string& addr
   return resp.status();
 }
 
-TEST(ServerHostTest, HealthServesThenReportsNotServingBeforeDraining) {
-  ServerHostOptions opts;
-  opts.shutdown_grace = absl::Milliseconds(600);
-  auto host = ServerHost::Start(opts, {}, nullptr);
-  ASSERT_TRUE(host.ok()) << host.status();
-  const std::string address = (*host)->address();
-  EXPECT_GT((*host)->port(), 0);
-  EXPECT_EQ(*Check(address), HealthCheckResponse::SERVING);
-
-  std::thread stopper([&] { (*host)->Shutdown(); });
-  // During the grace period the server still answers, and answers NOT_SERVING.
+// Shuts `host` down and checks `address` on the way: during the grace period it still answers,
+// and answers NOT_SERVING; then it is closed.
+void ExpectNotServingThenClosedOnShutdown(ServerHost& host, const std::string& address) {
+  std::thread stopper([&] { host.Shutdown(); });
   bool saw_not_serving = false;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (!saw_not_serving && std::chrono::steady_clock::now() < deadline) {
@@ -65,6 +58,18 @@ TEST(ServerHostTest, HealthServesThenReportsNotServingBeforeDraining) {
   stopper.join();
   EXPECT_TRUE(saw_not_serving);
   EXPECT_EQ(Check(address).status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(ServerHostTest, HealthServesThenReportsNotServingBeforeDraining) {
+  ServerHostOptions opts;
+  opts.shutdown_grace = absl::Milliseconds(600);
+  auto host = ServerHost::Start(opts, {}, nullptr);
+  ASSERT_TRUE(host.ok()) << host.status();
+  const std::string address = (*host)->address();
+  EXPECT_GT((*host)->port(), 0);
+  EXPECT_EQ(*Check(address), HealthCheckResponse::SERVING);
+
+  ExpectNotServingThenClosedOnShutdown(**host, address);
 }
 
 // A planner whose ListTasks answers: present on the main port, absent from the health port.
@@ -100,16 +105,7 @@ TEST(ServerHostTest, TheHealthPortServesOnlyHealthAndFollowsTheServiceToItsEnd) 
   EXPECT_TRUE(ListTasksAt((*host)->address()).ok());
   EXPECT_EQ(ListTasksAt(health).error_code(), grpc::StatusCode::UNIMPLEMENTED);
 
-  std::thread stopper([&] { (*host)->Shutdown(); });
-  bool saw_not_serving = false;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (!saw_not_serving && std::chrono::steady_clock::now() < deadline) {
-    auto s = Check(health);
-    saw_not_serving = s.ok() && *s == HealthCheckResponse::NOT_SERVING;
-  }
-  stopper.join();
-  EXPECT_TRUE(saw_not_serving);
-  EXPECT_EQ(Check(health).status().code(), absl::StatusCode::kUnavailable);  // closed
+  ExpectNotServingThenClosedOnShutdown(**host, health);
 }
 
 TEST(ServerHostTest, AHealthAddressThatCannotBeBoundIsAnError) {
