@@ -477,6 +477,61 @@ TEST_F(RouterServiceTest, ASmallTenantsStepsAreNotFilledByAnothersBatch) {
 }
 
 // A client that cancels while tokens stream gets CANCELLED, and the kv-store is unchanged.
+// The operator-facing metrics count what the calls did: one time to first token and one
+// end-to-end latency per Extend, one inter-token gap per token after the first, the finish
+// reason, and the gauges back at rest; every family exists before the first Extend.
+TEST_F(RouterServiceTest, LatencyAndQueueMetricsCountEachExtendAndToken) {
+  StartMesh();
+  // Histograms: sample count; counters and gauges: value; by name and (optional) one label.
+  auto read = [&](const std::string& name, const std::string& label = "",
+                  const std::string& value = "") -> double {
+    for (const auto& family : mesh_->router_registry().Collect()) {
+      if (family.name != name) continue;
+      for (const auto& m : family.metric) {
+        bool match = label.empty();
+        for (const auto& l : m.label) match |= l.name == label && l.value == value;
+        if (!match) continue;
+        if (family.type == prometheus::MetricType::Histogram) {
+          return static_cast<double>(m.histogram.sample_count);
+        }
+        if (family.type == prometheus::MetricType::Counter) return m.counter.value;
+        return m.gauge.value;
+      }
+      return -2;  // the family without that series
+    }
+    return -1;  // no such family
+  };
+  EXPECT_EQ(read("arbor_router_time_to_first_token_seconds"), 0);
+  EXPECT_EQ(read("arbor_router_inter_token_latency_seconds"), 0);
+  EXPECT_EQ(read("arbor_router_extend_duration_seconds"), 0);
+  EXPECT_EQ(read("arbor_router_extends_finished_total", "reason", "length"), 0);
+  EXPECT_EQ(read("arbor_router_extends_finished_total", "reason", "eos"), 0);
+  EXPECT_EQ(read("arbor_router_requests_total", "method", "Extend"), 0);
+  EXPECT_EQ(read("arbor_router_waiting_extends"), 0);
+  EXPECT_EQ(read("arbor_router_running_extends"), 0);
+
+  const Extended a = Extend(*router_, Request(NewSequence(), {1, 30, 31, 32}, 7));
+  ASSERT_TRUE(a.status.ok()) << a.status.error_message();
+  ASSERT_EQ(a.tokens.size(), 7u);
+  const Extended b = Extend(*router_, Request(NewSequence(), {1, 40}, 3));
+  ASSERT_TRUE(b.status.ok()) << b.status.error_message();
+  // An Extend that fails (a sequence that does not exist) has an end-to-end latency too.
+  EXPECT_FALSE(Extend(*router_, Request(987654321, {1}, 2)).status.ok());
+
+  EXPECT_EQ(read("arbor_router_time_to_first_token_seconds"), 2);
+  EXPECT_EQ(read("arbor_router_inter_token_latency_seconds"), (7 - 1) + (3 - 1));
+  EXPECT_EQ(read("arbor_router_extend_duration_seconds"), 3);
+  EXPECT_EQ(read("arbor_router_extends_finished_total", "reason", "length"), 2);
+  EXPECT_EQ(read("arbor_router_extends_finished_total", "reason", "stop"), 0);
+  // The step loop exports its gauges at least every 100 ms while idle.
+  const auto until = std::chrono::steady_clock::now() + seconds(10);
+  while (read("arbor_router_running_extends") != 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(read("arbor_router_running_extends"), 0);
+  EXPECT_EQ(read("arbor_router_waiting_extends"), 0);
+}
+
 TEST_F(RouterServiceTest, CancelBeforeTheCommitCommitsNothing) {
   ASSERT_NO_FATAL_FAILURE(StartMesh());
   const uint64_t seq = NewSequence();
