@@ -47,6 +47,11 @@ spm=$bin_dir/../lib/libarbor_spm.so
 strip -o "$context/lib/libarbor_spm.so" "$spm"
 cp -r models/game24-moe "$context/models/"
 cp deploy/image/runtime-packages "$context/"
+previous=$(podman image inspect "$tag" --format '{{.Id}}' 2> /dev/null || true)
 podman build --quiet --network=host -f deploy/image/Containerfile --build-arg "BASE_IMAGE=$base" \
   -t "$tag" "$context" > /dev/null
+# The image the tag named before, now untagged, is not kept (rebuilds would pile them up).
+if [[ -n $previous && $previous != $(podman image inspect "$tag" --format '{{.Id}}') ]]; then
+  podman rmi "$previous" > /dev/null 2>&1 || true
+fi
 echo "image: $tag on $base ($(podman image inspect "$tag" --format '{{.Size}}' | numfmt --to=iec))"
