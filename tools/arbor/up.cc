@@ -86,7 +86,8 @@ ABSL_FLAG(std::string, data_dir, "",
 ABSL_FLAG(bool, insecure, false,
           "arbor up: run the planner without authentication (any client, any tenant)");
 ABSL_FLAG(int, blas_threads, 0,
-          "arbor up: OpenBLAS threads of every service; 0 = OpenBLAS default");
+          "arbor up: OpenBLAS threads of routers and expert workers; 0 = OpenBLAS's default for "
+          "routers and 1 for expert workers (they share the machine's cores)");
 
 namespace arbor::cli {
 namespace {
@@ -544,9 +545,12 @@ std::vector<std::string> ChildArgv(const UpPlan& plan, const Child& c,
   // The services that run the model: only they take --backend and --blas_threads.
   if (IsRouter(c) || c.name.rfind("expert-", 0) == 0) {
     argv.push_back("--backend=" + absl::GetFlag(FLAGS_backend));
-    if (absl::GetFlag(FLAGS_blas_threads) > 0) {
-      argv.push_back(absl::StrCat("--blas_threads=", absl::GetFlag(FLAGS_blas_threads)));
-    }
+    int blas = absl::GetFlag(FLAGS_blas_threads);
+    // Every process here shares this machine's cores: expert workers, whose products are one
+    // expert's rows of a step, keep OpenBLAS on their calling thread unless told otherwise, so
+    // their idle BLAS threads do not spin (sched_yield) against the router's step.
+    if (blas == 0 && !IsRouter(c)) blas = 1;
+    if (blas > 0) argv.push_back(absl::StrCat("--blas_threads=", blas));
   }
   return argv;
 }
