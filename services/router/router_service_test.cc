@@ -523,9 +523,11 @@ TEST_F(RouterServiceTest, LatencyAndQueueMetricsCountEachExtendAndToken) {
   EXPECT_EQ(read("arbor_router_extend_duration_seconds"), 3);
   EXPECT_EQ(read("arbor_router_extends_finished_total", "reason", "length"), 2);
   EXPECT_EQ(read("arbor_router_extends_finished_total", "reason", "stop"), 0);
-  // The step loop exports its gauges at least every 100 ms while idle.
+  // The step loop exports its gauges at least every 100 ms while idle: a moment after the last
+  // Extend ended, both are back at 0.
   const auto until = std::chrono::steady_clock::now() + seconds(10);
-  while (read("arbor_router_running_extends") != 0 && std::chrono::steady_clock::now() < until) {
+  while ((read("arbor_router_running_extends") != 0 || read("arbor_router_waiting_extends") != 0) &&
+         std::chrono::steady_clock::now() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   EXPECT_EQ(read("arbor_router_running_extends"), 0);
