@@ -78,9 +78,21 @@ bash deploy/image/build.sh "$bin_dir"
 
 step "4. play the podman overlay"
 bash deploy/podman/play.sh up "$work/secrets" > "$artifacts/play.out"
-health_ports=(8081 8082 8083 8084 8085)  # kv-store, expert-0, router, planner, expert-1
-health=()
-for p in "${health_ports[@]}"; do health+=("127.0.0.1:$p"); done
+# Every service's addresses, from the played manifests' flags: NAME ADDRESS METRICS HEALTH.
+declare -A address metrics_of health_of
+while read -r name addr m h; do
+  address[$name]=$addr metrics_of[$name]=$m health_of[$name]=$h
+done < <(/usr/bin/python3 deploy/podman/podman_playable.py endpoints "$work/secrets/played.yaml")
+((${#address[@]} > 0)) || { echo "deploy test: no Arbor service in the played manifests" >&2; exit 1; }
+for name in "${!address[@]}"; do
+  [[ ${metrics_of[$name]} != - && ${health_of[$name]} != - ]] || {
+    echo "deploy test: $name has no --metrics_address or --health_address" >&2
+    exit 1
+  }
+done
+health=("${health_of[@]}")
+metrics=("${metrics_of[@]}")
+planner=${address[arbor-planner]}
 for _ in $(seq 1 120); do
   "$arbor" health --tls_dir=none "${health[@]}" > "$work/health" 2>&1 && break
   sleep 1
@@ -97,10 +109,10 @@ prom=127.0.0.1:$prom_port
   echo "global: {scrape_interval: 1s, evaluation_interval: 1s}"
   echo "rule_files: [$work/rules/live.rules.yaml]"
   echo "scrape_configs:"
-  # One job per ServiceMonitor, named as the operator names them (the Service's name).
-  for pair in arbor-planner:9121 arbor-router:9111 arbor-kvstore:9091 arbor-expert-0:9101 \
-    arbor-expert-1:9102; do
-    echo "  - {job_name: ${pair%%:*}, static_configs: [{targets: ['127.0.0.1:${pair##*:}']}]}"
+  # One job per ServiceMonitor, named as the operator names them (the Service's, here also the
+  # workload's, name).
+  for name in "${!metrics_of[@]}"; do
+    echo "  - {job_name: $name, static_configs: [{targets: ['${metrics_of[$name]}']}]}"
   done
 } > "$work/prometheus.yml"
 promtool check config "$work/prometheus.yml" > /dev/null
@@ -112,18 +124,17 @@ sleep 3  # a few scrapes before any traffic: rates start from the idle counters
 
 step "6. traffic and metrics"
 # Every required family has its series before the first request.
-metrics=(127.0.0.1:9121 127.0.0.1:9111 127.0.0.1:9091 127.0.0.1:9101 127.0.0.1:9102)
 /usr/bin/python3 deploy/tools/prom_check.py metrics "${metrics[@]}"
 client=(--tls_dir "$work/secrets/client" --token_file "$work/secrets/client/token")
 for puzzle in "4 9 10 13" "1 2 3 4" "3 3 8 8"; do
-  "$arbor" solve "${client[@]}" --planner 127.0.0.1:50081 "$puzzle" 2> /dev/null | tail -2
+  "$arbor" solve "${client[@]}" --planner "$planner" "$puzzle" 2> /dev/null | tail -2
 done
 # Routers and kv-stores are dialled by address: their certificates carry arbor-mesh.
 "$arbor" generate --tls_dir "$work/secrets/client" --tls_server_name arbor-mesh \
-  --router 127.0.0.1:50071 --kvstore 127.0.0.1:50051 --prompt "1 2 3 4" --max_tokens 16 | tail -2
+  --router "${address[arbor-router]}" --kvstore "${address[arbor-kvstore]}" --prompt "1 2 3 4" --max_tokens 16 | tail -2
 echo "wrong" > "$work/wrong-token"
 if "$arbor" solve --tls_dir "$work/secrets/client" --token_file "$work/wrong-token" \
-  --planner 127.0.0.1:50081 "4 9 10 13" > "$work/wrong.out" 2>&1; then
+  --planner "$planner" "4 9 10 13" > "$work/wrong.out" 2>&1; then
   echo "deploy test: a Solve with a wrong token succeeded" >&2
   exit 1
 fi
@@ -137,14 +148,13 @@ echo "promtool check metrics: nothing to report on ${#metrics[@]} endpoints"
 
 # More traffic, spread out, so rates and quantiles have samples over time.
 for puzzle in "2 4 6 8" "5 5 5 1" "1 1 4 6" "2 3 5 12"; do
-  "$arbor" solve "${client[@]}" --planner 127.0.0.1:50081 "$puzzle" > /dev/null 2>&1
+  "$arbor" solve "${client[@]}" --planner "$planner" "$puzzle" > /dev/null 2>&1
   sleep 1
 done
 "$arbor" solve --tls_dir "$work/secrets/client" --token_file "$work/wrong-token" \
-  --planner 127.0.0.1:50081 "4 9 10 13" > /dev/null 2>&1 || true
+  --planner "$planner" "4 9 10 13" > /dev/null 2>&1 || true
 sleep 3
-/usr/bin/python3 deploy/tools/prom_check.py up "$prom" arbor-planner arbor-router arbor-kvstore \
-  arbor-expert-0 arbor-expert-1
+/usr/bin/python3 deploy/tools/prom_check.py up "$prom" "${!metrics_of[@]}"
 /usr/bin/python3 deploy/tools/prom_check.py panels "$prom" deploy/k8s/base/grafana-dashboard.json
 
 step "7. Chromium: Prometheus's graph page for the key queries"
@@ -182,7 +192,7 @@ podman pod stop arbor-expert-1-pod-0 > /dev/null
 podman kill --signal TERM arbor-router-pod-0-router > /dev/null
 seen="" since=$SECONDS not_serving_s=""
 for _ in $(seq 1 300); do
-  state=$("$arbor" health --tls_dir=none 127.0.0.1:8083 2>&1 | awk '{print $2}' || true)
+  state=$("$arbor" health --tls_dir=none "${health_of[arbor-router]}" 2>&1 | awk '{print $2}' || true)
   [[ $state == "${seen##* }" ]] || seen="$seen $state"
   if [[ $seen == *NOT_SERVING*UNREACHABLE* ]]; then
     not_serving_s=$((SECONDS - since))

@@ -8,6 +8,10 @@ secrets folder replaces ARBOR_SECRETS_DIR, and Redis's config from arbor-redis-c
 written into that folder (podman mounts no ConfigMap), bound to loopback.
 
     kubectl kustomize deploy/k8s/overlays/podman | /usr/bin/python3 podman_playable.py DIR
+
+With `endpoints PLAYED.yaml` it prints, per Arbor workload of what it wrote, one line
+`NAME ADDRESS METRICS HEALTH` (host:port each, `-` when unset), read from the containers'
+flags, so the scripts that play and test it name no port of their own.
 """
 import sys
 
@@ -16,7 +20,25 @@ import yaml
 ORDER = ["state-store", "kvstore", "expert", "router", "planner"]
 
 
+def flag(container, name):
+    prefix = f"--{name}="
+    return next((a[len(prefix):] for a in container.get("args", []) if a.startswith(prefix)), "-")
+
+
+def endpoints(played):
+    for d in yaml.safe_load_all(open(played)):
+        if not d or d["kind"] != "Deployment":
+            continue
+        c = d["spec"]["template"]["spec"]["containers"][0]
+        if flag(c, "address") == "-":
+            continue  # not an Arbor service (Redis)
+        print(d["metadata"]["name"], flag(c, "address"), flag(c, "metrics_address"),
+              flag(c, "health_address"))
+
+
 def main():
+    if sys.argv[1] == "endpoints":
+        return endpoints(sys.argv[2])
     secrets = sys.argv[1]
     text = sys.stdin.read().replace("ARBOR_SECRETS_DIR", secrets)
     docs = [d for d in yaml.safe_load_all(text) if d]

@@ -27,7 +27,6 @@ REQUIRED = {
     "router": {
         "arbor_router_time_to_first_token_seconds": "histogram",
         "arbor_router_inter_token_latency_seconds": "histogram",
-        "arbor_router_extend_duration_seconds": "histogram",
         "arbor_router_waiting_extends": "gauge",
         "arbor_router_running_extends": "gauge",
         "arbor_router_extends_finished_total": "counter",
@@ -116,9 +115,10 @@ def cmd_metrics(addresses):
 
 def cmd_up(prom, jobs):
     for job in jobs:
-        until(f"up{{job=\"{job}\"}} is not 1", lambda job=job: (
-            (lambda r: (bool(r) and all(s["value"][1] == "1" for s in r), r))(
-                query(prom, f'up{{job="{job}"}}'))))
+        def all_up(job=job):
+            r = query(prom, f'up{{job="{job}"}}')
+            return bool(r) and all(s["value"][1] == "1" for s in r), r
+        until(f"up{{job=\"{job}\"}} is not 1", all_up)
     print(f"prom_check: up is 1 for {', '.join(jobs)}")
 
 
@@ -127,8 +127,10 @@ def cmd_panels(prom, dashboard):
     n = 0
     for p in panels:
         for t in p["targets"]:
-            until(f"panel \"{p['title']}\": {t['expr']} returns no data",
-                  lambda e=t["expr"]: (lambda r: (len(r) > 0, r))(query(prom, e)))
+            def has_data(expr=t["expr"]):
+                r = query(prom, expr)
+                return len(r) > 0, r
+            until(f"panel \"{p['title']}\": {t['expr']} returns no data", has_data)
             n += 1
     print(f"prom_check: all {n} queries of the {len(panels)} panels return data")
 

@@ -72,8 +72,6 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, engine::ExpertBacke
       waiting_(Gauge(registry, "arbor_router_waiting_extends",
                      "Extend calls accepted and not in the batch: reading their path or KV, "
                      "waiting for room in the KV cache, or committing")),
-      finished_(rpc::CounterFamily(registry, "arbor_router_extends_finished_total",
-                                   "Extend generations finished, by finish reason")),
       step_seconds_(Histogram(registry, "arbor_router_step_duration_seconds",
                               "time of one batched forward step",
                               {1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1, 3})),
@@ -86,19 +84,19 @@ RouterMetrics::RouterMetrics(prometheus::Registry& registry, engine::ExpertBacke
       itl_seconds_(Histogram(
           registry, "arbor_router_inter_token_latency_seconds",
           "between two generated tokens of one Extend",
-          {0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.5, 5, 10})),
-      extend_seconds_(Histogram(registry, "arbor_router_extend_duration_seconds",
-                                "an Extend call from arrival to its end, whatever the outcome",
-                                {0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 60, 120, 300, 600})) {
+          {0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.5, 5, 10})) {
+  auto& finished = rpc::CounterFamily(registry, "arbor_router_extends_finished_total",
+                                      "Extend generations finished, by finish reason");
+  finished_.assign(v1::FINISH_REASON_CANCELLED + 1, nullptr);
   for (int r = v1::FINISH_REASON_LENGTH; r <= v1::FINISH_REASON_CANCELLED; ++r) {
-    finished_.Add({{"reason", ReasonLabel(static_cast<v1::FinishReason>(r))}});
+    finished_[r] = &finished.Add({{"reason", ReasonLabel(static_cast<v1::FinishReason>(r))}});
   }
   if (remote_ != nullptr) {
     auto& up = prometheus::BuildGauge()
                    .Name("arbor_router_expert_worker_up")
                    .Help(
-                       "1 while the router sends RunExperts to the worker, 0 while it is "
-                       "marked unhealthy after a failure")
+                       "1 when the router's last RunExperts call to the worker succeeded, 0 "
+                       "when it failed (until one succeeds)")
                    .Register(registry);
     for (const std::string& worker : remote_->worker_addresses()) {
       worker_up_.push_back(&up.Add({{"worker", worker}}));
@@ -145,8 +143,7 @@ void RouterMetrics::ObserveTokens(int tokens, bool first, double seconds_since_s
 }
 
 void RouterMetrics::ObserveFinish(v1::FinishReason reason) {
-  if (reason == v1::FINISH_REASON_UNSPECIFIED) return;
-  finished_.Add({{"reason", ReasonLabel(reason)}}).Increment();
+  if (reason > 0 && reason < static_cast<int>(finished_.size())) finished_[reason]->Increment();
 }
 
 void RouterMetrics::Export(const kvcache::KvTreeStats& kv, int running, int waiting) {

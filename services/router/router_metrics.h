@@ -10,11 +10,10 @@
 //   arbor_router_step_duration_seconds, arbor_router_step_tokens   histograms
 //   arbor_router_time_to_first_token_seconds                       histogram, per Extend
 //   arbor_router_inter_token_latency_seconds                       histogram, per token
-//   arbor_router_extend_duration_seconds                           histogram, per Extend, end
-//                                                                  to end (buckets to 10 min)
 // Routed tokens are counted by wrapping the engine's expert backend (experts()); the remote
-// backend's own counters are exported as deltas. Step-loop only (not thread-safe), except
-// ObserveExtend.
+// backend's own counters are exported as deltas. An Extend's end-to-end latency is the per-RPC
+// histogram's (arbor_router_request_duration_seconds{method="Extend"}). Step-loop only: not
+// thread-safe.
 #pragma once
 
 #include <memory>
@@ -49,8 +48,6 @@ class RouterMetrics {
   // `seconds_since_last` after its previous tokens (the first ones: time to first token).
   void ObserveTokens(int tokens, bool first, double seconds_since_start, double seconds_since_last);
   void ObserveFinish(v1::FinishReason reason);
-  // An Extend ended, however; thread-safe.
-  void ObserveExtend(double seconds) { extend_seconds_.Observe(seconds); }
   // Brings the exported counters and gauges up to date.
   void Export(const kvcache::KvTreeStats& kv, int running, int waiting);
 
@@ -73,13 +70,12 @@ class RouterMetrics {
   prometheus::Gauge& kv_usage_;
   prometheus::Gauge& running_;
   prometheus::Gauge& waiting_;
-  prometheus::Family<prometheus::Counter>& finished_;
-  std::vector<prometheus::Gauge*> worker_up_;  // by worker, as the remote backend lists them
+  std::vector<prometheus::Counter*> finished_;  // by v1::FinishReason (none for UNSPECIFIED)
+  std::vector<prometheus::Gauge*> worker_up_;   // by worker, as the remote backend lists them
   prometheus::Histogram& step_seconds_;
   prometheus::Histogram& step_tokens_;
   prometheus::Histogram& ttft_seconds_;
   prometheus::Histogram& itl_seconds_;
-  prometheus::Histogram& extend_seconds_;
 };
 
 }  // namespace arbor::router

@@ -430,9 +430,7 @@ void RouterService::End(Job& job, const absl::Status& status) {
   if (!status.ok() && status.code() != absl::StatusCode::kCancelled) {
     spdlog::warn("extend job={} seq={} failed: {}", job.id, job.seq, status.ToString());
   }
-  const double seconds = SecondsSince(job.t0);
-  rpc_metrics_.Record("Extend", status, seconds);
-  metrics_.ObserveExtend(seconds);
+  rpc_metrics_.Record("Extend", status, SecondsSince(job.t0));
   job.stream->Close(status);
 }
 

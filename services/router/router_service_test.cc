@@ -503,7 +503,7 @@ TEST_F(RouterServiceTest, LatencyAndQueueMetricsCountEachExtendAndToken) {
   };
   EXPECT_EQ(read("arbor_router_time_to_first_token_seconds"), 0);
   EXPECT_EQ(read("arbor_router_inter_token_latency_seconds"), 0);
-  EXPECT_EQ(read("arbor_router_extend_duration_seconds"), 0);
+  EXPECT_EQ(read("arbor_router_request_duration_seconds", "method", "Extend"), 0);
   EXPECT_EQ(read("arbor_router_extends_finished_total", "reason", "length"), 0);
   EXPECT_EQ(read("arbor_router_extends_finished_total", "reason", "eos"), 0);
   EXPECT_EQ(read("arbor_router_requests_total", "method", "Extend"), 0);
@@ -520,7 +520,7 @@ TEST_F(RouterServiceTest, LatencyAndQueueMetricsCountEachExtendAndToken) {
 
   EXPECT_EQ(read("arbor_router_time_to_first_token_seconds"), 2);
   EXPECT_EQ(read("arbor_router_inter_token_latency_seconds"), (7 - 1) + (3 - 1));
-  EXPECT_EQ(read("arbor_router_extend_duration_seconds"), 3);
+  EXPECT_EQ(read("arbor_router_request_duration_seconds", "method", "Extend"), 3);
   EXPECT_EQ(read("arbor_router_extends_finished_total", "reason", "length"), 2);
   EXPECT_EQ(read("arbor_router_extends_finished_total", "reason", "stop"), 0);
   // The step loop exports its gauges at least every 100 ms while idle: a moment after the last

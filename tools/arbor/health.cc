@@ -4,9 +4,7 @@
 #include <cstdio>
 
 #include "absl/flags/flag.h"
-#include "arbor/rpc/tls.h"
-#include "grpc/health/v1/health.grpc.pb.h"
-#include "grpcpp/grpcpp.h"
+#include "arbor/rpc/service_main.h"
 
 ABSL_FLAG(int, health_timeout_ms, 1000, "health: the deadline of each check");
 
@@ -18,29 +16,19 @@ int Health(const std::vector<std::string>& addresses) {
     std::fprintf(stderr, "arbor health: give one or more addresses (host:port)\n");
     return 2;
   }
+  const std::chrono::milliseconds timeout(absl::GetFlag(FLAGS_health_timeout_ms));
   bool all_serving = true;
   for (const std::string& address : addresses) {
-    grpc::ChannelArguments args;
-    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a fresh connection per check
-    if (const std::string name = rpc::DefaultServerName(); !name.empty()) {
-      args.SetSslTargetNameOverride(name);
+    const auto status = rpc::CheckHealth(address, timeout);
+    if (!status.ok()) {
+      std::printf("%s UNREACHABLE %d %s\n", address.c_str(),
+                  static_cast<int>(status.status().code()),
+                  std::string(status.status().message()).c_str());
+    } else {
+      std::printf("%s %s\n", address.c_str(),
+                  HealthCheckResponse::ServingStatus_Name(*status).c_str());
     }
-    auto stub = grpc::health::v1::Health::NewStub(
-        grpc::CreateCustomChannel(address, rpc::DefaultChannelCredentials(), args));
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() +
-                     std::chrono::milliseconds(absl::GetFlag(FLAGS_health_timeout_ms)));
-    HealthCheckResponse resp;
-    const grpc::Status st = stub->Check(&ctx, {}, &resp);
-    if (!st.ok()) {
-      std::printf("%s UNREACHABLE %d %s\n", address.c_str(), static_cast<int>(st.error_code()),
-                  st.error_message().c_str());
-      all_serving = false;
-      continue;
-    }
-    std::printf("%s %s\n", address.c_str(),
-                HealthCheckResponse::ServingStatus_Name(resp.status()).c_str());
-    all_serving &= resp.status() == HealthCheckResponse::SERVING;
+    all_serving &= status.ok() && *status == HealthCheckResponse::SERVING;
   }
   std::fflush(stdout);
   return all_serving ? 0 : 1;

@@ -9,6 +9,7 @@
 #include "absl/synchronization/mutex.h"
 #include "arbor/common/logging.h"
 #include "arbor/rpc/flags_env.h"
+#include "arbor/rpc/status.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "spdlog/spdlog.h"
@@ -108,16 +109,25 @@ void ServeUntilSignal(ServerHost& host, const std::function<void()>& before_drai
   host.Shutdown(before_drain);
 }
 
-bool HealthServing(const std::string& address, std::chrono::milliseconds timeout) {
+absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> CheckHealth(
+    const std::string& address, std::chrono::milliseconds timeout) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  if (const std::string name = DefaultServerName(); !name.empty()) {
+    args.SetSslTargetNameOverride(name);
+  }
   auto stub = grpc::health::v1::Health::NewStub(
       grpc::CreateCustomChannel(address, DefaultChannelCredentials(), args));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + timeout);
   grpc::health::v1::HealthCheckResponse resp;
-  return stub->Check(&ctx, {}, &resp).ok() &&
-         resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+  if (const grpc::Status st = stub->Check(&ctx, {}, &resp); !st.ok()) return FromGrpcStatus(st);
+  return resp.status();
+}
+
+bool HealthServing(const std::string& address, std::chrono::milliseconds timeout) {
+  const auto status = CheckHealth(address, timeout);
+  return status.ok() && *status == grpc::health::v1::HealthCheckResponse::SERVING;
 }
 
 }  // namespace arbor::rpc

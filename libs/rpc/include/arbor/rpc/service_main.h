@@ -13,8 +13,10 @@
 #include <chrono>
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "arbor/rpc/server_host.h"
 #include "arbor/rpc/tls.h"
+#include "grpc/health/v1/health.pb.h"
 
 namespace arbor::rpc {
 
@@ -53,9 +55,14 @@ PeerRoles PeerRolesFromFlags();
 // drain).
 void ServeUntilSignal(ServerHost& host, const std::function<void()>& before_drain = nullptr);
 
-// Whether the gRPC health service at `address` answers SERVING within `timeout`. Uses a fresh
-// channel each call, so no reconnect backoff carries over between polls, with this process's
-// default channel credentials (tls.h).
+// The status the gRPC health service at `address` reports for the whole server within `timeout`
+// (a probe's question), or the call's error. A fresh channel each call, so no reconnect backoff
+// carries over between polls, with this process's default channel credentials and server name
+// (tls.h).
+absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> CheckHealth(
+    const std::string& address, std::chrono::milliseconds timeout);
+
+// Whether CheckHealth answers SERVING.
 bool HealthServing(const std::string& address,
                    std::chrono::milliseconds timeout = std::chrono::milliseconds(500));
 
