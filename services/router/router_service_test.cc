@@ -462,10 +462,12 @@ TEST_F(RouterServiceTest, ASmallTenantsStepsAreNotFilledByAnothersBatch) {
     }
     ASSERT_TRUE(reader->Finish().ok());
     EXPECT_EQ(small_tokens, 40);
+    // Read before the big Extends are cancelled: while the router notices the cancellations
+    // one by one, its last steps carry one or two of them, which says nothing about sharing.
+    const int64_t two_token_steps = small_steps() - small_steps_before;
     for (auto& c : big_ctx) c->TryCancel();
     for (auto& t : big) t.join();
     const int gained = at_last - at_first;  // over small's 39 steps after its first token
-    const int64_t two_token_steps = small_steps() - small_steps_before;
     if (shared > 0) {
       EXPECT_GE(two_token_steps, 39) << "shared steps";
     } else {
