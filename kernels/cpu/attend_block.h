@@ -7,10 +7,22 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include "fast_exp.h"
 
 namespace arbor::kernels::internal {
+
+// The block's two products for few rows (a decode step's queries: a few heads of one token),
+// without OpenBLAS: at these sizes its SGEMM spent far longer preparing each call than
+// multiplying (the embedded model's batch-48 decode spent half its step in attention's SGEMM
+// calls, docs/PERFORMANCE.md). AVX2/FMA where the CPU has it (matmul.cc dispatches).
+//   s[m, ld][:, :valid] = q[m, hd] . k[valid, hd]^T
+void BlockScores(const float* q, int m, int hd, const float* k, int valid, float* s, int ld);
+//   o[m, hd] += s[m, ld][:, :valid] . v[valid, hd]
+void BlockAccumulate(const float* s, int m, int valid, int ld, const float* v, int hd, float* o);
+// Products of at most this many multiply-adds use them; larger ones (prefill chunks) SGEMM.
+inline constexpr int64_t kSmallBlockMacs = int64_t{1} << 15;
 
 // qg [m, hd] holds scaled queries; kb, vb [valid, hd] are one block's K and V; sc [m, ld] is
 // scratch. visible(row) is how many leading tokens of the block the row may see (causal mask).
@@ -18,9 +30,14 @@ namespace arbor::kernels::internal {
 template <typename Visible>
 void AttendBlock(const float* qg, int m, int hd, const float* kb, const float* vb, int valid,
                  float* sc, int ld, float* og, float* mx, float* den, Visible visible) {
+  const bool small = static_cast<int64_t>(m) * valid * hd <= kSmallBlockMacs;
   // sc[m, valid] = qg . kb^T
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, valid, hd, 1.0f, qg, hd, kb, hd, 0.0f, sc,
-              ld);
+  if (small) {
+    BlockScores(qg, m, hd, kb, valid, sc, ld);
+  } else {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, valid, hd, 1.0f, qg, hd, kb, hd, 0.0f,
+                sc, ld);
+  }
   for (int row = 0; row < m; ++row) {
     const int vis = std::clamp(visible(row), 0, valid);
     float* srow = sc + static_cast<size_t>(row) * ld;
@@ -41,8 +58,12 @@ void AttendBlock(const float* qg, int m, int hd, const float* kb, const float* v
     }
   }
   // og[m, hd] += sc[m, valid] . vb
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, valid, 1.0f, sc, ld, vb, hd, 1.0f,
-              og, hd);
+  if (small) {
+    BlockAccumulate(sc, m, valid, ld, vb, hd, og);
+  } else {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, valid, 1.0f, sc, ld, vb, hd, 1.0f,
+                og, hd);
+  }
 }
 
 }  // namespace arbor::kernels::internal

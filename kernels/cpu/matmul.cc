@@ -9,7 +9,8 @@
 #include <vector>
 
 #include "arbor/kernels/parallel.h"
-#include "matmul_16bit.h"
+#include "attend_block.h"
+#include "matmul_avx2.h"
 
 namespace arbor::kernels {
 namespace {
@@ -40,6 +41,24 @@ void RowsScalar(const float* x, const uint16_t* w, DType dtype, float* y, int m,
       for (int l = 0; l < k; ++l) acc += x[static_cast<size_t>(r) * k + l] * row[l];
       float& out = y[static_cast<size_t>(r) * n + j];
       out = beta == 0.0f ? acc : acc + beta * out;
+    }
+  }
+}
+
+// The packed kernel's plain form, for CPUs without AVX2/FMA.
+void PackedScalar(const float* x, const float* packed, float* y, int m, int n, int k, float beta,
+                  int p_begin, int p_end) {
+  for (int p = p_begin; p < p_end; ++p) {
+    const float* panel = packed + static_cast<size_t>(p) * k * kPanelRows;
+    const int cols = std::min(kPanelRows, n - p * kPanelRows);
+    for (int r = 0; r < m; ++r) {
+      float acc[kPanelRows] = {};
+      for (int l = 0; l < k; ++l) {
+        const float a = x[static_cast<size_t>(r) * k + l];
+        for (int j = 0; j < kPanelRows; ++j) acc[j] += a * panel[l * kPanelRows + j];
+      }
+      float* o = y + static_cast<size_t>(r) * n + p * kPanelRows;
+      for (int j = 0; j < cols; ++j) o[j] = beta == 0.0f ? acc[j] : acc[j] + beta * o[j];
     }
   }
 }
@@ -85,18 +104,84 @@ void ConvertRowsToF32(const uint16_t* w, DType dtype, int k, int row, int rows, 
   ConvertToF32(dtype, src, count, out);
 }
 
+namespace internal {
+
+void BlockScores(const float* q, int m, int hd, const float* k, int valid, float* s, int ld) {
+#if ARBOR_X86_KERNELS
+  if (HaveAvx2()) {
+    BlockScoresAvx2(q, m, hd, k, valid, s, ld);
+    return;
+  }
+#endif
+  for (int row = 0; row < m; ++row) {
+    for (int t = 0; t < valid; ++t) {
+      float acc = 0;
+      for (int d = 0; d < hd; ++d) acc += q[row * hd + d] * k[t * hd + d];
+      s[static_cast<size_t>(row) * ld + t] = acc;
+    }
+  }
+}
+
+void BlockAccumulate(const float* s, int m, int valid, int ld, const float* v, int hd, float* o) {
+#if ARBOR_X86_KERNELS
+  if (HaveAvx2()) {
+    BlockAccumulateAvx2(s, m, valid, ld, v, hd, o);
+    return;
+  }
+#endif
+  for (int row = 0; row < m; ++row) {
+    for (int t = 0; t < valid; ++t) {
+      const float w = s[static_cast<size_t>(row) * ld + t];
+      for (int d = 0; d < hd; ++d) o[row * hd + d] += w * v[t * hd + d];
+    }
+  }
+}
+
+}  // namespace internal
+
+void PackWeights(WeightView w, int n, int k, float* out) {
+  std::vector<float> row(k);
+  std::fill(out, out + PackedFloats(n, k), 0.0f);
+  for (int j = 0; j < n; ++j) {
+    if (w.dtype == DType::kF32) {
+      const float* src = static_cast<const float*>(w.data) + static_cast<size_t>(j) * k;
+      std::copy(src, src + k, row.begin());
+    } else {
+      ConvertRowsToF32(static_cast<const uint16_t*>(w.data), w.dtype, k, j, 1, row.data());
+    }
+    float* panel = out + static_cast<size_t>(j / kPanelRows) * k * kPanelRows;
+    for (int l = 0; l < k; ++l)
+      panel[static_cast<size_t>(l) * kPanelRows + j % kPanelRows] = row[l];
+  }
+}
+
+void MatMulWTPacked(const float* x, const float* packed, float* y, int m, int n, int k,
+                    float beta) {
+  const int panels = (n + kPanelRows - 1) / kPanelRows;
+  // Pieces of at least ~64K multiply-adds, as for the direct kernel.
+  const int grain = std::max(1, (64 << 10) / std::max(1, m * k * kPanelRows));
+  ParallelFor(panels, grain, [&](int begin, int end) {
+#if ARBOR_X86_KERNELS
+    if (HaveAvx2()) {
+      internal::MatMulPackedAvx2(x, packed, y, m, n, k, beta, begin, end);
+      return;
+    }
+#endif
+    PackedScalar(x, packed, y, m, n, k, beta, begin, end);
+  });
+}
+
 void MatMulWT(const float* x, WeightView w, float* y, int m, int n, int k, float beta) {
+  if (w.packed != nullptr && UsesPackedKernel(m)) {
+    MatMulWTPacked(x, w.packed, y, m, n, k, beta);
+    return;
+  }
   if (w.dtype == DType::kF32) {
     MatMulWTCpu(x, static_cast<const float*>(w.data), y, m, n, k, beta);
     return;
   }
   const auto* w16 = static_cast<const uint16_t*>(w.data);
-  const bool direct = UsesDirectKernel(m, n, k);
-  if (!direct && w.f32 != nullptr) {
-    MatMulWTCpu(x, w.f32, y, m, n, k, beta);
-    return;
-  }
-  if (direct) {
+  if (UsesDirectKernel(m, w.packed != nullptr)) {
     // Pieces of at least ~64K multiply-adds: enough work to pay for handing them to a thread
     // (a small model's products run inline).
     const int grain = std::max(1, (64 << 10) / std::max(1, m * k));

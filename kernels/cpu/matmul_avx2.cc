@@ -1,9 +1,13 @@
 // Built with -mavx2 -mfma -mf16c (kernels/CMakeLists.txt); reached only through matmul.cc's
 // CPU check.
+#include "matmul_avx2.h"
+
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "arbor/common/dtype.h"
-#include "matmul_16bit.h"
+#include "arbor/kernels/matmul.h"
 
 namespace arbor::kernels::internal {
 namespace {
@@ -32,6 +36,18 @@ inline float Sum(__m256 v) {
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
+}
+
+// The eight horizontal sums of v0..v7, in order, in one vector.
+inline __m256 Sum8(__m256 v0, __m256 v1, __m256 v2, __m256 v3, __m256 v4, __m256 v5, __m256 v6,
+                   __m256 v7) {
+  const __m256 s01 = _mm256_hadd_ps(v0, v1), s23 = _mm256_hadd_ps(v2, v3);
+  const __m256 s45 = _mm256_hadd_ps(v4, v5), s67 = _mm256_hadd_ps(v6, v7);
+  const __m256 s0123 = _mm256_hadd_ps(s01, s23), s4567 = _mm256_hadd_ps(s45, s67);
+  // Lanes 0-3: the low halves' sums of v0..v3 and lanes 4-7 their high halves'; same for v4..v7.
+  const __m256 lo = _mm256_permute2f128_ps(s0123, s4567, 0x20);
+  const __m256 hi = _mm256_permute2f128_ps(s0123, s4567, 0x31);
+  return _mm256_add_ps(lo, hi);
 }
 
 // out[r * n] = x[r, :] . wr + beta * out[r * n] for the M rows of x: one weight row, converted
@@ -131,7 +147,87 @@ void Rows(const float* x, const uint16_t* w, float* y, int m, size_t n, size_t k
   for (; j < n_end; ++j) RowsFrom<kBf16>(x, w, y, m, n, k, beta, j, 0);
 }
 
+// Rows [0, M) of x against one panel of kPanelRows weight rows: per element of k, one
+// broadcast of each x row and the panel's two vectors, 2 * M independent accumulators (six rows:
+// twelve, enough to keep both FMA pipes busy through their latency), stored once at the end.
+// `cols` (1-16) of the panel's columns are real; the rest are its zero padding.
+template <int M>
+void PanelRows(const float* x, size_t k, const float* panel, float* y, size_t n, int cols,
+               float beta) {
+  // Every loop over the rows is unrolled, so the accumulators live in registers (GCC kept them
+  // on the stack otherwise, a store per FMA pair, and ran at half the rate).
+  __m256 lo[M], hi[M];
+#pragma GCC unroll 8
+  for (int r = 0; r < M; ++r) lo[r] = hi[r] = _mm256_setzero_ps();
+  for (size_t l = 0; l < k; ++l) {
+    const __m256 b0 = _mm256_loadu_ps(panel + l * kPanelRows);
+    const __m256 b1 = _mm256_loadu_ps(panel + l * kPanelRows + 8);
+#pragma GCC unroll 8
+    for (int r = 0; r < M; ++r) {
+      const __m256 a = _mm256_broadcast_ss(x + r * k + l);
+      lo[r] = _mm256_fmadd_ps(a, b0, lo[r]);
+      hi[r] = _mm256_fmadd_ps(a, b1, hi[r]);
+    }
+  }
+  if (cols == kPanelRows) {
+    const __m256 b = _mm256_set1_ps(beta);
+#pragma GCC unroll 8
+    for (int r = 0; r < M; ++r) {
+      float* o = y + r * n;
+      __m256 v0 = lo[r], v1 = hi[r];
+      if (beta != 0.0f) {
+        v0 = _mm256_fmadd_ps(b, _mm256_loadu_ps(o), v0);
+        v1 = _mm256_fmadd_ps(b, _mm256_loadu_ps(o + 8), v1);
+      }
+      _mm256_storeu_ps(o, v0);
+      _mm256_storeu_ps(o + 8, v1);
+    }
+    return;
+  }
+  alignas(32) float t[M][kPanelRows];
+#pragma GCC unroll 8
+  for (int r = 0; r < M; ++r) {
+    _mm256_store_ps(t[r], lo[r]);
+    _mm256_store_ps(t[r] + 8, hi[r]);
+  }
+  for (int r = 0; r < M; ++r) {
+    float* o = y + r * n;
+    for (int j = 0; j < cols; ++j) o[j] = beta == 0.0f ? t[r][j] : t[r][j] + beta * o[j];
+  }
+}
+
 }  // namespace
+
+void MatMulPackedAvx2(const float* x, const float* packed, float* y, int m, int n, int k,
+                      float beta, int p_begin, int p_end) {
+  const size_t kk = k, nn = n;
+  for (int p = p_begin; p < p_end; ++p) {
+    const float* panel = packed + static_cast<size_t>(p) * kk * kPanelRows;
+    const int j = p * kPanelRows, cols = std::min(kPanelRows, n - j);
+    // The panel stays in L1 while every row of x passes it, six at a time.
+    int r = 0;
+    for (; r + 6 <= m; r += 6) PanelRows<6>(x + r * kk, kk, panel, y + r * nn + j, nn, cols, beta);
+    switch (m - r) {
+      case 5:
+        PanelRows<5>(x + r * kk, kk, panel, y + r * nn + j, nn, cols, beta);
+        break;
+      case 4:
+        PanelRows<4>(x + r * kk, kk, panel, y + r * nn + j, nn, cols, beta);
+        break;
+      case 3:
+        PanelRows<3>(x + r * kk, kk, panel, y + r * nn + j, nn, cols, beta);
+        break;
+      case 2:
+        PanelRows<2>(x + r * kk, kk, panel, y + r * nn + j, nn, cols, beta);
+        break;
+      case 1:
+        PanelRows<1>(x + r * kk, kk, panel, y + r * nn + j, nn, cols, beta);
+        break;
+      default:
+        break;
+    }
+  }
+}
 
 void MatMulWT16RowsAvx2(const float* x, const uint16_t* w, bool bf16, float* y, int m, int n, int k,
                         float beta, int n_begin, int n_end) {
@@ -139,6 +235,79 @@ void MatMulWT16RowsAvx2(const float* x, const uint16_t* w, bool bf16, float* y, 
     Rows<true>(x, w, y, m, n, k, beta, n_begin, n_end);
   } else {
     Rows<false>(x, w, y, m, n, k, beta, n_begin, n_end);
+  }
+}
+
+void BlockScoresAvx2(const float* q, int m, int hd, const float* k, int valid, float* s, int ld) {
+  const int hd8 = hd / 8 * 8;
+  for (int row = 0; row < m; ++row) {
+    const float* qr = q + static_cast<size_t>(row) * hd;
+    float* sr = s + static_cast<size_t>(row) * ld;
+    int t = 0;
+    // Eight keys at a time, one accumulator each, reduced together (Sum8).
+    for (; hd8 == hd && t + 8 <= valid; t += 8) {
+      const float* k0 = k + static_cast<size_t>(t) * hd;
+      __m256 a[8];
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) a[j] = _mm256_setzero_ps();
+      for (int d = 0; d < hd; d += 8) {
+        const __m256 qv = _mm256_loadu_ps(qr + d);
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; ++j) {
+          a[j] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + j * hd + d), a[j]);
+        }
+      }
+      _mm256_storeu_ps(sr + t, Sum8(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]));
+    }
+    for (; t < valid; ++t) {
+      const float* kt = k + static_cast<size_t>(t) * hd;
+      __m256 a = _mm256_setzero_ps();
+      for (int d = 0; d < hd8; d += 8) {
+        a = _mm256_fmadd_ps(_mm256_loadu_ps(qr + d), _mm256_loadu_ps(kt + d), a);
+      }
+      float sum = Sum(a);
+      for (int d = hd8; d < hd; ++d) sum += qr[d] * kt[d];
+      sr[t] = sum;
+    }
+  }
+}
+
+void BlockAccumulateAvx2(const float* s, int m, int valid, int ld, const float* v, int hd,
+                         float* o) {
+  for (int row = 0; row < m; ++row) {
+    const float* sr = s + static_cast<size_t>(row) * ld;
+    float* orow = o + static_cast<size_t>(row) * hd;
+    int d = 0;
+    // 32 output columns at a time in registers across the block's tokens.
+    for (; d + 32 <= hd; d += 32) {
+      __m256 a0 = _mm256_loadu_ps(orow + d), a1 = _mm256_loadu_ps(orow + d + 8);
+      __m256 a2 = _mm256_loadu_ps(orow + d + 16), a3 = _mm256_loadu_ps(orow + d + 24);
+      for (int t = 0; t < valid; ++t) {
+        const __m256 w = _mm256_broadcast_ss(sr + t);
+        const float* vt = v + static_cast<size_t>(t) * hd + d;
+        a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vt), a0);
+        a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vt + 8), a1);
+        a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vt + 16), a2);
+        a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vt + 24), a3);
+      }
+      _mm256_storeu_ps(orow + d, a0);
+      _mm256_storeu_ps(orow + d + 8, a1);
+      _mm256_storeu_ps(orow + d + 16, a2);
+      _mm256_storeu_ps(orow + d + 24, a3);
+    }
+    for (; d + 8 <= hd; d += 8) {
+      __m256 a = _mm256_loadu_ps(orow + d);
+      for (int t = 0; t < valid; ++t) {
+        a = _mm256_fmadd_ps(_mm256_broadcast_ss(sr + t),
+                            _mm256_loadu_ps(v + static_cast<size_t>(t) * hd + d), a);
+      }
+      _mm256_storeu_ps(orow + d, a);
+    }
+    for (; d < hd; ++d) {
+      float a = orow[d];
+      for (int t = 0; t < valid; ++t) a += sr[t] * v[static_cast<size_t>(t) * hd + d];
+      orow[d] = a;
+    }
   }
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "arbor/kernels/parallel.h"
+#include "attend_block.h"
 #include "gtest/gtest.h"
 
 namespace arbor::kernels {
@@ -56,29 +57,39 @@ std::vector<uint16_t> To16(const std::vector<float>& w, DType dtype) {
   return out;
 }
 
-// 16-bit weights: the direct kernel (up to kDirectRows rows, every remainder of its groups of
-// four) and the converted-tile SGEMM path, both betas, lengths with and without a tail, against
-// a float64 loop over the same (exactly converted) weights. beta 0 must not read y (NaN there).
-TEST(MatMulWTTest, SixteenBitWeightsMatchAFloat64LoopForEveryPath) {
+// Every path of MatMulWT: f32 and 16-bit weights, each without and with the packed copy a small
+// matrix carries (model::Matrix); the direct 16-bit kernel (up to kDirectRows rows, every
+// remainder of its groups of four), the converted-tile SGEMM path, the packed kernel (every
+// remainder of its groups of six rows, a last panel of 13 columns of 16); both betas, lengths
+// with and without a tail; against a float64 loop over the same (exactly converted) weights.
+// beta 0 must not read y (NaN there).
+TEST(MatMulWTTest, EveryPathMatchesAFloat64Loop) {
   std::mt19937 rng(11);
   std::normal_distribution<float> nd(0, 1);
-  for (DType dtype : {DType::kBF16, DType::kF16}) {
-    // k 3500: a matrix over kSmallMatrixElements, so 33 and 64 rows take the direct kernel
-    // (the small ones take SGEMM from kSmallMatrixRows rows on).
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+    // k 3500: a matrix over kSmallMatrixElements, so 33 and 64 rows take the direct kernel.
     for (int k : {53, 64, 300, 3500}) {
       const int n = 77;
       std::vector<float> w(n * k);
       for (float& v : w) v = nd(rng);
-      const std::vector<uint16_t> w16 = To16(w, dtype);
+      const std::vector<uint16_t> w16 = To16(w, dtype == DType::kF32 ? DType::kBF16 : dtype);
       std::vector<float> exact(w.size());
-      ConvertToF32(dtype, w16.data(), w16.size(), exact.data());
-      for (int m : {1, 2, 3, 4, 5, 7, 8, 9, 17, 33, 40, kDirectRows, kDirectRows + 1, 90}) {
+      if (dtype == DType::kF32) {
+        exact = w;
+      } else {
+        ConvertToF32(dtype, w16.data(), w16.size(), exact.data());
+      }
+      const WeightView plain{dtype == DType::kF32 ? static_cast<const void*>(w.data())
+                                                  : static_cast<const void*>(w16.data()),
+                             dtype};
+      std::vector<float> packed(PackedFloats(n, k), std::numeric_limits<float>::quiet_NaN());
+      PackWeights(plain, n, k, packed.data());
+      for (int m : {1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 17, 33, 40, kDirectRows, kDirectRows + 1, 90,
+                    kPackedMaxRows + 1}) {
         if (k == 3500 && m != 33 && m != kDirectRows) continue;
-        if (k == 3500) {
-          EXPECT_TRUE(UsesDirectKernel(m, n, k));
-        }
-        if (k == 300 && m >= kSmallMatrixRows && m <= kDirectRows) {
-          EXPECT_FALSE(UsesDirectKernel(m, n, k));
+        if (dtype != DType::kF32) {
+          EXPECT_EQ(UsesDirectKernel(m, false), m <= kDirectRows);
+          EXPECT_EQ(UsesDirectKernel(m, true), m <= kDirectRows && !UsesPackedKernel(m));
         }
         for (float beta : {0.0f, 1.0f}) {
           std::vector<float> x(m * k), y(m * n), want(m * n);
@@ -96,18 +107,39 @@ TEST(MatMulWTTest, SixteenBitWeightsMatchAFloat64LoopForEveryPath) {
               want[i * n + j] = static_cast<float>(acc + beta * want[i * n + j]);
             }
           }
-          // Without and with the f32 copy a small matrix carries (model::Matrix).
           for (const float* copy :
-               {static_cast<const float*>(nullptr), static_cast<const float*>(exact.data())}) {
+               {static_cast<const float*>(nullptr), static_cast<const float*>(packed.data())}) {
+            if (copy != nullptr && k == 3500) continue;  // never packed: not small
             std::vector<float> out = y;
-            MatMulWT(x.data(), {w16.data(), dtype, copy}, out.data(), m, n, k, beta);
+            WeightView view = plain;
+            view.packed = copy;
+            MatMulWT(x.data(), view, out.data(), m, n, k, beta);
             for (int i = 0; i < m * n; ++i) {
               ASSERT_NEAR(out[i], want[i], 1e-4f * (1 + std::abs(want[i])))
                   << DTypeName(dtype) << " k " << k << " m " << m << " beta " << beta << " at " << i
-                  << (copy ? " with the f32 copy" : "");
+                  << (copy ? " with the packed copy" : "");
             }
           }
         }
+      }
+    }
+  }
+}
+
+// The packed layout: w[j][l] at [j / 16][l][j % 16], the last panel's padding zero.
+TEST(MatMulWTTest, PackWeightsLaysOutPanelsOfSixteenRows) {
+  const int n = 19, k = 5;
+  std::vector<float> w(n * k);
+  for (int i = 0; i < n * k; ++i) w[i] = static_cast<float>(i + 1);
+  std::vector<float> packed(PackedFloats(n, k), -1.0f);
+  ASSERT_EQ(packed.size(), static_cast<size_t>(2 * kPanelRows * k));
+  PackWeights({w.data(), DType::kF32}, n, k, packed.data());
+  for (int p = 0; p < 2; ++p) {
+    for (int l = 0; l < k; ++l) {
+      for (int j = 0; j < kPanelRows; ++j) {
+        const int row = p * kPanelRows + j;
+        EXPECT_EQ(packed[(p * k + l) * kPanelRows + j], row < n ? w[row * k + l] : 0.0f)
+            << p << "," << l << "," << j;
       }
     }
   }
@@ -159,6 +191,47 @@ TEST(ParallelForTest, EveryIndexOnceEvenFromTwoThreadsAtATime) {
   run(2);
   other.join();
   EXPECT_GE(ParallelThreads(), 1);
+}
+
+// Attention's small block products (decode steps) against float64 loops: head sizes with and
+// without a tail of eight, blocks with and without a full group of eight keys, a score stride
+// wider than the block; the accumulation adds to what the output held.
+TEST(BlockProductsTest, ScoresAndAccumulationMatchAFloat64Loop) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0, 1);
+  for (int hd : {32, 36, 5}) {
+    for (int valid : {16, 13, 3}) {
+      for (int m : {1, 3, 7}) {
+        const int ld = 17;
+        std::vector<float> q(m * hd), k(valid * hd), v(valid * hd), o(m * hd);
+        for (auto* vec : {&q, &k, &v, &o}) {
+          for (float& x : *vec) x = nd(rng);
+        }
+        std::vector<float> s(m * ld, std::numeric_limits<float>::quiet_NaN());
+        internal::BlockScores(q.data(), m, hd, k.data(), valid, s.data(), ld);
+        std::vector<float> want_o = o;
+        for (int r = 0; r < m; ++r) {
+          for (int t = 0; t < valid; ++t) {
+            double acc = 0;
+            for (int d = 0; d < hd; ++d) acc += static_cast<double>(q[r * hd + d]) * k[t * hd + d];
+            ASSERT_NEAR(s[r * ld + t], acc, 1e-4 * (1 + std::abs(acc)))
+                << "hd " << hd << " valid " << valid << " m " << m << " at " << r << "," << t;
+          }
+          for (int d = 0; d < hd; ++d) {
+            double acc = o[r * hd + d];
+            for (int t = 0; t < valid; ++t)
+              acc += static_cast<double>(s[r * ld + t]) * v[t * hd + d];
+            want_o[r * hd + d] = static_cast<float>(acc);
+          }
+        }
+        internal::BlockAccumulate(s.data(), m, valid, ld, v.data(), hd, o.data());
+        for (int i = 0; i < m * hd; ++i) {
+          ASSERT_NEAR(o[i], want_o[i], 1e-4f * (1 + std::abs(want_o[i])))
+              << "hd " << hd << " valid " << valid << " m " << m << " at " << i;
+        }
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -103,13 +103,21 @@ TEST(CheckpointTest, SixteenBitMatricesStayAsStoredUnlessMixed) {
   EXPECT_EQ(wqkv.f32, f.layers[0].wqkv.f32);
   const Matrix& bf16 = (*mixed)->non_expert()->layers[1].wqkv;
   EXPECT_EQ(bf16.dtype, DType::kBF16);
-  // A small 16-bit matrix also carries its elements in f32 (for compute-bound products).
+  // A small matrix of any dtype also carries its elements in f32, packed in panels of
+  // kernels::kPanelRows rows (for compute-bound products): w[j][l] at [j / 16][l][j % 16].
   ASSERT_LE(bf16.rows * bf16.cols, kernels::kSmallMatrixElements);
-  ASSERT_EQ(bf16.f32.size(), bf16.half.size());
-  for (size_t i = 0; i < bf16.half.size(); ++i) {
-    ASSERT_EQ(bf16.f32[i], BF16ToF32(bf16.half[i])) << i;
+  for (const Matrix* m : {&wqkv, &bf16}) {
+    const std::vector<float> elements = m->ToF32();
+    ASSERT_EQ(m->packed.size(), kernels::PackedFloats(m->rows, m->cols));
+    for (int64_t j = 0; j < m->rows; ++j) {
+      for (int64_t l = 0; l < m->cols; ++l) {
+        const size_t at = ((j / kernels::kPanelRows) * m->cols + l) * kernels::kPanelRows +
+                          j % kernels::kPanelRows;
+        ASSERT_EQ(m->packed[at], elements[j * m->cols + l]) << j << "," << l;
+      }
+    }
+    EXPECT_EQ(m->view().packed, m->packed.data());
   }
-  EXPECT_EQ(bf16.view().f32, bf16.f32.data());
   std::vector<uint16_t> out(64 * 64);
   const absl::Status st =
       (*mixed_ckpt)

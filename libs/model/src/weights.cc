@@ -47,9 +47,10 @@ absl::Status ReadMatrix(const Checkpoint& ckpt, bool keep_16bit, int64_t cols,
     ARBOR_RETURN_IF_ERROR(ckpt.Read(name, {rows, cols}, m.dtype, dst));
     row += rows;
   }
-  if (m.dtype != DType::kF32 && static_cast<int64_t>(numel) <= kernels::kSmallMatrixElements) {
-    m.f32.resize(numel);  // compute-bound products of a small matrix run on this copy
-    ConvertToF32(m.dtype, m.half.data(), numel, m.f32.data());
+  if (static_cast<int64_t>(numel) <= kernels::kSmallMatrixElements) {
+    const int n = static_cast<int>(m.rows), k = static_cast<int>(m.cols);
+    m.packed.resize(kernels::PackedFloats(n, k));
+    kernels::PackWeights(m.view(), n, k, m.packed.data());
   }
   return absl::OkStatus();
 }
@@ -86,7 +87,7 @@ absl::Status LoadExpert(const Checkpoint& ckpt, bool keep_16bit, ExpertKey key, 
 }  // namespace
 
 std::vector<float> Matrix::ToF32() const {
-  if (dtype == DType::kF32 || !f32.empty()) return f32;
+  if (dtype == DType::kF32) return f32;
   std::vector<float> out(half.size());
   ConvertToF32(dtype, half.data(), half.size(), out.data());
   return out;

@@ -13,12 +13,17 @@ namespace arbor::kernels {
 struct WeightView {
   const void* data = nullptr;
   DType dtype = DType::kF32;
-  // 16-bit weights: an f32 copy of the same elements, or null. A small matrix keeps one
-  // (model::Matrix) so that its compute-bound products skip the conversion.
-  const float* f32 = nullptr;
+  // A small matrix's elements (at most kSmallMatrixElements) in f32, laid out by PackWeights,
+  // or null. model::Matrix keeps one for each such matrix, of any dtype.
+  const float* packed = nullptr;
 };
 
 // y[m, n] = x[m, k] . w[n, k]^T + beta * y, all row-major and dense; beta 0 never reads y.
+//  - A packed small matrix, kPackedMinRows to kPackedMaxRows rows: Arbor's own kernel on the packed
+//  copy
+//    (below). Such a matrix sits in cache, so its products are bound by arithmetic, and
+//    OpenBLAS's SGEMM packs both operands on every call, which costs more than it saves for
+//    few rows (the embedded model's decode steps: docs/PERFORMANCE.md).
 //  - f32 weights: one row (every token of a batch-1 decode) runs as SGEMV, OpenBLAS's one-row
 //    SGEMM streaming the weights at about a third of SGEMV's rate (docs/PERFORMANCE.md); more
 //    rows as SGEMM.
@@ -26,9 +31,8 @@ struct WeightView {
 //    weight row is converted in registers and multiplied into every x row while it is in L1,
 //    the rows of w split over ParallelFor's threads; so the weights are read once, at 2 bytes
 //    each, and no OpenBLAS thread runs between two such products.
-//  - 16-bit weights, more rows (prefill), or a small matrix (kSmallMatrixElements) from
-//    kSmallMatrixRows rows on: SGEMM on w.f32 when the view has it, else tiles of w converted
-//    to f32 on the calling thread,
+//  - 16-bit weights, more rows (prefill), or a packed small matrix's longer products: tiles of w
+//  converted to f32 on the calling thread,
 //    each an SGEMM; the conversion is amortised over the rows. (Converting on the pool's
 //    threads too made the steps slower: OpenBLAS's workers spin between calls and the two
 //    sets of threads took turns on 2 cores. docs/PERFORMANCE.md has the figures.)
@@ -38,16 +42,33 @@ void MatMulWT(const float* x, WeightView w, float* y, int m, int n, int k, float
 // and always-direct lost a third of the prefill rate.
 inline constexpr int kDirectRows = 64;
 // A matrix of at most this many elements (1 MiB in f32: it stays in cache) is compute-bound,
-// not bound by reading it: from kSmallMatrixRows rows on, SGEMM on its f32 copy beats the direct
-// kernel (the embedded model, in process: batch-16 decode 5.1-5.4k tokens/s against 3.3-3.4k,
-// batch 64 5.7-5.8k against 3.8k; from 8 rows on, batch 16 fell to 4.1k).
+// not bound by reading it, and keeps a packed f32 copy.
 inline constexpr int64_t kSmallMatrixElements = int64_t{1} << 18;
-inline constexpr int kSmallMatrixRows = 16;
-// Whether MatMulWT runs a 16-bit product of m rows and an [n, k] matrix in the direct kernel.
-inline bool UsesDirectKernel(int m, int n, int k) {
-  return m <= kDirectRows &&
-         (m < kSmallMatrixRows || static_cast<int64_t>(n) * k > kSmallMatrixElements);
+// A packed matrix's products of kPackedMinRows to kPackedMaxRows rows of x run on the packed
+// copy. One row: as fast as SGEMV or the direct kernel, which read fewer bytes. Past 128 rows
+// (prefill) SGEMM's packing pays for itself (one core, [n, k] = [320, 192]: 200 rows 90
+// GFLOP/s against 79; 48 rows 80 against 92; 8 rows 46 against 80).
+inline constexpr int kPackedMinRows = 2;
+inline constexpr int kPackedMaxRows = 128;
+// Whether MatMulWT runs a product of m rows with a matrix that has a packed copy on it.
+inline bool UsesPackedKernel(int m) { return m >= kPackedMinRows && m <= kPackedMaxRows; }
+// Whether MatMulWT runs a 16-bit product of m rows in the direct kernel (no packed copy used).
+inline bool UsesDirectKernel(int m, bool has_packed) {
+  return m <= kDirectRows && !(has_packed && UsesPackedKernel(m));
 }
+
+// The packed layout: w's rows in panels of kPanelRows (the last one padded with zeros), each
+// panel stored k-major, so panel p holds w[16p + j][l] at [p][l][j]. The kernel reads one
+// panel's 16 outputs' weights for an element of k as two contiguous vectors.
+inline constexpr int kPanelRows = 16;
+inline size_t PackedFloats(int n, int k) {
+  return static_cast<size_t>((n + kPanelRows - 1) / kPanelRows) * kPanelRows * k;
+}
+// Writes w ([n, k], any dtype; `packed` ignored) to out (PackedFloats(n, k) floats).
+void PackWeights(WeightView w, int n, int k, float* out);
+
+// MatMulWT on a packed copy alone, the panels split over ParallelFor's threads.
+void MatMulWTPacked(const float* x, const float* packed, float* y, int m, int n, int k, float beta);
 
 // The f32 case of MatMulWT.
 void MatMulWTCpu(const float* x, const float* w, float* y, int m, int n, int k, float beta);
