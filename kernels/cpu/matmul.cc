@@ -190,6 +190,10 @@ void MatMulWT(const float* x, WeightView w, float* y, int m, int n, int k, float
     });
     return;
   }
+  if (w.f32 != nullptr) {
+    MatMulWTCpu(x, w.f32, y, m, n, k, beta);
+    return;
+  }
   const int tile = std::min(n, TileRows(m, k));
   thread_local std::vector<float> f32;
   f32.resize(static_cast<size_t>(tile) * k);

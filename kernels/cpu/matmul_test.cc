@@ -107,17 +107,19 @@ TEST(MatMulWTTest, EveryPathMatchesAFloat64Loop) {
               want[i * n + j] = static_cast<float>(acc + beta * want[i * n + j]);
             }
           }
-          for (const float* copy :
-               {static_cast<const float*>(nullptr), static_cast<const float*>(packed.data())}) {
-            if (copy != nullptr && k == 3500) continue;  // never packed: not small
+          // Without copies, with the packed copy, and with both (a small 16-bit matrix).
+          for (int copies : {0, 1, 2}) {
+            if (copies > 0 && k == 3500) continue;  // never packed: not small
+            if (copies == 2 && dtype == DType::kF32) continue;
             std::vector<float> out = y;
             WeightView view = plain;
-            view.packed = copy;
+            view.packed = copies > 0 ? packed.data() : nullptr;
+            view.f32 = copies == 2 ? exact.data() : nullptr;
             MatMulWT(x.data(), view, out.data(), m, n, k, beta);
             for (int i = 0; i < m * n; ++i) {
               ASSERT_NEAR(out[i], want[i], 1e-4f * (1 + std::abs(want[i])))
                   << DTypeName(dtype) << " k " << k << " m " << m << " beta " << beta << " at " << i
-                  << (copy ? " with the packed copy" : "");
+                  << " copies " << copies;
             }
           }
         }

@@ -118,6 +118,13 @@ TEST(CheckpointTest, SixteenBitMatricesStayAsStoredUnlessMixed) {
     }
     EXPECT_EQ(m->view().packed, m->packed.data());
   }
+  // A small 16-bit matrix also keeps them row-major in f32 (for products past the packed
+  // kernel's rows).
+  ASSERT_EQ(bf16.f32.size(), bf16.half.size());
+  for (size_t i = 0; i < bf16.half.size(); ++i) {
+    ASSERT_EQ(bf16.f32[i], BF16ToF32(bf16.half[i])) << i;
+  }
+  EXPECT_EQ(bf16.view().f32, bf16.f32.data());
   std::vector<uint16_t> out(64 * 64);
   const absl::Status st =
       (*mixed_ckpt)

@@ -48,6 +48,10 @@ absl::Status ReadMatrix(const Checkpoint& ckpt, bool keep_16bit, int64_t cols,
     row += rows;
   }
   if (static_cast<int64_t>(numel) <= kernels::kSmallMatrixElements) {
+    if (m.dtype != DType::kF32) {
+      m.f32.resize(numel);  // the products past kernels::kPackedMaxRows run on this copy
+      ConvertToF32(m.dtype, m.half.data(), numel, m.f32.data());
+    }
     const int n = static_cast<int>(m.rows), k = static_cast<int>(m.cols);
     m.packed.resize(kernels::PackedFloats(n, k));
     kernels::PackWeights(m.view(), n, k, m.packed.data());
@@ -87,7 +91,7 @@ absl::Status LoadExpert(const Checkpoint& ckpt, bool keep_16bit, ExpertKey key, 
 }  // namespace
 
 std::vector<float> Matrix::ToF32() const {
-  if (dtype == DType::kF32) return f32;
+  if (dtype == DType::kF32 || !f32.empty()) return f32;
   std::vector<float> out(half.size());
   ConvertToF32(dtype, half.data(), half.size(), out.data());
   return out;

@@ -16,6 +16,9 @@ struct WeightView {
   // A small matrix's elements (at most kSmallMatrixElements) in f32, laid out by PackWeights,
   // or null. model::Matrix keeps one for each such matrix, of any dtype.
   const float* packed = nullptr;
+  // 16-bit weights: the same elements row-major in f32, or null. A small 16-bit matrix keeps
+  // one too, for its products past kPackedMaxRows (SGEMM on it, no conversion per call).
+  const float* f32 = nullptr;
 };
 
 // y[m, n] = x[m, k] . w[n, k]^T + beta * y, all row-major and dense; beta 0 never reads y.
@@ -31,7 +34,7 @@ struct WeightView {
 //    weight row is converted in registers and multiplied into every x row while it is in L1,
 //    the rows of w split over ParallelFor's threads; so the weights are read once, at 2 bytes
 //    each, and no OpenBLAS thread runs between two such products.
-//  - 16-bit weights, more rows (prefill), or a packed small matrix's longer products: tiles of w
+//  - 16-bit weights, more rows (prefill): SGEMM on w.f32 where the view has it, else tiles of w
 //  converted to f32 on the calling thread,
 //    each an SGEMM; the conversion is amortised over the rows. (Converting on the pool's
 //    threads too made the steps slower: OpenBLAS's workers spin between calls and the two

@@ -32,15 +32,17 @@ struct ExpertKey {
 struct Matrix {
   DType dtype = DType::kF32;
   int64_t rows = 0, cols = 0;
-  std::vector<float> f32;      // dtype kF32
+  std::vector<float> f32;      // dtype kF32; for a 16-bit matrix of at most
+                               // kernels::kSmallMatrixElements, the same elements in f32 too
   std::vector<uint16_t> half;  // dtype kBF16 or kF16
   // A matrix of at most kernels::kSmallMatrixElements, any dtype: its elements in f32 as
   // kernels::PackWeights lays them out (compute-bound products of a small matrix run on it).
   std::vector<float> packed;
 
   kernels::WeightView view() const {
-    return {dtype == DType::kF32 ? static_cast<const void*>(f32.data()) : half.data(), dtype,
-            packed.empty() ? nullptr : packed.data()};
+    const float* packed_or_null = packed.empty() ? nullptr : packed.data();
+    if (dtype == DType::kF32) return {f32.data(), dtype, packed_or_null};
+    return {half.data(), dtype, packed_or_null, f32.empty() ? nullptr : f32.data()};
   }
   bool empty() const { return rows == 0; }
   // Bytes of the elements in `dtype` (what a product that streams them reads).
