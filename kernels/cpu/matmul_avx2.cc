@@ -207,25 +207,11 @@ void MatMulPackedAvx2(const float* x, const float* packed, float* y, int m, int 
     // The panel stays in L1 while every row of x passes it, six at a time.
     int r = 0;
     for (; r + 6 <= m; r += 6) PanelRows<6>(x + r * kk, kk, panel, y + r * nn + j, nn, cols, beta);
-    switch (m - r) {
-      case 5:
-        PanelRows<5>(x + r * kk, kk, panel, y + r * nn + j, nn, cols, beta);
-        break;
-      case 4:
-        PanelRows<4>(x + r * kk, kk, panel, y + r * nn + j, nn, cols, beta);
-        break;
-      case 3:
-        PanelRows<3>(x + r * kk, kk, panel, y + r * nn + j, nn, cols, beta);
-        break;
-      case 2:
-        PanelRows<2>(x + r * kk, kk, panel, y + r * nn + j, nn, cols, beta);
-        break;
-      case 1:
-        PanelRows<1>(x + r * kk, kk, panel, y + r * nn + j, nn, cols, beta);
-        break;
-      default:
-        break;
-    }
+    // The one to five rows left.
+    using Tail = void (*)(const float*, size_t, const float*, float*, size_t, int, float);
+    static constexpr Tail kTail[] = {nullptr,      PanelRows<1>, PanelRows<2>,
+                                     PanelRows<3>, PanelRows<4>, PanelRows<5>};
+    if (r < m) kTail[m - r](x + r * kk, kk, panel, y + r * nn + j, nn, cols, beta);
   }
 }
 
