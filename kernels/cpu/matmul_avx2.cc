@@ -201,17 +201,25 @@ void PanelRows(const float* x, size_t k, const float* panel, float* y, size_t n,
 void MatMulPackedAvx2(const float* x, const float* packed, float* y, int m, int n, int k,
                       float beta, int p_begin, int p_end) {
   const size_t kk = k, nn = n;
-  for (int p = p_begin; p < p_end; ++p) {
-    const float* panel = packed + static_cast<size_t>(p) * kk * kPanelRows;
-    const int j = p * kPanelRows, cols = std::min(kPanelRows, n - j);
-    // The panel stays in L1 while every row of x passes it, six at a time.
-    int r = 0;
-    for (; r + 6 <= m; r += 6) PanelRows<6>(x + r * kk, kk, panel, y + r * nn + j, nn, cols, beta);
-    // The one to five rows left.
-    using Tail = void (*)(const float*, size_t, const float*, float*, size_t, int, float);
-    static constexpr Tail kTail[] = {nullptr,      PanelRows<1>, PanelRows<2>,
-                                     PanelRows<3>, PanelRows<4>, PanelRows<5>};
-    if (r < m) kTail[m - r](x + r * kk, kk, panel, y + r * nn + j, nn, cols, beta);
+  // Rows of x in blocks of about 16 KiB (a multiple of six rows), so the block stays in L1 while
+  // every panel passes it: the six broadcasts per element come from L1, the panel's two vectors
+  // from L2 at worst.
+  const int block = std::max(6, static_cast<int>((16 << 10) / (4 * kk)) / 6 * 6);
+  using Tail = void (*)(const float*, size_t, const float*, float*, size_t, int, float);
+  static constexpr Tail kTail[] = {nullptr,      PanelRows<1>, PanelRows<2>,
+                                   PanelRows<3>, PanelRows<4>, PanelRows<5>};
+  for (int r0 = 0; r0 < m; r0 += block) {
+    const int r_end = std::min(m, r0 + block);
+    for (int p = p_begin; p < p_end; ++p) {
+      const float* panel = packed + static_cast<size_t>(p) * kk * kPanelRows;
+      const int j = p * kPanelRows, cols = std::min(kPanelRows, n - j);
+      int r = r0;
+      for (; r + 6 <= r_end; r += 6) {
+        PanelRows<6>(x + r * kk, kk, panel, y + r * nn + j, nn, cols, beta);
+      }
+      // The one to five rows left.
+      if (r < r_end) kTail[r_end - r](x + r * kk, kk, panel, y + r * nn + j, nn, cols, beta);
+    }
   }
 }
 

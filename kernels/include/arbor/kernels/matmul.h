@@ -48,11 +48,12 @@ inline constexpr int kDirectRows = 64;
 // not bound by reading it, and keeps a packed f32 copy.
 inline constexpr int64_t kSmallMatrixElements = int64_t{1} << 18;
 // A packed matrix's products of kPackedMinRows to kPackedMaxRows rows of x run on the packed
-// copy. One row: as fast as SGEMV or the direct kernel, which read fewer bytes. Past 128 rows
-// (prefill) SGEMM's packing pays for itself (one core, [n, k] = [320, 192]: 200 rows 90
-// GFLOP/s against 79; 48 rows 80 against 92; 8 rows 46 against 80).
+// copy. One row: as fast as SGEMV or the direct kernel, which read fewer bytes. Measured alone on
+// one core, [n, k] = [320, 192]: 2 rows 53 GFLOP/s against SGEMM's 15, 8 rows 88 against 51,
+// 48 rows 109 against 92, 128 rows 109 against 99, 200 rows even (104, 103); longer products
+// (prefill steps) stay SGEMM, which OpenBLAS threads.
 inline constexpr int kPackedMinRows = 2;
-inline constexpr int kPackedMaxRows = 128;
+inline constexpr int kPackedMaxRows = 256;
 // Whether MatMulWT runs a product of m rows with a matrix that has a packed copy on it.
 inline bool UsesPackedKernel(int m) { return m >= kPackedMinRows && m <= kPackedMaxRows; }
 // Whether MatMulWT runs a 16-bit product of m rows in the direct kernel (no packed copy used).
