@@ -63,6 +63,14 @@ void PackedScalar(const float* x, const float* packed, float* y, int m, int n, i
   }
 }
 
+// ParallelFor's grain for a loop whose items cost `macs_per_item` multiply-adds each: pieces of
+// at least ~64K multiply-adds, enough work to pay for handing them to a thread (a small model's
+// products run inline).
+int GrainFor(int64_t macs_per_item) {
+  return static_cast<int>(
+      std::max<int64_t>(1, (int64_t{64} << 10) / std::max<int64_t>(1, macs_per_item)));
+}
+
 // Rows of w per converted tile, a multiple of 16: about 256 KiB of f32 (it stays in L2 while
 // SGEMM reads it) for a few rows of x, up to 8 MiB for many, where SGEMM needs wide products
 // to run at its rate and the conversion is a small part of the work.
@@ -140,27 +148,25 @@ void BlockAccumulate(const float* s, int m, int valid, int ld, const float* v, i
 }  // namespace internal
 
 void PackWeights(WeightView w, int n, int k, float* out) {
-  std::vector<float> row(k);
+  std::vector<float> converted(w.dtype == DType::kF32 ? 0 : k);  // one 16-bit row in f32
   std::fill(out, out + PackedFloats(n, k), 0.0f);
   for (int j = 0; j < n; ++j) {
-    if (w.dtype == DType::kF32) {
-      const float* src = static_cast<const float*>(w.data) + static_cast<size_t>(j) * k;
-      std::copy(src, src + k, row.begin());
-    } else {
-      ConvertRowsToF32(static_cast<const uint16_t*>(w.data), w.dtype, k, j, 1, row.data());
+    const float* row = static_cast<const float*>(w.data) + static_cast<size_t>(j) * k;
+    if (w.dtype != DType::kF32) {
+      ConvertRowsToF32(static_cast<const uint16_t*>(w.data), w.dtype, k, j, 1, converted.data());
+      row = converted.data();
     }
     float* panel = out + static_cast<size_t>(j / kPanelRows) * k * kPanelRows;
-    for (int l = 0; l < k; ++l)
+    for (int l = 0; l < k; ++l) {
       panel[static_cast<size_t>(l) * kPanelRows + j % kPanelRows] = row[l];
+    }
   }
 }
 
 void MatMulWTPacked(const float* x, const float* packed, float* y, int m, int n, int k,
                     float beta) {
   const int panels = (n + kPanelRows - 1) / kPanelRows;
-  // Pieces of at least ~64K multiply-adds, as for the direct kernel.
-  const int grain = std::max(1, (64 << 10) / std::max(1, m * k * kPanelRows));
-  ParallelFor(panels, grain, [&](int begin, int end) {
+  ParallelFor(panels, GrainFor(int64_t{m} * k * kPanelRows), [&](int begin, int end) {
 #if ARBOR_X86_KERNELS
     if (HaveAvx2()) {
       internal::MatMulPackedAvx2(x, packed, y, m, n, k, beta, begin, end);
@@ -182,10 +188,7 @@ void MatMulWT(const float* x, WeightView w, float* y, int m, int n, int k, float
   }
   const auto* w16 = static_cast<const uint16_t*>(w.data);
   if (UsesDirectKernel(m, w.packed != nullptr)) {
-    // Pieces of at least ~64K multiply-adds: enough work to pay for handing them to a thread
-    // (a small model's products run inline).
-    const int grain = std::max(1, (64 << 10) / std::max(1, m * k));
-    ParallelFor(n, grain, [&](int begin, int end) {
+    ParallelFor(n, GrainFor(int64_t{m} * k), [&](int begin, int end) {
       MatMulWT16Rows(x, w16, w.dtype, y, m, n, k, beta, begin, end);
     });
     return;

@@ -72,13 +72,10 @@ TEST(MatMulWTTest, EveryPathMatchesAFloat64Loop) {
       const int n = 77;
       std::vector<float> w(n * k);
       for (float& v : w) v = nd(rng);
-      const std::vector<uint16_t> w16 = To16(w, dtype == DType::kF32 ? DType::kBF16 : dtype);
-      std::vector<float> exact(w.size());
-      if (dtype == DType::kF32) {
-        exact = w;
-      } else {
-        ConvertToF32(dtype, w16.data(), w16.size(), exact.data());
-      }
+      const std::vector<uint16_t> w16 =
+          dtype == DType::kF32 ? std::vector<uint16_t>{} : To16(w, dtype);
+      std::vector<float> exact = w;
+      if (dtype != DType::kF32) ConvertToF32(dtype, w16.data(), w16.size(), exact.data());
       const WeightView plain{dtype == DType::kF32 ? static_cast<const void*>(w.data())
                                                   : static_cast<const void*>(w16.data()),
                              dtype};

@@ -22,11 +22,10 @@ struct WeightView {
 };
 
 // y[m, n] = x[m, k] . w[n, k]^T + beta * y, all row-major and dense; beta 0 never reads y.
-//  - A packed small matrix, kPackedMinRows to kPackedMaxRows rows: Arbor's own kernel on the packed
-//  copy
-//    (below). Such a matrix sits in cache, so its products are bound by arithmetic, and
-//    OpenBLAS's SGEMM packs both operands on every call, which costs more than it saves for
-//    few rows (the embedded model's decode steps: docs/PERFORMANCE.md).
+//  - A small matrix with its packed copy, kPackedMinRows to kPackedMaxRows rows: Arbor's own
+//    kernel on that copy (below). Such a matrix sits in cache, so its products are bound by
+//    arithmetic, and OpenBLAS's SGEMM packs both operands on every call, which costs more than
+//    it saves for few rows (the embedded model's decode steps: docs/PERFORMANCE.md).
 //  - f32 weights: one row (every token of a batch-1 decode) runs as SGEMV, OpenBLAS's one-row
 //    SGEMM streaming the weights at about a third of SGEMV's rate (docs/PERFORMANCE.md); more
 //    rows as SGEMM.
@@ -34,9 +33,9 @@ struct WeightView {
 //    weight row is converted in registers and multiplied into every x row while it is in L1,
 //    the rows of w split over ParallelFor's threads; so the weights are read once, at 2 bytes
 //    each, and no OpenBLAS thread runs between two such products.
-//  - 16-bit weights, more rows (prefill): SGEMM on w.f32 where the view has it, else tiles of w
-//  converted to f32 on the calling thread,
-//    each an SGEMM; the conversion is amortised over the rows. (Converting on the pool's
+//  - 16-bit weights, more rows (prefill): SGEMM on w.f32 where the view has it, else tiles of
+//    w converted to f32 on the calling thread, each an SGEMM; the conversion is amortised over
+//    the rows. (Converting on the pool's
 //    threads too made the steps slower: OpenBLAS's workers spin between calls and the two
 //    sets of threads took turns on 2 cores. docs/PERFORMANCE.md has the figures.)
 void MatMulWT(const float* x, WeightView w, float* y, int m, int n, int k, float beta);
